@@ -1,0 +1,43 @@
+# Each target makes its own virtual environment, so it works on a fresh machine
+# (only Python, pip, gcc and g++ are assumed).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-test
+
+.PHONY: test test-gpu test-sanitize lint fmt demo bench compare clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[test,train,demo,lint]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not gpu and not sanitize" tests
+
+test-gpu: $(STAMP)
+	$(BIN)/python -m pytest -q -m gpu -rs tests
+
+test-sanitize: $(STAMP)
+	$(BIN)/python -m pytest -q -m sanitize tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check accel tests bench
+
+fmt: $(STAMP)
+	$(BIN)/ruff format accel tests bench
+
+demo: $(STAMP)
+	$(BIN)/python -m accel.demo --device $${DEVICE:-cpu}
+
+bench: $(STAMP)
+	$(BIN)/pip install -q -e ".[bench]"
+	$(BIN)/python -m pytest -q bench --benchmark-only
+
+compare: $(STAMP)
+	$(BIN)/pip install -q -e ".[bench]"
+	$(BIN)/python -m bench.compare
+
+clean:
+	rm -rf $(VENV) build .pytest_cache

@@ -1,0 +1,47 @@
+"""accel: TensorFlow-style eager autodiff on NumPy (CPU) or CuPy (CUDA GPU).
+
+    import accel as tf
+    w = tf.Variable(0.5)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean((w * x - y) ** 2)
+    w.assign_sub(0.1 * tape.gradient(loss, w))
+"""
+
+from accel import backend, errors  # noqa: F401
+from accel.backend import device, has_gpu  # noqa: F401
+from accel.dtypes import (  # noqa: F401
+    DType, as_dtype, bool_ as bool, double, float16, float32, float64, half, int8, int16, int32, int64, uint8)
+from accel.tensor import Tensor, TensorShape  # noqa: F401
+from accel.ops.api import *  # noqa: F401, F403
+from accel.ops.api import abs, pow, range, round  # noqa: F401
+from accel.ops.core import REGISTRY as _REGISTRY
+from accel.tape import GradientTape, UnconnectedGradients  # noqa: F401
+from accel.variables import Variable  # noqa: F401
+from accel.gradients import custom_gradient, gradients, recompute_grad  # noqa: F401
+from accel import config, linalg, math, nn, random  # noqa: F401
+from accel import tensor as _tensor
+
+_tensor._OPS.update({
+    name: globals()[name] for name in (
+        "add", "subtract", "multiply", "truediv", "floordiv", "mod", "pow", "matmul", "negative", "abs",
+        "logical_not", "logical_and", "logical_or", "logical_xor", "equal", "not_equal", "less", "less_equal",
+        "greater", "greater_equal", "getitem")
+})
+
+newaxis = None
+__version__ = "0.1.0"
+
+
+def executing_eagerly():
+    return True
+
+
+def function(func=None, **kwargs):
+    """accel is always eager: `@accel.function` returns the Python function unchanged."""
+    if func is None:
+        return lambda f: f
+    return func
+
+
+def is_tensor(x):
+    return isinstance(x, Tensor)

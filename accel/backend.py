@@ -1,0 +1,253 @@
+"""Array backend: NumPy on the CPU, CuPy on CUDA GPUs.
+
+This is the only module that imports cupy. Everything else asks it for the
+array module of an array (`xp_of`) or of a device (`Device.xp`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+
+import numpy as np
+
+_cupy = None
+_cupy_checked = False
+
+
+def cupy():
+    """The cupy module, or None when it is not installed (imported on first use)."""
+    global _cupy, _cupy_checked
+    if not _cupy_checked:
+        _cupy_checked = True
+        try:
+            import cupy as cp  # noqa: PLC0415
+
+            _cupy = cp
+        except Exception:  # not installed, or broken CUDA libraries
+            _cupy = None
+    return _cupy
+
+
+def cupyx():
+    """The cupyx module (scatter_add, scipy.special), or None."""
+    if cupy() is None:
+        return None
+    import cupyx as cx  # noqa: PLC0415
+    import cupyx.scipy.special  # noqa: F401, PLC0415
+
+    return cx
+
+
+def gpu_count() -> int:
+    cp = cupy()
+    if cp is None:
+        return 0
+    try:
+        return int(cp.cuda.runtime.getDeviceCount())
+    except Exception:
+        return 0
+
+
+def has_gpu() -> bool:
+    """True when CuPy is installed and at least one CUDA device answers."""
+    return gpu_count() > 0
+
+
+class Device:
+    """A place where arrays live: `Device("cpu")` or `Device("gpu", 0)`."""
+
+    __slots__ = ("kind", "index")
+
+    def __init__(self, kind: str, index: int = 0):
+        self.kind = kind
+        self.index = index
+
+    @property
+    def xp(self):
+        return np if self.kind == "cpu" else cupy()
+
+    def __eq__(self, other):
+        if isinstance(other, str):
+            other = parse_device(other)
+        return isinstance(other, Device) and other.kind == self.kind and other.index == self.index
+
+    def __hash__(self):
+        return hash((self.kind, self.index))
+
+    def __str__(self):
+        return "/job:localhost/replica:0/task:0/device:%s:%d" % (self.kind.upper(), self.index)
+
+    def __repr__(self):
+        return "Device(%r)" % (self.short_name,)
+
+    @property
+    def short_name(self):
+        return "cpu" if self.kind == "cpu" else "gpu:%d" % self.index
+
+
+CPU = Device("cpu", 0)
+
+
+def parse_device(spec) -> Device:
+    """Accepts 'cpu', 'gpu', 'gpu:1', 'cuda:0', '/GPU:0', '/device:CPU:0' or a Device."""
+    if isinstance(spec, Device):
+        return spec
+    if not isinstance(spec, str):
+        raise TypeError("device: expected a string such as 'cpu' or 'gpu:0', got %r" % (spec,))
+    s = spec.strip().lower()
+    if s.startswith("/job:"):
+        s = s.split("device:", 1)[-1]
+    s = s.lstrip("/").replace("device:", "")
+    kind, _, index = s.partition(":")
+    if kind == "cuda":
+        kind = "gpu"
+    if kind not in ("cpu", "gpu") or (index and not index.isdigit()):
+        raise ValueError("device: expected 'cpu' or 'gpu:N', got %r" % (spec,))
+    idx = int(index or 0)
+    if kind == "cpu":
+        return CPU
+    n = gpu_count()
+    if idx >= n:
+        raise RuntimeError(
+            "device %r: %s" % (spec, "no CUDA GPU is available (CuPy %s)"
+                               % ("is not installed" if cupy() is None else "found no device")
+                               if n == 0 else "only %d GPU(s) are available" % n)
+        )
+    return Device("gpu", idx)
+
+
+_state = threading.local()
+_default_device = None
+
+
+def default_device() -> Device:
+    """The GPU when CuPy and a device are available (unless ACCEL_DEVICE says otherwise), else the CPU."""
+    global _default_device
+    if _default_device is None:
+        env = os.environ.get("ACCEL_DEVICE")
+        if env:
+            _default_device = parse_device(env)
+        else:
+            _default_device = Device("gpu", 0) if has_gpu() else CPU
+    return _default_device
+
+
+def current_device() -> Device:
+    stack = getattr(_state, "stack", None)
+    if stack:
+        return stack[-1]
+    return default_device()
+
+
+@contextlib.contextmanager
+def device(spec):
+    """Places new tensors on `spec` inside the block: `with accel.device("cpu"): ...`."""
+    d = parse_device(spec)
+    stack = getattr(_state, "stack", None)
+    if stack is None:
+        stack = _state.stack = []
+    stack.append(d)
+    try:
+        if d.kind == "gpu":
+            with cupy().cuda.Device(d.index):
+                yield d
+        else:
+            yield d
+    finally:
+        stack.pop()
+
+
+def is_cupy_array(a) -> bool:
+    cp = _cupy
+    return cp is not None and isinstance(a, cp.ndarray)
+
+
+def device_of(a) -> Device:
+    if type(a) is np.ndarray or not is_cupy_array(a):
+        return CPU
+    return Device("gpu", int(a.device.id))
+
+
+def xp_of(a):
+    """The array module (numpy or cupy) that owns array `a`."""
+    if type(a) is np.ndarray:
+        return np
+    if is_cupy_array(a):
+        return _cupy
+    return np
+
+
+def to_numpy(a) -> np.ndarray:
+    """A host NumPy array (copies from the GPU)."""
+    if is_cupy_array(a):
+        return a.get()
+    return np.asarray(a)
+
+
+def to_device(a, dev: Device):
+    """Moves array `a` to `dev` (a no-op when it is already there)."""
+    if dev.kind == "cpu":
+        return to_numpy(a)
+    cp = cupy()
+    with cp.cuda.Device(dev.index):
+        return cp.asarray(a)
+
+
+def asarray_on(value, dev: Device, dtype=None):
+    """Builds an array from host data (Python scalars, lists, NumPy) on `dev`."""
+    if dev.kind == "cpu":
+        return np.asarray(value, dtype=dtype)
+    cp = cupy()
+    with cp.cuda.Device(dev.index):
+        return cp.asarray(value, dtype=dtype)
+
+
+def from_dlpack(obj):
+    """An array from any object with `__dlpack__`: NumPy for CPU producers, CuPy for CUDA ones."""
+    dev_type = None
+    if hasattr(obj, "__dlpack_device__"):
+        dev_type, _ = obj.__dlpack_device__()
+    if dev_type in (2, 13):  # kDLCUDA, kDLCUDAManaged
+        cp = cupy()
+        if cp is None:
+            raise RuntimeError("from_dlpack: the producer holds CUDA memory but CuPy is not installed")
+        return cp.from_dlpack(obj)
+    return np.from_dlpack(obj)
+
+
+def synchronize():
+    """Waits for the GPU's queued work (no-op on the CPU); benchmarks call it around their clocks."""
+    if _cupy is not None and has_gpu():
+        _cupy.cuda.get_current_stream().synchronize()
+
+
+# --- the fused-kernel switch -------------------------------------------------------------
+
+_FUSED_MODES = ("auto", "always", "never")
+_fused_mode = os.environ.get("ACCEL_FUSED", "auto").lower()
+if _fused_mode not in _FUSED_MODES:
+    raise ValueError("ACCEL_FUSED must be one of %s, got %r" % (_FUSED_MODES, _fused_mode))
+
+
+def fused_mode() -> str:
+    return _fused_mode
+
+
+def set_fused_mode(mode: str) -> None:
+    global _fused_mode
+    if mode not in _FUSED_MODES:
+        raise ValueError("fused mode must be one of %s, got %r" % (_FUSED_MODES, mode))
+    _fused_mode = mode
+
+
+@contextlib.contextmanager
+def fused(mode: str):
+    """Temporarily sets the fused-kernel switch: `with accel.config.fused("never"): ...`."""
+    old = _fused_mode
+    set_fused_mode(mode)
+    try:
+        yield
+    finally:
+        set_fused_mode(old)

@@ -1,0 +1,149 @@
+"""The one registry of accel's CUDA kernels: per family file (kernels/<family>.cu),
+its NVRTC options, the template instantiations (name expressions) the engine may
+launch, and per-kernel ptxas budgets. Pure data: no cupy import.
+
+The CuPy backend (accel.fused), the NVRTC compile test and the CPU shim all read
+this table, so an instantiation cannot skip any of them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import pathlib
+import re
+from dataclasses import dataclass, field
+
+# C++ spelling of each NumPy dtype name a kernel template may take.
+CTYPE = {"float16": "__half", "float32": "float", "float64": "double",
+         "int32": "int", "int64": "long long"}
+DTYPE_OF_CTYPE = {c: d for d, c in CTYPE.items()}
+
+FLOATS = ("float32", "float64")
+WITH_HALF = ("float16", "float32", "float64")
+INDEX = ("int32", "int64")
+
+BASE_OPTIONS = ("-std=c++17",)
+STATIC_SMEM_LIMIT = 48 * 1024
+
+
+@dataclass(frozen=True)
+class Kernel:
+    name: str
+    args: tuple  # one tuple of dtype names per template parameter
+    max_regs: int = 64
+    max_smem: int = 0  # static shared memory, bytes
+
+    def instantiations(self):
+        """[(dtype names...), ...]: the cartesian product of `args`."""
+        return list(itertools.product(*self.args))
+
+    def name_expr(self, *dtypes) -> str:
+        return "%s<%s>" % (self.name, ", ".join(CTYPE[str(d)] for d in dtypes))
+
+
+@dataclass(frozen=True)
+class Family:
+    kernels: tuple
+    options: tuple = BASE_OPTIONS
+    by_name: dict = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "by_name", {k.name: k for k in self.kernels})
+
+
+def _k(names, args, **budget):
+    return tuple(Kernel(n, args, **budget) for n in names.split())
+
+
+ACTIVATIONS = ("relu relu6 leaky_relu elu selu gelu gelu_tanh silu sigmoid tanh softplus").split()
+
+# Budgets: measured maximum over sm_75..sm_120 (NVRTC 13.5) plus headroom;
+# a kernel that outgrows its budget should be looked at, not silently bumped.
+FAMILIES = {
+    "activations": Family(_k(" ".join(a + "_bwd" for a in ACTIVATIONS), (WITH_HALF,), max_regs=48)),
+    "losses": Family(
+        _k("softmax_xent_dense_bwd", (FLOATS,), max_regs=48, max_smem=256)
+        + _k("softmax_xent_sparse_bwd", (FLOATS, INDEX), max_regs=48, max_smem=256)
+        + _k("sigmoid_xent_bwd", (FLOATS,), max_regs=48)
+    ),
+    "reductions": Family(
+        _k("bias_add_bwd", (FLOATS,), max_regs=48, max_smem=8192)
+        + _k("dropout_bwd", (WITH_HALF,), max_regs=40)
+        + _k("layer_norm_bwd", (FLOATS,), max_regs=56, max_smem=256)
+        + _k("layer_norm_bwd_params", (FLOATS,), max_regs=56, max_smem=8192)
+    ),
+    # --fmad=false: Keras rounds every multiply and add separately.
+    "optimizers": Family(
+        _k("sgd_update sgd_momentum_update adam_update rmsprop_update adagrad_update lion_update"
+           " adam_multi_update", (WITH_HALF,), max_regs=64),
+        options=BASE_OPTIONS + ("--fmad=false",),
+    ),
+    "accumulate": Family(
+        _k("accumulate", (WITH_HALF,), max_regs=40)
+        + _k("scatter_add_rows scatter_add_rows_sorted", (WITH_HALF, INDEX), max_regs=72)
+    ),
+}
+
+
+def family_of(kernel_name: str) -> str:
+    for fam, f in FAMILIES.items():
+        if kernel_name in f.by_name:
+            return fam
+    raise KeyError("no kernel named %r in the registry" % (kernel_name,))
+
+
+def kernel(kernel_name: str) -> Kernel:
+    return FAMILIES[family_of(kernel_name)].by_name[kernel_name]
+
+
+def name_expressions(family: str) -> list:
+    return [k.name_expr(*ts) for k in FAMILIES[family].kernels for ts in k.instantiations()]
+
+
+def all_name_expressions() -> dict:
+    """{name expression: (family, Kernel)} over every family."""
+    return {ne: (fam, k) for fam, f in FAMILIES.items() for k in f.kernels
+            for ne in (k.name_expr(*ts) for ts in k.instantiations())}
+
+
+def options(family: str) -> tuple:
+    return FAMILIES[family].options
+
+
+def kernels_dir() -> pathlib.Path:
+    """kernels/ in a source checkout, else the installed copy accel/_kernels."""
+    here = pathlib.Path(__file__).resolve().parent
+    for cand in (here.parent / "kernels", here / "_kernels"):
+        if (cand / "common.cuh").is_file():
+            return cand
+    raise FileNotFoundError("accel kernels not found: looked for %s and %s"
+                            % (here.parent / "kernels", here / "_kernels"))
+
+
+_INCLUDE = re.compile(r'^#include "([^"]+)"\s*$', re.M)
+
+
+def source(family: str) -> str:
+    """kernels/<family>.cu with its local #include "..." files inlined, so that
+    NVRTC (and CuPy's source-keyed cache) sees one self-contained text."""
+    if family not in FAMILIES:
+        raise KeyError("unknown kernel family %r (known: %s)" % (family, ", ".join(FAMILIES)))
+    d = kernels_dir()
+    seen = set()
+
+    def expand(path):
+        def repl(m):
+            inc = d / m.group(1)
+            if inc in seen:
+                return ""
+            seen.add(inc)
+            return expand(inc)
+        return _INCLUDE.sub(repl, path.read_text())
+
+    return expand(d / (family + ".cu"))
+
+
+def source_files() -> list:
+    """Every file that source() may read (for build caches keyed on mtime)."""
+    d = kernels_dir()
+    return sorted(d.glob("*.cu")) + sorted(d.glob("*.cuh"))

@@ -1,0 +1,269 @@
+"""The op machinery: `defop` declares an op's forward and gradient rules side by side.
+
+A rule is `rule(F, g, out, *inputs, **attrs) -> cotangent for one input`. `F` is the
+array namespace the rule computes with: NumPy or CuPy on raw arrays when nothing needs
+to record the backward pass, or accel's own differentiable ops on Tensors when an
+outer GradientTape records it (higher-order gradients). So each rule is written once,
+with operators and the small vocabulary below, and serves both.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from accel import backend
+from accel.errors import InvalidArgumentError
+from accel.tensor import Tensor, to_array
+
+_state = None  # accel.tape._state, bound at import of accel.tape
+_record = None  # accel.tape.record
+_NUMPY = np  # the xp for host arrays (tests swap in a recording proxy to check CuPy's namespace)
+
+
+class Op:
+    """An op: its forward on arrays, one gradient rule per input (None: no gradient)."""
+
+    __slots__ = ("name", "forward", "rules", "save_inputs", "save_out", "multi_out", "fused")
+
+    def __init__(self, name, forward, save_inputs=True, save_out=False, multi_out=False):
+        self.name = name
+        self.forward = forward
+        self.rules = None
+        self.save_inputs = save_inputs
+        self.save_out = save_out
+        self.multi_out = multi_out
+        self.fused = None  # optional (qualifies, run) hook for a fused backward kernel
+
+    def defvjp(self, *rules):
+        self.rules = rules
+        return self
+
+    def __repr__(self):
+        return "Op(%s)" % self.name
+
+
+REGISTRY: dict[str, Op] = {}
+
+
+def defop(name, save_inputs=True, save_out=False, multi_out=False):
+    """Decorator: `@defop("tanh", save_out=True) def _tanh(xp, x): return xp.tanh(x)`."""
+
+    def wrap(forward):
+        op = Op(name, forward, save_inputs, save_out, multi_out)
+        REGISTRY[name] = op
+        return op
+
+    return wrap
+
+
+def _xp_of_datas(datas, opname):
+    """The array module for the op's inputs; mixing devices is an error."""
+    t0 = type(datas[0])
+    if t0 is np.ndarray:
+        for d in datas:
+            if type(d) is not np.ndarray:
+                _device_mismatch(datas, opname)
+        return _NUMPY
+    cp = backend.cupy()
+    if cp is None or not isinstance(datas[0], cp.ndarray):
+        raise TypeError("%s: unsupported array type %s" % (opname, t0.__name__))
+    dev = datas[0].device.id
+    for d in datas:
+        if not isinstance(d, cp.ndarray) or d.device.id != dev:
+            _device_mismatch(datas, opname)
+    return cp
+
+
+def _device_mismatch(datas, opname):
+    devs = ", ".join("#%d on %s" % (i, backend.device_of(d).short_name) for i, d in enumerate(datas))
+    raise InvalidArgumentError(
+        None, None,
+        "%s: all inputs must be on one device, got inputs %s; move them with accel.to_device(t, 'cpu') "
+        "or accel.to_device(t, 'gpu:0')" % (opname, devs))
+
+
+def apply(op: Op, inputs, attrs=None):
+    """Runs op's forward on Tensors `inputs`, wraps the result, and records it on active tapes."""
+    datas = [t._data for t in inputs]
+    xp = _xp_of_datas(datas, op.name) if len(datas) > 1 else (
+        _NUMPY if type(datas[0]) is np.ndarray else _xp_of_datas(datas, op.name))
+    try:
+        res = op.forward(xp, *datas, **attrs) if attrs else op.forward(xp, *datas)
+    except (ValueError, TypeError, IndexError) as e:
+        if isinstance(e, InvalidArgumentError):
+            raise
+        raise InvalidArgumentError(None, None, "%s: %s (inputs: %s)" % (
+            op.name, e, ", ".join("%s %s" % (d.dtype, tuple(d.shape)) for d in datas))) from None
+    if op.multi_out:
+        out = tuple(Tensor(as_array(r)) for r in res)
+    else:
+        out = Tensor(res if type(res) is np.ndarray else as_array(res))
+    if _state.tapes and op.rules is not None:
+        _record(op, inputs, out, attrs)
+    return out
+
+
+def as_array(r):
+    """NumPy reductions return scalars (np.float32); tensors always hold arrays."""
+    if isinstance(r, np.generic):
+        return np.asarray(r)
+    return r
+
+
+# --- converting arguments ------------------------------------------------------------------
+
+def convert(x, dtype=None):
+    """A Tensor for x (Tensors pass through; Python and NumPy data get TF's default dtypes)."""
+    if isinstance(x, Tensor):
+        return x
+    return Tensor(to_array(x, dtype))
+
+
+def convert_pair(x, y, opname):
+    """Two operands of a binary op: a non-Tensor takes the Tensor's dtype, two Tensors must agree."""
+    tx = isinstance(x, Tensor)
+    ty = isinstance(y, Tensor)
+    if tx and ty:
+        if x._data.dtype != y._data.dtype:
+            raise InvalidArgumentError(
+                None, None,
+                "%s: both operands must have the same dtype, got %s and %s; cast one explicitly with "
+                "accel.cast(x, %s)" % (opname, x._data.dtype, y._data.dtype, "accel." + str(x._data.dtype)))
+        return x, y
+    if tx:
+        return x, _like(y, x, opname)
+    if ty:
+        return _like(x, y, opname), y
+    x = convert(x)
+    return x, _like(y, x, opname)
+
+
+def _like(value, t, opname):
+    """Converts a Python/NumPy operand to Tensor t's dtype and device."""
+    dt = t._data.dtype
+    if isinstance(value, float) and dt.kind in "iub" and not float(value).is_integer():
+        raise TypeError("%s: cannot convert %r to a tensor of dtype %s" % (opname, value, dt))
+    if isinstance(value, (list, tuple)) or type(value) is np.ndarray or isinstance(value, np.generic):
+        arr = np.asarray(value)
+        if arr.dtype.kind == "f" and dt.kind in "iub":
+            raise TypeError("%s: cannot combine a %s tensor with float data %r" % (opname, dt, value))
+    if type(t._data) is np.ndarray:
+        return Tensor(np.asarray(value, dtype=dt))
+    return Tensor(backend.asarray_on(value, backend.device_of(t._data), dt))
+
+
+def is_float(t) -> bool:
+    return t._data.dtype.kind == "f"
+
+
+# --- the rule vocabulary on raw arrays ----------------------------------------------------
+
+class ArrayNS:
+    """NumPy/CuPy functions under the names rules use (same names as TensorNS)."""
+
+    def __init__(self, xp):
+        self.xp = xp
+        for name in ("exp", "log", "sqrt", "sign", "square", "sin", "cos", "tanh", "abs", "maximum",
+                     "minimum", "equal", "greater", "less", "greater_equal", "less_equal", "logical_and",
+                     "where", "matmul", "reshape", "transpose", "swapaxes", "broadcast_to", "zeros_like",
+                     "ones_like", "expand_dims", "concatenate", "stack", "cosh", "reciprocal", "log1p",
+                     "negative", "floor", "moveaxis", "sum", "tensordot", "einsum", "pad", "flip",
+                     "cumsum", "clip", "take", "squeeze", "tile"):
+            setattr(self, name, getattr(xp, name))
+
+    def astype(self, x, dtype):
+        return x.astype(dtype, copy=False)
+
+    def full_like(self, x, value):
+        return self.xp.full_like(x, value)
+
+    def zeros(self, shape, dtype):
+        return self.xp.zeros(shape, dtype)
+
+    def mean(self, x, axis=None, keepdims=False):
+        return self.xp.mean(x, axis=axis, keepdims=keepdims)
+
+    def max(self, x, axis=None, keepdims=False):
+        return self.xp.max(x, axis=axis, keepdims=keepdims)
+
+    def erf(self, x):
+        return erf_array(self.xp, x)
+
+    def scatter_add(self, shape, dtype, idx, src, axis=0):
+        """zeros(shape) with src accumulated at positions idx along axis (repeats add up)."""
+        out = self.xp.zeros(shape, dtype)
+        moved = self.xp.moveaxis(out, axis, 0) if axis else out
+        self.xp.add.at(moved, idx, self.xp.moveaxis(src, axis, 0) if axis else src)
+        return out
+
+    def scatter_index(self, shape, g, key):
+        """zeros(shape) with g accumulated at an integer-array index (repeats add up)."""
+        out = self.xp.zeros(shape, g.dtype)
+        self.xp.add.at(out, key, g)
+        return out
+
+    def getitem(self, x, key):
+        return x[key]
+
+    def setitem_zeros(self, shape, dtype, key, value):
+        """zeros(shape) with `value` written at `key` (a basic or boolean index: no repeats)."""
+        out = self.xp.zeros(shape, dtype)
+        out[key] = value
+        return out
+
+    def data(self, x):
+        return x
+
+    def shape(self, x):
+        return tuple(x.shape)
+
+    def dtype(self, x):
+        return x.dtype
+
+
+def erf_array(xp, x):
+    if xp is np or isinstance(x, np.ndarray):
+        try:
+            from scipy.special import erf  # noqa: PLC0415
+
+            return erf(x).astype(x.dtype, copy=False)
+        except ImportError:
+            return _erf_numpy(x)
+    return backend.cupyx().scipy.special.erf(x)
+
+
+def _erf_numpy(x):
+    """erf in float64 without SciPy: Taylor series below 0.5, erfc's continued fraction above."""
+    xd = np.asarray(x, dtype=np.float64)
+    ax = np.abs(xd)
+    out = np.empty_like(xd)
+    small = ax < 0.5
+    # Taylor series for |x| < 0.5 (converges fast)
+    xs = xd[small]
+    x2 = xs * xs
+    term = xs.copy()
+    acc = xs.copy()
+    for n in range(1, 20):
+        term = term * (-x2) / n
+        acc = acc + term / (2 * n + 1)
+    out[small] = acc * (2.0 / np.sqrt(np.pi))
+    # erfc via a continued fraction (Lentz) for |x| >= 0.5
+    xl = ax[~small]
+    if xl.size:
+        # continued fraction for erfc(x) * exp(x^2) * sqrt(pi) = 1/(x+ 1/2/(x+ 1/(x+ 3/2/(x+ ...))))
+        f = np.zeros_like(xl)
+        for k in range(60, 0, -1):
+            f = (k / 2.0) / (xl + f)
+        erfc = np.exp(-xl * xl) / np.sqrt(np.pi) / (xl + f)
+        out[~small] = np.sign(xd[~small]) * (1.0 - erfc)
+    return out.astype(x.dtype, copy=False)
+
+
+_ARRAY_NS = {}
+
+
+def array_ns(xp):
+    ns = _ARRAY_NS.get(xp)
+    if ns is None:
+        ns = _ARRAY_NS[xp] = ArrayNS(xp)
+    return ns

@@ -1,0 +1,193 @@
+"""Creating tensors: constant, zeros, ones, fill, range, eye, linspace, one_hot; shape queries."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from accel import backend
+from accel.dtypes import as_dtype
+from accel.errors import InvalidArgumentError
+from accel.ops.core import Op, REGISTRY, apply, convert
+from accel.tensor import Tensor, to_array
+
+
+def _np_dtype(dtype):
+    return None if dtype is None else as_dtype(dtype).dtype
+
+
+def _shape_arg(shape, opname):
+    if isinstance(shape, Tensor):
+        shape = shape.numpy().tolist()
+    if isinstance(shape, (int, np.integer)):
+        shape = (int(shape),)
+    try:
+        shape = tuple(int(s) for s in shape)
+    except (TypeError, ValueError):
+        raise TypeError("%s: shape must be a list of ints, got %r" % (opname, shape)) from None
+    if any(s < 0 for s in shape):
+        raise InvalidArgumentError(None, None, "%s: shape %s has a negative dimension" % (opname, list(shape)))
+    return shape
+
+
+def constant(value, dtype=None, shape=None, name=None):
+    """A tensor from Python or NumPy data; Python floats become float32, Python ints int32."""
+    dt = _np_dtype(dtype)
+    if isinstance(value, Tensor):
+        t = value if dt is None or value._data.dtype == dt else Tensor(value._data.astype(dt))
+        return t if shape is None else Tensor(t._data.reshape(_shape_arg(shape, "constant")))
+    if dt is not None and not isinstance(value, (np.ndarray, np.generic)) and dt.kind in "iub":
+        inferred = np.asarray(value).dtype if not isinstance(value, (list, tuple)) else None
+        if inferred is not None and inferred.kind == "f" and not np.all(np.asarray(value) == np.trunc(value)):
+            raise TypeError("constant: cannot convert %r to a tensor of dtype %s" % (value, dt))
+    data = to_array(value, dt)
+    if shape is not None:
+        shape = _shape_arg(shape, "constant")
+        xp = backend.xp_of(data)
+        if data.size == 1:
+            data = xp.full(shape, data.reshape(()), data.dtype)
+        elif data.size == int(np.prod(shape)):
+            data = data.reshape(shape)
+        else:
+            raise InvalidArgumentError(None, None, "constant: %d values cannot fill shape %s"
+                                       % (data.size, list(shape)))
+    return Tensor(data)
+
+
+def convert_to_tensor(value, dtype=None, dtype_hint=None, name=None):
+    if isinstance(value, Tensor):
+        if dtype is not None and value._data.dtype != as_dtype(dtype).dtype:
+            raise ValueError("convert_to_tensor: requested dtype %s for a tensor of dtype %s"
+                             % (as_dtype(dtype).name, value.dtype.name))
+        from accel.variables import Variable  # noqa: PLC0415
+
+        if isinstance(value, Variable):
+            return value.read_value()
+        return value
+    if dtype is None and dtype_hint is not None and not isinstance(value, (np.ndarray, np.generic)):
+        try:
+            return Tensor(to_array(value, _np_dtype(dtype_hint)))
+        except (TypeError, ValueError):
+            pass
+    return Tensor(to_array(value, _np_dtype(dtype)))
+
+
+def _xp():
+    return backend.current_device().xp
+
+
+def zeros(shape, dtype=np.float32, name=None, layout=None):
+    return Tensor(_xp().zeros(_shape_arg(shape, "zeros"), _np_dtype(dtype)))
+
+
+def ones(shape, dtype=np.float32, name=None, layout=None):
+    return Tensor(_xp().ones(_shape_arg(shape, "ones"), _np_dtype(dtype)))
+
+
+def fill(dims, value, name=None):
+    v = convert(value)
+    xp = backend.xp_of(v._data)
+    return Tensor(xp.full(_shape_arg(dims, "fill"), v._data.reshape(()), v._data.dtype))
+
+
+_ones_like = Op("ones_like", lambda xp, x: xp.ones_like(x), save_inputs=False)
+REGISTRY["ones_like"] = _ones_like
+
+
+def zeros_like(input, dtype=None, name=None, layout=None):  # noqa: A002
+    x = convert(input)
+    xp = backend.xp_of(x._data)
+    return Tensor(xp.zeros(x._data.shape, _np_dtype(dtype) or x._data.dtype))
+
+
+def ones_like(input, dtype=None, name=None, layout=None):  # noqa: A002
+    x = convert(input)
+    xp = backend.xp_of(x._data)
+    return Tensor(xp.ones(x._data.shape, _np_dtype(dtype) or x._data.dtype))
+
+
+def range(start, limit=None, delta=1, dtype=None, name="range"):  # noqa: A001
+    """Like Python's range (TF's tf.range); ints give int32, floats float32."""
+    vals = [v.numpy().item() if isinstance(v, Tensor) else v for v in (start, limit, delta)]
+    start, limit, delta = vals
+    if limit is None:
+        start, limit = 0, start
+    if delta == 0:
+        raise InvalidArgumentError(None, None, "range: delta must not be 0")
+    if dtype is None:
+        is_f = any(isinstance(v, float) or (isinstance(v, np.generic) and np.asarray(v).dtype.kind == "f")
+                   for v in (start, limit, delta))
+        dtype = np.float32 if is_f else np.int32
+    return Tensor(_xp().arange(start, limit, delta, dtype=_np_dtype(dtype)))
+
+
+def eye(num_rows, num_columns=None, batch_shape=None, dtype=np.float32, name=None):
+    m = _xp().eye(int(num_rows), None if num_columns is None else int(num_columns), dtype=_np_dtype(dtype))
+    if batch_shape is not None:
+        m = _xp().broadcast_to(m, tuple(batch_shape) + m.shape).copy()
+    return Tensor(m)
+
+
+def linspace(start, stop, num, name=None, axis=0):
+    s = convert(start)
+    dt = s._data.dtype if s._data.dtype.kind == "f" else np.float32
+    return Tensor(_xp().linspace(float(start), float(stop), int(num), dtype=dt))
+
+
+def one_hot(indices, depth, on_value=None, off_value=None, axis=None, dtype=None, name=None):
+    idx = convert(indices)
+    if idx._data.dtype.kind not in "iu":
+        raise InvalidArgumentError(None, None, "one_hot: indices must be integers, got %s" % idx._data.dtype)
+    depth = int(depth)
+    dt = _np_dtype(dtype) or (convert(on_value)._data.dtype if on_value is not None else np.dtype(np.float32))
+    xp = backend.xp_of(idx._data)
+    on = 1 if on_value is None else on_value
+    off = 0 if off_value is None else off_value
+    hot = idx._data[..., None] == xp.arange(depth)
+    out = xp.where(hot, xp.asarray(on, dtype=dt), xp.asarray(off, dtype=dt))
+    if axis is not None and axis != -1:
+        out = xp.moveaxis(out, -1, axis)
+    return Tensor(out)
+
+
+def shape(input, out_type=np.int32, name=None):  # noqa: A002
+    x = convert(input)
+    return Tensor(np.asarray(x._data.shape, dtype=_np_dtype(out_type)))
+
+
+def size(input, out_type=np.int32, name=None):  # noqa: A002
+    x = convert(input)
+    return Tensor(np.asarray(x._data.size, dtype=_np_dtype(out_type)))
+
+
+def rank(input, name=None):  # noqa: A002
+    return Tensor(np.asarray(convert(input)._data.ndim, dtype=np.int32))
+
+
+_identity = Op("identity", lambda xp, x: x, save_inputs=False)
+_identity.defvjp(lambda F, g, out, x: g)
+REGISTRY["identity"] = _identity
+
+
+def identity(input, name=None):  # noqa: A002
+    x = convert(input)
+    from accel.variables import Variable  # noqa: PLC0415
+
+    if isinstance(x, Variable):
+        return apply(_identity, (x,))
+    return apply(_identity, (x,))
+
+
+def stop_gradient(input, name=None):  # noqa: A002
+    """The same values, cut from every tape: no gradient flows through."""
+    return Tensor(convert(input)._data)
+
+
+def to_device(x, device):
+    """A copy of tensor x on `device` ('cpu' or 'gpu:N'); differentiable in the values it carries."""
+    d = backend.parse_device(device)
+    t = convert(x)
+    return Tensor(backend.to_device(t._data, d))
+
+
+def from_dlpack(obj):
+    return Tensor(backend.from_dlpack(obj))

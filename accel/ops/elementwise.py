@@ -1,0 +1,310 @@
+"""Elementwise math: each op is its forward and its gradient rule(s), side by side.
+
+Rules receive (F, g, out, *inputs); they may return a cotangent at the broadcast output
+shape: the tape sums it back to each input's shape.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from accel.errors import InvalidArgumentError
+from accel.ops.core import Op, REGISTRY, apply, convert, convert_pair, erf_array
+from accel.tensor import Tensor
+
+
+def _check_float(name, t):
+    if t._data.dtype.kind != "f":
+        raise InvalidArgumentError(None, None, "%s: expected a floating-point tensor (float16/32/64), got %s; "
+                                   "cast it with accel.cast(x, accel.float32)" % (name, t._data.dtype))
+
+
+def unary(name, forward, rule=None, save_inputs=True, save_out=False, float_only=True):
+    """Declares a one-input op and returns its public function."""
+    op = Op(name, forward, save_inputs=save_inputs, save_out=save_out)
+    if rule is not None:
+        op.defvjp(rule)
+    REGISTRY[name] = op
+
+    def fn(x, name=None):
+        if not isinstance(x, Tensor):
+            x = convert(x)
+        if float_only and x._data.dtype.kind != "f":
+            _check_float(op.name, x)
+        return apply(op, (x,))
+
+    fn.__name__ = fn.__qualname__ = name
+    fn.op = op
+    return fn
+
+
+def binary(name, forward, rule_x=None, rule_y=None, save_inputs=True, save_out=False, float_only=False):
+    """Declares a two-input broadcasting op and returns its public function."""
+    op = Op(name, forward, save_inputs=save_inputs, save_out=save_out)
+    if rule_x is not None or rule_y is not None:
+        op.defvjp(rule_x, rule_y)
+    REGISTRY[name] = op
+
+    def fn(x, y, name=None):
+        x, y = convert_pair(x, y, op.name)
+        if float_only and x._data.dtype.kind != "f":
+            _check_float(op.name, x)
+        return apply(op, (x, y))
+
+    fn.__name__ = fn.__qualname__ = name
+    fn.op = op
+    return fn
+
+
+# --- arithmetic ----------------------------------------------------------------------------
+
+add = binary("add", lambda xp, x, y: x + y,
+             lambda F, g, out, x, y: g, lambda F, g, out, x, y: g, save_inputs=False)
+subtract = binary("subtract", lambda xp, x, y: x - y,
+                  lambda F, g, out, x, y: g, lambda F, g, out, x, y: -g, save_inputs=False)
+multiply = binary("multiply", lambda xp, x, y: x * y,
+                  lambda F, g, out, x, y: g * y, lambda F, g, out, x, y: g * x)
+_div = binary("divide", lambda xp, x, y: x / y,
+              lambda F, g, out, x, y: g / y, lambda F, g, out, x, y: -g * x / (y * y), float_only=True)
+negative = unary("negative", lambda xp, x: -x, lambda F, g, out, x: -g, save_inputs=False, float_only=False)
+
+
+def truediv(x, y, name=None):
+    """x / y; integer inputs are converted to float first (int32/int64 -> float64, as in TF)."""
+    x, y = convert_pair(x, y, "truediv")
+    k = x._data.dtype
+    if k.kind in "iu":
+        ft = np.float32 if k.itemsize <= 2 else np.float64
+        x, y = cast(x, ft), cast(y, ft)
+    elif k.kind == "b":
+        raise InvalidArgumentError(None, None, "truediv: bool tensors cannot be divided")
+    return _div(x, y)
+
+
+divide = truediv
+realdiv = _div
+
+
+def _floordiv_fwd(xp, x, y):
+    if x.dtype.kind == "f":
+        return xp.floor(x / y)
+    return x // y
+
+
+floordiv = binary("floordiv", _floordiv_fwd)
+floor_div = floordiv
+mod = binary("mod", lambda xp, x, y: xp.mod(x, y),
+             lambda F, g, out, x, y: g, lambda F, g, out, x, y: -g * F.floor(x / y))
+floormod = mod
+
+
+def _pow_fwd(xp, x, y):
+    # NumPy has fast paths only for a few exponents (x**3 is ~80x slower than x*x*x)
+    if y.ndim == 0 and type(y) is np.ndarray:
+        e = float(y)
+        if e == 2.0:
+            return x * x
+        if e == 3.0:
+            return x * x * x
+        if e == 1.0:
+            return x.copy()
+        if e == 0.5 and x.dtype.kind == "f":
+            return xp.sqrt(x)
+        if e == -1.0 and x.dtype.kind == "f":
+            return 1 / x
+    return xp.power(x, y)
+
+
+def _pow_gx(F, g, out, x, y):
+    return g * y * x ** (y - 1)
+
+
+def _pow_gy(F, g, out, x, y):
+    # log(x) is taken as 0 where x <= 0, so a zero base gives an exponent gradient of 0 (as TF)
+    safe = F.where(x > 0, x, 1)
+    return g * out * F.where(x > 0, F.log(safe), 0)
+
+
+pow = binary("pow", _pow_fwd, _pow_gx, _pow_gy, save_out=True)  # noqa: A001
+square = unary("square", lambda xp, x: x * x, lambda F, g, out, x: g * 2 * x, float_only=False)
+
+
+def _sqrt_rule(F, g, out):
+    # sqrt'(0) = inf, but a zero incoming gradient gives 0, not NaN: where(x > 0, sqrt(x), 0) stays finite
+    return F.where(g == 0, 0, g * 0.5 / out)
+
+
+sqrt = unary("sqrt", lambda xp, x: xp.sqrt(x), lambda F, g, out, x: _sqrt_rule(F, g, out),
+             save_inputs=False, save_out=True)
+rsqrt = unary("rsqrt", lambda xp, x: 1 / xp.sqrt(x),
+              lambda F, g, out, x: g * -0.5 * out * out * out, save_inputs=False, save_out=True)
+exp = unary("exp", lambda xp, x: xp.exp(x), lambda F, g, out, x: g * out, save_inputs=False, save_out=True)
+expm1 = unary("expm1", lambda xp, x: xp.expm1(x), lambda F, g, out, x: g * (out + 1),
+              save_inputs=False, save_out=True)
+log = unary("log", lambda xp, x: xp.log(x), lambda F, g, out, x: g / x)
+log1p = unary("log1p", lambda xp, x: xp.log1p(x), lambda F, g, out, x: g / (1 + x))
+reciprocal = unary("reciprocal", lambda xp, x: 1 / x, lambda F, g, out, x: -g * out * out,
+                   save_inputs=False, save_out=True)
+inv = reciprocal
+abs = unary("abs", lambda xp, x: xp.abs(x), lambda F, g, out, x: g * F.sign(x), float_only=False)  # noqa: A001
+sign = unary("sign", lambda xp, x: xp.sign(x), lambda F, g, out, x: F.zeros_like(g),
+             save_inputs=False, float_only=False)
+sin = unary("sin", lambda xp, x: xp.sin(x), lambda F, g, out, x: g * F.cos(x))
+cos = unary("cos", lambda xp, x: xp.cos(x), lambda F, g, out, x: -g * F.sin(x))
+tan = unary("tan", lambda xp, x: xp.tan(x), lambda F, g, out, x: g * (1 + out * out), save_out=True)
+sinh = unary("sinh", lambda xp, x: xp.sinh(x), lambda F, g, out, x: g * F.cosh(x))
+cosh = unary("cosh", lambda xp, x: xp.cosh(x), lambda F, g, out, x: g * F.sinh(x))
+asin = unary("asin", lambda xp, x: xp.arcsin(x), lambda F, g, out, x: g / F.sqrt(1 - x * x))
+acos = unary("acos", lambda xp, x: xp.arccos(x), lambda F, g, out, x: -g / F.sqrt(1 - x * x))
+atan = unary("atan", lambda xp, x: xp.arctan(x), lambda F, g, out, x: g / (1 + x * x))
+tanh = unary("tanh", lambda xp, x: xp.tanh(x), lambda F, g, out, x: g * (1 - out * out),
+             save_inputs=False, save_out=True)
+
+
+def _sigmoid_fwd(xp, x):
+    # stable on both tails: exp of a non-positive number never overflows
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+sigmoid = unary("sigmoid", _sigmoid_fwd, lambda F, g, out, x: g * out * (1 - out),
+                save_inputs=False, save_out=True)
+
+
+def _softplus_fwd(xp, x):
+    return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
+
+
+softplus = unary("softplus", _softplus_fwd, lambda F, g, out, x: g * sigmoid_of(F, x))
+
+
+def sigmoid_of(F, x):
+    """sigmoid inside rules, on arrays or Tensors."""
+    if isinstance(x, Tensor):
+        return sigmoid(x)
+    return _sigmoid_fwd(F.xp, x)
+
+
+erf = unary("erf", lambda xp, x: erf_array(xp, x),
+            lambda F, g, out, x: g * (2 / np.sqrt(np.pi)) * F.exp(-x * x))
+floor = unary("floor", lambda xp, x: xp.floor(x))
+ceil = unary("ceil", lambda xp, x: xp.ceil(x))
+round = unary("round", lambda xp, x: xp.round(x))  # noqa: A001 (banker's rounding, as TF)
+maximum = binary("maximum", lambda xp, x, y: xp.maximum(x, y),
+                 lambda F, g, out, x, y: F.where(x >= y, g, 0),  # ties go to the first argument
+                 lambda F, g, out, x, y: F.where(x >= y, 0, g))
+minimum = binary("minimum", lambda xp, x, y: xp.minimum(x, y),
+                 lambda F, g, out, x, y: F.where(x <= y, g, 0),
+                 lambda F, g, out, x, y: F.where(x <= y, 0, g))
+squared_difference = binary("squared_difference", lambda xp, x, y: (x - y) * (x - y),
+                            lambda F, g, out, x, y: g * 2 * (x - y), lambda F, g, out, x, y: g * -2 * (x - y))
+
+# --- comparisons and logic (no gradient) -----------------------------------------------------
+
+equal = binary("equal", lambda xp, x, y: x == y)
+not_equal = binary("not_equal", lambda xp, x, y: x != y)
+less = binary("less", lambda xp, x, y: x < y)
+less_equal = binary("less_equal", lambda xp, x, y: x <= y)
+greater = binary("greater", lambda xp, x, y: x > y)
+greater_equal = binary("greater_equal", lambda xp, x, y: x >= y)
+
+
+def _bool_binary(name, fwd):
+    f = binary(name, fwd)
+
+    def fn(x, y, name=None):
+        x, y = convert_pair(x, y, f.op.name)
+        if x._data.dtype.kind != "b":
+            raise InvalidArgumentError(None, None, "%s: expected bool tensors, got %s" % (f.op.name, x._data.dtype))
+        return apply(f.op, (x, y))
+
+    fn.__name__ = name
+    fn.op = f.op
+    return fn
+
+
+logical_and = _bool_binary("logical_and", lambda xp, x, y: xp.logical_and(x, y))
+logical_or = _bool_binary("logical_or", lambda xp, x, y: xp.logical_or(x, y))
+logical_xor = _bool_binary("logical_xor", lambda xp, x, y: xp.logical_xor(x, y))
+_logical_not = unary("logical_not", lambda xp, x: xp.logical_not(x), float_only=False)
+
+
+def logical_not(x, name=None):
+    x = convert(x)
+    if x._data.dtype.kind != "b":
+        raise InvalidArgumentError(None, None, "logical_not: expected a bool tensor, got %s" % x._data.dtype)
+    return _logical_not(x)
+
+
+is_nan = unary("is_nan", lambda xp, x: xp.isnan(x))
+is_inf = unary("is_inf", lambda xp, x: xp.isinf(x))
+is_finite = unary("is_finite", lambda xp, x: xp.isfinite(x))
+
+
+# --- where, clip, cast -----------------------------------------------------------------------
+
+_where = Op("where", lambda xp, c, x, y: xp.where(c, x, y))
+_where.defvjp(None, lambda F, g, out, c, x, y: F.where(c, g, 0), lambda F, g, out, c, x, y: F.where(c, 0, g))
+REGISTRY["where"] = _where
+
+
+def where(condition, x=None, y=None, name=None):
+    """Elementwise choice: x where condition else y (broadcasting); with one argument, the true indices."""
+    c = convert(condition)
+    if c._data.dtype.kind != "b":
+        raise InvalidArgumentError(None, None, "where: condition must be a bool tensor, got %s" % c._data.dtype)
+    if x is None and y is None:
+        xp = _xp(c)
+        return Tensor(xp.stack(xp.nonzero(c._data), axis=-1).astype(np.int64))
+    if x is None or y is None:
+        raise ValueError("where: give both x and y, or neither")
+    x, y = convert_pair(x, y, "where")
+    return apply(_where, (c, x, y))
+
+
+def _xp(t):
+    from accel import backend  # noqa: PLC0415
+
+    return backend.xp_of(t._data)
+
+
+def _cast_fwd(xp, x, dtype):
+    return x.astype(dtype)
+
+
+_cast = Op("cast", _cast_fwd)
+_cast.defvjp(lambda F, g, out, x, dtype: F.astype(g, F.dtype(x)) if F.dtype(x).kind == "f" else None)
+REGISTRY["cast"] = _cast
+
+
+def cast(x, dtype, name=None):
+    """Converts x to `dtype`; float-to-float casts pass gradients, casts to int or bool cut them."""
+    from accel.dtypes import as_dtype  # noqa: PLC0415
+
+    x = convert(x)
+    dt = as_dtype(dtype).dtype
+    if x._data.dtype == dt:
+        return x
+    if dt.kind != "f" or x._data.dtype.kind != "f":
+        if x._data.dtype.kind == "f" and dt.kind in "iu":
+            return Tensor(_xp(x).trunc(x._data).astype(dt))
+        return Tensor(x._data.astype(dt))
+    return apply(_cast, (x,), {"dtype": dt})
+
+
+def _clip_fwd(xp, x, lo, hi):
+    return xp.minimum(xp.maximum(x, lo), hi)
+
+
+_clip = Op("clip_by_value", _clip_fwd)
+_clip.defvjp(lambda F, g, out, x, lo, hi: F.where((x >= lo) & (x <= hi), g, 0),
+             lambda F, g, out, x, lo, hi: F.where(x < lo, g, 0),
+             lambda F, g, out, x, lo, hi: F.where(x > hi, g, 0))
+REGISTRY["clip_by_value"] = _clip
+
+
+def clip_by_value(t, clip_value_min, clip_value_max, name=None):
+    t = convert(t)
+    _, lo = convert_pair(t, clip_value_min, "clip_by_value")
+    _, hi = convert_pair(t, clip_value_max, "clip_by_value")
+    return apply(_clip, (t, lo, hi))

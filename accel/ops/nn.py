@@ -1,0 +1,325 @@
+"""Neural-network ops: activations, softmax, cross-entropies, dropout, moments, bias_add."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from accel import backend
+from accel.errors import InvalidArgumentError
+from accel.ops.core import Op, REGISTRY, apply, convert, convert_pair, erf_array
+from accel.ops.elementwise import _check_float, _sigmoid_fwd, sigmoid_of, unary
+from accel.ops.reduce import normalize_axis, reduce_mean, reduce_sum
+from accel.tensor import Tensor
+
+# TensorFlow's subgradient at the kinks: relu'(0) = 0, relu6'(6) = 0
+relu = unary("relu", lambda xp, x: xp.maximum(x, 0), lambda F, g, out, x: F.where(out > 0, g, 0),
+             save_inputs=False, save_out=True, float_only=False)
+relu6 = unary("relu6", lambda xp, x: xp.minimum(xp.maximum(x, 0), 6),
+              lambda F, g, out, x: F.where((x > 0) & (x < 6), g, 0))
+
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def _elu_fwd(xp, x, alpha=1.0):
+    return xp.where(x > 0, x, alpha * xp.expm1(xp.minimum(x, 0)))
+
+
+_elu = unary("elu", _elu_fwd, lambda F, g, out, x: F.where(x > 0, g, g * (out + 1)), save_out=True)
+elu = _elu
+selu = unary("selu", lambda xp, x: _SELU_SCALE * _elu_fwd(xp, x, _SELU_ALPHA),
+             lambda F, g, out, x: F.where(x > 0, g * _SELU_SCALE, g * (out + _SELU_SCALE * _SELU_ALPHA)),
+             save_out=True)
+
+
+_leaky = Op("leaky_relu", lambda xp, x, alpha: xp.where(x > 0, x, x * alpha))
+_leaky.defvjp(lambda F, g, out, x, alpha: F.where(x > 0, g, g * alpha))
+REGISTRY["leaky_relu"] = _leaky
+
+
+def leaky_relu(features, alpha=0.2, name=None):
+    x = convert(features)
+    _check_float("leaky_relu", x)
+    return apply(_leaky, (x,), {"alpha": float(alpha)})
+
+
+def _silu_fwd(xp, x):
+    return x * _sigmoid_fwd(xp, x)
+
+
+def _silu_rule(F, g, out, x):
+    s = sigmoid_of(F, x)
+    return g * (s * (1 + x * (1 - s)))
+
+
+silu = unary("silu", _silu_fwd, _silu_rule)
+
+
+def swish(features, beta=1.0, name=None):
+    if beta == 1.0:
+        return silu(features)
+    from accel.ops.elementwise import sigmoid  # noqa: PLC0415
+
+    x = convert(features)
+    return x * sigmoid(x * beta)
+
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+def _gelu_fwd(xp, x, approximate):
+    if approximate:
+        return 0.5 * x * (1 + xp.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)))
+    return 0.5 * x * (1 + erf_array(xp, x / math.sqrt(2.0)))
+
+
+def _gelu_rule(F, g, out, x, approximate):
+    if approximate:
+        inner = _SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)
+        t = F.tanh(inner)
+        d_inner = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x)
+        return g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * d_inner)
+    cdf = 0.5 * (1 + F.erf(x / math.sqrt(2.0)))
+    pdf = F.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+    return g * (cdf + x * pdf)
+
+
+_gelu = Op("gelu", _gelu_fwd)
+_gelu.defvjp(_gelu_rule)
+REGISTRY["gelu"] = _gelu
+
+
+def gelu(features, approximate=False, name=None):
+    x = convert(features)
+    _check_float("gelu", x)
+    return apply(_gelu, (x,), {"approximate": bool(approximate)})
+
+
+# --- softmax family -------------------------------------------------------------------------
+
+def _softmax_fwd(xp, x, axis):
+    m = xp.max(x, axis=axis, keepdims=True) if x.size else x
+    e = xp.exp(x - m)
+    return e / xp.sum(e, axis=axis, keepdims=True)
+
+
+_softmax = Op("softmax", _softmax_fwd, save_inputs=False, save_out=True)
+_softmax.defvjp(lambda F, g, out, x, axis: out * (g - F.sum(g * out, axis=axis, keepdims=True)))
+REGISTRY["softmax"] = _softmax
+
+
+def _log_softmax_fwd(xp, x, axis):
+    m = xp.max(x, axis=axis, keepdims=True) if x.size else x
+    z = x - m
+    return z - xp.log(xp.sum(xp.exp(z), axis=axis, keepdims=True))
+
+
+_log_softmax = Op("log_softmax", _log_softmax_fwd, save_inputs=False, save_out=True)
+_log_softmax.defvjp(lambda F, g, out, x, axis: g - F.exp(out) * F.sum(g, axis=axis, keepdims=True))
+REGISTRY["log_softmax"] = _log_softmax
+
+
+def _axis1(x, axis, opname):
+    (a,) = normalize_axis(axis, x._data.ndim, opname) or (0,)
+    return a
+
+
+def softmax(logits, axis=None, name=None):
+    x = convert(logits)
+    _check_float("softmax", x)
+    return apply(_softmax, (x,), {"axis": _axis1(x, -1 if axis is None else axis, "softmax")})
+
+
+def log_softmax(logits, axis=None, name=None):
+    x = convert(logits)
+    _check_float("log_softmax", x)
+    return apply(_log_softmax, (x,), {"axis": _axis1(x, -1 if axis is None else axis, "log_softmax")})
+
+
+def _xent_fwd(xp, labels, logits, axis):
+    lsm = _log_softmax_fwd(xp, logits, axis)
+    return -xp.sum(labels * lsm, axis=axis)
+
+
+def _xent_g_labels(F, g, out, labels, logits, axis):
+    lsm = F.log_softmax(logits, axis) if hasattr(F, "log_softmax") else _log_softmax_fwd(F.xp, logits, axis)
+    return -F.expand_dims(g, axis) * lsm
+
+
+def _xent_g_logits(F, g, out, labels, logits, axis):
+    if isinstance(logits, Tensor):
+        sm = softmax(logits, axis)
+    else:
+        sm = _softmax_fwd(F.xp, logits, axis)
+    return F.expand_dims(g, axis) * (sm * F.sum(labels, axis=axis, keepdims=True) - labels)
+
+
+_xent = Op("softmax_cross_entropy_with_logits", _xent_fwd)
+_xent.defvjp(_xent_g_labels, _xent_g_logits)
+REGISTRY["softmax_cross_entropy_with_logits"] = _xent
+
+
+def softmax_cross_entropy_with_logits(labels=None, logits=None, axis=-1, name=None):
+    """Cross-entropy between a distribution `labels` and softmax(logits), per example."""
+    if labels is None or logits is None:
+        raise ValueError("softmax_cross_entropy_with_logits: pass both labels= and logits=")
+    logits = convert(logits)
+    _check_float("softmax_cross_entropy_with_logits", logits)
+    labels, logits = convert_pair(labels, logits, "softmax_cross_entropy_with_logits")
+    if tuple(labels._data.shape) != tuple(logits._data.shape):
+        raise InvalidArgumentError(None, None, "softmax_cross_entropy_with_logits: labels shape %s must equal "
+                                   "logits shape %s" % (tuple(labels._data.shape), tuple(logits._data.shape)))
+    return apply(_xent, (labels, logits), {"axis": _axis1(logits, axis, "softmax_cross_entropy_with_logits")})
+
+
+def _sparse_xent_fwd(xp, labels, logits):
+    lsm = _log_softmax_fwd(xp, logits, -1)
+    n = logits.shape[-1]
+    flat = lsm.reshape(-1, n)
+    picked = flat[xp.arange(flat.shape[0]), labels.reshape(-1)]
+    return -picked.reshape(labels.shape)
+
+
+def _sparse_xent_rule(F, g, out, labels, logits):
+    if isinstance(logits, Tensor):
+        from accel.ops.creation import one_hot  # noqa: PLC0415
+
+        sm = softmax(logits, -1)
+        return F.expand_dims(g, -1) * (sm - one_hot(labels, logits._data.shape[-1], dtype=logits._data.dtype))
+    xp = F.xp
+    sm = _softmax_fwd(xp, logits, -1)
+    n = logits.shape[-1]
+    flat = sm.reshape(-1, n)
+    flat[xp.arange(flat.shape[0]), labels.reshape(-1)] -= 1  # labels are unique per row: no repeats
+    return sm * g[..., None]
+
+
+_sparse_xent = Op("sparse_softmax_cross_entropy_with_logits", _sparse_xent_fwd)
+_sparse_xent.defvjp(None, _sparse_xent_rule)
+REGISTRY["sparse_softmax_cross_entropy_with_logits"] = _sparse_xent
+
+
+def sparse_softmax_cross_entropy_with_logits(labels=None, logits=None, name=None):
+    """Cross-entropy of integer class labels against softmax(logits) over the last axis."""
+    if labels is None or logits is None:
+        raise ValueError("sparse_softmax_cross_entropy_with_logits: pass both labels= and logits=")
+    logits = convert(logits)
+    _check_float("sparse_softmax_cross_entropy_with_logits", logits)
+    labels = convert(labels)
+    if labels._data.dtype.kind not in "iu":
+        raise InvalidArgumentError(None, None, "sparse_softmax_cross_entropy_with_logits: labels must be int32 or "
+                                   "int64, got %s" % labels._data.dtype)
+    if tuple(labels._data.shape) != tuple(logits._data.shape[:-1]):
+        raise InvalidArgumentError(None, None, "sparse_softmax_cross_entropy_with_logits: labels shape %s must equal "
+                                   "logits shape without its last axis %s"
+                                   % (tuple(labels._data.shape), tuple(logits._data.shape[:-1])))
+    if labels._data.size:
+        xp = backend.xp_of(labels._data)
+        lo, hi = int(xp.min(labels._data)), int(xp.max(labels._data))
+        n = logits._data.shape[-1]
+        if lo < 0 or hi >= n:
+            raise InvalidArgumentError(None, None, "sparse_softmax_cross_entropy_with_logits: label %d is outside "
+                                       "the valid range [0, %d)" % (lo if lo < 0 else hi, n))
+    if type(labels._data) is not type(logits._data):
+        labels = Tensor(backend.to_device(labels._data, backend.device_of(logits._data)))
+    return apply(_sparse_xent, (labels, logits))
+
+
+def _sig_xent_fwd(xp, labels, logits):
+    # max(x, 0) - x*z + log(1 + exp(-|x|)): no overflow for large |x|
+    return xp.maximum(logits, 0) - logits * labels + xp.log1p(xp.exp(-xp.abs(logits)))
+
+
+def _sig_xent_g_logits(F, g, out, labels, logits):
+    return g * (sigmoid_of(F, logits) - labels)
+
+
+_sig_xent = Op("sigmoid_cross_entropy_with_logits", _sig_xent_fwd)
+_sig_xent.defvjp(lambda F, g, out, labels, logits: -g * logits, _sig_xent_g_logits)
+REGISTRY["sigmoid_cross_entropy_with_logits"] = _sig_xent
+
+
+def sigmoid_cross_entropy_with_logits(labels=None, logits=None, name=None):
+    if labels is None or logits is None:
+        raise ValueError("sigmoid_cross_entropy_with_logits: pass both labels= and logits=")
+    logits = convert(logits)
+    _check_float("sigmoid_cross_entropy_with_logits", logits)
+    labels, logits = convert_pair(labels, logits, "sigmoid_cross_entropy_with_logits")
+    if tuple(labels._data.shape) != tuple(logits._data.shape):
+        raise InvalidArgumentError(None, None, "sigmoid_cross_entropy_with_logits: labels shape %s must equal "
+                                   "logits shape %s" % (tuple(labels._data.shape), tuple(logits._data.shape)))
+    return apply(_sig_xent, (labels, logits))
+
+
+def l2_loss(t, name=None):
+    x = convert(t)
+    return reduce_sum(x * x) / 2
+
+
+def _bias_add_rule_b(F, g, out, x, b, axis):
+    axes = tuple(i for i in range(len(F.shape(g))) if i != axis)
+    return F.sum(g, axis=axes)
+
+
+_bias_add = Op("bias_add", lambda xp, x, b, axis: x + (b if axis == x.ndim - 1 else
+                                                       b.reshape((-1,) + (1,) * (x.ndim - 1 - axis))),
+               save_inputs=False)
+_bias_add.defvjp(lambda F, g, out, x, b, axis: g, _bias_add_rule_b)
+REGISTRY["bias_add"] = _bias_add
+
+
+def bias_add(value, bias, data_format=None, name=None):
+    x, b = convert_pair(value, bias, "bias_add")
+    if b._data.ndim != 1:
+        raise InvalidArgumentError(None, None, "bias_add: bias must be 1-D, got shape %s" % (tuple(b._data.shape),))
+    axis = 1 if data_format in ("NCHW", "NCW", "NCDHW") else x._data.ndim - 1
+    if x._data.ndim < 2 or x._data.shape[axis] != b._data.shape[0]:
+        raise InvalidArgumentError(None, None, "bias_add: bias of size %d does not match axis %d of value with "
+                                   "shape %s" % (b._data.shape[0], axis, tuple(x._data.shape)))
+    return apply(_bias_add, (x, b), {"axis": axis})
+
+
+def moments(x, axes, shift=None, keepdims=False, name=None):
+    """Mean and variance over `axes` (both differentiable)."""
+    from accel.ops.elementwise import square  # noqa: PLC0415
+
+    x = convert(x)
+    mean = reduce_mean(x, axes, keepdims=True)
+    var = reduce_mean(square(x - mean), axes, keepdims=True)
+    if not keepdims:
+        from accel.ops.shape import squeeze  # noqa: PLC0415
+
+        ax = normalize_axis(axes, x._data.ndim, "moments")
+        mean, var = squeeze(mean, ax), squeeze(var, ax)
+    return mean, var
+
+
+def dropout(x, rate, noise_shape=None, seed=None, name=None):
+    """Zeroes each element with probability `rate` and scales the rest by 1/(1 - rate)."""
+    from accel import random as _random  # noqa: PLC0415
+
+    x = convert(x)
+    _check_float("dropout", x)
+    rate = float(rate)
+    if not 0 <= rate < 1:
+        raise ValueError("dropout: rate must be in [0, 1), got %r" % (rate,))
+    if rate == 0:
+        return x
+    shape = tuple(x._data.shape) if noise_shape is None else tuple(int(s) for s in noise_shape)
+    u = _random.uniform(shape, dtype=x._data.dtype, seed=seed)
+    keep = Tensor(u._data >= rate)
+    from accel.ops.elementwise import where  # noqa: PLC0415
+
+    return where(keep, x * (1.0 / (1.0 - rate)), 0.0)
+
+
+def normalize(x, axis, epsilon=1e-12):
+    from accel.ops.elementwise import maximum, rsqrt  # noqa: PLC0415
+
+    x = convert(x)
+    return x * rsqrt(maximum(reduce_sum(x * x, axis, keepdims=True), epsilon))
+
+
+l2_normalize = normalize

@@ -1,0 +1,184 @@
+"""The rule vocabulary on Tensors: what `F` is when an outer tape records a backward pass.
+
+Every name here mirrors one on `core.ArrayNS`, but computes with differentiable accel
+ops, so gradients of gradients come out of the same rules.
+"""
+
+from __future__ import annotations
+
+from accel.ops import creation, elementwise as ew, linalg, nn, reduce, shape as sh
+from accel.ops.core import Op, REGISTRY, apply
+from accel.tensor import Tensor
+
+
+def _scatter_add_fwd(xp, src, idx, shape, axis):
+    out = xp.zeros(shape, src.dtype)
+    moved = xp.moveaxis(out, axis, 0) if axis else out
+    xp.add.at(moved, idx, xp.moveaxis(src, axis, 0) if axis else src)
+    return out
+
+
+_scatter_add = Op("scatter_add", _scatter_add_fwd)
+_scatter_add.defvjp(lambda F, g, out, src, idx, shape, axis: F.take(g, idx, axis), None)
+REGISTRY["scatter_add"] = _scatter_add
+
+
+def _setitem_zeros_fwd(xp, src, shape, key):
+    out = xp.zeros(shape, src.dtype)
+    out[key] = src
+    return out
+
+
+_setitem_zeros = Op("setitem_zeros", _setitem_zeros_fwd, save_inputs=False)
+_setitem_zeros.defvjp(lambda F, g, out, src, shape, key: F.getitem(g, key))
+REGISTRY["setitem_zeros"] = _setitem_zeros
+
+
+def _scatter_index_fwd(xp, src, shape, key):
+    out = xp.zeros(shape, src.dtype)
+    xp.add.at(out, key, src)
+    return out
+
+
+_scatter_index = Op("scatter_index", _scatter_index_fwd, save_inputs=False)
+_scatter_index.defvjp(lambda F, g, out, src, shape, key: F.getitem(g, key))
+REGISTRY["scatter_index"] = _scatter_index
+
+
+def _axes(axis, nd):
+    return reduce.normalize_axis(axis, nd, "sum")
+
+
+class TensorNS:
+    exp = staticmethod(ew.exp)
+    log = staticmethod(ew.log)
+    sqrt = staticmethod(ew.sqrt)
+    sign = staticmethod(ew.sign)
+    square = staticmethod(ew.square)
+    sin = staticmethod(ew.sin)
+    cos = staticmethod(ew.cos)
+    sinh = staticmethod(ew.sinh)
+    cosh = staticmethod(ew.cosh)
+    tanh = staticmethod(ew.tanh)
+    abs = staticmethod(ew.abs)
+    maximum = staticmethod(ew.maximum)
+    minimum = staticmethod(ew.minimum)
+    equal = staticmethod(ew.equal)
+    greater = staticmethod(ew.greater)
+    less = staticmethod(ew.less)
+    greater_equal = staticmethod(ew.greater_equal)
+    less_equal = staticmethod(ew.less_equal)
+    logical_and = staticmethod(ew.logical_and)
+    reciprocal = staticmethod(ew.reciprocal)
+    log1p = staticmethod(ew.log1p)
+    negative = staticmethod(ew.negative)
+    floor = staticmethod(ew.floor)
+    erf = staticmethod(ew.erf)
+    matmul = staticmethod(linalg.matmul)
+    einsum = staticmethod(linalg.einsum)
+    tensordot = staticmethod(linalg.tensordot)
+    reshape = staticmethod(sh.reshape)
+    broadcast_to = staticmethod(sh.broadcast_to)
+    flip = staticmethod(sh.reverse)
+    log_softmax = staticmethod(nn.log_softmax)
+    zeros_like = staticmethod(creation.zeros_like)
+    ones_like = staticmethod(creation.ones_like)
+
+    @staticmethod
+    def where(c, a, b):
+        if not isinstance(a, Tensor) and not isinstance(b, Tensor):
+            raise TypeError("where in a rule needs a tensor branch")
+        return ew.where(c, a, b)
+
+    @staticmethod
+    def transpose(x, axes=None):
+        return sh.transpose(x, axes)
+
+    @staticmethod
+    def swapaxes(x, a, b):
+        nd = x._data.ndim
+        perm = list(range(nd))
+        perm[a % nd], perm[b % nd] = perm[b % nd], perm[a % nd]
+        return sh.transpose(x, perm)
+
+    @staticmethod
+    def expand_dims(x, axis):
+        return sh.expand_dims(x, axis)
+
+    @staticmethod
+    def concatenate(xs, axis=0):
+        return sh.concat(list(xs), axis)
+
+    @staticmethod
+    def stack(xs, axis=0):
+        return sh.stack(list(xs), axis)
+
+    @staticmethod
+    def sum(x, axis=None, keepdims=False):
+        return reduce.reduce_sum(x, axis, keepdims)
+
+    @staticmethod
+    def mean(x, axis=None, keepdims=False):
+        return reduce.reduce_mean(x, axis, keepdims)
+
+    @staticmethod
+    def max(x, axis=None, keepdims=False):
+        return reduce.reduce_max(x, axis, keepdims)
+
+    @staticmethod
+    def cumsum(x, axis=0):
+        return reduce.cumsum(x, axis)
+
+    @staticmethod
+    def astype(x, dtype):
+        return ew.cast(x, dtype)
+
+    @staticmethod
+    def full_like(x, value):
+        return creation.ones_like(x) * value
+
+    @staticmethod
+    def zeros(shape, dtype):
+        return creation.zeros(shape, dtype)
+
+    @staticmethod
+    def take(x, idx, axis=0):
+        return sh.gather(x, idx if isinstance(idx, Tensor) else Tensor(idx), axis=axis)
+
+    @staticmethod
+    def scatter_add(shape, dtype, idx, src, axis=0):
+        idx = idx if isinstance(idx, Tensor) else Tensor(idx)
+        return apply(_scatter_add, (src, idx), {"shape": tuple(shape), "axis": axis})
+
+    @staticmethod
+    def getitem(x, key):
+        return sh.getitem(x, key)
+
+    @staticmethod
+    def setitem_zeros(shape, dtype, key, value):
+        return apply(_setitem_zeros, (value,), {"shape": tuple(shape), "key": key})
+
+    @staticmethod
+    def scatter_index(shape, g, key):
+        return apply(_scatter_index, (g,), {"shape": tuple(shape), "key": key})
+
+    @staticmethod
+    def shape(x):
+        return tuple(x._data.shape)
+
+    @staticmethod
+    def dtype(x):
+        return x._data.dtype
+
+    @staticmethod
+    def sum_to(g, shape):
+        shape = tuple(shape)
+        gs = tuple(g._data.shape)
+        lead = len(gs) - len(shape)
+        axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape) if s == 1 and gs[lead + i] != 1)
+        if axes:
+            g = reduce.reduce_sum(g, axes, keepdims=True)
+        return sh.reshape(g, shape)
+
+
+TENSOR_NS = TensorNS()

@@ -1,0 +1,491 @@
+"""GradientTape: records ops while active and differentiates them in reverse (TensorFlow semantics).
+
+Entries are kept in execution order, so walking them backwards is already a topological
+order: no recursion, linear in the number of recorded ops. Tapes are thread-local.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import warnings
+
+import numpy as np
+
+from accel import backend, tensor as _tensor_mod
+from accel.ops import core
+from accel.tensor import Tensor
+
+
+class _State(threading.local):
+    def __init__(self):
+        self.tapes = []  # active tapes of this thread, innermost last
+
+
+_state = _State()
+core._state = _state
+
+
+class UnconnectedGradients(enum.Enum):
+    NONE = "none"
+    ZERO = "zero"
+
+
+class _Node:
+    __slots__ = ("op", "in_ids", "out_ids", "saved", "out", "attrs", "in_shapes")
+
+
+def record(op, inputs, out, attrs):
+    """Adds one op application to every active tape that tracks one of its inputs."""
+    node = None
+    for tape in _state.tapes:
+        if not tape._recording:
+            continue
+        tracked = tape._tracked
+        hit = False
+        for t in inputs:
+            if t._id in tracked:
+                hit = True
+            elif type(t) is _Variable and t._trainable and tape._watch_accessed:
+                tape._watch_variable(t)
+                hit = True
+        if not hit:
+            continue
+        if node is None:
+            node = _make_node(op, inputs, out, attrs)
+        tape._nodes.append(node)
+        tracked.update(node.out_ids)
+
+
+def _make_node(op, inputs, out, attrs):
+    node = _Node()
+    node.op = op
+    node.in_ids = tuple(t._id for t in inputs)
+    if op.multi_out:
+        node.out_ids = tuple(o._id for o in out)
+    else:
+        node.out_ids = (out._id,)
+    if op.save_inputs:
+        # a Variable is saved as a snapshot of its current array under the same id, so a later
+        # assign does not change what the backward pass sees, and outer tapes still track it
+        node.saved = tuple(_snapshot(t) if type(t) is _Variable else t for t in inputs)
+    else:
+        node.saved = None
+    node.out = out if op.save_out else None
+    node.attrs = attrs
+    node.in_shapes = tuple(t._data.shape for t in inputs)
+    return node
+
+
+def _snapshot(v):
+    t = Tensor.__new__(Tensor)
+    t._data = v._data
+    t._id = v._id
+    return t
+
+
+core._record = record
+_Variable = None  # accel.variables.Variable, bound there
+
+
+def _is_variable(x):
+    return _Variable is not None and isinstance(x, _Variable)
+
+
+class GradientTape:
+    """Records operations for automatic differentiation.
+
+    >>> x = accel.constant(3.0)
+    >>> with accel.GradientTape() as tape:
+    ...     tape.watch(x)
+    ...     y = x * x
+    >>> float(tape.gradient(y, x))
+    6.0
+    """
+
+    def __init__(self, persistent=False, watch_accessed_variables=True):
+        self._persistent = bool(persistent)
+        self._watch_accessed = bool(watch_accessed_variables)
+        self._nodes = []
+        self._tracked = set()
+        self._watched = {}  # id -> Tensor/Variable watched explicitly or accessed
+        self._recording = False
+        self._used = False
+        self._entered = False
+
+    # --- context ------------------------------------------------------------------------
+    def __enter__(self):
+        if self._recording:
+            raise RuntimeError("GradientTape: this tape is already recording (nested `with` on one tape)")
+        self._recording = True
+        self._entered = True
+        _state.tapes.append(self)
+        return self
+
+    def __exit__(self, *exc):
+        self._recording = False
+        tapes = _state.tapes
+        for i in range(len(tapes) - 1, -1, -1):
+            if tapes[i] is self:
+                del tapes[i]
+                break
+        return False
+
+    def _watch_variable(self, v):
+        self._tracked.add(v._id)
+        self._watched[v._id] = v
+
+    def watch(self, tensor):
+        """Tracks `tensor` (a Tensor, Variable or nested structure of them) so gradients reach it."""
+        for t in _flatten(tensor):
+            if not isinstance(t, Tensor):
+                raise TypeError(
+                    "GradientTape.watch: expected a Tensor or Variable, got %s (%r); convert it with "
+                    "accel.constant first" % (type(t).__name__, t))
+            if t._data.dtype.kind != "f":
+                warnings.warn(
+                    "The dtype of the watched tensor must be floating (e.g. accel.float32), got %s; "
+                    "its gradient will be None" % t._data.dtype, stacklevel=2)
+            self._tracked.add(t._id)
+            self._watched[t._id] = t
+
+    def watched_variables(self):
+        return tuple(v for v in self._watched.values() if _is_variable(v))
+
+    def stop_recording(self):
+        """Context manager: ops inside are not recorded on this tape."""
+        return _StopRecording(self)
+
+    def reset(self):
+        """Clears everything recorded so far; the tape stays active."""
+        self._nodes = []
+        self._tracked = set()
+        self._watched = {}
+        self._used = False
+
+    # --- differentiation ------------------------------------------------------------------
+    def gradient(self, target, sources, output_gradients=None,
+                 unconnected_gradients=UnconnectedGradients.NONE):
+        """d(sum of target)/d(source) for each source, in the sources' structure.
+
+        Sources not connected to the target get None (or zeros with unconnected_gradients="zero").
+        """
+        if self._used and not self._persistent:
+            raise RuntimeError(
+                "A non-persistent GradientTape can only be used to compute one set of gradients (or "
+                "jacobians); create it with GradientTape(persistent=True) to call gradient() again")
+        if self._nodes is None:
+            raise RuntimeError("GradientTape.gradient: this tape's records were already released")
+        unconnected = _unconnected_mode(unconnected_gradients)
+        flat_targets = _flatten(target)
+        flat_sources = _flatten(sources)
+        for s in flat_sources:
+            if not isinstance(s, Tensor):
+                raise TypeError("GradientTape.gradient: sources must be Tensors or Variables, got %s (%r)"
+                                % (type(s).__name__, s))
+        if output_gradients is not None:
+            flat_og = _flatten(output_gradients)
+            if len(flat_og) != len(flat_targets):
+                raise ValueError("GradientTape.gradient: output_gradients has %d entries for %d targets"
+                                 % (len(flat_og), len(flat_targets)))
+        else:
+            flat_og = None
+        if not self._persistent:
+            self._used = True
+        grads = self._gradient(flat_targets, flat_sources, flat_og, free=not self._persistent)
+        if unconnected is UnconnectedGradients.ZERO:
+            grads = [g if g is not None else _zeros_like(s) for g, s in zip(grads, flat_sources)]
+        return _pack_like(sources, grads)
+
+    def _gradient(self, flat_targets, flat_sources, flat_og, free):
+        nodes = self._nodes
+        if free:
+            self._nodes = None
+        was_recording = self._recording
+        self._recording = False  # the backward pass is never recorded on the tape itself
+        try:
+            return _backward(self, nodes, flat_targets, flat_sources, flat_og)
+        finally:
+            self._recording = was_recording
+            if free:
+                self._tracked = set()
+                self._watched = {}
+
+    def jacobian(self, target, sources, unconnected_gradients=UnconnectedGradients.NONE,
+                 parallel_iterations=None, experimental_use_pfor=True):
+        """Full Jacobian: result[i] has shape target.shape + source_i.shape."""
+        if self._used and not self._persistent:
+            raise RuntimeError("A non-persistent GradientTape can only be used to compute one set of "
+                               "gradients (or jacobians)")
+        unconnected = _unconnected_mode(unconnected_gradients)
+        target = core.convert(target)
+        flat_sources = _flatten(sources)
+        nodes = self._nodes
+        n = int(np.prod(target._data.shape))
+        xp = backend.xp_of(target._data)
+        rows = [[] for _ in flat_sources]
+        for k in range(n):
+            seed = xp.zeros(n, target._data.dtype)
+            seed[k] = 1
+            og = Tensor(seed.reshape(target._data.shape))
+            self._nodes = nodes
+            gs = self._gradient([target], flat_sources, [og], free=False)
+            for j, g in enumerate(gs):
+                rows[j].append(g)
+        if not self._persistent:
+            self._used = True
+            self._nodes = None
+        from accel.ops import api  # noqa: PLC0415
+
+        out = []
+        for s, r in zip(flat_sources, rows):
+            if all(g is None for g in r):
+                out.append(None if unconnected is UnconnectedGradients.NONE else
+                           api.zeros(tuple(target._data.shape) + tuple(s._data.shape), s.dtype))
+                continue
+            r = [g if g is not None else _zeros_like(s) for g in r]
+            stacked = api.stack(r, axis=0) if r else api.zeros((0,) + tuple(s._data.shape), s.dtype)
+            out.append(api.reshape(stacked, tuple(target._data.shape) + tuple(s._data.shape)))
+        return _pack_like(sources, out)
+
+    def batch_jacobian(self, target, source, unconnected_gradients=UnconnectedGradients.NONE,
+                       parallel_iterations=None, experimental_use_pfor=True):
+        """Per-example Jacobian: result[b] = d target[b] / d source[b]; shape [B] + y[1:] + x[1:]."""
+        if self._used and not self._persistent:
+            raise RuntimeError("A non-persistent GradientTape can only be used to compute one set of "
+                               "gradients (or jacobians)")
+        unconnected = _unconnected_mode(unconnected_gradients)
+        target = core.convert(target)
+        if target._data.ndim < 1 or source._data.ndim < 1 or target._data.shape[0] != source._data.shape[0]:
+            raise ValueError("batch_jacobian: target and source need the same first (batch) dimension, got "
+                             "%s and %s" % (tuple(target._data.shape), tuple(source._data.shape)))
+        b = target._data.shape[0]
+        inner = tuple(target._data.shape[1:])
+        m = int(np.prod(inner))
+        nodes = self._nodes
+        xp = backend.xp_of(target._data)
+        cols = []
+        for k in range(m):
+            seed = xp.zeros((b, m), target._data.dtype)
+            seed[:, k] = 1
+            self._nodes = nodes
+            (g,) = self._gradient([target], [source], [Tensor(seed.reshape(target._data.shape))], free=False)
+            cols.append(g)
+        if not self._persistent:
+            self._used = True
+            self._nodes = None
+        from accel.ops import api  # noqa: PLC0415
+
+        if all(g is None for g in cols):
+            if unconnected is UnconnectedGradients.NONE:
+                return None
+            return api.zeros((b,) + inner + tuple(source._data.shape[1:]), source.dtype)
+        cols = [g if g is not None else _zeros_like(source) for g in cols]
+        stacked = api.stack(cols, axis=1)  # [B, m] + x[1:]
+        return api.reshape(stacked, (b,) + inner + tuple(source._data.shape[1:]))
+
+
+class _StopRecording:
+    def __init__(self, tape):
+        self._tape = tape
+
+    def __enter__(self):
+        self._was = self._tape._recording
+        self._tape._recording = False
+
+    def __exit__(self, *exc):
+        self._tape._recording = self._was
+        return False
+
+
+def _unconnected_mode(value):
+    if isinstance(value, UnconnectedGradients):
+        return value
+    if isinstance(value, str) and value.lower() in ("none", "zero"):
+        return UnconnectedGradients(value.lower())
+    raise ValueError("unconnected_gradients: expected UnconnectedGradients.NONE/ZERO or 'none'/'zero', "
+                     "got %r" % (value,))
+
+
+def _zeros_like(s):
+    from accel.ops import api  # noqa: PLC0415
+
+    return api.zeros_like(s)
+
+
+def _recording_outside(tape):
+    for t in _state.tapes:
+        if t is not tape and t._recording:
+            return True
+    return False
+
+
+def _backward(tape, nodes, flat_targets, flat_sources, flat_og):
+    """Reverse accumulation over the recorded nodes; returns one gradient (or None) per source."""
+    tensor_mode = _recording_outside(tape)
+    tracked = tape._tracked
+    src_ids = {}
+    for i, s in enumerate(flat_sources):
+        if s._id in tracked and s._data.dtype.kind == "f":
+            src_ids.setdefault(s._id, i)
+    if not src_ids:
+        return [None] * len(flat_sources)
+
+    # forward sweep: which recorded values depend on a source
+    reach = set(src_ids)
+    active = []
+    for node in nodes:
+        for i in node.in_ids:
+            if i in reach:
+                active.append(node)
+                reach.update(node.out_ids)
+                break
+
+    cot = {}
+    for k, t in enumerate(flat_targets):
+        t = core.convert(t)
+        if t._id not in reach or t._data.dtype.kind != "f":
+            continue
+        if flat_og is not None and flat_og[k] is not None:
+            g = core.convert(flat_og[k])
+            g = g if tensor_mode else g._data
+        else:
+            ones = t._data.dtype.type(1)
+            g = core.apply(core.REGISTRY["ones_like"], [t]) if tensor_mode else (
+                backend.xp_of(t._data).full(t._data.shape, ones, t._data.dtype))
+        cot[t._id] = _add(cot[t._id], g) if t._id in cot else g
+    if not cot:
+        return [None] * len(flat_sources)
+
+    if tensor_mode:
+        from accel.ops.tensor_ns import TENSOR_NS as F  # noqa: PLC0415
+    else:
+        F = None
+    del nodes
+    while active:
+        node = active.pop()
+        out_ids = node.out_ids
+        op = node.op
+        if len(out_ids) == 1:
+            oid = out_ids[0]
+            g = cot.get(oid) if oid in src_ids else cot.pop(oid, None)
+            if g is None:
+                continue
+        else:
+            gs = [cot.get(o) if o in src_ids else cot.pop(o, None) for o in out_ids]
+            if all(x is None for x in gs):
+                continue
+            g = gs
+        saved = node.saved
+        if tensor_mode:
+            vals = saved if saved is not None else (None,) * len(node.in_ids)
+            out = node.out
+            if isinstance(g, list):
+                g = [x if x is not None else _zeros_like(o) for x, o in zip(g, node.out)]
+        else:
+            if saved is not None:
+                vals = [t._data for t in saved]
+                xp = core._xp_of_datas(vals, op.name)
+            else:
+                vals = (None,) * len(node.in_ids)
+                xp = backend.xp_of(g[0] if isinstance(g, list) else g)
+            out = node.out
+            if out is not None:
+                out = tuple(o._data for o in out) if op.multi_out else out._data
+            if isinstance(g, list):
+                g = [x if x is not None else xp.zeros(o._data.shape, o._data.dtype) if node.out is not None
+                     else None for x, o in zip(g, node.out or (None,) * len(g))]
+            F = core.array_ns(xp)
+        attrs = node.attrs or {}
+        rules = op.rules
+        for k, iid in enumerate(node.in_ids):
+            rule = rules[k] if k < len(rules) else None
+            if rule is None or iid not in reach:
+                continue
+            gi = rule(F, g, out, *vals, **attrs)
+            if gi is None:
+                continue
+            shape = node.in_shapes[k]
+            if tensor_mode:
+                if tuple(gi._data.shape) != tuple(shape):
+                    gi = F.sum_to(gi, shape)
+            elif gi.shape != shape:
+                gi = sum_to_array(gi, shape)
+            prev = cot.get(iid)
+            cot[iid] = gi if prev is None else prev + gi
+    result = []
+    for s in flat_sources:
+        if s._id in src_ids:
+            g = cot.get(s._id)
+            if g is not None and not tensor_mode:
+                g = Tensor(core.as_array(g))
+            result.append(g)
+        else:
+            result.append(None)
+    return result
+
+
+def _add(a, b):
+    return a + b
+
+
+def sum_to_array(g, shape):
+    """Sums a broadcast cotangent back down to `shape` (the one place unbroadcasting happens)."""
+    shape = tuple(shape)
+    if g.ndim == 0 and shape == ():
+        return g
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, s in enumerate(shape) if s == 1 and g.shape[lead + i] != 1)
+    if axes:
+        g = g.sum(axis=axes, keepdims=True)
+    return g.reshape(shape)
+
+
+# --- structures -----------------------------------------------------------------------------
+
+def _flatten(x):
+    if isinstance(x, Tensor) or x is None:
+        return [x]
+    if isinstance(x, dict):
+        out = []
+        for k in sorted(x, key=_sort_key):
+            out.extend(_flatten(x[k]))
+        return out
+    if isinstance(x, (list, tuple)):
+        out = []
+        for v in x:
+            out.extend(_flatten(v))
+        return out
+    return [x]
+
+
+def _sort_key(k):
+    return (str(type(k)), k) if not isinstance(k, str) else ("", k)
+
+
+def _pack_like(structure, flat):
+    it = iter(flat)
+    return _pack(structure, it)
+
+
+def _pack(s, it):
+    if isinstance(s, Tensor) or s is None:
+        return next(it)
+    if isinstance(s, dict):
+        vals = {k: _pack(s[k], it) for k in sorted(s, key=_sort_key)}
+        return type(s)((k, vals[k]) for k in s) if type(s) is not dict else {k: vals[k] for k in s}
+    if isinstance(s, tuple) and hasattr(s, "_fields"):
+        return type(s)(*[_pack(v, it) for v in s])
+    if isinstance(s, (list, tuple)):
+        return type(s)(_pack(v, it) for v in s)
+    return next(it)
+
+
+# --- value-leaves-the-tape hint (full diagnostics arrive with tape.explain) ------------------
+
+def _leaving_tape(t, what):
+    return None
+
+
+_tensor_mod._warn_hook = None

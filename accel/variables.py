@@ -1,0 +1,175 @@
+"""Variable: trainable, mutable state. Assignments are in place and never recorded on a tape."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from accel import backend, tape as _tape
+from accel.dtypes import as_dtype
+from accel.errors import InvalidArgumentError
+from accel.tensor import Tensor, TensorShape, to_array
+
+_uid = itertools.count()
+_name_counts: dict[str, int] = {}
+
+
+def _unique_name(base):
+    n = _name_counts.get(base, 0)
+    _name_counts[base] = n + 1
+    return base if n == 0 else "%s_%d" % (base, n)
+
+
+class Variable(Tensor):
+    """A mutable tensor that GradientTape watches automatically when trainable.
+
+    >>> w = accel.Variable([1.0, 2.0], name="w")
+    >>> w.assign_sub([0.5, 0.5]).numpy()
+    array([0.5, 1.5], dtype=float32)
+    """
+
+    __slots__ = ("_trainable", "_name", "_aggregation", "_constraint")
+
+    def __init__(self, initial_value=None, trainable=True, name=None, dtype=None, shape=None,
+                 constraint=None, synchronization=None, aggregation=None, validate_shape=True,
+                 caching_device=None, import_scope=None, experimental_enable_variable_lifting=None):
+        if initial_value is None:
+            raise ValueError("Variable: initial_value must be given")
+        if callable(initial_value) and not isinstance(initial_value, Tensor):
+            initial_value = initial_value()
+        dt = None if dtype is None else as_dtype(dtype).dtype
+        if isinstance(initial_value, Tensor):
+            data = initial_value._data
+            data = data.astype(dt) if dt is not None and data.dtype != dt else data.copy()
+        else:
+            data = to_array(initial_value, dt)
+            if data is initial_value:
+                data = data.copy()
+        if type(data) is np.ndarray and not data.flags.writeable:
+            data = data.copy()
+        super().__init__(data)
+        self._trainable = bool(trainable) if data.dtype.kind == "f" else bool(trainable) and False
+        self._name = _unique_name(name or "Variable")
+        self._constraint = constraint
+        self._aggregation = aggregation
+
+    # --- metadata -----------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self._name + ":0"
+
+    @property
+    def trainable(self) -> bool:
+        return self._trainable
+
+    @property
+    def constraint(self):
+        return self._constraint
+
+    @property
+    def handle(self):
+        return self
+
+    @property
+    def initial_value(self):
+        return Tensor(self._data.copy())
+
+    def value(self):
+        return self.read_value()
+
+    def read_value(self):
+        """A snapshot of the current value; later assignments do not change it."""
+        out = Tensor(self._data.copy())
+        if _tape._state.tapes:
+            from accel.ops.creation import identity  # noqa: PLC0415
+
+            # recorded so gradients flow to the variable through the snapshot
+            snap = identity(self)
+            snap._data = out._data
+            return snap
+        return out
+
+    def get_shape(self):
+        return TensorShape(self._data.shape)
+
+    def __repr__(self):
+        return "<accel.Variable '%s' shape=%s dtype=%s, numpy=%s>" % (
+            self.name, TensorShape(self._data.shape), self.dtype.name,
+            np.array_repr(backend.to_numpy(self._data)) if self._data.ndim else repr(backend.to_numpy(self._data)[()]))
+
+    def __deepcopy__(self, memo):
+        return Variable(self._data.copy(), trainable=self._trainable, name=self._name)
+
+    def __hash__(self):
+        return id(self)
+
+    def ref(self):
+        return self
+
+    def deref(self):
+        return self
+
+    # --- assignment ------------------------------------------------------------------------
+    def _coerce(self, value, what):
+        if isinstance(value, Tensor):
+            data = value._data
+            if data.dtype != self._data.dtype:
+                raise InvalidArgumentError(None, None, "%s: variable %s has dtype %s, value has dtype %s"
+                                           % (what, self.name, self._data.dtype, data.dtype))
+            if type(data) is not type(self._data):
+                data = backend.to_device(data, backend.device_of(self._data))
+        else:
+            try:
+                data = backend.asarray_on(value, backend.device_of(self._data))
+            except (ValueError, TypeError) as e:
+                raise ValueError("%s: cannot convert %r for variable %s: %s" % (what, value, self.name, e)) from None
+            if data.dtype.kind == "f" and self._data.dtype.kind in "iub":
+                raise InvalidArgumentError(None, None, "%s: variable %s has dtype %s, value has dtype %s"
+                                           % (what, self.name, self._data.dtype, data.dtype))
+            if data.dtype.kind == "O":
+                raise TypeError("%s: value %r is not numeric" % (what, value))
+            data = data.astype(self._data.dtype, copy=False)
+        if tuple(data.shape) != tuple(self._data.shape):
+            raise ValueError("%s: cannot assign a value of shape %s to variable %s of shape %s"
+                             % (what, tuple(data.shape), self.name, tuple(self._data.shape)))
+        return data
+
+    def _write(self, new):
+        if _tape._state.tapes:
+            # a tape may hold the current array for its backward pass: give it a fresh one
+            self._data = new.copy() if new is self._data else new
+            if not self._data.flags.c_contiguous:
+                self._data = self._data.copy()
+        else:
+            xp = backend.xp_of(self._data)
+            xp.copyto(self._data, new)
+
+    def assign(self, value, use_locking=None, name=None, read_value=True):
+        data = self._coerce(value, "assign")
+        if self._constraint is not None:
+            data = self._coerce(self._constraint(Tensor(data)), "assign (constraint)")
+        self._write(data if data is not self._data else data.copy())
+        return self if read_value else None
+
+    def assign_add(self, delta, use_locking=None, name=None, read_value=True):
+        data = self._coerce(delta, "assign_add")
+        if _tape._state.tapes:
+            self._write(self._data + data)
+        else:
+            self._data += data
+        return self if read_value else None
+
+    def assign_sub(self, delta, use_locking=None, name=None, read_value=True):
+        data = self._coerce(delta, "assign_sub")
+        if _tape._state.tapes:
+            self._write(self._data - data)
+        else:
+            self._data -= data
+        return self if read_value else None
+
+    def scatter_nd_update(self, indices, updates):
+        raise NotImplementedError("Variable.scatter_nd_update is not supported yet")
+
+
+_tape._Variable = Variable

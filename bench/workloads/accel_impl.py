@@ -1,0 +1,29 @@
+"""accel: TensorFlow eager code run on `import accel as tf` (the same code as tf_impl's eager variants)."""
+
+from importlib.metadata import version
+
+import accel as tf
+import accel.backend
+
+from . import _tf_style
+
+NAME = "accel"
+DEVICES = ("cpu", "gpu") if accel.backend.has_gpu() else ("cpu",)
+MEMORY_TRACEABLE = True
+
+
+def versions():
+    return {"accel": version("accel")}
+
+
+def configure(threads):
+    pass  # accel computes with NumPy (whose BLAS threads bench.compare limits) or CuPy
+
+
+def synchronize(device):
+    accel.backend.synchronize()
+
+
+MLP = {"eager": lambda params, x, y, device: _tf_style.MLPStep(tf, params, x, y, device)}
+TAPE = {"eager": lambda x0, n_ops, device: _tf_style.Chain(tf, x0, n_ops, device)}
+RECORD = {"eager": lambda x0, device: _tf_style.recorder(tf, x0, device)}
