@@ -191,10 +191,7 @@ class ArrayNS:
 
     def scatter_add(self, shape, dtype, idx, src, axis=0):
         """zeros(shape) with src accumulated at positions idx along axis (repeats add up)."""
-        out = self.xp.zeros(shape, dtype)
-        moved = self.xp.moveaxis(out, axis, 0) if axis else out
-        self.xp.add.at(moved, idx, self.xp.moveaxis(src, axis, 0) if axis else src)
-        return out
+        return scatter_add_array(self.xp, src, idx, shape, axis)
 
     def scatter_index(self, shape, g, key):
         """zeros(shape) with g accumulated at an integer-array index (repeats add up)."""
@@ -233,21 +230,21 @@ def erf_array(xp, x):
 
 
 def _erf_numpy(x):
-    """erf in float64 without SciPy: Taylor series below 0.5, erfc's continued fraction above."""
+    """erf in float64 without SciPy: Taylor series below 2.5, erfc's continued fraction above."""
     xd = np.asarray(x, dtype=np.float64)
     ax = np.abs(xd)
     out = np.empty_like(xd)
-    small = ax < 0.5
-    # Taylor series for |x| < 0.5 (converges fast)
+    small = ax < 2.5
+    # Taylor series below 2.5 (the continued fraction converges slowly near 0)
     xs = xd[small]
     x2 = xs * xs
     term = xs.copy()
     acc = xs.copy()
-    for n in range(1, 20):
+    for n in range(1, 60):
         term = term * (-x2) / n
         acc = acc + term / (2 * n + 1)
     out[small] = acc * (2.0 / np.sqrt(np.pi))
-    # erfc via a continued fraction (Lentz) for |x| >= 0.5
+    # erfc via its continued fraction for |x| >= 2.5
     xl = ax[~small]
     if xl.size:
         # continued fraction for erfc(x) * exp(x^2) * sqrt(pi) = 1/(x+ 1/2/(x+ 1/(x+ 3/2/(x+ ...))))
@@ -257,6 +254,19 @@ def _erf_numpy(x):
         erfc = np.exp(-xl * xl) / np.sqrt(np.pi) / (xl + f)
         out[~small] = np.sign(xd[~small]) * (1.0 - erfc)
     return out.astype(x.dtype, copy=False)
+
+
+def scatter_add_array(xp, src, idx, shape, axis):
+    """zeros(shape) + src accumulated at idx along axis; src has shape[:axis] + idx.shape + shape[axis+1:]."""
+    out = xp.zeros(shape, src.dtype)
+    if axis:
+        k = idx.ndim
+        out_v = xp.moveaxis(out, axis, 0)
+        src = xp.moveaxis(src, list(range(axis, axis + k)), list(range(k)))
+    else:
+        out_v = out
+    xp.add.at(out_v, idx, src)
+    return out
 
 
 _ARRAY_NS = {}

@@ -6,6 +6,8 @@ shape: the tape sums it back to each input's shape.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from accel.errors import InvalidArgumentError
@@ -185,8 +187,9 @@ def sigmoid_of(F, x):
     return _sigmoid_fwd(F.xp, x)
 
 
+_TWO_OVER_SQRT_PI = 2 / math.sqrt(math.pi)  # a Python float: NumPy scalars would promote float32
 erf = unary("erf", lambda xp, x: erf_array(xp, x),
-            lambda F, g, out, x: g * (2 / np.sqrt(np.pi)) * F.exp(-x * x))
+            lambda F, g, out, x: g * _TWO_OVER_SQRT_PI * F.exp(-x * x))
 floor = unary("floor", lambda xp, x: xp.floor(x))
 ceil = unary("ceil", lambda xp, x: xp.ceil(x))
 round = unary("round", lambda xp, x: xp.round(x))  # noqa: A001 (banker's rounding, as TF)

@@ -7,18 +7,11 @@ ops, so gradients of gradients come out of the same rules.
 from __future__ import annotations
 
 from accel.ops import creation, elementwise as ew, linalg, nn, reduce, shape as sh
-from accel.ops.core import Op, REGISTRY, apply
+from accel.ops.core import Op, REGISTRY, apply, scatter_add_array
 from accel.tensor import Tensor
 
 
-def _scatter_add_fwd(xp, src, idx, shape, axis):
-    out = xp.zeros(shape, src.dtype)
-    moved = xp.moveaxis(out, axis, 0) if axis else out
-    xp.add.at(moved, idx, xp.moveaxis(src, axis, 0) if axis else src)
-    return out
-
-
-_scatter_add = Op("scatter_add", _scatter_add_fwd)
+_scatter_add = Op("scatter_add", lambda xp, src, idx, shape, axis: scatter_add_array(xp, src, idx, shape, axis))
 _scatter_add.defvjp(lambda F, g, out, src, idx, shape, axis: F.take(g, idx, axis), None)
 REGISTRY["scatter_add"] = _scatter_add
 

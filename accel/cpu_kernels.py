@@ -1,0 +1,569 @@
+"""CPU twins of the fused kernels (kernels/*.cu): numba loops, one pass over memory.
+
+numba is optional: it is imported on first use, and every op falls back to the
+pure-NumPy version (explicit `*_numpy` functions, `out=` buffers) when numba is
+missing, ACCEL_NUMBA=0, or the arrays are not float32/float64 C-contiguous.
+Same argument order, formulas and in-place semantics as accel.fused.
+
+    gx = activation_bwd("gelu_tanh", g, x)
+    adam_update(p, g, m, v, None, adam_alpha(1e-3, 0.9, 0.999, t, p.dtype), 0.9, 0.999, 1e-7, 1e-3)
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+
+import numpy as np
+
+# Every saved value the activation backward kernels read (see kernels/activations.cu).
+ACTIVATIONS = {
+    "relu": "x", "relu6": "x", "leaky_relu": "x", "elu": "out", "selu": "out", "gelu": "x",
+    "gelu_tanh": "x", "silu": "x", "sigmoid": "out", "tanh": "out", "softplus": "x",
+}
+DEFAULT_ALPHA = {"leaky_relu": 0.2, "elu": 1.0}
+SELU_SCALE = 1.0507009873554804934193349852946
+SELU_ALPHA = 1.6732632423543772848170429916717
+_C_GELU = math.sqrt(2.0 / math.pi)
+_K_GELU = 0.044715
+
+# Per-op implementation choice when numba is available, from bench/bench_kernels.py
+# on a 2-core AVX-512 EPYC: numba's scalar tanh/erf are slower than NumPy's SIMD ufuncs.
+PREFER_NUMPY = {"gelu_tanh", "gelu"}
+
+prange = range  # replaced by numba.prange when numba loads (globals bind at compile time)
+_nb = None
+_jitted = {}
+
+
+def available() -> bool:
+    """True when the numba loops can be used (numba importable and ACCEL_NUMBA != 0)."""
+    return _numba() is not None
+
+
+def _numba():
+    global _nb, prange
+    if os.environ.get("ACCEL_NUMBA", "1") == "0":
+        return None
+    if _nb is None:
+        try:
+            import numba  # noqa: PLC0415
+        except ImportError:
+            _nb = False
+        else:
+            _nb = numba
+            prange = numba.prange
+    return _nb or None
+
+
+def _jit(fn):
+    f = _jitted.get(fn)
+    if f is None:
+        f = _jitted[fn] = _numba().njit(parallel=True, fastmath=False, cache=True)(fn)
+    return f
+
+
+def _numba_ok(*arrays):
+    if _numba() is None:
+        return False
+    dt = arrays[0].dtype
+    return dt in (np.float32, np.float64) and all(
+        type(a) is np.ndarray and a.dtype == dt and a.flags.c_contiguous for a in arrays)
+
+
+def _flat(*arrays):
+    return [a.reshape(-1) for a in arrays]
+
+
+def _check(fn, **arrays):
+    """Same shapes and a float dtype for every array argument; clear errors otherwise."""
+    items = [(k, a) for k, a in arrays.items() if a is not None]
+    k0, a0 = items[0]
+    for k, a in items:
+        if not isinstance(a, np.ndarray):
+            raise ValueError("%s: %s must be a numpy array, got %s" % (fn, k, type(a).__name__))
+        if a.dtype not in (np.float16, np.float32, np.float64):
+            raise ValueError("%s: %s must be float16/32/64, got %s" % (fn, k, a.dtype))
+        if a.shape != a0.shape or a.dtype != a0.dtype:
+            raise ValueError("%s: %s has shape %s dtype %s, expected %s %s like %s"
+                             % (fn, k, a.shape, a.dtype, a0.shape, a0.dtype, k0))
+
+
+# =============================== activations ===============================
+# numba loop bodies: gx, g, s (saved), a (alpha; unused by most)
+
+def _relu_nb(gx, g, s, a):
+    for i in prange(gx.size):
+        gx[i] = g[i] if s[i] > 0 else 0
+
+
+def _relu6_nb(gx, g, s, a):
+    for i in prange(gx.size):
+        gx[i] = g[i] if (s[i] > 0 and s[i] < 6) else 0
+
+
+def _leaky_relu_nb(gx, g, s, a):
+    for i in prange(gx.size):
+        gx[i] = g[i] if s[i] > 0 else g[i] * a
+
+
+def _elu_nb(gx, g, s, a):
+    for i in prange(gx.size):
+        gx[i] = g[i] if s[i] > 0 else g[i] * (s[i] + a)
+
+
+def _selu_nb(gx, g, s, a):
+    sa = SELU_SCALE * SELU_ALPHA
+    for i in prange(gx.size):
+        gx[i] = g[i] * (s[i] + sa) if s[i] < 0 else g[i] * SELU_SCALE
+
+
+def _gelu_nb(gx, g, s, a):
+    for i in prange(gx.size):
+        x = s[i]
+        gx[i] = g[i] * (0.5 * (1.0 + math.erf(x * 0.7071067811865476))
+                        + x * 0.3989422804014327 * math.exp(-0.5 * x * x))
+
+
+def _gelu_tanh_nb(gx, g, s, a):
+    for i in prange(gx.size):
+        x = s[i]
+        x2 = x * x
+        t = math.tanh(_C_GELU * (x + _K_GELU * x2 * x))
+        gx[i] = g[i] * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _C_GELU * (1.0 + 3.0 * _K_GELU * x2))
+
+
+def _silu_nb(gx, g, s, a):
+    for i in prange(gx.size):
+        x = s[i]
+        sg = 1.0 / (1.0 + math.exp(-x))
+        gx[i] = g[i] * sg * (1.0 + x * (1.0 - sg))
+
+
+def _sigmoid_nb(gx, g, s, a):
+    for i in prange(gx.size):
+        gx[i] = g[i] * s[i] * (1 - s[i])
+
+
+def _tanh_nb(gx, g, s, a):
+    for i in prange(gx.size):
+        gx[i] = g[i] * (1 - s[i] * s[i])
+
+
+def _softplus_nb(gx, g, s, a):
+    for i in prange(gx.size):
+        x = s[i]
+        e = math.exp(-abs(x))
+        gx[i] = g[i] * (1.0 / (1.0 + e) if x > 0 else e / (1.0 + e))
+
+
+_ACT_NB = {n: globals()["_%s_nb" % n] for n in ACTIVATIONS}
+
+
+# NumPy twins: f(g, s, a, out) -> out, float32 math stays float32 (NEP 50 weak scalars)
+
+def _erf(x):
+    try:
+        from scipy.special import erf  # noqa: PLC0415
+    except ImportError:
+        return np.vectorize(math.erf, otypes=[x.dtype])(x)
+    return erf(x)
+
+
+def _sigmoid_np(x, out):
+    e = np.exp(-np.abs(x))
+    return np.divide(np.where(x > 0, 1, e), 1 + e, out=out)
+
+
+def _act_np(name, g, s, a, out):
+    if name == "relu":
+        return np.multiply(g, s > 0, out=out)
+    if name == "relu6":
+        return np.multiply(g, (s > 0) & (s < 6), out=out)
+    if name == "leaky_relu":
+        return np.multiply(g, np.where(s > 0, 1, s.dtype.type(a)), out=out)
+    if name == "elu":
+        return np.multiply(g, np.where(s > 0, 1, s + s.dtype.type(a)), out=out)
+    if name == "selu":
+        d = np.where(s < 0, s + s.dtype.type(SELU_SCALE * SELU_ALPHA), s.dtype.type(SELU_SCALE))
+        return np.multiply(g, d, out=out)
+    if name == "gelu":
+        t = np.multiply(s, 0.7071067811865476)
+        t = _erf(t)
+        t += 1
+        t *= 0.5
+        e = np.multiply(s, s)
+        e *= -0.5
+        np.exp(e, out=e)
+        e *= s
+        e *= 0.3989422804014327
+        t += e
+        return np.multiply(g, t, out=out)
+    if name == "gelu_tanh":
+        x2 = np.multiply(s, s)
+        t = np.multiply(x2, _K_GELU)
+        t *= s
+        t += s
+        t *= _C_GELU
+        np.tanh(t, out=t)
+        d = np.multiply(t, t)                # t^2
+        np.subtract(1, d, out=d)             # 1 - t^2
+        d *= s
+        d *= 0.5 * _C_GELU
+        x2 *= 3 * _K_GELU
+        x2 += 1
+        d *= x2
+        t += 1
+        t *= 0.5
+        d += t
+        return np.multiply(g, d, out=out)
+    if name == "silu":
+        sg = _sigmoid_np(s, None)
+        d = np.subtract(1, sg)
+        d *= s
+        d += 1
+        d *= sg
+        return np.multiply(g, d, out=out)
+    if name == "sigmoid":
+        d = np.subtract(1, s)
+        d *= s
+        return np.multiply(g, d, out=out)
+    if name == "tanh":
+        d = np.multiply(s, s)
+        np.subtract(1, d, out=d)
+        return np.multiply(g, d, out=out)
+    if name == "softplus":
+        return np.multiply(g, _sigmoid_np(s, None), out=out)
+    raise ValueError("activation_bwd: unknown activation %r (known: %s)" % (name, ", ".join(ACTIVATIONS)))
+
+
+def _act_args(name, g, saved, alpha, out):
+    if name not in ACTIVATIONS:
+        raise ValueError("activation_bwd: unknown activation %r (known: %s)" % (name, ", ".join(ACTIVATIONS)))
+    _check("activation_bwd", g=g, saved=saved, out=out)
+    a = DEFAULT_ALPHA.get(name, 0.0) if alpha is None else alpha
+    return a, (np.empty_like(g) if out is None else out)
+
+
+def activation_bwd_numpy(name, g, saved, alpha=None, out=None):
+    """g * f'(saved) with NumPy ufuncs (float16 computes in float32)."""
+    a, out = _act_args(name, g, saved, alpha, out)
+    if g.dtype == np.float16:
+        out[...] = _act_np(name, g.astype(np.float32), saved.astype(np.float32), a, None)
+        return out
+    return _act_np(name, g, saved, a, out)
+
+
+def activation_bwd_numba(name, g, saved, alpha=None, out=None):
+    a, out = _act_args(name, g, saved, alpha, out)
+    if not _numba_ok(g, saved, out):
+        raise ValueError("activation_bwd_numba: needs numba and C-contiguous float32/float64 arrays")
+    _jit(_ACT_NB[name])(*_flat(out, g, saved), g.dtype.type(a))
+    return out
+
+
+def activation_bwd(name, g, saved, alpha=None, out=None):
+    """gx = g * f'(.) for activation `name`; `saved` is x or out, per ACTIVATIONS[name]."""
+    if name not in PREFER_NUMPY and _numba_ok(g, saved, *(() if out is None else (out,))):
+        return activation_bwd_numba(name, g, saved, alpha, out)
+    return activation_bwd_numpy(name, g, saved, alpha, out)
+
+
+# =============================== optimizers ===============================
+# In place, Keras 3 operation order; scalars arrive already cast to the array
+# dtype so float32 math stays float32. om_b = 1 - b as Keras forms it.
+
+def _f16(fn):
+    """Wraps a NumPy optimizer twin so float16 state is updated through float32
+    copies (the kernels' math precision) and rounded back once."""
+    @functools.wraps(fn)
+    def run(p, g, *args, **kw):
+        if p.dtype != np.float16:
+            return fn(p, g, *args, **kw)
+        wide = lambda a: None if a is None else a.astype(np.float32)  # noqa: E731
+        pos = [wide(a) if isinstance(a, np.ndarray) else a for a in args]
+        kws = {k: wide(a) if isinstance(a, np.ndarray) else a for k, a in kw.items()}
+        p32 = p.astype(np.float32)
+        fn(p32, wide(g), *pos, **kws)
+        p[...] = p32
+        for a, a32 in zip(args, pos):
+            if isinstance(a, np.ndarray):
+                a[...] = a32
+        for k, a in kw.items():
+            if isinstance(a, np.ndarray):
+                a[...] = kws[k]
+    return run
+
+
+def adam_alpha(lr, b1, b2, t, dtype):
+    """Keras' alpha = lr*sqrt(1 - b2^t)/(1 - b1^t), computed in `dtype` like Keras
+    (float16 variables: computed in float32, the kernels' math precision)."""
+    dt = np.dtype(np.float32 if np.dtype(dtype) == np.float16 else dtype).type
+    t = dt(t)
+    return dt(lr) * np.sqrt(dt(1) - np.power(dt(b2), t)) / (dt(1) - np.power(dt(b1), t))
+
+
+def _scal(p, *vals):
+    dt = np.float32 if p.dtype == np.float16 else p.dtype.type
+    return [dt(v) for v in vals]
+
+
+def _decay_np(p, wd, lr):
+    if wd:
+        p -= p * wd * lr
+
+
+def _adam_nb(p, m, v, vh, g, ams, alpha, om_b1, om_b2, eps, lr, wd):
+    for i in prange(p.size):
+        gi = g[i]
+        mi = m[i] + (gi - m[i]) * om_b1
+        vi = v[i] + (gi * gi - v[i]) * om_b2
+        m[i] = mi
+        v[i] = vi
+        if ams:
+            vi = max(vh[i], vi)
+            vh[i] = vi
+        pi = p[i]
+        if wd != 0:
+            pi = pi - pi * wd * lr
+        p[i] = pi - (mi * alpha) / (np.sqrt(vi) + eps)
+
+
+@_f16
+def adam_update_numpy(p, g, m, v, vhat, alpha, b1, b2, eps, lr, wd=0.0):
+    alpha, om_b1, om_b2, eps, lr, wd = _scal(p, alpha, 1 - b1, 1 - b2, eps, lr, wd)
+    _decay_np(p, wd, lr)
+    t = np.subtract(g, m)
+    t *= om_b1
+    m += t
+    np.multiply(g, g, out=t)
+    t -= v
+    t *= om_b2
+    v += t
+    if vhat is not None:
+        np.maximum(vhat, v, out=vhat)
+    np.sqrt(v if vhat is None else vhat, out=t)
+    t += eps
+    u = np.multiply(m, alpha)
+    u /= t
+    p -= u
+
+
+def adam_update_numba(p, g, m, v, vhat, alpha, b1, b2, eps, lr, wd=0.0):
+    sc = _scal(p, alpha, 1 - b1, 1 - b2, eps, lr, wd)
+    _jit(_adam_nb)(*_flat(p, m, v, v if vhat is None else vhat, g), vhat is not None, *sc)
+
+
+def adam_update(p, g, m, v, vhat, alpha, b1, b2, eps, lr, wd=0.0):
+    """In-place Adam/AdamW/AMSGrad step; alpha from adam_alpha(), wd = AdamW's decay."""
+    _check("adam_update", p=p, g=g, m=m, v=v, vhat=vhat)
+    arrays = (p, g, m, v) + (() if vhat is None else (vhat,))
+    (adam_update_numba if _numba_ok(*arrays) else adam_update_numpy)(
+        p, g, m, v, vhat, alpha, b1, b2, eps, lr, wd)
+
+
+def _sgd_nb(p, m, g, use_m, nesterov, lr, momentum, wd):
+    for i in prange(p.size):
+        pi = p[i]
+        if wd != 0:
+            pi = pi - pi * wd * lr
+        gl = g[i] * lr
+        if use_m:
+            mi = m[i] * momentum - gl
+            m[i] = mi
+            p[i] = pi + (mi * momentum - gl) if nesterov else pi + mi
+        else:
+            p[i] = pi - gl
+
+
+@_f16
+def sgd_update_numpy(p, g, lr, m=None, momentum=0.0, nesterov=False, wd=0.0):
+    lr, momentum, wd = _scal(p, lr, momentum, wd)
+    _decay_np(p, wd, lr)
+    gl = np.multiply(g, lr)
+    if m is None:
+        p -= gl
+        return
+    m *= momentum
+    m -= gl
+    if nesterov:
+        t = np.multiply(m, momentum)
+        t -= gl
+        p += t
+    else:
+        p += m
+
+
+def sgd_update_numba(p, g, lr, m=None, momentum=0.0, nesterov=False, wd=0.0):
+    _jit(_sgd_nb)(*_flat(p, p if m is None else m, g), m is not None, bool(nesterov), *_scal(p, lr, momentum, wd))
+
+
+def sgd_update(p, g, lr, m=None, momentum=0.0, nesterov=False, wd=0.0):
+    """In-place SGD; with m (momentum buffer): m = m*momentum - g*lr; p += m (or nesterov)."""
+    _check("sgd_update", p=p, g=g, m=m)
+    ok = _numba_ok(p, g, *(() if m is None else (m,)))
+    (sgd_update_numba if ok else sgd_update_numpy)(p, g, lr, m, momentum, nesterov, wd)
+
+
+def _rmsprop_nb(p, v, mom, mg, g, use_mom, centered, lr, rho, om_rho, momentum, eps, wd):
+    for i in prange(p.size):
+        gi = g[i]
+        vi = rho * v[i] + om_rho * (gi * gi)
+        v[i] = vi
+        if centered:
+            mgi = rho * mg[i] + om_rho * gi
+            mg[i] = mgi
+            denom = vi - mgi * mgi + eps
+        else:
+            denom = vi + eps
+        incr = (lr * gi) / np.sqrt(denom)
+        pi = p[i]
+        if wd != 0:
+            pi = pi - pi * wd * lr
+        if use_mom:
+            mo = momentum * mom[i] + incr
+            mom[i] = mo
+            p[i] = pi - mo
+        else:
+            p[i] = pi - incr
+
+
+@_f16
+def rmsprop_update_numpy(p, g, v, lr, rho, eps, m=None, momentum=0.0, mg=None, wd=0.0):
+    lr, rho, om_rho, momentum, eps, wd = _scal(p, lr, rho, 1 - rho, momentum, eps, wd)
+    _decay_np(p, wd, lr)
+    v *= rho
+    t = np.multiply(g, g)
+    t *= om_rho
+    v += t
+    if mg is not None:
+        mg *= rho
+        mg += np.multiply(om_rho, g, out=t)
+        np.multiply(mg, mg, out=t)
+        np.subtract(v, t, out=t)
+        t += eps
+    else:
+        np.add(v, eps, out=t)
+    np.sqrt(t, out=t)
+    incr = np.multiply(lr, g)
+    incr /= t
+    if m is not None:
+        m *= momentum
+        m += incr
+        p -= m
+    else:
+        p -= incr
+
+
+def rmsprop_update_numba(p, g, v, lr, rho, eps, m=None, momentum=0.0, mg=None, wd=0.0):
+    sc = _scal(p, lr, rho, 1 - rho, momentum, eps, wd)
+    _jit(_rmsprop_nb)(*_flat(p, v, p if m is None else m, p if mg is None else mg, g),
+                      m is not None, mg is not None, *sc)
+
+
+def rmsprop_update(p, g, v, lr, rho, eps, m=None, momentum=0.0, mg=None, wd=0.0):
+    """In-place RMSprop (Keras: eps inside the sqrt); m = momentum buffer, mg = centered mean."""
+    _check("rmsprop_update", p=p, g=g, v=v, m=m, mg=mg)
+    ok = _numba_ok(*(a for a in (p, g, v, m, mg) if a is not None))
+    if ok:
+        rmsprop_update_numba(p, g, v, lr, rho, eps, m, momentum, mg, wd)
+    else:
+        rmsprop_update_numpy(p, g, v, lr, rho, eps, m=m, momentum=momentum, mg=mg, wd=wd)
+
+
+def _adagrad_nb(p, acc, g, lr, eps, wd):
+    for i in prange(p.size):
+        gi = g[i]
+        ai = acc[i] + gi * gi
+        acc[i] = ai
+        pi = p[i]
+        if wd != 0:
+            pi = pi - pi * wd * lr
+        p[i] = pi - (lr * gi) / np.sqrt(ai + eps)
+
+
+@_f16
+def adagrad_update_numpy(p, g, acc, lr, eps, wd=0.0):
+    lr, eps, wd = _scal(p, lr, eps, wd)
+    _decay_np(p, wd, lr)
+    t = np.multiply(g, g)
+    acc += t
+    np.add(acc, eps, out=t)
+    np.sqrt(t, out=t)
+    u = np.multiply(lr, g)
+    u /= t
+    p -= u
+
+
+def adagrad_update_numba(p, g, acc, lr, eps, wd=0.0):
+    _jit(_adagrad_nb)(*_flat(p, acc, g), *_scal(p, lr, eps, wd))
+
+
+def adagrad_update(p, g, acc, lr, eps, wd=0.0):
+    """In-place Adagrad: acc += g^2; p -= lr*g/sqrt(acc + eps)."""
+    _check("adagrad_update", p=p, g=g, acc=acc)
+    (adagrad_update_numba if _numba_ok(p, g, acc) else adagrad_update_numpy)(p, g, acc, lr, eps, wd)
+
+
+def _lion_nb(p, m, g, lr, b1, om_b1, b2, om_b2, wd):
+    for i in prange(p.size):
+        gi = g[i]
+        mi = m[i]
+        u = mi * b1 + gi * om_b1
+        s = np.sign(u)
+        pi = p[i]
+        if wd != 0:
+            pi = pi - pi * wd * lr
+        p[i] = pi - lr * s
+        m[i] = mi * b2 + gi * om_b2
+
+
+def _lion_scal(p, lr, b1, b2, wd):
+    lr, b1, b2, wd = _scal(p, lr, b1, b2, wd)
+    one = type(b1)(1)
+    return lr, b1, one - b1, b2, one - b2, wd  # Keras: 1.0 - cast(beta) in the variable dtype
+
+
+@_f16
+def lion_update_numpy(p, g, m, lr, b1, b2, wd=0.0):
+    lr, b1, om_b1, b2, om_b2, wd = _lion_scal(p, lr, b1, b2, wd)
+    _decay_np(p, wd, lr)
+    u = np.multiply(m, b1)
+    u += np.multiply(g, om_b1)
+    np.sign(u, out=u)
+    u *= lr
+    p -= u
+    m *= b2
+    m += np.multiply(g, om_b2, out=u)
+
+
+def lion_update_numba(p, g, m, lr, b1, b2, wd=0.0):
+    _jit(_lion_nb)(*_flat(p, m, g), *_lion_scal(p, lr, b1, b2, wd))
+
+
+def lion_update(p, g, m, lr, b1, b2, wd=0.0):
+    """In-place Lion: p -= lr*sign(m*b1 + g*(1-b1)); m = m*b2 + g*(1-b2)."""
+    _check("lion_update", p=p, g=g, m=m)
+    (lion_update_numba if _numba_ok(p, g, m) else lion_update_numpy)(p, g, m, lr, b1, b2, wd)
+
+
+# =============================== accumulate ===============================
+
+def _accumulate_nb(a, b):
+    for i in prange(a.size):
+        a[i] += b[i]
+
+
+def accumulate_numpy(a, b):
+    np.add(a, b, out=a)
+    return a
+
+
+def accumulate_(a, b):
+    """a += b in place (gradient accumulation); returns a."""
+    _check("accumulate_", a=a, b=b)
+    if _numba_ok(a, b):
+        _jit(_accumulate_nb)(*_flat(a, b))
+        return a
+    return accumulate_numpy(a, b)
