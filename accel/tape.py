@@ -209,7 +209,6 @@ class GradientTape:
             self._recording = was_recording
             if free:
                 self._tracked = set()
-                self._watched = {}
 
     def jacobian(self, target, sources, unconnected_gradients=UnconnectedGradients.NONE,
                  parallel_iterations=None, experimental_use_pfor=True):
