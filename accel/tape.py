@@ -31,8 +31,9 @@ class UnconnectedGradients(enum.Enum):
     ZERO = "zero"
 
 
-class _Node:
-    __slots__ = ("op", "in_ids", "out_ids", "saved", "out", "attrs", "in_shapes")
+# A recorded op is a tuple (op, in_ids, out_ids, saved, out, attrs, in_shapes): tuples are the
+# cheapest records to build, and building them is on every recorded op's path.
+OP, IN_IDS, OUT_IDS, SAVED, OUT, ATTRS, IN_SHAPES = range(7)
 
 
 def record(op, inputs, out, attrs):
@@ -54,27 +55,43 @@ def record(op, inputs, out, attrs):
         if node is None:
             node = _make_node(op, inputs, out, attrs)
         tape._nodes.append(node)
-        tracked.update(node.out_ids)
+        if op.multi_out:
+            tracked.update(node[OUT_IDS])
+        else:
+            tracked.add(out._id)
 
 
 def _make_node(op, inputs, out, attrs):
-    node = _Node()
-    node.op = op
-    node.in_ids = tuple(t._id for t in inputs)
+    if len(inputs) == 1:
+        t = inputs[0]
+        in_ids = (t._id,)
+        in_shapes = (t._data.shape,)
+        if op.save_inputs:
+            saved = (_snapshot(t) if type(t) is _Variable else t,)
+        else:
+            saved = None
+    elif len(inputs) == 2:
+        a, b = inputs
+        in_ids = (a._id, b._id)
+        in_shapes = (a._data.shape, b._data.shape)
+        if op.save_inputs:
+            saved = (_snapshot(a) if type(a) is _Variable else a, _snapshot(b) if type(b) is _Variable else b)
+        else:
+            saved = None
+    else:
+        in_ids = tuple([t._id for t in inputs])
+        in_shapes = tuple([t._data.shape for t in inputs])
+        if op.save_inputs:
+            # a Variable is saved as a snapshot of its current array under the same id, so a later
+            # assign does not change what the backward pass sees, and outer tapes still track it
+            saved = tuple([_snapshot(t) if type(t) is _Variable else t for t in inputs])
+        else:
+            saved = None
     if op.multi_out:
-        node.out_ids = tuple(o._id for o in out)
+        out_ids = tuple([o._id for o in out])
     else:
-        node.out_ids = (out._id,)
-    if op.save_inputs:
-        # a Variable is saved as a snapshot of its current array under the same id, so a later
-        # assign does not change what the backward pass sees, and outer tapes still track it
-        node.saved = tuple(_snapshot(t) if type(t) is _Variable else t for t in inputs)
-    else:
-        node.saved = None
-    node.out = out if op.save_out else None
-    node.attrs = attrs
-    node.in_shapes = tuple(t._data.shape for t in inputs)
-    return node
+        out_ids = (out._id,)
+    return (op, in_ids, out_ids, saved, out if op.save_out else None, attrs, in_shapes)
 
 
 def _snapshot(v):
@@ -334,77 +351,73 @@ def _backward(tape, nodes, flat_targets, flat_sources, flat_og):
     reach = set(src_ids)
     active = []
     for node in nodes:
-        for i in node.in_ids:
+        for i in node[IN_IDS]:
             if i in reach:
                 active.append(node)
-                reach.update(node.out_ids)
+                reach.update(node[OUT_IDS])
                 break
 
     cot = {}
+    xp = None
     for k, t in enumerate(flat_targets):
         t = core.convert(t)
         if t._id not in reach or t._data.dtype.kind != "f":
             continue
+        xp = backend.xp_of(t._data)
         if flat_og is not None and flat_og[k] is not None:
             g = core.convert(flat_og[k])
             g = g if tensor_mode else g._data
+        elif tensor_mode:
+            g = core.apply(core.REGISTRY["ones_like"], [t])
         else:
-            ones = t._data.dtype.type(1)
-            g = core.apply(core.REGISTRY["ones_like"], [t]) if tensor_mode else (
-                backend.xp_of(t._data).full(t._data.shape, ones, t._data.dtype))
-        cot[t._id] = _add(cot[t._id], g) if t._id in cot else g
+            g = xp.ones(t._data.shape, t._data.dtype)
+        cot[t._id] = cot[t._id] + g if t._id in cot else g
     if not cot:
         return [None] * len(flat_sources)
 
     if tensor_mode:
         from accel.ops.tensor_ns import TENSOR_NS as F  # noqa: PLC0415
     else:
-        F = None
+        F = core.array_ns(core._NUMPY if xp is np else xp)
     del nodes
+    empty = {}
+    pop = active.pop
     while active:
-        node = active.pop()
-        out_ids = node.out_ids
-        op = node.op
+        op, in_ids, out_ids, saved, out, attrs, in_shapes = pop()
         if len(out_ids) == 1:
             oid = out_ids[0]
             g = cot.get(oid) if oid in src_ids else cot.pop(oid, None)
             if g is None:
                 continue
         else:
-            gs = [cot.get(o) if o in src_ids else cot.pop(o, None) for o in out_ids]
-            if all(x is None for x in gs):
+            g = [cot.get(o) if o in src_ids else cot.pop(o, None) for o in out_ids]
+            if all(x is None for x in g):
                 continue
-            g = gs
-        saved = node.saved
+            if tensor_mode:
+                g = [x if x is not None else _zeros_like(o) for x, o in zip(g, out)]
+            else:
+                g = [x if x is not None else xp.zeros(o._data.shape, o._data.dtype) for x, o in zip(g, out)]
         if tensor_mode:
-            vals = saved if saved is not None else (None,) * len(node.in_ids)
-            out = node.out
-            if isinstance(g, list):
-                g = [x if x is not None else _zeros_like(o) for x, o in zip(g, node.out)]
+            vals = saved if saved is not None else (None,) * len(in_ids)
         else:
             if saved is not None:
                 vals = [t._data for t in saved]
-                xp = core._xp_of_datas(vals, op.name)
             else:
-                vals = (None,) * len(node.in_ids)
-                xp = backend.xp_of(g[0] if isinstance(g, list) else g)
-            out = node.out
+                vals = (None,) * len(in_ids)
             if out is not None:
-                out = tuple(o._data for o in out) if op.multi_out else out._data
-            if isinstance(g, list):
-                g = [x if x is not None else xp.zeros(o._data.shape, o._data.dtype) if node.out is not None
-                     else None for x, o in zip(g, node.out or (None,) * len(g))]
-            F = core.array_ns(xp)
-        attrs = node.attrs or {}
+                out = tuple([o._data for o in out]) if op.multi_out else out._data
         rules = op.rules
-        for k, iid in enumerate(node.in_ids):
+        if attrs is None:
+            attrs = empty
+        for k in range(len(in_ids)):
+            iid = in_ids[k]
             rule = rules[k] if k < len(rules) else None
             if rule is None or iid not in reach:
                 continue
             gi = rule(F, g, out, *vals, **attrs)
             if gi is None:
                 continue
-            shape = node.in_shapes[k]
+            shape = in_shapes[k]
             if tensor_mode:
                 if tuple(gi._data.shape) != tuple(shape):
                     gi = F.sum_to(gi, shape)

@@ -84,9 +84,16 @@ def _device_mismatch(datas, opname):
 
 def apply(op: Op, inputs, attrs=None):
     """Runs op's forward on Tensors `inputs`, wraps the result, and records it on active tapes."""
-    datas = [t._data for t in inputs]
-    xp = _xp_of_datas(datas, op.name) if len(datas) > 1 else (
-        _NUMPY if type(datas[0]) is np.ndarray else _xp_of_datas(datas, op.name))
+    if len(inputs) == 1:
+        datas = (inputs[0]._data,)
+        xp = _NUMPY if type(datas[0]) is np.ndarray else _xp_of_datas(datas, op.name)
+    elif len(inputs) == 2:
+        datas = (inputs[0]._data, inputs[1]._data)
+        xp = _NUMPY if type(datas[0]) is np.ndarray and type(datas[1]) is np.ndarray else \
+            _xp_of_datas(datas, op.name)
+    else:
+        datas = [t._data for t in inputs]
+        xp = _xp_of_datas(datas, op.name)
     try:
         res = op.forward(xp, *datas, **attrs) if attrs else op.forward(xp, *datas)
     except (ValueError, TypeError, IndexError) as e:
@@ -138,9 +145,23 @@ def convert_pair(x, y, opname):
     return x, _like(y, x, opname)
 
 
+_SCALAR_CACHE = {}  # (type, value, dtype) -> 0-d array; safe to share, tensors never mutate
+
+
 def _like(value, t, opname):
     """Converts a Python/NumPy operand to Tensor t's dtype and device."""
     dt = t._data.dtype
+    tv = type(value)
+    if (tv is float or tv is int) and type(t._data) is np.ndarray:
+        key = (tv, value, dt)
+        arr = _SCALAR_CACHE.get(key)
+        if arr is None:
+            if tv is float and dt.kind in "iub" and not value.is_integer():
+                raise TypeError("%s: cannot convert %r to a tensor of dtype %s" % (opname, value, dt))
+            arr = np.asarray(value, dtype=dt)
+            if len(_SCALAR_CACHE) < 4096:
+                _SCALAR_CACHE[key] = arr
+        return Tensor(arr)
     if isinstance(value, float) and dt.kind in "iub" and not float(value).is_integer():
         raise TypeError("%s: cannot convert %r to a tensor of dtype %s" % (opname, value, dt))
     if isinstance(value, (list, tuple)) or type(value) is np.ndarray or isinstance(value, np.generic):

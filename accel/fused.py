@@ -1,0 +1,375 @@
+"""Fused CUDA kernels (kernels/*.cu) behind validating wrappers, for CuPy arrays.
+
+Each family is compiled once per device, on first use, with exactly the options
+and name expressions of accel.kernel_registry. Wrappers check dtype, shape and
+contiguity before launching and raise ValueError naming the argument.
+`launches` counts launches per kernel name, so tests can assert a kernel ran.
+
+    if fused.qualifies(g, x):
+        gx = fused.activation_bwd("gelu", g, x)
+"""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+
+from accel import backend
+from accel import kernel_registry as reg
+from accel.cpu_kernels import ACTIVATIONS, DEFAULT_ALPHA, adam_alpha  # noqa: F401  (re-exported)
+
+launches: collections.Counter = collections.Counter()  # kernel name -> launches
+_modules: dict = {}  # (family, device id) -> cupy.RawModule
+_sm_count: dict = {}  # device id -> multiprocessors
+
+BLOCK = 256  # threads per block for elementwise and row kernels
+_CTYPE_OF = {np.dtype(k): v for k, v in reg.CTYPE.items()}
+_FLOATS = tuple(np.dtype(d) for d in reg.FLOATS)
+_WITH_HALF = tuple(np.dtype(d) for d in reg.WITH_HALF)
+
+
+def _cp():
+    cp = backend.cupy()
+    if cp is None:
+        raise RuntimeError("accel.fused needs CuPy (pip install cupy-cuda13x)")
+    return cp
+
+
+def module(family):
+    """The compiled RawModule of `family` on the current device (cached)."""
+    cp = _cp()
+    key = (family, cp.cuda.Device().id)
+    mod = _modules.get(key)
+    if mod is None:
+        mod = cp.RawModule(code=reg.source(family), options=reg.options(family),
+                           name_expressions=reg.name_expressions(family))
+        _modules[key] = mod
+    return mod
+
+
+def _launch(kernel, types, grid, block, args, shared_mem=0):
+    k = reg.kernel(kernel)
+    ne = k.name_expr(*types)
+    fn = module(reg.family_of(kernel)).get_function(ne)
+    fn(grid, block, args, shared_mem=shared_mem)
+    launches[kernel] += 1
+
+
+def _grid(n, block=BLOCK):
+    """Blocks for a grid-stride loop over n items: enough to fill the GPU, no more."""
+    cp = _cp()
+    dev = cp.cuda.Device().id
+    if dev not in _sm_count:
+        _sm_count[dev] = cp.cuda.Device(dev).attributes["MultiProcessorCount"]
+    return (max(1, min((n + block - 1) // block, _sm_count[dev] * 32)),)
+
+
+# ---- validation ----
+
+def _check(fn, name, a, dtypes=None, shape=None, like=None):
+    """Raises ValueError unless `a` is a C-contiguous cupy array with an allowed dtype/shape."""
+    cp = _cp()
+    if not isinstance(a, cp.ndarray):
+        raise ValueError("%s: %s must be a cupy.ndarray, got %s" % (fn, name, type(a).__name__))
+    if like is not None:
+        dtypes, shape = (like.dtype,), like.shape
+    if dtypes is not None and a.dtype not in dtypes:
+        raise ValueError("%s: %s has dtype %s, expected %s" % (fn, name, a.dtype, " or ".join(str(d) for d in dtypes)))
+    if shape is not None and tuple(a.shape) != tuple(shape):
+        raise ValueError("%s: %s has shape %s, expected %s" % (fn, name, tuple(a.shape), tuple(shape)))
+    if not a.flags.c_contiguous:
+        raise ValueError("%s: %s must be C-contiguous (got strides %s)" % (fn, name, a.strides))
+    return a
+
+
+def qualifies(*arrays, dtypes=_WITH_HALF) -> bool:
+    """True when the fused path may run: the switch is not "never", and all arrays
+    are C-contiguous cupy arrays of one shape and one dtype from `dtypes`."""
+    if backend.fused_mode() == "never" or not arrays:
+        return False
+    cp = backend.cupy()
+    if cp is None:
+        return False
+    a0 = arrays[0]
+    return all(isinstance(a, cp.ndarray) and a.shape == a0.shape and a.dtype == a0.dtype
+               and a.dtype in dtypes and a.flags.c_contiguous for a in arrays)
+
+
+def _scalar_type(dtype):
+    return np.float64 if dtype == np.float64 else np.float32  # the kernels' ACC(T)
+
+
+def _out(fn, out, like):
+    if out is None:
+        return _cp().empty_like(like)
+    return _check(fn, "out", out, like=like)
+
+
+_NULL = np.uint64(0)
+
+
+def _ptr(a):
+    return _NULL if a is None else a
+
+
+# ---- activations ----
+
+def activation_bwd(name, g, saved, alpha=None, out=None):
+    """gx = g * f'(.) for activation `name` (saved = x or out, per cpu_kernels.ACTIVATIONS)."""
+    fn = "activation_bwd"
+    if name not in ACTIVATIONS:
+        raise ValueError("%s: unknown activation %r (known: %s)" % (fn, name, ", ".join(ACTIVATIONS)))
+    _check(fn, "g", g, _WITH_HALF)
+    _check(fn, "saved", saved, like=g)
+    gx = _out(fn, out, g)
+    n = g.size
+    if n:
+        args = (gx, g, saved)
+        if name in DEFAULT_ALPHA:
+            a = DEFAULT_ALPHA[name] if alpha is None else alpha
+            args += (_scalar_type(g.dtype)(a),)
+        _launch(name + "_bwd", (g.dtype,), _grid(n), (BLOCK,), args + (np.int64(n),))
+    return gx
+
+
+# ---- losses ----
+
+def _row_block(cols):
+    return (max(32, min(BLOCK, (cols + 31) // 32 * 32)),)
+
+
+def softmax_xent_bwd(logits, labels, g, sparse, out=None):
+    """dlogits = g[:, None] * (softmax(logits) - labels); labels [N, C] (dense) or [N] int32/int64 (sparse)."""
+    fn = "softmax_xent_bwd"
+    _check(fn, "logits", logits, _FLOATS)
+    if logits.ndim != 2:
+        raise ValueError("%s: logits must be 2-D [N, C], got shape %s" % (fn, tuple(logits.shape)))
+    rows, cols = logits.shape
+    if sparse:
+        _check(fn, "labels", labels, (np.dtype(np.int32), np.dtype(np.int64)), (rows,))
+    else:
+        _check(fn, "labels", labels, like=logits)
+    _check(fn, "g", g, (logits.dtype,), (rows,))
+    d = _out(fn, out, logits)
+    if rows and cols:
+        grid = (min(rows, 65535),)
+        args = (d, logits, labels, g, np.int64(rows), np.int32(cols))
+        if sparse:
+            _launch("softmax_xent_sparse_bwd", (logits.dtype, labels.dtype), grid, _row_block(cols), args)
+        else:
+            _launch("softmax_xent_dense_bwd", (logits.dtype,), grid, _row_block(cols), args)
+    return d
+
+
+def sigmoid_xent_bwd(x, z, g, out=None):
+    """gx = g * (sigmoid(x) - z), elementwise."""
+    fn = "sigmoid_xent_bwd"
+    _check(fn, "x", x, _FLOATS)
+    _check(fn, "z", z, like=x)
+    _check(fn, "g", g, like=x)
+    gx = _out(fn, out, x)
+    if x.size:
+        _launch("sigmoid_xent_bwd", (x.dtype,), _grid(x.size), (BLOCK,), (gx, x, z, g, np.int64(x.size)))
+    return gx
+
+
+# ---- reductions ----
+
+_COLS_BLOCK = (32, 8)
+
+
+def _col_grid(cols):
+    return (min((cols + 31) // 32, 65535),)
+
+
+def bias_add_bwd(g, out=None):
+    """db = g summed over every axis but the last (deterministic)."""
+    fn = "bias_add_bwd"
+    _check(fn, "g", g, _FLOATS)
+    if g.ndim < 1:
+        raise ValueError("%s: g must have at least 1 dimension" % fn)
+    cols = g.shape[-1]
+    rows = g.size // cols if cols else 0
+    db = _cp().empty((cols,), g.dtype) if out is None else _check(fn, "out", out, (g.dtype,), (cols,))
+    if cols:
+        if rows == 0:
+            db.fill(0)
+        else:
+            _launch("bias_add_bwd", (g.dtype,), _col_grid(cols), _COLS_BLOCK,
+                    (db, g, np.int64(rows), np.int32(cols)))
+    return db
+
+
+def dropout_bwd(g, mask, scale, out=None):
+    """gx = where(mask, g*scale, 0); mask is a bool array of g's shape."""
+    fn = "dropout_bwd"
+    _check(fn, "g", g, _WITH_HALF)
+    _check(fn, "mask", mask, (np.dtype(np.bool_),), g.shape)
+    gx = _out(fn, out, g)
+    if g.size:
+        _launch("dropout_bwd", (g.dtype,), _grid(g.size), (BLOCK,),
+                (gx, g, mask.view(np.uint8), _scalar_type(g.dtype)(scale), np.int64(g.size)))
+    return gx
+
+
+def layer_norm_bwd(g, x, mean, rstd, gamma=None):
+    """Layer norm over the last axis: returns (dx, dgamma, dbeta).
+
+    mean, rstd: per row (x.shape[:-1] or flattened), dtype of x; gamma: [C] or None."""
+    fn = "layer_norm_bwd"
+    _check(fn, "x", x, _FLOATS)
+    _check(fn, "g", g, like=x)
+    cols = x.shape[-1]
+    rows = x.size // cols if cols else 0
+    _check(fn, "mean", mean, (x.dtype,))
+    _check(fn, "rstd", rstd, (x.dtype,))
+    for nm, a in (("mean", mean), ("rstd", rstd)):
+        if a.size != rows:
+            raise ValueError("%s: %s has %d elements, expected %d (one per row)" % (fn, nm, a.size, rows))
+    if gamma is not None:
+        _check(fn, "gamma", gamma, (x.dtype,), (cols,))
+    cp = _cp()
+    dx = cp.empty_like(x)
+    dgamma, dbeta = cp.empty((cols,), x.dtype), cp.empty((cols,), x.dtype)
+    if rows and cols:
+        r, c = np.int64(rows), np.int32(cols)
+        _launch("layer_norm_bwd", (x.dtype,), (min(rows, 65535),), _row_block(cols),
+                (dx, g, x, mean, rstd, _ptr(gamma), r, c))
+        _launch("layer_norm_bwd_params", (x.dtype,), _col_grid(cols), _COLS_BLOCK,
+                (dgamma, dbeta, g, x, mean, rstd, r, c))
+    elif cols:
+        dgamma.fill(0)
+        dbeta.fill(0)
+    return dx, dgamma, dbeta
+
+
+# ---- optimizers (in place) ----
+
+def _opt_check(fn, p, g, **state):
+    _check(fn, "p", p, _WITH_HALF)
+    _check(fn, "g", g, like=p)
+    for k, a in state.items():
+        if a is not None:
+            _check(fn, k, a, like=p)
+
+
+def adam_update(p, g, m, v, vhat, alpha, b1, b2, eps, lr, wd=0.0):
+    """Adam/AdamW/AMSGrad step in place; alpha = adam_alpha(lr, b1, b2, t, p.dtype); vhat=None: no amsgrad."""
+    _opt_check("adam_update", p, g, m=m, v=v, vhat=vhat)
+    S = _scalar_type(p.dtype)
+    if p.size:
+        _launch("adam_update", (p.dtype,), _grid(p.size), (BLOCK,),
+                (p, m, v, _ptr(vhat), g, S(alpha), S(1 - b1), S(1 - b2), S(eps), S(lr), S(wd), np.int64(p.size)))
+
+
+def adam_multi_update(ps, gs, ms, vs, vhats, alpha, b1, b2, eps, lr, wd=0.0):
+    """adam_update over many tensors of one dtype in one launch (vhats: list or None)."""
+    fn = "adam_multi_update"
+    n = len(ps)
+    for nm, lst in (("gs", gs), ("ms", ms), ("vs", vs)) + ((("vhats", vhats),) if vhats is not None else ()):
+        if len(lst) != n:
+            raise ValueError("%s: %s has %d tensors, expected %d like ps" % (fn, nm, len(lst), n))
+    for k in range(n):
+        _opt_check(fn, ps[k], gs[k], m=ms[k], v=vs[k], vhat=None if vhats is None else vhats[k])
+        if ps[k].dtype != ps[0].dtype:
+            raise ValueError("%s: ps[%d] has dtype %s, expected %s like ps[0]" % (fn, k, ps[k].dtype, ps[0].dtype))
+    if n == 0:
+        return
+    cp = _cp()
+    S = _scalar_type(ps[0].dtype)
+    scalars = (S(alpha), S(1 - b1), S(1 - b2), S(eps), S(lr), S(wd))
+    ptrs = lambda lst: cp.asarray(np.array([a.data.ptr for a in lst], np.uint64))  # noqa: E731
+    for lo in range(0, n, 65535):  # gridDim.y limit
+        sl = slice(lo, lo + 65535)
+        sizes = np.array([a.size for a in ps[sl]], np.int64)
+        if not sizes.max():
+            continue
+        args = (ptrs(ps[sl]), ptrs(ms[sl]), ptrs(vs[sl]), _NULL if vhats is None else ptrs(vhats[sl]),
+                ptrs(gs[sl]), cp.asarray(sizes)) + scalars
+        _launch(fn, (ps[0].dtype,), (_grid(int(sizes.max()))[0], len(sizes)), (BLOCK,), args)
+
+
+def sgd_update(p, g, lr, m=None, momentum=0.0, nesterov=False, wd=0.0):
+    """SGD in place; with momentum buffer m: m = m*momentum - g*lr; p += m (or nesterov)."""
+    _opt_check("sgd_update", p, g, m=m)
+    S = _scalar_type(p.dtype)
+    if not p.size:
+        return
+    if m is None:
+        _launch("sgd_update", (p.dtype,), _grid(p.size), (BLOCK,), (p, g, S(lr), S(wd), np.int64(p.size)))
+    else:
+        _launch("sgd_momentum_update", (p.dtype,), _grid(p.size), (BLOCK,),
+                (p, m, g, S(lr), S(momentum), np.int32(bool(nesterov)), S(wd), np.int64(p.size)))
+
+
+def rmsprop_update(p, g, v, lr, rho, eps, m=None, momentum=0.0, mg=None, wd=0.0):
+    """RMSprop in place (eps inside the sqrt, as Keras); m: momentum buffer, mg: centered mean."""
+    _opt_check("rmsprop_update", p, g, v=v, m=m, mg=mg)
+    S = _scalar_type(p.dtype)
+    if p.size:
+        _launch("rmsprop_update", (p.dtype,), _grid(p.size), (BLOCK,),
+                (p, v, _ptr(m), _ptr(mg), g, S(lr), S(rho), S(1 - rho), S(momentum), S(eps), S(wd),
+                 np.int64(p.size)))
+
+
+def adagrad_update(p, g, acc, lr, eps, wd=0.0):
+    """Adagrad in place: acc += g^2; p -= lr*g/sqrt(acc + eps)."""
+    _opt_check("adagrad_update", p, g, acc=acc)
+    S = _scalar_type(p.dtype)
+    if p.size:
+        _launch("adagrad_update", (p.dtype,), _grid(p.size), (BLOCK,),
+                (p, acc, g, S(lr), S(eps), S(wd), np.int64(p.size)))
+
+
+def lion_update(p, g, m, lr, b1, b2, wd=0.0):
+    """Lion in place: p -= lr*sign(m*b1 + g*(1-b1)); m = m*b2 + g*(1-b2)."""
+    _opt_check("lion_update", p, g, m=m)
+    S = _scalar_type(p.dtype)
+    if p.size:
+        _launch("lion_update", (p.dtype,), _grid(p.size), (BLOCK,),
+                (p, m, g, S(lr), S(b1), S(1) - S(b1), S(b2), S(1) - S(b2), S(wd), np.int64(p.size)))
+
+
+# ---- accumulation ----
+
+def accumulate_(a, b):
+    """a += b in place; returns a."""
+    _check("accumulate_", "a", a, _WITH_HALF)
+    _check("accumulate_", "b", b, like=a)
+    if a.size:
+        _launch("accumulate", (a.dtype,), _grid(a.size), (BLOCK,), (a, b, np.int64(a.size)))
+    return a
+
+
+def scatter_add_rows(out, idx, src, deterministic=False):
+    """out[idx[i], :] += src[i, :] in place (rows outside out are skipped); returns out.
+
+    deterministic=False: atomics (fast; float sums vary run to run with repeated
+    indices). True: sorts idx and sums each run of equal indices in order."""
+    fn = "scatter_add_rows"
+    _check(fn, "out", out, _WITH_HALF)
+    if out.ndim != 2:
+        raise ValueError("%s: out must be 2-D [rows, C], got shape %s" % (fn, tuple(out.shape)))
+    _check(fn, "idx", idx, (np.dtype(np.int32), np.dtype(np.int64)))
+    if idx.ndim != 1:
+        raise ValueError("%s: idx must be 1-D, got shape %s" % (fn, tuple(idx.shape)))
+    _check(fn, "src", src, (out.dtype,), (idx.size, out.shape[1]))
+    nidx, cols = idx.size, out.shape[1]
+    if not nidx or not cols:
+        return out
+    types = (out.dtype, idx.dtype)
+    if not deterministic:
+        _launch(fn, types, _grid(nidx * cols), (BLOCK,),
+                (out, idx, src, np.int64(nidx), np.int32(cols), np.int64(out.shape[0])))
+        return out
+    cp = _cp()
+    perm = cp.argsort(idx).astype(idx.dtype)  # CuPy sorts with a stable (thrust) sort
+    sidx = idx[perm]
+    starts = cp.flatnonzero(cp.concatenate([cp.ones(1, bool), sidx[1:] != sidx[:-1]]))
+    seg = cp.concatenate([starts, cp.asarray([nidx])]).astype(cp.int64)
+    seg_row = sidx[starts].astype(idx.dtype)
+    nseg = int(starts.size)
+    _launch("scatter_add_rows_sorted", types, _grid(nseg * cols), (BLOCK,),
+            (out, src, perm, seg, seg_row, np.int64(nseg), np.int32(cols), np.int64(out.shape[0])))
+    return out
