@@ -45,3 +45,5 @@ def function(func=None, **kwargs):
 
 def is_tensor(x):
     return isinstance(x, Tensor)
+
+from accel import debugging  # noqa: E402, F401

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import enum
 import threading
-import warnings
 
 import numpy as np
 
-from accel import backend, tensor as _tensor_mod
+from accel import backend, debugging, tensor as _tensor_mod
 from accel.ops import core
 from accel.tensor import Tensor
+
+_now = _tensor_mod._next_id  # tensor ids grow monotonically: an id is also a timestamp
 
 
 class _State(threading.local):
@@ -51,6 +52,9 @@ def record(op, inputs, out, attrs):
                 tape._watch_variable(t)
                 hit = True
         if not hit:
+            shadow = tape._shadow
+            if shadow:
+                _shadow_edge(tape, inputs, out, op)
             continue
         if node is None:
             node = _make_node(op, inputs, out, attrs)
@@ -59,6 +63,18 @@ def record(op, inputs, out, attrs):
             tracked.update(node[OUT_IDS])
         else:
             tracked.add(out._id)
+
+
+def _shadow_edge(tape, inputs, out, op):
+    """Follows values downstream of a cut (stop_gradient, argmax, ...) by id only, so explain() can
+    name the op that broke the path. Costs nothing unless a cut happened on this tape."""
+    shadow = tape._shadow
+    for t in inputs:
+        if t._id in shadow:
+            outs = tuple(o._id for o in out) if op.multi_out else (out._id,)
+            tape._shadow_edges.append((tuple(t._id for t in inputs), outs))
+            shadow.update(outs)
+            return
 
 
 def _make_node(op, inputs, out, attrs):
@@ -128,19 +144,35 @@ class GradientTape:
         self._watched = {}  # id -> Tensor/Variable watched explicitly or accessed
         self._recording = False
         self._used = False
-        self._entered = False
+        # facts kept for explain(): when recording started/stopped/paused, ops that cut a path,
+        # values that left the tape
+        self._start_id = None
+        self._stop_id = None
+        self._enter_site = None
+        self._exit_site = None
+        self._used_site = None
+        self._reset_id = None
+        self._pauses = []
+        self._cuts = []
+        self._exits = []
+        self._shadow = set()
+        self._shadow_edges = []
 
     # --- context ------------------------------------------------------------------------
     def __enter__(self):
         if self._recording:
             raise RuntimeError("GradientTape: this tape is already recording (nested `with` on one tape)")
         self._recording = True
-        self._entered = True
+        self._start_id = _now()
+        self._stop_id = None
+        self._enter_site = debugging.user_site()
         _state.tapes.append(self)
         return self
 
     def __exit__(self, *exc):
         self._recording = False
+        self._stop_id = _now()
+        self._exit_site = debugging.user_site()
         tapes = _state.tapes
         for i in range(len(tapes) - 1, -1, -1):
             if tapes[i] is self:
@@ -160,9 +192,9 @@ class GradientTape:
                     "GradientTape.watch: expected a Tensor or Variable, got %s (%r); convert it with "
                     "accel.constant first" % (type(t).__name__, t))
             if t._data.dtype.kind != "f":
-                warnings.warn(
+                debugging.warn_once(
                     "The dtype of the watched tensor must be floating (e.g. accel.float32), got %s; "
-                    "its gradient will be None" % t._data.dtype, stacklevel=2)
+                    "its gradient will be None" % t._data.dtype)
             self._tracked.add(t._id)
             self._watched[t._id] = t
 
@@ -178,7 +210,24 @@ class GradientTape:
         self._nodes = []
         self._tracked = set()
         self._watched = {}
+        self._cuts = []
+        self._exits = []
+        self._shadow = set()
+        self._shadow_edges = []
         self._used = False
+        self._reset_id = _now()
+
+    def _stop_id_or_now(self):
+        return self._stop_id if self._stop_id is not None and not self._recording else _now()
+
+    def explain(self, target, sources):
+        """Why each source does or does not get a gradient: a report that names the cause and the line.
+
+        >>> print(tape.explain(loss, [w, b]))
+        """
+        flat_sources = _flatten(sources)
+        flat_targets = [core.convert(t) for t in _flatten(target)]
+        return debugging.explain(self, flat_targets, flat_sources, self._nodes, frame=debugging.user_frame())
 
     # --- differentiation ------------------------------------------------------------------
     def gradient(self, target, sources, output_gradients=None,
@@ -190,10 +239,14 @@ class GradientTape:
         if self._used and not self._persistent:
             raise RuntimeError(
                 "A non-persistent GradientTape can only be used to compute one set of gradients (or "
-                "jacobians); create it with GradientTape(persistent=True) to call gradient() again")
-        if self._nodes is None:
-            raise RuntimeError("GradientTape.gradient: this tape's records were already released")
+                "jacobians); the first call was at %s. Create it with GradientTape(persistent=True) to call "
+                "gradient() again" % debugging.format_site(self._used_site))
         unconnected = _unconnected_mode(unconnected_gradients)
+        if self._recording and not self._persistent:
+            debugging.warn_once(
+                "gradient() of a non-persistent tape called inside its own `with` block: the tape is "
+                "released by this call, so nothing recorded after it can be differentiated; call gradient() "
+                "after the block, or use GradientTape(persistent=True)")
         flat_targets = _flatten(target)
         flat_sources = _flatten(sources)
         for s in flat_sources:
@@ -209,24 +262,38 @@ class GradientTape:
             flat_og = None
         if not self._persistent:
             self._used = True
-        grads = self._gradient(flat_targets, flat_sources, flat_og, free=not self._persistent)
+            self._used_site = debugging.user_site()
+        nodes = self._nodes
+        grads = self._gradient(flat_targets, flat_sources, flat_og, free=False)
+        if any(g is None for g in grads):
+            # only now, with a gradient missing, work out why (nothing is spent on this otherwise)
+            report = debugging.explain(self, [core.convert(t) for t in flat_targets], flat_sources, nodes,
+                                       frame=debugging.user_frame())
+            debugging.remember_missing(flat_sources, report)
+            if unconnected == "raise":
+                if not self._persistent:
+                    self._release()
+                raise debugging.MissingGradientError(report)
+        if not self._persistent:
+            self._release()
         if unconnected is UnconnectedGradients.ZERO:
             grads = [g if g is not None else _zeros_like(s) for g, s in zip(grads, flat_sources)]
         return _pack_like(sources, grads)
 
+    def _release(self):
+        """Drops the records (and the arrays they hold) of a used non-persistent tape."""
+        self._nodes = None
+        self._cuts = []
+        self._shadow_edges = []
+
     def _gradient(self, flat_targets, flat_sources, flat_og, free):
         nodes = self._nodes
-        if free:
-            self._nodes = None
         was_recording = self._recording
         self._recording = False  # the backward pass is never recorded on the tape itself
         try:
             return _backward(self, nodes, flat_targets, flat_sources, flat_og)
         finally:
             self._recording = was_recording
-            if free:
-                self._tracked = set()
-
     def jacobian(self, target, sources, unconnected_gradients=UnconnectedGradients.NONE,
                  parallel_iterations=None, experimental_use_pfor=True):
         """Full Jacobian: result[i] has shape target.shape + source_i.shape."""
@@ -308,19 +375,52 @@ class _StopRecording:
     def __enter__(self):
         self._was = self._tape._recording
         self._tape._recording = False
+        self._pause = [_now(), None, debugging.user_site()]
+        self._tape._pauses.append(self._pause)
 
     def __exit__(self, *exc):
         self._tape._recording = self._was
+        self._pause[1] = _now()
         return False
 
 
 def _unconnected_mode(value):
     if isinstance(value, UnconnectedGradients):
         return value
-    if isinstance(value, str) and value.lower() in ("none", "zero"):
-        return UnconnectedGradients(value.lower())
-    raise ValueError("unconnected_gradients: expected UnconnectedGradients.NONE/ZERO or 'none'/'zero', "
+    if isinstance(value, str) and value.lower() in ("none", "zero", "raise"):
+        return "raise" if value.lower() == "raise" else UnconnectedGradients(value.lower())
+    raise ValueError("unconnected_gradients: expected UnconnectedGradients.NONE/ZERO or 'none'/'zero'/'raise', "
                      "got %r" % (value,))
+
+
+def note_cut(opname, inputs, out):
+    """An op without a gradient consumed a tracked value: remembered so explain() can name it."""
+    site = None
+    for tape in _state.tapes:
+        if not tape._recording:
+            continue
+        for t in inputs:
+            if type(t) is _Variable and t._trainable and tape._watch_accessed:
+                tape._watch_variable(t)  # reading a variable watches it, whatever the op
+        ids = tuple(t._id for t in inputs if isinstance(t, Tensor))
+        if any(i in tape._tracked or i in tape._shadow for i in ids):
+            if site is None:
+                site = debugging.user_site()
+            tape._cuts.append((opname, ids, out._id, site))
+            tape._shadow.add(out._id)
+
+
+def note_exit(t, what):
+    """A tracked value left the tape (.numpy(), float(), __array__): remembered, and warned once per line."""
+    for tape in _state.tapes:
+        if tape._recording and t._id in tape._tracked:
+            site = debugging.user_site()
+            tape._exits.append((t._id, what, site))
+            debugging.warn_once(
+                "%s on a tensor that a GradientTape is recording: the value leaves the tape here, and anything "
+                "computed from the result is a new constant with no gradient path. Use accel ops instead, or "
+                "do this after the `with` block." % what)
+            return
 
 
 def _zeros_like(s):
@@ -417,6 +517,8 @@ def _backward(tape, nodes, flat_targets, flat_sources, flat_og):
             gi = rule(F, g, out, *vals, **attrs)
             if gi is None:
                 continue
+            if core._numerics_check is not None:
+                core._numerics_check(op.name, [gi._data if tensor_mode else gi], "the gradient")
             shape = in_shapes[k]
             if tensor_mode:
                 if tuple(gi._data.shape) != tuple(shape):
@@ -494,10 +596,10 @@ def _pack(s, it):
     return next(it)
 
 
-# --- value-leaves-the-tape hint (full diagnostics arrive with tape.explain) ------------------
-
 def _leaving_tape(t, what):
-    return None
+    if _state.tapes:
+        note_exit(t, what)
 
 
-_tensor_mod._warn_hook = None
+_tensor_mod._warn_hook = _leaving_tape
+core._note_cut = note_cut

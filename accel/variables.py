@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 
-from accel import backend, tape as _tape
+from accel import backend, debugging, tape as _tape
 from accel.dtypes import as_dtype
 from accel.errors import InvalidArgumentError
 from accel.tensor import Tensor, TensorShape, to_array
@@ -29,7 +29,7 @@ class Variable(Tensor):
     array([0.5, 1.5], dtype=float32)
     """
 
-    __slots__ = ("_trainable", "_name", "_aggregation", "_constraint")
+    __slots__ = ("_trainable", "_name", "_aggregation", "_constraint", "_site")
 
     def __init__(self, initial_value=None, trainable=True, name=None, dtype=None, shape=None,
                  constraint=None, synchronization=None, aggregation=None, validate_shape=True,
@@ -53,6 +53,7 @@ class Variable(Tensor):
         self._name = _unique_name(name or "Variable")
         self._constraint = constraint
         self._aggregation = aggregation
+        self._site = debugging.user_site()  # where it was created, for gradient diagnostics
 
     # --- metadata -----------------------------------------------------------------------
     @property
@@ -137,6 +138,7 @@ class Variable(Tensor):
 
     def _write(self, new):
         if _tape._state.tapes:
+            self._warn_if_watched()
             # a tape may hold the current array for its backward pass: give it a fresh one
             self._data = new.copy() if new is self._data else new
             if not self._data.flags.c_contiguous:
@@ -151,6 +153,15 @@ class Variable(Tensor):
             data = self._coerce(self._constraint(Tensor(data)), "assign (constraint)")
         self._write(data if data is not self._data else data.copy())
         return self if read_value else None
+
+    def _warn_if_watched(self):
+        for t in _tape._state.tapes:
+            if t._recording and self._id in t._tracked:
+                debugging.warn_once(
+                    "assigning to Variable %r while a GradientTape watches it: assignments are not "
+                    "differentiable, so the path through the new value is cut (apply updates after the "
+                    "`with` block)" % self.name)
+                return
 
     def assign_add(self, delta, use_locking=None, name=None, read_value=True):
         data = self._coerce(delta, "assign_add")

@@ -22,8 +22,11 @@ FLOATX = losses_module.FLOATX
 class Metric:
     """Base class: subclasses create state with `add_variable` and implement `update_state` and `result`.
 
-    Calling a metric updates its state and returns the running result.
+    Calling a metric updates its state and returns the running result. `_direction` ("up",
+    "down" or None) tells callbacks in mode "auto" whether larger values are better.
     """
+
+    _direction = None
 
     def __init__(self, name=None, dtype=None):
         self.name = name or losses_module._snake_case(type(self).__name__)
@@ -126,6 +129,8 @@ class MeanMetricWrapper(Mean):
         super().__init__(name=name or getattr(fn, "__name__", None) or "mean_metric_wrapper", dtype=dtype)
         self._fn = fn
         self._fn_kwargs = kwargs
+        if fn in losses_module.ALL_OBJECTS:
+            self._direction = "down"
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         super().update_state(self._fn(y_true, y_pred, **self._fn_kwargs), sample_weight=sample_weight)
@@ -175,12 +180,16 @@ def sparse_categorical_accuracy(y_true, y_pred):
 class Accuracy(MeanMetricWrapper):
     """How often predictions equal labels exactly."""
 
+    _direction = "up"
+
     def __init__(self, name="accuracy", dtype=None):
         super().__init__(accuracy, name=name, dtype=dtype)
 
 
 class BinaryAccuracy(MeanMetricWrapper):
     """How often (y_pred > threshold) matches binary labels."""
+
+    _direction = "up"
 
     def __init__(self, name="binary_accuracy", dtype=None, threshold=0.5):
         super().__init__(binary_accuracy, name=name, dtype=dtype, threshold=threshold)
@@ -190,12 +199,16 @@ class BinaryAccuracy(MeanMetricWrapper):
 class CategoricalAccuracy(MeanMetricWrapper):
     """How often argmax(y_pred) matches argmax of one-hot labels."""
 
+    _direction = "up"
+
     def __init__(self, name="categorical_accuracy", dtype=None):
         super().__init__(categorical_accuracy, name=name, dtype=dtype)
 
 
 class SparseCategoricalAccuracy(MeanMetricWrapper):
     """How often argmax(y_pred) matches integer labels."""
+
+    _direction = "up"
 
     def __init__(self, name="sparse_categorical_accuracy", dtype=None):
         super().__init__(sparse_categorical_accuracy, name=name, dtype=dtype)

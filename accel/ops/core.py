@@ -17,6 +17,20 @@ from accel.tensor import Tensor, to_array
 
 _state = None  # accel.tape._state, bound at import of accel.tape
 _record = None  # accel.tape.record
+_note_cut = None  # accel.tape.note_cut
+_numerics_check = None  # set by accel.debugging.enable_check_numerics
+
+
+def set_numerics_check(hook):
+    global _numerics_check
+    _numerics_check = hook
+
+
+def cut(opname, inputs, out):
+    """Tells active tapes that a non-differentiable op consumed these inputs (for explain())."""
+    if _state.tapes:
+        _note_cut(opname, inputs, out)
+    return out
 _NUMPY = np  # the xp for host arrays (tests swap in a recording proxy to check CuPy's namespace)
 
 
@@ -105,8 +119,13 @@ def apply(op: Op, inputs, attrs=None):
         out = tuple(Tensor(as_array(r)) for r in res)
     else:
         out = Tensor(res if type(res) is np.ndarray else as_array(res))
-    if _state.tapes and op.rules is not None:
-        _record(op, inputs, out, attrs)
+    if _state.tapes:
+        if op.rules is not None:
+            _record(op, inputs, out, attrs)
+        else:
+            _note_cut(op.name, inputs, out)
+    if _numerics_check is not None:
+        _numerics_check(op.name, [o._data for o in out] if op.multi_out else [out._data], "the output")
     return out
 
 

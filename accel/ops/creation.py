@@ -7,7 +7,7 @@ import numpy as np
 from accel import backend
 from accel.dtypes import as_dtype
 from accel.errors import InvalidArgumentError
-from accel.ops.core import Op, REGISTRY, apply, convert
+from accel.ops.core import Op, REGISTRY, apply, convert, cut
 from accel.tensor import Tensor, to_array
 
 
@@ -179,7 +179,8 @@ def identity(input, name=None):  # noqa: A002
 
 def stop_gradient(input, name=None):  # noqa: A002
     """The same values, cut from every tape: no gradient flows through."""
-    return Tensor(convert(input)._data)
+    x = convert(input)
+    return cut("stop_gradient", (x,), Tensor(x._data))
 
 
 def to_device(x, device):

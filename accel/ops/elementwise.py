@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from accel.errors import InvalidArgumentError
-from accel.ops.core import Op, REGISTRY, apply, convert, convert_pair, erf_array
+from accel.ops.core import Op, REGISTRY, apply, convert, convert_pair, cut, erf_array
 from accel.tensor import Tensor
 
 
@@ -290,8 +290,8 @@ def cast(x, dtype, name=None):
         return x
     if dt.kind != "f" or x._data.dtype.kind != "f":
         if x._data.dtype.kind == "f" and dt.kind in "iu":
-            return Tensor(_xp(x).trunc(x._data).astype(dt))
-        return Tensor(x._data.astype(dt))
+            return cut("cast to %s" % dt, (x,), Tensor(_xp(x).trunc(x._data).astype(dt)))
+        return cut("cast to %s" % dt, (x,), Tensor(x._data.astype(dt)))
     return apply(_cast, (x,), {"dtype": dt})
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from accel.errors import InvalidArgumentError
-from accel.ops.core import Op, REGISTRY, apply, convert
+from accel.ops.core import Op, REGISTRY, apply, convert, cut
 from accel.tensor import Tensor
 
 
@@ -199,7 +199,8 @@ def _arg_extreme(name, fn):
         from accel import backend  # noqa: PLC0415
 
         xp = backend.xp_of(x._data)
-        return Tensor(getattr(xp, fn)(x._data, axis=a if x._data.ndim else None).astype(as_dtype(output_type).dtype))
+        out = Tensor(getattr(xp, fn)(x._data, axis=a if x._data.ndim else None).astype(as_dtype(output_type).dtype))
+        return cut(name_, (x,), out)
 
     name_ = name
     f.__name__ = name

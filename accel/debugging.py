@@ -1,0 +1,401 @@
+"""Why is my gradient None? Diagnostics that name the cause and the line, plus numeric checks.
+
+Nothing here runs on the normal training path: causes are worked out only when a
+gradient is missing, from facts the tape keeps anyway (tensor ids grow monotonically,
+so a tensor's id says when it was made relative to the tape's start, stop and pauses).
+"""
+
+from __future__ import annotations
+
+import linecache
+import os
+import re
+import sys
+import threading
+import warnings
+
+_PKG_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+class TapeWarning(UserWarning):
+    """A likely autodiff mistake at the moment it happens. Silence with
+    `warnings.filterwarnings("ignore", category=accel.debugging.TapeWarning)`."""
+
+
+class MissingGradientError(ValueError):
+    """Raised by `gradient(..., unconnected_gradients="raise")`; `.report` explains each source."""
+
+    def __init__(self, report):
+        super().__init__(str(report))
+        self.report = report
+
+
+# --- where in the user's code --------------------------------------------------------------
+
+def user_frame():
+    """The innermost frame outside the accel package (the user's line)."""
+    f = sys._getframe(1)
+    while f is not None and f.f_code.co_filename.startswith(_PKG_DIR):
+        f = f.f_back
+    return f
+
+
+def user_site():
+    f = user_frame()
+    return None if f is None else (f.f_code.co_filename, f.f_lineno)
+
+
+def format_site(site):
+    if site is None:
+        return "an unknown line"
+    fn, ln = site
+    code = linecache.getline(fn, ln).strip()
+    return "%s:%d%s" % (os.path.relpath(fn) if not fn.startswith("<") else fn, ln,
+                        " (`%s`)" % code if code else "")
+
+
+_warn_registry: dict = {}
+
+
+def warn_once(message):
+    """Warns at the user's line, once per line (the warnings module's default)."""
+    f = user_frame()
+    if f is None:
+        warnings.warn(message, TapeWarning, stacklevel=3)
+        return
+    warnings.warn_explicit(message, TapeWarning, f.f_code.co_filename, f.f_lineno,
+                           module=f.f_globals.get("__name__", "?"), registry=f.f_globals.setdefault(
+                               "__warningregistry__", {}))
+
+
+# --- per-op sites (opt-in) ------------------------------------------------------------------
+
+_op_sites = os.environ.get("ACCEL_OP_SITES", "0") == "1"
+
+
+def enable_op_sites(on=True):
+    """Records the user's file:line for every op a tape records (costs ~1 µs per op), so
+    `tape.explain` can name the line of each step on the path. Off by default."""
+    global _op_sites
+    _op_sites = bool(on)
+
+
+def op_sites_enabled():
+    return _op_sites
+
+
+# --- numerics -------------------------------------------------------------------------------
+
+_check_numerics = False
+
+
+def enable_check_numerics(stack_height_limit=30, path_length_limit=50):
+    """Makes the first op (forward or backward) that produces NaN or Inf raise, naming the op and line."""
+    global _check_numerics
+    _check_numerics = True
+    from accel.ops import core  # noqa: PLC0415
+
+    core.set_numerics_check(_numerics_hook)
+
+
+def disable_check_numerics():
+    global _check_numerics
+    _check_numerics = False
+    from accel.ops import core  # noqa: PLC0415
+
+    core.set_numerics_check(None)
+
+
+def _numerics_hook(opname, arrays, phase):
+    from accel import backend  # noqa: PLC0415
+    from accel.errors import InvalidArgumentError  # noqa: PLC0415
+
+    for a in arrays:
+        if a is None or not hasattr(a, "dtype") or a.dtype.kind != "f":
+            continue
+        xp = backend.xp_of(a)
+        if not bool(xp.all(xp.isfinite(a))):
+            n_nan = int(xp.isnan(a).sum())
+            n_inf = int(xp.isinf(a).sum())
+            raise InvalidArgumentError(None, opname, "check_numerics: %s of op '%s' produced %d NaN and %d Inf "
+                                       "values (shape %s) at %s" % (phase, opname, n_nan, n_inf, tuple(a.shape),
+                                                                    format_site(user_site())))
+
+
+def check_numerics(tensor, message, name=None):
+    """Returns `tensor` unchanged, or raises InvalidArgumentError with `message` if it holds NaN or Inf."""
+    from accel import backend  # noqa: PLC0415
+    from accel.errors import InvalidArgumentError  # noqa: PLC0415
+    from accel.ops.core import convert  # noqa: PLC0415
+
+    t = convert(tensor)
+    a = t._data
+    if a.dtype.kind != "f":
+        raise TypeError("check_numerics: expected a float tensor, got %s" % a.dtype)
+    xp = backend.xp_of(a)
+    if not bool(xp.all(xp.isfinite(a))):
+        kinds = []
+        if bool(xp.any(xp.isnan(a))):
+            kinds.append("NaN")
+        if bool(xp.any(xp.isinf(a))):
+            kinds.append("Inf")
+        raise InvalidArgumentError(None, "check_numerics", "%s : Tensor had %s values" % (message, " and ".join(kinds)))
+    return t
+
+
+# --- explaining missing gradients ----------------------------------------------------------
+
+CONNECTED = "connected"
+TAPE_USED = "tape_already_used"
+TAPE_RESET = "tape_reset"
+INTEGER_SOURCE = "integer_source"
+NOT_TRAINABLE = "variable_not_trainable"
+NOT_WATCHED_ACCESS_OFF = "watch_accessed_variables_off"
+CONSTANT_NOT_WATCHED = "constant_not_watched"
+NAME_REBOUND = "name_rebound"
+NEW_VARIABLE = "different_variable"
+BEFORE_TAPE = "computed_before_tape"
+AFTER_TAPE = "computed_after_tape"
+IN_STOP_RECORDING = "computed_in_stop_recording"
+NON_DIFFERENTIABLE = "non_differentiable_op"
+LEFT_TAPE = "value_left_tape"
+NOT_DEPENDENT = "target_does_not_depend_on_source"
+INTEGER_TARGET = "integer_target"
+
+
+class SourceReport:
+    """Why one source did or did not get a gradient."""
+
+    def __init__(self, name, cause, message, fix=None, site=None):
+        self.name = name
+        self.cause = cause
+        self.message = message
+        self.fix = fix
+        self.site = site
+
+    @property
+    def connected(self):
+        return self.cause == CONNECTED
+
+    def __str__(self):
+        s = "%s: %s" % (self.name, self.message)
+        if self.fix:
+            s += "\n    Fix: " + self.fix
+        return s
+
+    __repr__ = __str__
+
+
+class GradientReport(list):
+    """One SourceReport per source; prints like an answer."""
+
+    def __str__(self):
+        missing = [r for r in self if not r.connected]
+        head = ("Every source is connected to the target." if not missing else
+                "%d of %d source(s) get no gradient:" % (len(missing), len(self)))
+        return "\n".join([head] + ["  - " + str(r).replace("\n", "\n  ") for r in self])
+
+
+def source_name(obj, frame=None):
+    """The Python name the caller uses for obj (for reports), else a description."""
+    from accel.variables import Variable  # noqa: PLC0415
+
+    frame = frame or user_frame()
+    if frame is not None:
+        for k, v in list(frame.f_locals.items()) + list(frame.f_globals.items()):
+            if v is obj and not k.startswith("_"):
+                return k
+    if isinstance(obj, Variable):
+        return "Variable %r" % obj.name
+    return "tensor of shape %s" % (tuple(obj.shape),)
+
+
+def _rebinding_line(name, frame, kind):
+    """Finds, in the caller's source, a line that rebinds `name` (x = x + 1, or a new Variable)."""
+    if frame is None or not name.isidentifier():
+        return None
+    fn = frame.f_code.co_filename
+    lines = linecache.getlines(fn)
+    if kind == "op":
+        pat = re.compile(r"^\s*%s\s*(=(?!=)\s*.*\b%s\b|[-+*/]=)" % (re.escape(name), re.escape(name)))
+    else:
+        pat = re.compile(r"^\s*%s\s*=\s*.*\bVariable\s*\(" % re.escape(name))
+    first = frame.f_code.co_firstlineno  # only the caller's own function (or module) body
+    hits = [i + 1 for i in range(first - 1, min(frame.f_lineno, len(lines))) if pat.search(lines[i])]
+    if kind == "variable":
+        return (fn, hits[-1]) if len(hits) >= 2 else None
+    return (fn, hits[-1]) if hits else None
+
+
+def explain(tape, targets, sources, nodes, names=None, frame=None):
+    """Classifies each source: connected, or the reason it is not. Used by `GradientTape.explain`."""
+    from accel import tape as tape_mod  # noqa: PLC0415
+    from accel.variables import Variable  # noqa: PLC0415
+
+    frame = frame or user_frame()
+    report = GradientReport()
+    if nodes is None:  # a non-persistent tape released its records
+        for k, s in enumerate(sources):
+            name = names[k] if names else source_name(s, frame)
+            report.append(SourceReport(
+                name, TAPE_USED, "this non-persistent tape was already used by a gradient() call at %s, which "
+                "released its records" % format_site(tape._used_site),
+                "create the tape with GradientTape(persistent=True) to call gradient() more than once, or compute "
+                "all gradients in one call: tape.gradient(loss, [a, b])"))
+        return report
+    forward = {}
+    for node in nodes:
+        for i in node[tape_mod.IN_IDS]:
+            forward.setdefault(i, []).extend(node[tape_mod.OUT_IDS])
+    for c in tape._cuts:
+        for i in c[1]:
+            forward.setdefault(i, []).append(c[2])
+    for ins, outs in tape._shadow_edges:
+        for i in ins:
+            forward.setdefault(i, []).extend(outs)
+    cut_by_out = {c[2]: c for c in tape._cuts}
+    target_ids = {t._id for t in targets}
+
+    for k, s in enumerate(sources):
+        name = names[k] if names else source_name(s, frame)
+        report.append(_explain_one(tape, s, name, targets, target_ids, forward, cut_by_out, frame, Variable))
+    return report
+
+
+def _reach(start, forward):
+    seen = {start}
+    stack = [start]
+    parents = {}
+    while stack:
+        i = stack.pop()
+        for o in forward.get(i, ()):
+            if o not in seen:
+                seen.add(o)
+                parents[o] = i
+                stack.append(o)
+    return seen, parents
+
+
+def _explain_one(tape, s, name, targets, target_ids, forward, cut_by_out, frame, Variable):
+    is_var = isinstance(s, Variable)
+    if s._data.dtype.kind != "f":
+        return SourceReport(name, INTEGER_SOURCE, "its dtype is %s; only floating-point tensors have gradients"
+                            % s._data.dtype, "cast it first, e.g. accel.cast(x, accel.float32), and watch the cast "
+                            "value (or create the Variable with a float value such as 1.0)")
+    for t in targets:
+        if t._data.dtype.kind != "f":
+            return SourceReport(name, INTEGER_TARGET, "the target has dtype %s, which carries no gradient"
+                                % t._data.dtype, "compute the loss in floating point")
+    tracked = s._id in tape._tracked
+    if not tracked:
+        if is_var:
+            if not s.trainable:
+                return SourceReport(name, NOT_TRAINABLE, "Variable %r was created with trainable=False, so the tape "
+                                    "does not watch it (created at %s)" % (s.name, format_site(s._site)),
+                                    "pass trainable=True, or call tape.watch(%s) inside the `with` block" % name,
+                                    s._site)
+            if not tape._watch_accessed:
+                return SourceReport(name, NOT_WATCHED_ACCESS_OFF, "the tape was created with "
+                                    "watch_accessed_variables=False and %s was never passed to tape.watch()" % name,
+                                    "call tape.watch(%s) inside the `with` block" % name)
+            rebound = _rebinding_line(name, frame, "variable")
+            if rebound is not None:
+                return SourceReport(name, NEW_VARIABLE, "`%s` names a new Variable created at %s; the tape recorded "
+                                    "the one it replaced" % (name, format_site(rebound)),
+                                    "create the Variable once and update it with %s.assign(...)" % name, rebound)
+            if s._id > tape._stop_id_or_now():
+                return SourceReport(name, NEW_VARIABLE, "Variable %r was created at %s, after the tape stopped "
+                                    "recording" % (s.name, format_site(s._site)),
+                                    "compute the target from this Variable inside the `with` block", s._site)
+            return _not_used(tape, s, name, targets, frame)
+        rebound = _rebinding_line(name, frame, "op")
+        if rebound is not None:
+            return SourceReport(name, NAME_REBOUND, "`%s` is a plain tensor: the line at %s rebound the name to the "
+                                "result of an operation (a new, unwatched tensor), replacing what it held before"
+                                % (name, format_site(rebound)),
+                                "keep the Variable and update it in place: %s.assign_add(...) / %s.assign(...)"
+                                % (name, name), rebound)
+        return SourceReport(name, CONSTANT_NOT_WATCHED, "it is a constant tensor, and the tape only tracks "
+                            "trainable Variables and tensors passed to tape.watch()",
+                            "call tape.watch(%s) inside the `with` block before using it, or make it an "
+                            "accel.Variable" % name)
+    # the source is on the tape: does the target depend on it?
+    reach, parents = _reach(s._id, forward)
+    for t in targets:
+        if t._id in reach:
+            path = [t._id]
+            while path[-1] in parents:
+                path.append(parents[path[-1]])
+            cuts = [cut_by_out[i] for i in path if i in cut_by_out]
+            if cuts:
+                c = cuts[-1]
+                return SourceReport(name, NON_DIFFERENTIABLE, "the path from %s to the target goes through `%s`, "
+                                    "which has no gradient%s" % (name, c[0], " (at %s)" % format_site(c[3])
+                                                                 if c[3] else ""),
+                                    _cut_fix(c[0]), c[3])
+            return SourceReport(name, CONNECTED, "connected")
+    return _not_used(tape, s, name, targets, frame)
+
+
+def _cut_fix(opname):
+    if opname == "stop_gradient":
+        return "remove accel.stop_gradient from the path if the gradient should flow"
+    if opname in ("argmax", "argmin", "equal", "not_equal", "less", "greater", "less_equal", "greater_equal"):
+        return ("%s gives integers or booleans, which are not differentiable; use a smooth surrogate (softmax "
+                "probabilities instead of argmax, sigmoid of a difference instead of a comparison)" % opname)
+    if opname.startswith("cast"):
+        return "cast to a floating dtype only, or keep the float value on the differentiable path"
+    return "%s is piecewise constant (zero gradient almost everywhere); use a differentiable expression" % opname
+
+
+def _not_used(tape, s, name, targets, frame):
+    """The source is fine, but the target was not computed from it while the tape recorded."""
+    for t in targets:
+        tid = t._id
+        if tid in tape._tracked or tid in tape._shadow:
+            continue  # this target was recorded: the source just is not part of it
+        if tid < tape._start_id:
+            return SourceReport(name, BEFORE_TAPE, "the target was computed before the tape started recording (the "
+                                "tape started at %s), so there is no recorded path" % format_site(tape._enter_site),
+                                "move the computation of the target inside the `with accel.GradientTape()` block",
+                                tape._enter_site)
+        if tape._stop_id is not None and tid > tape._stop_id and not tape._recording:
+            return SourceReport(name, AFTER_TAPE, "the target was computed after the tape stopped recording (the "
+                                "`with` block ended at %s)" % format_site(tape._exit_site),
+                                "compute the target inside the `with` block", tape._exit_site)
+        for (a, b, site) in tape._pauses:
+            if a <= tid and (b is None or tid <= b):
+                return SourceReport(name, IN_STOP_RECORDING, "the target was computed inside tape.stop_recording() "
+                                    "(at %s)" % format_site(site), "compute it outside stop_recording()", site)
+        for (eid, what, site) in tape._exits:
+            return SourceReport(name, LEFT_TAPE, "a value on the path left the tape through %s at %s; what came "
+                                "back is a new constant with no recorded history" % (what, format_site(site)),
+                                "stay with accel ops on the differentiable path (no .numpy(), float() or NumPy "
+                                "functions between the source and the loss)", site)
+        if tape._reset_id is not None and tid < tape._reset_id:
+            return SourceReport(name, TAPE_RESET, "the tape was reset() after the target was computed",
+                                "compute the target after reset()")
+    return SourceReport(name, NOT_DEPENDENT, "the target does not depend on %s: no recorded operation on the path "
+                        "from %s to the target (an unused layer or variable, or a different variable was used)"
+                        % (name, name), "check that %s is actually used to compute the target" % name)
+
+
+
+# --- causes of the last missing gradients, for optimizers --------------------------------
+
+_last = threading.local()
+
+
+def remember_missing(sources, report):
+    """Keeps the causes of this thread's latest missing gradients, keyed by source id (ids never repeat)."""
+    table = {}
+    for s, r in zip(sources, report):
+        if not r.connected:
+            table[s._id] = r
+    _last.table = table
+
+
+def missing_gradient_cause(source):
+    """The SourceReport of `source` from the latest gradient() call in this thread that left it None."""
+    table = getattr(_last, "table", None)
+    return None if table is None else table.get(source._id)

@@ -1,0 +1,318 @@
+"""Layer: Keras's building block. Weights are created on the first call, when the input shape is known.
+
+Sub-layers and Variables held in attributes (directly, or in lists, tuples and dicts) are tracked by walking
+the attributes when asked, so `self.blocks = []; self.blocks.append(Dense(3))` is tracked too.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+import threading
+
+import numpy as np
+
+import accel
+from accel.keras import initializers
+
+_uids: dict[str, int] = {}
+
+
+def unique_name(prefix):
+    """`prefix`, then `prefix_1`, `prefix_2`, ... as Keras names layers."""
+    n = _uids.get(prefix, 0)
+    _uids[prefix] = n + 1
+    return prefix if n == 0 else "%s_%d" % (prefix, n)
+
+
+def to_snake_case(name):
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+class _CallContext(threading.local):
+    training = None  # the `training` value of the innermost layer call in progress
+
+
+_context = _CallContext()
+
+# Keras arguments accel accepts only as None: it has no regularizers, and constraints only through add_weight
+_UNSUPPORTED_KWARGS = frozenset(
+    "%s_%s" % (w, kind) for w in ("kernel", "bias", "embeddings", "beta", "gamma", "activity")
+    for kind in ("regularizer", "constraint")) - {"activity_constraint"}
+
+
+@functools.lru_cache(maxsize=None)
+def _accepts_training(call):
+    params = inspect.signature(call).parameters.values()
+    return any(p.name == "training" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def _is_shape(s):
+    return isinstance(s, (tuple, list)) and all(d is None or isinstance(d, (int, np.integer)) for d in s)
+
+
+def _shapes(x):
+    if isinstance(x, accel.Tensor):
+        return tuple(x.shape)
+    if isinstance(x, (list, tuple)):
+        return [_shapes(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _shapes(v) for k, v in x.items()}
+    return None
+
+
+def _walk(path, value):
+    """(path, obj) for every Layer and Variable in `value`, looking inside lists, tuples and dicts."""
+    if isinstance(value, (Layer, accel.Variable)):
+        yield path, value
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            yield from _walk("%s/%d" % (path, i), v)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _walk("%s/%s" % (path, k), v)
+
+
+class Layer:
+    """Base class of all layers: override `build(input_shape)` to create weights and `call(inputs)`.
+
+    >>> class Scale(Layer):
+    ...     def build(self, input_shape):
+    ...         self.w = self.add_weight(shape=(input_shape[-1],), initializer="ones", name="w")
+    ...     def call(self, inputs):
+    ...         return inputs * self.w
+    """
+
+    # attributes that hold bookkeeping, not state to track
+    _NOT_TRACKED = frozenset({"_own_weights", "_frozen"})
+
+    def __init__(self, trainable=True, name=None, dtype=None, **kwargs):
+        input_shape = kwargs.pop("input_shape", None)
+        input_dim = kwargs.pop("input_dim", None)
+        for key in _UNSUPPORTED_KWARGS & kwargs.keys():
+            if kwargs.pop(key) is not None:
+                raise NotImplementedError("%s: accel layers do not support `%s`" % (type(self).__name__, key))
+        if kwargs:
+            raise TypeError("Unrecognized keyword arguments passed to %s: %s" % (type(self).__name__, kwargs))
+        self.name = name if name is not None else unique_name(to_snake_case(type(self).__name__))
+        self._dtype = accel.as_dtype("float32" if dtype is None else dtype)
+        if not self._dtype.is_floating:
+            raise ValueError("%s: dtype must be a float type, got %s" % (self.name, self._dtype.name))
+        self._trainable = bool(trainable)
+        self.built = False
+        self._own_weights = []  # (name, Variable) from add_weight, in creation order
+        self._frozen = []  # own Variables made non-trainable by `trainable = False`, restored by `True`
+        if input_shape is not None:
+            self._input_shape_arg = (None,) + tuple(input_shape)
+        elif input_dim is not None:
+            self._input_shape_arg = (None, int(input_dim))
+        else:
+            self._input_shape_arg = None
+        self._last_output_shape = None
+
+    def __repr__(self):
+        return "<%s name=%s, built=%s>" % (type(self).__name__, self.name, self.built)
+
+    @property
+    def dtype(self):
+        """The dtype of the layer's weights and computations, as a string ('float32')."""
+        return self._dtype.name
+
+    # --- building and calling ---------------------------------------------------------------
+    def build(self, input_shape=None):
+        """Creates the weights. This default builds nested layers by calling the layer once on zeros of
+        `input_shape` (an unknown batch size becomes 1)."""
+        if type(self).build is Layer.build and input_shape is not None and any(
+                not layer.built for _, layer in self._iter_layers() if layer is not self):
+            self(self._zeros(input_shape), training=False)
+        self.built = True
+
+    def _zeros(self, shape):
+        if _is_shape(shape):
+            return accel.zeros(tuple(1 if d is None else int(d) for d in shape), dtype=self._dtype)
+        if isinstance(shape, dict):
+            return {k: self._zeros(s) for k, s in shape.items()}
+        return [self._zeros(s) for s in shape]
+
+    def call(self, inputs, *args, **kwargs):
+        raise NotImplementedError("Layer %s (%s) has no call() method" % (self.name, type(self).__name__))
+
+    def __call__(self, inputs, *args, **kwargs):
+        inputs = self._convert_inputs(inputs)
+        # Keras's rule: an explicit `training`, else the enclosing layer call's, else call()'s default
+        outer = _context.training
+        training = kwargs.pop("training", None)
+        if training is None:
+            training = outer
+        if training is not None and _accepts_training(type(self).call):
+            kwargs["training"] = training
+        if not self.built and type(self).build is not Layer.build:
+            self.build(_shapes(inputs))
+        _context.training = training
+        try:
+            outputs = self.call(inputs, *args, **kwargs)
+        finally:
+            _context.training = outer
+        self.built = True
+        self._last_output_shape = _shapes(outputs)
+        return outputs
+
+    def _convert_inputs(self, x):
+        """Arrays become tensors; float tensors are cast to the layer's dtype (Keras's autocast)."""
+        if isinstance(x, dict):
+            return {k: self._convert_inputs(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)) and any(isinstance(v, (accel.Tensor, np.ndarray, dict)) for v in x):
+            return type(x)(self._convert_inputs(v) for v in x)
+        if isinstance(x, (accel.Tensor, np.ndarray, np.generic, list, tuple)):
+            t = x if isinstance(x, accel.Tensor) else accel.convert_to_tensor(x)
+            if t.dtype.is_floating and t.dtype != self._dtype:
+                t = accel.cast(t, self._dtype)
+            return t
+        return x
+
+    # --- weights ----------------------------------------------------------------------------
+    def add_weight(self, *args, shape=None, initializer=None, dtype=None, trainable=True, name=None,
+                   constraint=None, regularizer=None):
+        """A new Variable owned by this layer.
+
+        Positional arguments follow Keras 3, `(shape, initializer, dtype, trainable)`, or Keras 2 when the
+        first is a string, `(name, shape, dtype, initializer, trainable)`.
+        """
+        if args:
+            keras2 = isinstance(args[0], str)
+            order = ("name", "shape", "dtype", "initializer", "trainable") if keras2 else (
+                "shape", "initializer", "dtype", "trainable")
+            if len(args) > len(order):
+                raise TypeError("add_weight takes at most %d positional arguments" % len(order))
+            given = dict(zip(order, args))
+            name = given.get("name", name)
+            shape = given.get("shape", shape)
+            initializer = given.get("initializer", initializer)
+            dtype = given.get("dtype", dtype)
+            trainable = given.get("trainable", trainable)
+        if regularizer is not None:
+            raise NotImplementedError("add_weight: accel layers do not support regularizers")
+        dt = self._dtype if dtype is None else accel.as_dtype(dtype)
+        if initializer is None:
+            initializer = "glorot_uniform" if dt.is_floating else "zeros"
+        shape = () if shape is None else tuple(int(s) for s in shape)
+        name = name or "variable_%d" % len(self._own_weights)
+        value = initializers.get(initializer)(shape, dtype=dt)
+        frozen = bool(trainable) and not self._trainable
+        var = accel.Variable(value, trainable=bool(trainable) and not frozen, name="%s/%s" % (self.name, name),
+                             dtype=dt, constraint=constraint)
+        self._own_weights.append((name, var))
+        if frozen:
+            self._frozen.append(var)
+        return var
+
+    def _children(self):
+        """(attribute path, obj) for the Layers and Variables this layer holds, in assignment order."""
+        for attr, value in vars(self).items():
+            if attr not in self._NOT_TRACKED:
+                yield from _walk(attr, value)
+
+    def _iter_layers(self):
+        """(path prefix, layer) for this layer and each nested layer once, depth first."""
+        seen = {id(self)}
+
+        def visit(prefix, layer):
+            yield prefix, layer
+            for path, child in layer._children():
+                if isinstance(child, Layer) and id(child) not in seen:
+                    seen.add(id(child))
+                    yield from visit(prefix + path + "/", child)
+
+        return visit("", self)
+
+    def _own_variables(self):
+        """(name, Variable) owned directly, trainable ones first as in Keras (frozen ones count as such)."""
+        frozen = {id(v) for v in self._frozen}
+        items, seen = [], set()
+        attr_vars = [(p, c) for p, c in self._children() if isinstance(c, accel.Variable)]
+        for name, v in self._own_weights + attr_vars:
+            if id(v) not in seen:
+                seen.add(id(v))
+                items.append((name, v))
+        first = [it for it in items if it[1].trainable or id(it[1]) in frozen]
+        return first + [it for it in items if not (it[1].trainable or id(it[1]) in frozen)]
+
+    def _weight_items(self):
+        """(path, Variable) for every weight, each once: own weights first, then nested layers' in order."""
+        seen = set()
+        for prefix, layer in self._iter_layers():
+            for name, v in layer._own_variables():
+                if id(v) not in seen:
+                    seen.add(id(v))
+                    yield prefix + name, v
+
+    @property
+    def weights(self):
+        return [v for _, v in self._weight_items()]
+
+    variables = weights
+
+    @property
+    def trainable_weights(self):
+        return [v for v in self.weights if v.trainable] if self._trainable else []
+
+    @property
+    def non_trainable_weights(self):
+        return [v for v in self.weights if not v.trainable] if self._trainable else self.weights
+
+    trainable_variables = trainable_weights
+    non_trainable_variables = non_trainable_weights
+
+    @property
+    def trainable(self):
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value):
+        """Freezing a layer freezes its nested layers, and the tape stops watching their weights."""
+        value = bool(value)
+        for _, layer in self._iter_layers():
+            if value:
+                for v in layer._frozen:
+                    v._trainable = True  # accel.Variable has no public setter for this flag
+                layer._frozen = []
+            else:
+                now = [v for _, v in layer._own_variables() if v.trainable]
+                for v in now:
+                    v._trainable = False
+                layer._frozen += now
+            layer._trainable = value
+
+    def count_params(self):
+        if not self.built:
+            raise ValueError("count_params: layer %s is not built yet; call it on data first" % self.name)
+        return int(sum(int(np.prod(v.shape)) for v in self.weights))
+
+    def get_weights(self):
+        """Copies of the weights as NumPy arrays, in `weights` order."""
+        return [np.array(v.numpy(), copy=True) for v in self.weights]
+
+    def set_weights(self, weights):
+        """Assigns all weights, or none if any value has the wrong count, shape or dtype."""
+        variables = self.weights
+        weights = list(weights)
+        if len(weights) != len(variables):
+            raise ValueError("set_weights: layer %s has %d weights, but %d values were given"
+                             % (self.name, len(variables), len(weights)))
+        values, problems = [], []
+        for i, (v, w) in enumerate(zip(variables, weights)):
+            a = np.asarray(w.numpy() if isinstance(w, accel.Tensor) else w)
+            target = v.dtype.dtype
+            if tuple(a.shape) != tuple(v.shape):
+                problems.append("weight %d (%s): expected shape %s, got %s" % (i, v.name, tuple(v.shape), a.shape))
+            elif a.dtype.kind not in "biuf" or not np.can_cast(a.dtype, target, "same_kind"):
+                problems.append("weight %d (%s): cannot use a %s value for a %s weight"
+                                % (i, v.name, a.dtype, target))
+            else:
+                values.append(a.astype(target, copy=False))
+        if problems:
+            raise ValueError("set_weights on layer %s changed nothing:\n  %s" % (self.name, "\n  ".join(problems)))
+        for v, a in zip(variables, values):
+            v.assign(a)

@@ -1,0 +1,301 @@
+"""`Trainer`: the Keras 3 compile / fit / evaluate / predict loop, mixed into `accel.keras.Model`.
+
+The mixin relies only on the model's own interface: `self(x, training=...)`,
+`self.trainable_variables`, `get_weights` / `set_weights` and `save_weights` / `load_weights`
+(the last two for callbacks).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from accel import random
+from accel.keras import callbacks as callbacks_module
+from accel.keras import losses as losses_module
+from accel.keras import metrics as metrics_module
+from accel.keras import optimizers as optimizers_module
+from accel.ops.api import cast, concat, convert_to_tensor, gather
+from accel.tape import GradientTape
+from accel.tensor import Tensor
+
+
+def _map(fn, data):
+    """Applies `fn` to every array in `data`: an array, or a list, tuple or dict of them."""
+    if isinstance(data, dict):
+        return {k: _map(fn, v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return type(data)(_map(fn, v) for v in data)
+    return fn(data)
+
+
+def _leaves(data):
+    if isinstance(data, dict):
+        return [leaf for v in data.values() for leaf in _leaves(v)]
+    if isinstance(data, (list, tuple)):
+        return [leaf for v in data for leaf in _leaves(v)]
+    return [data]
+
+
+def _to_tensor(value):
+    """Input data as a tensor; floats of other widths become float32, as Keras casts them to floatx."""
+    t = convert_to_tensor(value) if isinstance(value, Tensor) else convert_to_tensor(np.asarray(value))
+    if t.dtype.is_floating and t.dtype.name != losses_module.FLOATX:
+        t = cast(t, losses_module.FLOATX)
+    return t
+
+
+def _num_samples(*structures):
+    sizes = {int(leaf.shape[0]) for s in structures if s is not None for leaf in _leaves(s)}
+    if len(sizes) != 1:
+        raise ValueError("Data cardinality is ambiguous: the arrays have different numbers of samples %s"
+                         % sorted(sizes))
+    return sizes.pop()
+
+
+class _Batches:
+    """The (x, y, sample_weight) batches of an epoch, in order or shuffled."""
+
+    def __init__(self, x, y=None, sample_weight=None, batch_size=32):
+        self.data = tuple(None if d is None else _map(_to_tensor, d) for d in (x, y, sample_weight))
+        self.num_samples = _num_samples(*self.data)
+        self.batch_size = int(batch_size)
+        self.steps = math.ceil(self.num_samples / self.batch_size)
+
+    def epoch(self, rng=None):
+        data = self.data
+        if rng is not None:
+            perm = convert_to_tensor(rng.permutation(self.num_samples))
+            data = tuple(None if d is None else _map(lambda t: gather(t, perm), d) for d in data)
+        for step in range(self.steps):
+            lo, hi = step * self.batch_size, min((step + 1) * self.batch_size, self.num_samples)
+            yield tuple(None if d is None else _map(lambda t: t[lo:hi], d) for d in data)
+
+
+def _split_validation(data, validation_split):
+    """Keras's split: the last `validation_split` fraction of the samples, taken before shuffling."""
+    arrays = [_map(_to_tensor, d) if d is not None else None for d in data]
+    n = _num_samples(*arrays)
+    split_at = int(math.floor(n * (1.0 - validation_split)))
+    if split_at == 0 or split_at == n:
+        raise ValueError("validation_split=%s leaves no samples for training or for validation (%d samples)"
+                         % (validation_split, n))
+    train = tuple(None if d is None else _map(lambda t: t[:split_at], d) for d in arrays)
+    val = tuple(None if d is None else _map(lambda t: t[split_at:], d) for d in arrays)
+    return train, val
+
+
+def _unpack_validation_data(validation_data):
+    if not isinstance(validation_data, (list, tuple)) or len(validation_data) not in (2, 3):
+        raise ValueError("validation_data must be a tuple (x_val, y_val) or (x_val, y_val, val_sample_weight)")
+    return tuple(validation_data) + (None,) * (3 - len(validation_data))
+
+
+def _resolve_verbose(verbose):
+    return 1 if verbose == "auto" else int(verbose)
+
+
+class Trainer:
+    """compile / fit / evaluate / predict for a model (mixed into `accel.keras.Model`).
+
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        history = model.fit(x, y, batch_size=32, epochs=5, validation_split=0.2)
+        history.history["val_accuracy"]
+    """
+
+    optimizer = None
+    stop_training = False
+    history = None
+    _compiled = False
+
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, run_eagerly=None, jit_compile=None):
+        """Sets the optimizer, the loss and the metrics for training.
+
+        `optimizer`, `loss` and each metric are objects or names ('adam', 'sgd', 'mse',
+        'sparse_categorical_crossentropy', 'accuracy', ...). `run_eagerly` and `jit_compile` are
+        accepted for compatibility: accel always runs eagerly.
+        """
+        if loss is None:
+            raise ValueError("compile: a loss is required")
+        self.optimizer = optimizers_module.get(optimizer)
+        self.loss = loss
+        loss_obj = losses_module.get(loss)
+        self._compile_loss = (loss_obj if isinstance(loss_obj, losses_module.Loss)
+                              else losses_module.LossFunctionWrapper(loss_obj))
+        if metrics is not None and not isinstance(metrics, (list, tuple)):
+            raise TypeError("compile: metrics must be a list, got %r" % (metrics,))
+        self._metric_ids = list(metrics or [])
+        self._compile_metrics = None  # built on the first batch, when the shapes are known
+        self._loss_tracker = metrics_module.Mean(name="loss")
+        self.stop_training = False
+        self._compiled = True
+
+    # --- state ---------------------------------------------------------------------------------
+    @property
+    def metrics(self):
+        """The loss tracker and the compiled metrics (built on the first batch)."""
+        if not self._compiled:
+            return []
+        return [self._loss_tracker] + list(self._compile_metrics or [])
+
+    @property
+    def metrics_names(self):
+        return [m.name for m in self.metrics]
+
+    def reset_metrics(self):
+        for m in self.metrics:
+            m.reset_state()
+
+    def _assert_compiled(self, what):
+        if not self._compiled:
+            raise RuntimeError("You must call `compile()` before calling `%s()`." % what)
+
+    def _build_metrics(self, y, y_pred):
+        if self._compile_metrics is None:
+            self._compile_metrics = [metrics_module.get_for_outputs(m, y, y_pred) for m in self._metric_ids]
+
+    def _logs(self):
+        return {m.name: float(m.result()) for m in self.metrics}
+
+    # --- steps ---------------------------------------------------------------------------------
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The compiled loss of a batch (override for a custom objective)."""
+        return self._compile_loss(y, y_pred, sample_weight=sample_weight)
+
+    def _update_metrics(self, x, y, y_pred, sample_weight, loss):
+        self._loss_tracker.update_state(loss, sample_weight=_leaves(x)[0].shape[0])
+        self._build_metrics(y, y_pred)
+        for m in self._compile_metrics:
+            m.update_state(y, y_pred, sample_weight=sample_weight)
+
+    def train_step(self, x, y, sample_weight=None):
+        """One optimizer step on a batch; updates the metrics."""
+        with GradientTape() as tape:
+            y_pred = self(x, training=True)
+            loss = self.compute_loss(x, y, y_pred, sample_weight, training=True)
+        variables = self.trainable_variables
+        grads = tape.gradient(loss, variables)
+        self.optimizer.apply_gradients(zip(grads, variables))
+        self._update_metrics(x, y, y_pred, sample_weight, loss)
+
+    def test_step(self, x, y, sample_weight=None):
+        """Updates the metrics on a batch without training."""
+        y_pred = self(x, training=False)
+        loss = self.compute_loss(x, y, y_pred, sample_weight, training=False)
+        self._update_metrics(x, y, y_pred, sample_weight, loss)
+
+    # --- loops ---------------------------------------------------------------------------------
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None, validation_split=0.0,
+            validation_data=None, shuffle=True, sample_weight=None, initial_epoch=0, validation_batch_size=None,
+            validation_freq=1):
+        """Trains for `epochs` epochs on NumPy arrays or accel tensors; returns the `History`.
+
+        History keys: "loss", one per metric, and "val_loss", "val_<metric>" with validation data.
+        Shuffling draws from accel's global random stream: `accel.random.set_seed` makes it repeat.
+        """
+        self._assert_compiled("fit")
+        if y is None:
+            raise ValueError("fit: pass the targets y (datasets and generators are not supported)")
+        batch_size = batch_size or 32
+        if validation_data is None and validation_split:
+            (x, y, sample_weight), validation_data = _split_validation((x, y, sample_weight), validation_split)
+        train = _Batches(x, y, sample_weight, batch_size)
+        val = None
+        if validation_data is not None:
+            vx, vy, vw = _unpack_validation_data(validation_data)
+            val = _Batches(vx, vy, vw, validation_batch_size or batch_size)
+
+        verbose = _resolve_verbose(verbose)
+        cbs = callbacks_module.CallbackList(callbacks, add_history=True, add_progbar=verbose != 0, model=self,
+                                            verbose=verbose, epochs=epochs, steps=train.steps)
+        # the shuffle order repeats under accel.random.set_seed
+        rng = np.random.default_rng(int(random.uniform((), 0, 2**31 - 1, dtype="int64"))) if shuffle else None
+
+        self.stop_training = False
+        logs = None
+        cbs.on_train_begin()
+        for epoch in range(initial_epoch, epochs):
+            self.reset_metrics()
+            cbs.on_epoch_begin(epoch)
+            for step, (bx, by, bw) in enumerate(train.epoch(rng)):
+                cbs.on_train_batch_begin(step)
+                self.train_step(bx, by, bw)
+                cbs.on_train_batch_end(step, self._logs())
+            logs = self._logs()
+            if val is not None and (epoch + 1) % validation_freq == 0:
+                val_logs = self._run_test(val, cbs)
+                logs.update({"val_" + k: v for k, v in val_logs.items()})
+            cbs.on_epoch_end(epoch, logs)
+            if self.stop_training:
+                break
+        cbs.on_train_end(logs)
+        return cbs.history
+
+    def _run_test(self, batches, cbs):
+        self.reset_metrics()
+        cbs.on_test_begin()
+        for step, (bx, by, bw) in enumerate(batches.epoch()):
+            cbs.on_test_batch_begin(step)
+            self.test_step(bx, by, bw)
+            cbs.on_test_batch_end(step, self._logs())
+        logs = self._logs()
+        cbs.on_test_end(logs)
+        return logs
+
+    def _flatten_logs(self, logs, return_dict):
+        if return_dict:
+            return logs
+        values = [logs[m.name] for m in self.metrics]
+        return values[0] if len(values) == 1 else values
+
+    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, callbacks=None,
+                 return_dict=False):
+        """The loss and metrics over the data: a float, a list [loss, *metrics], or a dict."""
+        self._assert_compiled("evaluate")
+        batches = _Batches(x, y, sample_weight, batch_size or 32)
+        verbose = _resolve_verbose(verbose)
+        cbs = callbacks_module.CallbackList(callbacks, add_progbar=verbose != 0, model=self, verbose=verbose,
+                                            epochs=1, steps=batches.steps)
+        return self._flatten_logs(self._run_test(batches, cbs), return_dict)
+
+    def predict(self, x, batch_size=None, verbose="auto", callbacks=None):
+        """The model's outputs over `x`, batch by batch, as NumPy (a list or dict for several outputs)."""
+        batches = _Batches(x, batch_size=batch_size or 32)
+        verbose = _resolve_verbose(verbose)
+        cbs = callbacks_module.CallbackList(callbacks, add_progbar=verbose != 0, model=self, verbose=verbose,
+                                            epochs=1, steps=batches.steps)
+        cbs.on_predict_begin()
+        outputs = []
+        for step, (bx, _, _) in enumerate(batches.epoch()):
+            cbs.on_predict_batch_begin(step)
+            outputs.append(self(bx, training=False))
+            cbs.on_predict_batch_end(step, {"outputs": outputs[-1]})
+        cbs.on_predict_end()
+        if isinstance(outputs[0], dict):
+            return {k: concat([o[k] for o in outputs], 0).numpy() for k in outputs[0]}
+        if isinstance(outputs[0], (list, tuple)):
+            return [concat([o[i] for o in outputs], 0).numpy() for i in range(len(outputs[0]))]
+        return concat(outputs, 0).numpy()
+
+    def train_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
+        """One training step on exactly this batch; returns the batch's loss and metrics."""
+        self._assert_compiled("train_on_batch")
+        self.reset_metrics()
+        (bx, by, bw), = _Batches(x, y, sample_weight, batch_size=_num_samples(x)).epoch()
+        self.train_step(bx, by, bw)
+        return self._flatten_logs(self._logs(), return_dict)
+
+    def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
+        """The loss and metrics of exactly this batch, without training."""
+        self._assert_compiled("test_on_batch")
+        self.reset_metrics()
+        (bx, by, bw), = _Batches(x, y, sample_weight, batch_size=_num_samples(x)).epoch()
+        self.test_step(bx, by, bw)
+        return self._flatten_logs(self._logs(), return_dict)
+
+    def predict_on_batch(self, x):
+        """The model's output for exactly this batch, as NumPy."""
+        (bx, _, _), = _Batches(x, batch_size=_num_samples(x)).epoch()
+        out = self(bx, training=False)
+        return _map(lambda t: t.numpy(), out)

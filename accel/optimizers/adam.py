@@ -1,0 +1,177 @@
+"""Adam, AdamW, Adamax and Nadam, with Keras 3's update formulas and operation order."""
+
+from __future__ import annotations
+
+from accel import backend, cpu_kernels
+from accel.optimizers.base import Optimizer
+from accel.variables import Variable
+
+
+class Adam(Optimizer):
+    """m += (g - m)(1 - b1); v += (g^2 - v)(1 - b2); [amsgrad: vhat = max(vhat, v)];
+    p -= lr sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + epsilon)."""
+
+    _slice_fn = "square"
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False, **kwargs):
+        super().__init__(learning_rate=learning_rate, **kwargs)
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.amsgrad = amsgrad
+
+    def _slot_specs(self, var):
+        names = ("momentum", "velocity") + (("velocity_hat",) if self.amsgrad else ())
+        return [(n, var.shape, 0.0) for n in names]
+
+    def _fused_update(self, p, g, s, lr, step, wd):
+        vhat = s.get("velocity_hat")
+        k = self._kernels(p, g, s["momentum"], s["velocity"], *(() if vhat is None else (vhat,)))
+        if k is None:
+            return False
+        alpha = cpu_kernels.adam_alpha(lr, self.beta_1, self.beta_2, step, p.dtype)
+        k.adam_update(p, g, s["momentum"], s["velocity"], vhat, alpha, self.beta_1, self.beta_2, self.epsilon, lr, wd)
+        return True
+
+    def _update(self, p, g, fg, s, lr, step, bufs):
+        xp = backend.xp_of(p)
+        dt = p.dtype.type
+        m, v = s["momentum"], s["velocity"]
+        t = bufs[0]
+        alpha = dt(cpu_kernels.adam_alpha(lr, self.beta_1, self.beta_2, step, p.dtype))
+        xp.subtract(g, m, out=t)
+        t *= dt(1 - self.beta_1)
+        m += t
+        if fg is None:
+            xp.multiply(g, g, out=t)
+        else:
+            t[...] = fg
+        t -= v
+        t *= dt(1 - self.beta_2)
+        v += t
+        if self.amsgrad:
+            v = xp.maximum(s["velocity_hat"], v, out=s["velocity_hat"])
+        xp.sqrt(v, out=t)
+        t += dt(self.epsilon)
+        xp.divide(m, t, out=t)
+        t *= alpha
+        p -= t
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon, amsgrad=self.amsgrad)
+        return config
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (default 0.004): p -= p * weight_decay * lr before each step."""
+
+    def __init__(self, learning_rate=0.001, weight_decay=0.004, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
+                 amsgrad=False, **kwargs):
+        super().__init__(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
+                         amsgrad=amsgrad, weight_decay=weight_decay, **kwargs)
+        if self.weight_decay is None:
+            raise ValueError("Argument `weight_decay` must be a float. Received: weight_decay=None")
+
+
+class Adamax(Optimizer):
+    """m += (g - m)(1 - b1); u = max(b2 u, |g|); p -= lr m / ((1 - b1^t)(u + epsilon))."""
+
+    _slice_fn = "abs"
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, **kwargs):
+        super().__init__(learning_rate=learning_rate, **kwargs)
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+
+    def _slot_specs(self, var):
+        return [("momentum", var.shape, 0.0), ("norm", var.shape, 0.0)]
+
+    def _update(self, p, g, fg, s, lr, step, bufs):
+        xp = backend.xp_of(p)
+        dt = p.dtype.type
+        m, u = s["momentum"], s["norm"]
+        t = bufs[0]
+        xp.subtract(g, m, out=t)
+        t *= dt(1 - self.beta_1)
+        m += t
+        u *= dt(self.beta_2)
+        xp.maximum(u, xp.abs(g, out=t) if fg is None else fg, out=u)
+        xp.add(u, dt(self.epsilon), out=t)
+        t *= dt(1) - dt(self.beta_1) ** dt(step)
+        xp.divide(m, t, out=t)
+        t *= dt(lr)
+        p -= t
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
+        return config
+
+
+class Nadam(Optimizer):
+    """Adam with Nesterov momentum and Keras' momentum schedule u_t = b1 (1 - 0.5 * 0.96^t); the running
+    product of the u_t is optimizer state (u_product), updated once per step."""
+
+    _slice_fn = "square"
+    _scratch = 2
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, **kwargs):
+        super().__init__(learning_rate=learning_rate, **kwargs)
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+
+    def build(self, var_list):
+        var_list = list(var_list)
+        if "u_product" not in self._globals and var_list:
+            with backend.device("cpu"):
+                self._globals["u_product"] = Variable(1.0, dtype=var_list[0].dtype, trainable=False,
+                                                      name=self.name + "/u_product")
+        super().build(var_list)
+
+    def _slot_specs(self, var):
+        return [("momentum", var.shape, 0.0), ("velocity", var.shape, 0.0)]
+
+    def _before_updates(self, step):
+        u = self._globals["u_product"]
+        dt = u._data.dtype.type
+        u._data[...] = u._data * dt(self.beta_1) * (dt(1) - dt(0.5) * dt(0.96) ** dt(step))
+
+    def _update(self, p, g, fg, s, lr, step, bufs):
+        xp = backend.xp_of(p)
+        dt = p.dtype.type
+        b1, b2 = dt(self.beta_1), dt(self.beta_2)
+        u_t = b1 * (dt(1) - dt(0.5) * dt(0.96) ** dt(step))
+        u_t_1 = b1 * (dt(1) - dt(0.5) * dt(0.96) ** dt(step + 1))
+        u_product_t = dt(self._globals["u_product"]._data)
+        u_product_t_1 = u_product_t * u_t_1
+        m, v = s["momentum"], s["velocity"]
+        t, w = bufs
+        xp.subtract(g, m, out=t)
+        t *= dt(1) - b1
+        m += t
+        if fg is None:
+            xp.multiply(g, g, out=t)
+        else:
+            t[...] = fg
+        t -= v
+        t *= dt(1) - b2
+        v += t
+        # m_hat = u_t_1 m / (1 - u_product_t_1) + (1 - u_t) g / (1 - u_product_t)
+        xp.multiply(m, u_t_1 / (dt(1) - u_product_t_1), out=t)
+        xp.multiply(g, (dt(1) - u_t) / (dt(1) - u_product_t), out=w)
+        t += w
+        # v_hat = v / (1 - b2^t)
+        xp.divide(v, dt(1) - b2 ** dt(step), out=w)
+        xp.sqrt(w, out=w)
+        w += dt(self.epsilon)
+        t *= dt(lr)
+        t /= w
+        p -= t
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
+        return config

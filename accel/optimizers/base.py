@@ -1,0 +1,577 @@
+"""Optimizer: Keras 3's BaseOptimizer (TensorFlow backend) on accel Variables, updated in place.
+
+One `apply_gradients` call:
+  1. checks every (gradient, variable) pair; nothing changes if one is wrong;
+  2. skips None gradients (with a warning), raises if all are None;
+  3. creates slots for variables it has not seen (zeros unless the optimizer says otherwise);
+  4. unscales (loss_scale_factor) and clips (clipnorm | clipvalue | global_clipnorm);
+  5. per variable: decoupled weight decay, then the update: a fused one-pass kernel
+     (accel.fused on CuPy arrays, accel.cpu_kernels' numba loops on NumPy ones) when one
+     qualifies, else in-place xp arithmetic on scratch buffers reused across steps;
+  6. EMA of the weights, variable constraints, iterations += 1.
+
+Learning rates live in a float32 Variable (or come from a schedule, float32 too) and are cast
+to each variable's dtype, so float64 variables see float64(float32(lr)), as in Keras.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import numbers
+import re
+import warnings
+
+import numpy as np
+
+from accel import backend, cpu_kernels
+from accel import tape as _tape
+from accel.dtypes import float32, int64
+from accel.optimizers import schedules as _schedules
+from accel.optimizers.sparse import IndexedSlices, has_duplicates, scatter_rows
+from accel.tape import GradientTape
+from accel.tensor import Tensor
+from accel.variables import Variable
+
+_name_uids: dict[str, itertools.count] = {}
+_CPU_FUSED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+# Pool slots of the per-(device, dtype) scratch buffers.
+_G, _FG, _SCRATCH = 0, 1, 2
+
+
+def _auto_name(cls_name):
+    """Keras' auto_name: snake case of the class name, then _1, _2, ... for later instances."""
+    s = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", cls_name)
+    s = re.sub(r"([a-z])([A-Z])", r"\1_\2", s).lower()
+    n = next(_name_uids.setdefault(s, itertools.count()))
+    return s if n == 0 else "%s_%d" % (s, n)
+
+
+class _Rows:
+    """A validated IndexedSlices gradient: backend arrays on the variable's device."""
+
+    __slots__ = ("values", "indices")
+
+    def __init__(self, values, indices):
+        self.values = values
+        self.indices = indices
+
+
+class _VarState:
+    """What the optimizer keeps for one variable: its slots and whether weight decay applies."""
+
+    __slots__ = ("var", "index", "slots", "decay")
+
+    def __init__(self, var, index, slots):
+        self.var = var
+        self.index = index
+        self.slots = slots  # slot name -> Variable
+        self.decay = None  # resolved on first use (exclude_from_weight_decay may run after build)
+
+
+class Optimizer:
+    """Base class: subclasses set `_slot_specs`, `_update` (generic in-place path) and, when a
+    fused kernel exists for them, `_fused_update`.
+
+    Subclass hooks:
+      _slot_specs(var) -> [(name, shape, initial value)]: per-variable state.
+      _update(p, g, fg, s, lr, step, bufs): the update in place with xp arithmetic. p: the
+          variable's array; g: the dense gradient in p's dtype (never written); fg: None, or for
+          a row-sparse gradient with repeated rows, the rows of `_slice_fn(values)` summed (Keras
+          applies that function to each slice before repeated rows add up); s: slot name -> array;
+          lr: float; step: iterations + 1; bufs: `_scratch` scratch arrays shaped like p.
+      _fused_update(p, g, s, lr, step, wd) -> bool: the one-pass kernel, weight decay included.
+    """
+
+    _scratch = 1
+    _slice_fn = None  # "square" | "abs"
+
+    def __init__(self, learning_rate, weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None,
+                 use_ema=False, ema_momentum=0.99, ema_overwrite_frequency=None, loss_scale_factor=None,
+                 gradient_accumulation_steps=None, name=None, **kwargs):
+        if kwargs.pop("decay", None) is not None:
+            warnings.warn("Argument `decay` is no longer supported and will be ignored.", stacklevel=2)
+        if kwargs:
+            raise ValueError("Argument(s) not recognized: %s" % (kwargs,))
+        if gradient_accumulation_steps is not None:
+            raise ValueError("gradient_accumulation_steps=%r: gradient accumulation is not supported by "
+                             "accel's optimizers; accumulate the gradients yourself and call "
+                             "apply_gradients every N steps" % (gradient_accumulation_steps,))
+        if sum(a is not None for a in (clipnorm, clipvalue, global_clipnorm)) > 1:
+            raise ValueError("Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set. Received: "
+                             "clipnorm=%s, clipvalue=%s, global_clipnorm=%s" % (clipnorm, clipvalue, global_clipnorm))
+        if use_ema:
+            if not 0 <= ema_momentum <= 1:
+                raise ValueError("`ema_momentum` must be in the range [0, 1]. Received: ema_momentum=%s"
+                                 % (ema_momentum,))
+            if ema_overwrite_frequency and (not isinstance(ema_overwrite_frequency, int)
+                                            or ema_overwrite_frequency < 1):
+                raise ValueError("`ema_overwrite_frequency` must be an integer >= 1 or None. Received: "
+                                 "ema_overwrite_frequency=%s" % (ema_overwrite_frequency,))
+        self.name = name if name is not None else _auto_name(type(self).__name__)
+        self.weight_decay = weight_decay
+        self.clipnorm = clipnorm
+        self.clipvalue = clipvalue
+        self.global_clipnorm = global_clipnorm
+        self.use_ema = use_ema
+        self.ema_momentum = ema_momentum
+        self.ema_overwrite_frequency = ema_overwrite_frequency
+        self.loss_scale_factor = loss_scale_factor
+        self.gradient_accumulation_steps = None
+        # Scalar state lives on the CPU: reading it every step must not wait for a GPU.
+        with backend.device("cpu"):
+            self._iterations = Variable(0, dtype=int64, trainable=False, name=self.name + "/iteration")
+        self._learning_rate = self._new_learning_rate(learning_rate)
+        self._states: dict[int, _VarState] = {}  # variable._id -> state, in build order
+        self._globals: dict[str, Variable] = {}  # optimizer-wide state (Nadam's u_product)
+        self._pool: dict = {}  # (device, dtype, pool slot) -> flat scratch array
+        self._exclude_ids: set[int] = set()
+        self._exclude_pattern = None
+
+    # ---- learning rate and iterations --------------------------------------------------------
+    def _new_learning_rate(self, lr):
+        if isinstance(lr, _schedules.LearningRateSchedule) or callable(lr):
+            return lr
+        if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
+            raise ValueError("Argument `learning_rate` should be float, or an instance of LearningRateSchedule, "
+                             "or a callable (that takes in the current iteration value and returns the "
+                             "corresponding learning rate value). Received instead: learning_rate=%r" % (lr,))
+        with backend.device("cpu"):
+            return Variable(float(lr), dtype=float32, trainable=False, name=self.name + "/learning_rate")
+
+    @property
+    def iterations(self) -> Variable:
+        """int64 Variable: the number of applied steps."""
+        return self._iterations
+
+    @property
+    def learning_rate(self):
+        """The current learning rate: the float32 Variable, or the schedule at `iterations`."""
+        lr = self._learning_rate
+        if isinstance(lr, Variable):
+            return lr
+        if isinstance(lr, _schedules.LearningRateSchedule):
+            return lr(self._iterations)
+        return lr()
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        if isinstance(value, _schedules.LearningRateSchedule) or callable(value):
+            self._learning_rate = value
+        elif isinstance(self._learning_rate, _schedules.LearningRateSchedule):
+            raise TypeError("This optimizer was created with a `LearningRateSchedule` object as its "
+                            "`learning_rate` constructor argument, hence its learning rate is not settable. If "
+                            "you need the learning rate to be settable, you should instantiate the optimizer "
+                            "with a float `learning_rate` argument.")
+        elif isinstance(self._learning_rate, Variable):
+            self._learning_rate.assign(float(value))
+        else:
+            self._learning_rate = self._new_learning_rate(value)
+
+    def _lr_value(self) -> float:
+        lr = self._learning_rate
+        if isinstance(lr, Variable):
+            return float(lr._data)
+        if isinstance(lr, _schedules.LearningRateSchedule):
+            return float(lr(int(self._iterations._data)))
+        return float(lr())
+
+    # ---- state -------------------------------------------------------------------------------
+    @property
+    def built(self) -> bool:
+        return bool(self._states)
+
+    def _slot_specs(self, var):
+        raise NotImplementedError("%s must define _slot_specs(var)" % type(self).__name__)
+
+    def build(self, var_list):
+        """Creates the slots of every variable in var_list that this optimizer has not seen."""
+        for var in var_list:
+            if var._id in self._states:
+                continue
+            _check_variable(var, "build")
+            specs = ([("average", var.shape, 0.0)] if self.use_ema else []) + list(self._slot_specs(var))
+            dev = backend.device_of(var._data)
+            xp = backend.xp_of(var._data)
+            slots = {}
+            with backend.device(dev):
+                for slot, shape, init in specs:
+                    arr = xp.full(tuple(shape), init, dtype=var._data.dtype)
+                    slots[slot] = Variable(Tensor(arr), trainable=False, name="%s/%s_%s" % (self.name, var._name, slot))
+            self._states[var._id] = _VarState(var, len(self._states), slots)
+
+    @property
+    def variables(self) -> list:
+        """Every state Variable: iterations, the learning rate (unless a schedule), then the slots."""
+        out = [self._iterations]
+        if isinstance(self._learning_rate, Variable):
+            out.append(self._learning_rate)
+        out.extend(self._globals.values())
+        for st in self._states.values():
+            out.extend(st.slots.values())
+        return out
+
+    def _named_state(self) -> dict:
+        """Positional names (like Keras' saved optimizer variables), so state moves between processes."""
+        named = {"iterations": self._iterations}
+        if isinstance(self._learning_rate, Variable):
+            named["learning_rate"] = self._learning_rate
+        named.update(self._globals)
+        for st in self._states.values():
+            for slot, v in st.slots.items():
+                named["%d/%s" % (st.index, slot)] = v
+        return named
+
+    def get_state(self) -> dict:
+        """name -> NumPy copy of every state Variable ("iterations", "learning_rate", "<i>/<slot>"
+        for the i-th variable the optimizer was built on)."""
+        return {k: backend.to_numpy(v._data).copy() for k, v in self._named_state().items()}
+
+    def set_state(self, state: dict):
+        """Restores get_state()'s output; checks every name, shape and dtype before assigning any."""
+        named = self._named_state()
+        missing = sorted(set(named) - set(state))
+        unexpected = sorted(set(state) - set(named))
+        if missing or unexpected:
+            raise ValueError("set_state: the names do not match this optimizer's state (missing: %s; unexpected: "
+                             "%s). Build the optimizer on the same variables, in the same order, first."
+                             % (missing, unexpected))
+        arrays = {}
+        for k, v in named.items():
+            a = np.asarray(backend.to_numpy(state[k]._data) if isinstance(state[k], Tensor) else state[k])
+            if a.shape != tuple(v._data.shape) or a.dtype != v._data.dtype:
+                raise ValueError("set_state: %r has shape %s dtype %s, expected shape %s dtype %s"
+                                 % (k, a.shape, a.dtype, tuple(v._data.shape), v._data.dtype))
+            arrays[k] = a
+        for k, v in named.items():
+            v.assign(arrays[k])
+
+    # ---- weight decay ------------------------------------------------------------------------
+    def exclude_from_weight_decay(self, var_list=None, var_names=None):
+        """No weight decay for these variables, or for variables whose name contains one of var_names."""
+        self._exclude_ids = {v._id for v in var_list or ()}
+        self._exclude_pattern = re.compile("|".join(set(var_names))) if var_names else None
+        for st in self._states.values():
+            st.decay = None
+
+    def _uses_decay(self, st) -> bool:
+        if st.decay is None:
+            v = st.var
+            st.decay = not (v._id in self._exclude_ids
+                            or (self._exclude_pattern is not None and self._exclude_pattern.search(v.name)))
+        return st.decay
+
+    # ---- applying gradients ------------------------------------------------------------------
+    def apply_gradients(self, grads_and_vars):
+        """Applies [(gradient, variable), ...] (a zip works); returns `iterations`."""
+        pairs = list(grads_and_vars)
+        for i, pair in enumerate(pairs):
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise ValueError("apply_gradients: item %d is %r; expected a (gradient, variable) pair" % (i, pair))
+        return self.apply([g for g, _ in pairs], [v for _, v in pairs])
+
+    def apply(self, grads, trainable_variables=None):
+        """Keras' apply: gradients in the order of `trainable_variables` (default: the built ones)."""
+        grads = list(grads)
+        if trainable_variables is None:
+            if not self.built:
+                raise ValueError("When passing `grads` without `variables`, the optimizer must already be built "
+                                 "on a list of variables. Call `optimizer.build(trainable_variables)` first.")
+            variables = [st.var for st in self._states.values()]
+        else:
+            variables = list(trainable_variables)
+        if len(grads) != len(variables):
+            raise ValueError("apply: got %d gradients for %d variables" % (len(grads), len(variables)))
+        if not grads:
+            return self._iterations
+        checked = _check_pairs(grads, variables)
+        present = [(v, g) for v, g in zip(variables, checked) if g is not None]
+        if not present:
+            raise ValueError(_no_gradients_message(variables))
+        self.build(variables)
+        missing = [v.name for v, g in zip(variables, checked) if g is None]
+        if missing:
+            warnings.warn("Gradients do not exist for variables %s when minimizing the loss; they are left "
+                          "unchanged. If that is unexpected: was each one used to compute the loss inside the "
+                          "GradientTape?" % (missing,), stacklevel=2)
+
+        lr = self._lr_value()
+        step = int(self._iterations._data) + 1
+        scales = self._grad_scales([g for _, g in present])
+        self._before_updates(step)
+        for (var, g), scale in zip(present, scales):
+            self._apply_one(self._states[var._id], g, scale, lr, step)
+        if self.use_ema:
+            self._update_ema(step)
+        for var, _ in present:
+            if var.constraint is not None:
+                var.assign(var.constraint(var))
+        self._iterations.assign_add(1)
+        return self._iterations
+
+    def minimize(self, loss, var_list, tape=None):
+        """Computes the gradients of `loss` (a callable, or a tensor recorded by `tape`) and applies them."""
+        if not callable(loss) and tape is None:
+            raise ValueError("minimize: `tape` is required when `loss` is a tensor; pass a callable that "
+                             "returns the loss, or the GradientTape that recorded it")
+        if callable(loss):
+            with GradientTape() as tape:
+                if callable(var_list):
+                    var_list = var_list()
+                tape.watch(list(var_list))
+                loss = loss()
+        if callable(var_list):
+            var_list = var_list()
+        var_list = list(var_list)
+        grads = tape.gradient(loss, var_list)
+        return self.apply_gradients(zip(grads, var_list))
+
+    def scale_loss(self, loss):
+        """loss * loss_scale_factor (when set); apply_gradients divides the gradients back."""
+        return loss if self.loss_scale_factor is None else loss * self.loss_scale_factor
+
+    def _before_updates(self, step):
+        """Optimizer-wide state updated once per step, before the variables' updates (Nadam)."""
+
+    def _grad_scales(self, grads):
+        """Per gradient: the factor that unscales and norm-clips it (None when it is 1)."""
+        unscale = 1.0 if self.loss_scale_factor is None else 1.0 / self.loss_scale_factor
+        if self.clipnorm and self.clipnorm > 0:
+            scales = []
+            for g in grads:
+                l2 = math.sqrt(_sum_squares(g)) * abs(unscale)
+                scales.append(unscale * float(self.clipnorm / np.maximum(np.float64(l2), self.clipnorm)))
+        elif self.global_clipnorm and self.global_clipnorm > 0:
+            norm = np.float64(math.sqrt(sum(_sum_squares(g) for g in grads))) * abs(unscale)
+            c = self.global_clipnorm
+            with np.errstate(divide="ignore", invalid="ignore"):
+                # Keras: finite norms give min(1, c / norm); inf or NaN norms give NaN
+                scale = c * np.minimum(1.0 / norm, 1.0 / c) + (norm - norm)
+            scales = [unscale * float(scale)] * len(grads)
+        else:
+            scales = [unscale] * len(grads)
+        return [None if s == 1.0 else s for s in scales]
+
+    def _buf(self, like, slot):
+        """A scratch array shaped like `like`, reused across steps and variables."""
+        key = (backend.device_of(like), like.dtype, slot)
+        flat = self._pool.get(key)
+        if flat is None or flat.size < like.size:
+            with backend.device(key[0]):
+                flat = self._pool[key] = backend.xp_of(like).empty(max(like.size, 1), like.dtype)
+        return flat[:like.size].reshape(like.shape)
+
+    def _dense_grad(self, p, g, scale):
+        """(dense gradient in p's dtype, fg) after unscaling/clipping; see the class docstring for fg."""
+        xp = backend.xp_of(p)
+        c = self.clipvalue if self.clipvalue and self.clipvalue > 0 else None
+        if isinstance(g, _Rows):
+            vals = g.values
+            if scale is not None:
+                vals = vals * vals.dtype.type(scale)
+            if c is not None:
+                vals = xp.clip(vals, -c, c)
+            vals = vals.astype(p.dtype, copy=False)
+            dense = scatter_rows(self._buf(p, _G), g.indices, vals)
+            fg = None
+            if self._slice_fn is not None and has_duplicates(g.indices):
+                fvals = xp.square(vals) if self._slice_fn == "square" else xp.abs(vals)
+                fg = scatter_rows(self._buf(p, _FG), g.indices, fvals)
+            return dense, fg
+        if scale is None and c is None and g.dtype == p.dtype:
+            return g, None
+        buf = self._buf(p, _G)
+        if scale is not None:
+            xp.multiply(g, g.dtype.type(scale) if g.dtype.kind == "f" else scale, out=buf, casting="unsafe")
+            g = buf
+        if c is not None:
+            xp.clip(g, -c, c, out=buf, casting="unsafe")
+        elif g is not buf:
+            buf[...] = g
+        return buf, None
+
+    def _apply_one(self, st, g, scale, lr, step):
+        var = st.var
+        if _tape._state.tapes:
+            var._data = var._data.copy()  # an active tape may hold the old array for its backward pass
+        p = var._data
+        g, fg = self._dense_grad(p, g, scale)
+        s = {k: v._data for k, v in st.slots.items()}
+        wd = float(self.weight_decay) if self.weight_decay is not None and self._uses_decay(st) else 0.0
+        if fg is None and self._fused_update(p, g, s, lr, step, wd):
+            return
+        bufs = [self._buf(p, _SCRATCH + i) for i in range(self._scratch)]
+        if wd:
+            # Keras: variable - variable * wd * lr
+            dt = p.dtype.type
+            backend.xp_of(p).multiply(p, dt(wd) * dt(lr), out=bufs[0])
+            p -= bufs[0]
+        self._update(p, g, fg, s, lr, step, bufs)
+
+    def _fused_update(self, p, g, s, lr, step, wd) -> bool:
+        """Runs the optimizer's fused kernel when one qualifies; False sends the step to `_update`."""
+        return False
+
+    def _update(self, p, g, fg, s, lr, step, bufs):
+        raise NotImplementedError("%s must define _update" % type(self).__name__)
+
+    @staticmethod
+    def _kernels(*arrays):
+        """The kernel module for the fused path on these arrays, or None: accel.fused for CuPy arrays,
+        accel.cpu_kernels for C-contiguous float32/float64 NumPy arrays when numba is available."""
+        a0 = arrays[0]
+        if type(a0) is np.ndarray:
+            if backend.fused_mode() == "never" or a0.dtype not in _CPU_FUSED_DTYPES or not cpu_kernels.available():
+                return None
+            ok = all(type(a) is np.ndarray and a.dtype == a0.dtype and a.shape == a0.shape and a.flags.c_contiguous
+                     for a in arrays)
+            return cpu_kernels if ok else None
+        from accel import fused  # noqa: PLC0415  (CuPy arrays only)
+
+        return fused if fused.qualifies(*arrays) else None
+
+    # ---- moving average of the weights ------------------------------------------------------
+    def _update_ema(self, step):
+        for st in self._states.values():
+            p = st.var._data
+            avg = st.slots["average"]._data
+            dt = p.dtype.type
+            mom = dt(self.ema_momentum) if step > 1 else dt(0)  # the first step copies the weights
+            buf = self._buf(p, _SCRATCH)
+            avg *= mom
+            backend.xp_of(p).multiply(p, dt(1) - mom, out=buf)
+            avg += buf
+        if self.ema_overwrite_frequency and step % self.ema_overwrite_frequency == 0:
+            for st in self._states.values():
+                st.var.assign(st.slots["average"])
+
+    def finalize_variable_values(self, var_list):
+        """With use_ema: overwrites each variable with its moving average."""
+        if not self.use_ema:
+            return
+        for var in var_list:
+            st = self._states.get(var._id)
+            if st is None:
+                raise ValueError("finalize_variable_values: variable %s is unknown to optimizer %r"
+                                 % (var.name, self.name))
+            var.assign(st.slots["average"])
+
+    # ---- configuration -----------------------------------------------------------------------
+    def get_config(self) -> dict:
+        lr = self._learning_rate
+        if isinstance(lr, Variable):
+            lr = float(lr._data)
+        elif isinstance(lr, _schedules.LearningRateSchedule):
+            lr = _schedules.serialize(lr)
+        return {
+            "name": self.name, "learning_rate": lr, "weight_decay": self.weight_decay, "clipnorm": self.clipnorm,
+            "global_clipnorm": self.global_clipnorm, "clipvalue": self.clipvalue, "use_ema": self.use_ema,
+            "ema_momentum": self.ema_momentum, "ema_overwrite_frequency": self.ema_overwrite_frequency,
+            "loss_scale_factor": self.loss_scale_factor,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        if isinstance(config.get("learning_rate"), dict):
+            config["learning_rate"] = _schedules.deserialize(config["learning_rate"], custom_objects)
+        return cls(**config)
+
+    def __repr__(self):
+        return "<accel.optimizers.%s name=%r>" % (type(self).__name__, self.name)
+
+
+# ---- checks ----------------------------------------------------------------------------------
+
+def _check_variable(var, what):
+    if not isinstance(var, Variable):
+        raise TypeError("%s: expected an accel.Variable, got %s" % (what, type(var).__name__))
+    if var._data.dtype.kind != "f":
+        raise TypeError("%s: variable %s has dtype %s; only floating-point variables can be optimized"
+                        % (what, var.name, var._data.dtype))
+
+
+def _grad_array(g, var, where):
+    """g as a backend array on var's device (any real dtype; apply casts it to var's dtype)."""
+    if isinstance(g, Tensor):
+        a = g._data
+    elif backend.is_cupy_array(g) or isinstance(g, np.ndarray):
+        a = g
+    else:
+        try:
+            a = np.asarray(g)
+        except (TypeError, ValueError) as e:
+            raise TypeError("%s for variable %s is not numeric: %s" % (where, var.name, e)) from None
+    if a.dtype.kind not in "fiu":
+        raise TypeError("%s for variable %s has dtype %s; expected a real number type like the variable's %s"
+                        % (where, var.name, a.dtype, var._data.dtype))
+    dev = backend.device_of(var._data)
+    return a if backend.device_of(a) == dev else backend.to_device(a, dev)
+
+
+def _check_pairs(grads, variables):
+    """Each gradient as a backend array or _Rows (None stays None); raises before anything changes."""
+    seen = set()
+    out = []
+    for g, var in zip(grads, variables):
+        _check_variable(var, "apply_gradients")
+        if var._id in seen:
+            raise ValueError("apply_gradients: variable %s appears more than once" % var.name)
+        seen.add(var._id)
+        shape = tuple(var._data.shape)
+        if g is None:
+            out.append(None)
+        elif isinstance(g, IndexedSlices):
+            out.append(_check_rows(g, var, shape))
+        else:
+            a = _grad_array(g, var, "the gradient")
+            if tuple(a.shape) != shape:
+                raise ValueError("apply_gradients: the gradient for variable %s has shape %s, expected %s "
+                                 "(the variable's shape)" % (var.name, tuple(a.shape), shape))
+            out.append(a)
+    return out
+
+
+def _check_rows(g, var, shape):
+    vals = _grad_array(g.values, var, "the IndexedSlices values")
+    idx = _grad_array(g.indices, var, "the IndexedSlices indices")
+    if not shape:
+        raise ValueError("apply_gradients: variable %s is a scalar; an IndexedSlices gradient needs rows" % var.name)
+    if idx.dtype.kind not in "iu" or idx.ndim != 1:
+        raise ValueError("apply_gradients: the IndexedSlices indices for variable %s must be a 1-D integer "
+                         "array, got shape %s dtype %s" % (var.name, tuple(idx.shape), idx.dtype))
+    if tuple(vals.shape) != (idx.shape[0],) + shape[1:]:
+        raise ValueError("apply_gradients: the IndexedSlices values for variable %s have shape %s, expected %s "
+                         "(one row of the variable's shape %s per index)"
+                         % (var.name, tuple(vals.shape), (idx.shape[0],) + shape[1:], shape))
+    if g.dense_shape is not None:
+        ds = tuple(int(d) for d in backend.to_numpy(g.dense_shape._data))
+        if ds != shape:
+            raise ValueError("apply_gradients: the IndexedSlices gradient for variable %s has dense_shape %s, "
+                             "expected %s (the variable's shape)" % (var.name, ds, shape))
+    if idx.size:
+        xp = backend.xp_of(idx)
+        lo, hi = int(xp.min(idx)), int(xp.max(idx))
+        if lo < 0 or hi >= shape[0]:
+            raise ValueError("apply_gradients: the IndexedSlices indices for variable %s must be in [0, %d), got "
+                             "values from %d to %d" % (var.name, shape[0], lo, hi))
+    return _Rows(vals, idx)
+
+
+def _sum_squares(g) -> float:
+    """Sum of squares of a gradient (of its slices for _Rows, as tf.clip_by_norm does), in its dtype."""
+    a = g.values if isinstance(g, _Rows) else g
+    if a.dtype.kind != "f" or a.dtype.itemsize < 4:
+        a = a.astype(np.float32 if a.dtype.kind == "f" else np.float64)
+    flat = a.reshape(-1)
+    return float(backend.xp_of(flat).vdot(flat, flat))
+
+
+def _no_gradients_message(variables):
+    return ("No gradients provided for any variable: %s. Every gradient is None, so nothing was updated. Usual "
+            "causes: the loss was computed outside the GradientTape (or before it started); the variables are "
+            "not used to compute the loss; the computation went through NumPy (.numpy(), np.* functions), which "
+            "the tape cannot follow; or the variables were created with trainable=False, so the tape did not "
+            "watch them." % ([v.name for v in variables],))
