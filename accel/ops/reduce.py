@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from accel.errors import InvalidArgumentError
-from accel.ops.core import Op, REGISTRY, apply, convert, cut
+from accel.ops.core import Op, REGISTRY, apply, as_array, convert, cut
 from accel.tensor import Tensor
 
 
@@ -199,7 +199,8 @@ def _arg_extreme(name, fn):
         from accel import backend  # noqa: PLC0415
 
         xp = backend.xp_of(x._data)
-        out = Tensor(getattr(xp, fn)(x._data, axis=a if x._data.ndim else None).astype(as_dtype(output_type).dtype))
+        res = getattr(xp, fn)(x._data, axis=a if x._data.ndim else None)
+        out = Tensor(as_array(res).astype(as_dtype(output_type).dtype))
         return cut(name_, (x,), out)
 
     name_ = name

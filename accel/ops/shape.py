@@ -372,7 +372,7 @@ def gather_nd(params, indices, batch_dims=0, name=None):
     xp = backend.xp_of(i._data)
     flat_idx = (i._data * xp.asarray(np.array(strides, dtype=i._data.dtype))).sum(axis=-1)
     flat = reshape(p, (int(np.prod(lead)),) + tuple(p._data.shape[k:]))
-    return gather(flat, Tensor(flat_idx))
+    return gather(flat, Tensor(xp.asarray(flat_idx)))
 
 
 def boolean_mask(tensor, mask, axis=None, name=None):
