@@ -509,12 +509,14 @@ def _backward(tape, nodes, flat_targets, flat_sources, flat_og):
         rules = op.rules
         if attrs is None:
             attrs = empty
+        # the fused path serves only a backward pass that nothing records (see accel/ops/fusion.py)
+        fused = op.fused(xp, g, out, *vals, **attrs) if op.fused is not None and not tensor_mode else None
         for k in range(len(in_ids)):
             iid = in_ids[k]
             rule = rules[k] if k < len(rules) else None
             if rule is None or iid not in reach:
                 continue
-            gi = rule(F, g, out, *vals, **attrs)
+            gi = fused[k] if fused is not None else rule(F, g, out, *vals, **attrs)
             if gi is None:
                 continue
             if core._numerics_check is not None:

@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from accel.errors import InvalidArgumentError
+from accel.ops import fusion
 from accel.ops.core import Op, REGISTRY, apply, convert, convert_pair, cut, erf_array
 from accel.tensor import Tensor
 
@@ -161,6 +162,7 @@ acos = unary("acos", lambda xp, x: xp.arccos(x), lambda F, g, out, x: -g / F.sqr
 atan = unary("atan", lambda xp, x: xp.arctan(x), lambda F, g, out, x: g / (1 + x * x))
 tanh = unary("tanh", lambda xp, x: xp.tanh(x), lambda F, g, out, x: g * (1 - out * out),
              save_inputs=False, save_out=True)
+tanh.op.fused = fusion.activation("tanh", "out")
 
 
 def _sigmoid_fwd(xp, x):
@@ -171,6 +173,7 @@ def _sigmoid_fwd(xp, x):
 
 sigmoid = unary("sigmoid", _sigmoid_fwd, lambda F, g, out, x: g * out * (1 - out),
                 save_inputs=False, save_out=True)
+sigmoid.op.fused = fusion.activation("sigmoid", "out")
 
 
 def _softplus_fwd(xp, x):
@@ -178,6 +181,7 @@ def _softplus_fwd(xp, x):
 
 
 softplus = unary("softplus", _softplus_fwd, lambda F, g, out, x: g * sigmoid_of(F, x))
+softplus.op.fused = fusion.activation("softplus", "x")
 
 
 def sigmoid_of(F, x):

@@ -8,6 +8,7 @@ import numpy as np
 
 from accel import backend
 from accel.errors import InvalidArgumentError
+from accel.ops import fusion
 from accel.ops.core import Op, REGISTRY, apply, convert, convert_pair, erf_array
 from accel.ops.elementwise import _check_float, _sigmoid_fwd, sigmoid_of, unary
 from accel.ops.reduce import normalize_axis, reduce_mean, reduce_sum
@@ -18,6 +19,8 @@ relu = unary("relu", lambda xp, x: xp.maximum(x, 0), lambda F, g, out, x: F.wher
              save_inputs=False, save_out=True, float_only=False)
 relu6 = unary("relu6", lambda xp, x: xp.minimum(xp.maximum(x, 0), 6),
               lambda F, g, out, x: F.where((x > 0) & (x < 6), g, 0))
+relu.op.fused = fusion.activation("relu", "out")  # relu'(x) > 0 exactly where out > 0
+relu6.op.fused = fusion.activation("relu6", "x")
 
 _SELU_ALPHA = 1.6732632423543772848170429916717
 _SELU_SCALE = 1.0507009873554804934193349852946
@@ -29,13 +32,16 @@ def _elu_fwd(xp, x, alpha=1.0):
 
 _elu = unary("elu", _elu_fwd, lambda F, g, out, x: F.where(x > 0, g, g * (out + 1)), save_out=True)
 elu = _elu
+elu.op.fused = fusion.activation("elu", "out")
 selu = unary("selu", lambda xp, x: _SELU_SCALE * _elu_fwd(xp, x, _SELU_ALPHA),
              lambda F, g, out, x: F.where(x > 0, g * _SELU_SCALE, g * (out + _SELU_SCALE * _SELU_ALPHA)),
              save_out=True)
+selu.op.fused = fusion.activation("selu", "out")
 
 
 _leaky = Op("leaky_relu", lambda xp, x, alpha: xp.where(x > 0, x, x * alpha))
 _leaky.defvjp(lambda F, g, out, x, alpha: F.where(x > 0, g, g * alpha))
+_leaky.fused = fusion.activation("leaky_relu", "x", alpha_attr="alpha")
 REGISTRY["leaky_relu"] = _leaky
 
 
@@ -55,6 +61,7 @@ def _silu_rule(F, g, out, x):
 
 
 silu = unary("silu", _silu_fwd, _silu_rule)
+silu.op.fused = fusion.activation("silu", "x")
 
 
 def swish(features, beta=1.0, name=None):
@@ -88,6 +95,10 @@ def _gelu_rule(F, g, out, x, approximate):
 
 _gelu = Op("gelu", _gelu_fwd)
 _gelu.defvjp(_gelu_rule)
+_gelu_exact_hook = fusion.activation("gelu", "x")
+_gelu_tanh_hook = fusion.activation("gelu_tanh", "x")
+_gelu.fused = lambda xp, g, out, x, approximate: (_gelu_tanh_hook if approximate else _gelu_exact_hook)(
+    xp, g, out, x)
 REGISTRY["gelu"] = _gelu
 
 
@@ -198,6 +209,7 @@ def _sparse_xent_rule(F, g, out, labels, logits):
 
 _sparse_xent = Op("sparse_softmax_cross_entropy_with_logits", _sparse_xent_fwd)
 _sparse_xent.defvjp(None, _sparse_xent_rule)
+_sparse_xent.fused = fusion.sparse_softmax_xent
 REGISTRY["sparse_softmax_cross_entropy_with_logits"] = _sparse_xent
 
 
@@ -267,6 +279,7 @@ _bias_add = Op("bias_add", lambda xp, x, b, axis: x + (b if axis == x.ndim - 1 e
                                                        b.reshape((-1,) + (1,) * (x.ndim - 1 - axis))),
                save_inputs=False)
 _bias_add.defvjp(lambda F, g, out, x, b, axis: g, _bias_add_rule_b)
+_bias_add.fused = fusion.bias_add
 REGISTRY["bias_add"] = _bias_add
 
 

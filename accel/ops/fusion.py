@@ -1,0 +1,75 @@
+"""The fused path of a gradient rule: one kernel instead of several array passes.
+
+An op's `fused` hook runs in place of its rules when nothing records the backward pass
+(an outer tape needs the differentiable rules) and the inputs qualify: CuPy arrays go to
+the CUDA kernels (accel.fused), large NumPy arrays to the CPU twins (accel.cpu_kernels).
+The hook returns one cotangent per input, or None to let the generic rules run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from accel import backend
+
+# Below this many elements the generic NumPy rule wins on the CPU: a numba call costs
+# about 1-2 µs, more than a small array pass (bench/bench_kernels.py).
+CPU_MIN_SIZE = 1 << 15
+
+
+def _cpu_ok(*arrays):
+    from accel import cpu_kernels  # noqa: PLC0415
+
+    mode = backend.fused_mode()
+    if mode == "never" or not cpu_kernels.available():
+        return False
+    a0 = arrays[0]
+    if mode == "auto" and a0.size < CPU_MIN_SIZE:
+        return False
+    return all(type(a) is np.ndarray and a.shape == a0.shape and a.dtype == a0.dtype and a.flags.c_contiguous
+               and a.dtype in (np.float32, np.float64) for a in arrays)
+
+
+def activation(kernel, saved, alpha_attr=None):
+    """Hook for a one-input activation whose backward kernel reads `saved` ("x" or "out")."""
+
+    def hook(xp, g, out, x, **attrs):
+        s = out if saved == "out" else x
+        if s is None:
+            return None
+        alpha = attrs.get(alpha_attr) if alpha_attr else None
+        if type(g) is np.ndarray:
+            if not _cpu_ok(g, s):
+                return None
+            from accel import cpu_kernels  # noqa: PLC0415
+
+            return (cpu_kernels.activation_bwd(kernel, g, s, alpha),)
+        from accel import fused  # noqa: PLC0415
+
+        if not fused.qualifies(g, s):
+            return None
+        return (fused.activation_bwd(kernel, g, s, alpha),)
+
+    return hook
+
+
+def sparse_softmax_xent(xp, g, out, labels, logits):
+    """d logits of sparse softmax cross-entropy, fused with the row softmax (GPU only)."""
+    if type(logits) is np.ndarray or logits.ndim != 2:
+        return None
+    from accel import fused  # noqa: PLC0415
+
+    if not fused.qualifies(logits) or not g.flags.c_contiguous or not labels.flags.c_contiguous:
+        return None
+    return (None, fused.softmax_xent_bwd(logits, labels, g, sparse=True))
+
+
+def bias_add(xp, g, out, x, b, axis):
+    """d bias of bias_add as one column-reduction kernel (GPU, bias on the last axis)."""
+    if type(g) is np.ndarray or axis != g.ndim - 1:
+        return None
+    from accel import fused  # noqa: PLC0415
+
+    if not fused.qualifies(g):
+        return None
+    return (g, fused.bias_add_bwd(g.reshape(-1, g.shape[-1])))

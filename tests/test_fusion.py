@@ -1,0 +1,77 @@
+"""The fused backward path (CPU twins here, CUDA kernels on a GPU) equals the generic rules,
+runs when allowed, and steps aside when an outer tape records the backward pass."""
+
+import numpy as np
+import pytest
+
+import accel as tf
+from accel import backend, cpu_kernels
+
+pytestmark = pytest.mark.skipif(not cpu_kernels.available(), reason="numba is not installed")
+
+ACTIVATIONS = [
+    ("relu", tf.nn.relu), ("relu6", tf.nn.relu6), ("leaky_relu", lambda x: tf.nn.leaky_relu(x, 0.1)),
+    ("elu", tf.nn.elu), ("selu", tf.nn.selu), ("gelu", tf.nn.gelu),
+    ("gelu_tanh", lambda x: tf.nn.gelu(x, approximate=True)), ("silu", tf.nn.silu),
+    ("sigmoid", tf.sigmoid), ("tanh", tf.tanh), ("softplus", tf.nn.softplus),
+]
+
+
+def _grad(fn, x, og):
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        y = fn(xt)
+    return tape.gradient(y, xt, output_gradients=tf.constant(og)).numpy()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kernel, fn", ACTIVATIONS, ids=[a[0] for a in ACTIVATIONS])
+def test_fused_equals_generic_and_runs(kernel, fn, dtype, monkeypatch):
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal(1001) * 3).astype(dtype)
+    og = rng.standard_normal(1001).astype(dtype)
+    calls = []
+    real = cpu_kernels.activation_bwd
+    monkeypatch.setattr(cpu_kernels, "activation_bwd", lambda name, *a, **k: calls.append(name) or real(name, *a, **k))
+    with backend.fused("never"):
+        generic = _grad(fn, x, og)
+    assert calls == []
+    with backend.fused("always"):
+        fused = _grad(fn, x, og)
+    assert calls == [kernel]
+    tol = 2e-6 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(fused, generic, rtol=tol * 10, atol=tol)
+
+
+def test_auto_mode_uses_the_twin_only_for_large_arrays(monkeypatch):
+    from accel.ops import fusion
+
+    calls = []
+    real = cpu_kernels.activation_bwd
+    monkeypatch.setattr(cpu_kernels, "activation_bwd", lambda name, *a, **k: calls.append(name) or real(name, *a, **k))
+    with backend.fused("auto"):
+        _grad(tf.tanh, np.ones(16, np.float32), np.ones(16, np.float32))
+        assert calls == []
+        n = fusion.CPU_MIN_SIZE
+        _grad(tf.tanh, np.ones(n, np.float32), np.ones(n, np.float32))
+        assert calls == ["tanh"]
+
+
+def test_fused_path_steps_aside_for_higher_order(monkeypatch):
+    calls = []
+    real = cpu_kernels.activation_bwd
+    monkeypatch.setattr(cpu_kernels, "activation_bwd", lambda name, *a, **k: calls.append(name) or real(name, *a, **k))
+    x = tf.constant(np.linspace(-2, 2, 64))
+    with backend.fused("always"):
+        with tf.GradientTape() as outer:
+            outer.watch(x)
+            with tf.GradientTape() as inner:
+                inner.watch(x)
+                y = tf.reduce_sum(tf.tanh(x))
+            g = inner.gradient(y, x)
+        h = outer.gradient(g, x).numpy()
+    t = np.tanh(np.linspace(-2, 2, 64))
+    np.testing.assert_allclose(h, -2 * t * (1 - t * t), rtol=1e-10)
+    # the inner backward is recorded, so it used the differentiable rule; only the outer one was fused
+    assert calls == ["tanh"]
