@@ -167,20 +167,27 @@ def convert_pair(x, y, opname):
 _SCALAR_CACHE = {}  # (type, value, dtype) -> 0-d array; safe to share, tensors never mutate
 
 
+def scalar_like(value, t, opname):
+    """A Python float or int as a tensor of host Tensor t's dtype (cached 0-d arrays)."""
+    dt = t._data.dtype
+    tv = type(value)
+    key = (tv, value, dt)
+    arr = _SCALAR_CACHE.get(key)
+    if arr is None:
+        if tv is float and dt.kind in "iub" and not value.is_integer():
+            raise TypeError("%s: cannot convert %r to a tensor of dtype %s" % (opname, value, dt))
+        arr = np.asarray(value, dtype=dt)
+        if len(_SCALAR_CACHE) < 4096:
+            _SCALAR_CACHE[key] = arr
+    return Tensor(arr)
+
+
 def _like(value, t, opname):
     """Converts a Python/NumPy operand to Tensor t's dtype and device."""
     dt = t._data.dtype
     tv = type(value)
     if (tv is float or tv is int) and type(t._data) is np.ndarray:
-        key = (tv, value, dt)
-        arr = _SCALAR_CACHE.get(key)
-        if arr is None:
-            if tv is float and dt.kind in "iub" and not value.is_integer():
-                raise TypeError("%s: cannot convert %r to a tensor of dtype %s" % (opname, value, dt))
-            arr = np.asarray(value, dtype=dt)
-            if len(_SCALAR_CACHE) < 4096:
-                _SCALAR_CACHE[key] = arr
-        return Tensor(arr)
+        return scalar_like(value, t, opname)
     if isinstance(value, float) and dt.kind in "iub" and not float(value).is_integer():
         raise TypeError("%s: cannot convert %r to a tensor of dtype %s" % (opname, value, dt))
     if isinstance(value, (list, tuple)) or type(value) is np.ndarray or isinstance(value, np.generic):

@@ -12,7 +12,7 @@ import numpy as np
 
 from accel.errors import InvalidArgumentError
 from accel.ops import fusion
-from accel.ops.core import Op, REGISTRY, apply, convert, convert_pair, cut, erf_array
+from accel.ops.core import Op, REGISTRY, apply, convert, convert_pair, cut, erf_array, scalar_like
 from accel.tensor import Tensor
 
 
@@ -49,7 +49,11 @@ def binary(name, forward, rule_x=None, rule_y=None, save_inputs=True, save_out=F
     REGISTRY[name] = op
 
     def fn(x, y, name=None):
-        x, y = convert_pair(x, y, op.name)
+        # fast path: a tensor with a Python scalar (the commonest case in user code)
+        if type(x) is Tensor and (type(y) is float or type(y) is int) and type(x._data) is np.ndarray:
+            y = scalar_like(y, x, op.name)
+        else:
+            x, y = convert_pair(x, y, op.name)
         if float_only and x._data.dtype.kind != "f":
             _check_float(op.name, x)
         return apply(op, (x, y))

@@ -17,14 +17,23 @@ from accel import backend
 CPU_MIN_SIZE = 1 << 15
 
 
-def _cpu_ok(*arrays):
-    from accel import cpu_kernels  # noqa: PLC0415
+_twins = None  # accel.cpu_kernels once numba is known to load, else False
 
+
+def _cpu_twins():
+    global _twins
+    if _twins is None:
+        from accel import cpu_kernels  # noqa: PLC0415
+
+        _twins = cpu_kernels if cpu_kernels.available() else False
+    return _twins
+
+
+def _cpu_ok(*arrays):
+    """Cheapest checks first: this runs on every hooked op of every backward pass."""
     mode = backend.fused_mode()
-    if mode == "never" or not cpu_kernels.available():
-        return False
     a0 = arrays[0]
-    if mode == "auto" and a0.size < CPU_MIN_SIZE:
+    if mode == "never" or (mode == "auto" and a0.size < CPU_MIN_SIZE) or not _cpu_twins():
         return False
     return all(type(a) is np.ndarray and a.shape == a0.shape and a.dtype == a0.dtype and a.flags.c_contiguous
                and a.dtype in (np.float32, np.float64) for a in arrays)
@@ -41,9 +50,7 @@ def activation(kernel, saved, alpha_attr=None):
         if type(g) is np.ndarray:
             if not _cpu_ok(g, s):
                 return None
-            from accel import cpu_kernels  # noqa: PLC0415
-
-            return (cpu_kernels.activation_bwd(kernel, g, s, alpha),)
+            return (_twins.activation_bwd(kernel, g, s, alpha),)
         from accel import fused  # noqa: PLC0415
 
         if not fused.qualifies(g, s):
