@@ -54,3 +54,14 @@ def is_tensor(x):
     return isinstance(x, Tensor)
 
 from accel import debugging  # noqa: E402, F401
+
+_LAZY = ("keras", "layers", "losses", "metrics", "optimizers", "profiler", "demo")
+
+
+def __getattr__(name):
+    """The training stack and the profiler import on first use, keeping `import accel` light."""
+    if name in _LAZY:
+        import importlib  # noqa: PLC0415
+
+        return importlib.import_module("accel." + name)
+    raise AttributeError("module 'accel' has no attribute %r" % name)

@@ -509,8 +509,12 @@ def _backward(tape, nodes, flat_targets, flat_sources, flat_og):
         rules = op.rules
         if attrs is None:
             attrs = empty
+        if core._profile is not None:
+            core._profile.label = op.name + " (backward)"
         # the fused path serves only a backward pass that nothing records (see accel/ops/fusion.py)
         fused = op.fused(xp, g, out, *vals, **attrs) if op.fused is not None and not tensor_mode else None
+        if core._profile is not None and not tensor_mode and fused is None:
+            g, vals, out = _counted_views(g, vals, out)
         for k in range(len(in_ids)):
             iid = in_ids[k]
             rule = rules[k] if k < len(rules) else None
@@ -529,20 +533,34 @@ def _backward(tape, nodes, flat_targets, flat_sources, flat_og):
                 gi = sum_to_array(gi, shape)
             prev = cot.get(iid)
             cot[iid] = gi if prev is None else prev + gi
+    if core._profile is not None:
+        core._profile.label = "other"
     result = []
     for s in flat_sources:
         if s._id in src_ids:
             g = cot.get(s._id)
             if g is not None and not tensor_mode:
-                g = Tensor(core.as_array(g))
+                g = Tensor(core.as_array(g if core._profile is None else _plain_view(g)))
             result.append(g)
         else:
             result.append(None)
     return result
 
 
-def _add(a, b):
-    return a + b
+def _counted_views(g, vals, out):
+    from accel import profiler  # noqa: PLC0415
+
+    c = profiler.counted
+    g = [c(x) for x in g] if isinstance(g, list) else c(g)
+    vals = [c(v) for v in vals]
+    out = tuple(c(o) for o in out) if isinstance(out, tuple) else c(out)
+    return g, vals, out
+
+
+def _plain_view(a):
+    from accel import profiler  # noqa: PLC0415
+
+    return profiler.plain(a)
 
 
 def sum_to_array(g, shape):

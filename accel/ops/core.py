@@ -21,6 +21,14 @@ _note_cut = None  # accel.tape.note_cut
 _numerics_check = None  # set by accel.debugging.enable_check_numerics
 
 
+_profile = None  # the active accel.profiler.Profile, or None
+
+
+def set_profiler(prof):
+    global _profile
+    _profile = prof
+
+
 def set_numerics_check(hook):
     global _numerics_check
     _numerics_check = hook
@@ -108,6 +116,11 @@ def apply(op: Op, inputs, attrs=None):
     else:
         datas = [t._data for t in inputs]
         xp = _xp_of_datas(datas, op.name)
+    if _profile is not None:
+        from accel import profiler  # noqa: PLC0415
+
+        datas = [profiler.counted(d) for d in datas]
+        _profile.label = op.name
     try:
         res = op.forward(xp, *datas, **attrs) if attrs else op.forward(xp, *datas)
     except (ValueError, TypeError, IndexError) as e:
@@ -115,6 +128,10 @@ def apply(op: Op, inputs, attrs=None):
             raise
         raise InvalidArgumentError(None, None, "%s: %s (inputs: %s)" % (
             op.name, e, ", ".join("%s %s" % (d.dtype, tuple(d.shape)) for d in datas))) from None
+    if _profile is not None:
+        from accel import profiler  # noqa: PLC0415
+
+        res = profiler.plain(res) if not op.multi_out else [profiler.plain(r) for r in res]
     if op.multi_out:
         out = tuple(Tensor(as_array(r)) for r in res)
     else:
