@@ -76,8 +76,25 @@ def linear(x):
     return x
 
 
-_BY_NAME = {f.__name__: f for f in (relu, relu6, leaky_relu, elu, selu, gelu, silu, sigmoid, tanh, softplus,
-                                     softmax, log_softmax, exponential, linear)}
+_BY_NAME = {
+    f.__name__: f
+    for f in (
+        relu,
+        relu6,
+        leaky_relu,
+        elu,
+        selu,
+        gelu,
+        silu,
+        sigmoid,
+        tanh,
+        softplus,
+        softmax,
+        log_softmax,
+        exponential,
+        linear,
+    )
+}
 _BY_NAME["swish"] = swish
 
 
@@ -89,9 +106,9 @@ def get(identifier):
         try:
             return _BY_NAME[identifier]
         except KeyError:
-            raise ValueError("Unknown activation %r; known names: %s"
-                             % (identifier, ", ".join(sorted(_BY_NAME)))) from None
+            raise ValueError(
+                "Unknown activation %r; known names: %s" % (identifier, ", ".join(sorted(_BY_NAME)))
+            ) from None
     if callable(identifier):
         return identifier
     raise ValueError("Could not interpret activation %r: expected a name, a callable or None" % (identifier,))
-

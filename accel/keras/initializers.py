@@ -61,7 +61,9 @@ class RandomUniform(Initializer):
         self.minval, self.maxval, self.seed = minval, maxval, seed
 
     def __call__(self, shape, dtype=None):
-        return accel.random.uniform(_shape(shape), self.minval, self.maxval, dtype=_dtype(dtype), seed=self.seed)
+        return accel.random.uniform(
+            _shape(shape), self.minval, self.maxval, dtype=_dtype(dtype), seed=self.seed
+        )
 
 
 class TruncatedNormal(Initializer):
@@ -71,8 +73,9 @@ class TruncatedNormal(Initializer):
         self.mean, self.stddev, self.seed = mean, stddev, seed
 
     def __call__(self, shape, dtype=None):
-        return accel.random.truncated_normal(_shape(shape), self.mean, self.stddev, dtype=_dtype(dtype),
-                                             seed=self.seed)
+        return accel.random.truncated_normal(
+            _shape(shape), self.mean, self.stddev, dtype=_dtype(dtype), seed=self.seed
+        )
 
 
 def compute_fans(shape):
@@ -93,8 +96,10 @@ class VarianceScaling(Initializer):
         if mode not in ("fan_in", "fan_out", "fan_avg"):
             raise ValueError("VarianceScaling: mode must be fan_in, fan_out or fan_avg, got %r" % (mode,))
         if distribution not in ("truncated_normal", "untruncated_normal", "uniform"):
-            raise ValueError("VarianceScaling: distribution must be truncated_normal, untruncated_normal or "
-                             "uniform, got %r" % (distribution,))
+            raise ValueError(
+                "VarianceScaling: distribution must be truncated_normal, untruncated_normal or "
+                "uniform, got %r" % (distribution,)
+            )
         self.scale, self.mode, self.distribution, self.seed = scale, mode, distribution, seed
 
     def __call__(self, shape, dtype=None):
@@ -142,8 +147,21 @@ class LecunUniform(VarianceScaling):
         super().__init__(1.0, "fan_in", "uniform", seed)
 
 
-_CLASSES = (Zeros, Ones, Constant, RandomNormal, RandomUniform, TruncatedNormal, VarianceScaling, GlorotUniform,
-            GlorotNormal, HeNormal, HeUniform, LecunNormal, LecunUniform)
+_CLASSES = (
+    Zeros,
+    Ones,
+    Constant,
+    RandomNormal,
+    RandomUniform,
+    TruncatedNormal,
+    VarianceScaling,
+    GlorotUniform,
+    GlorotNormal,
+    HeNormal,
+    HeUniform,
+    LecunNormal,
+    LecunUniform,
+)
 
 
 def _snake(name):
@@ -156,18 +174,20 @@ _BY_NAME.update({"zero": Zeros, "one": Ones, "normal": RandomNormal, "uniform": 
 
 
 def get(identifier):
-    """An initializer from a name ('glorot_uniform' or 'GlorotUniform'), a class, an instance or a callable."""
+    """An initializer from a name ('glorot_uniform', 'GlorotUniform'), a class, an instance or a callable."""
     if identifier is None:
         return None
     if isinstance(identifier, str):
         try:
             return _BY_NAME[identifier]()
         except KeyError:
-            raise ValueError("Unknown initializer %r; known names: %s"
-                             % (identifier, ", ".join(sorted(_BY_NAME)))) from None
+            raise ValueError(
+                "Unknown initializer %r; known names: %s" % (identifier, ", ".join(sorted(_BY_NAME)))
+            ) from None
     if isinstance(identifier, type) and issubclass(identifier, Initializer):
         return identifier()
     if callable(identifier):
         return identifier
-    raise ValueError("Could not interpret initializer %r: expected a name, an Initializer or a callable"
-                     % (identifier,))
+    raise ValueError(
+        "Could not interpret initializer %r: expected a name, an Initializer or a callable" % (identifier,)
+    )

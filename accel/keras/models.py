@@ -42,8 +42,10 @@ class Model(Trainer, Layer):
 
     def __init__(self, *args, **kwargs):
         if args or "inputs" in kwargs or "outputs" in kwargs:
-            raise NotImplementedError("accel has no functional Model(inputs, outputs); use Sequential or "
-                                      "subclass Model and write call()")
+            raise NotImplementedError(
+                "accel has no functional Model(inputs, outputs); use Sequential or "
+                "subclass Model and write call()"
+            )
         # as Keras 3: the Trainer mixin sets up its own state, then the layer's
         Trainer.__init__(self)
         Layer.__init__(self, **kwargs)
@@ -64,8 +66,10 @@ class Model(Trainer, Layer):
         for layer in self.layers:
             if layer.name == name:
                 return layer
-        raise ValueError("%s has no layer named %r; its layers are %s"
-                         % (self.name, name, [layer.name for layer in self.layers]))
+        raise ValueError(
+            "%s has no layer named %r; its layers are %s"
+            % (self.name, name, [layer.name for layer in self.layers])
+        )
 
     def save_weights(self, filepath):
         saving.save_weights(self, filepath)
@@ -76,37 +80,44 @@ class Model(Trainer, Layer):
     def summary(self, line_length=None, print_fn=None):
         """Prints each direct layer's output shape and parameter count, then the totals."""
         if not self.built:
-            raise ValueError("Model %s has not been built yet: call it on a batch of data, or build() it with an "
-                             "input shape, before summary()" % self.name)
-        width = line_length or 65
-        cols = (int(width * 0.45), int(width * 0.8))
+            raise ValueError(
+                "Model %s has not been built yet: call it on a batch of data, or build() it with an "
+                "input shape, before summary()" % self.name
+            )
         print_fn = print_fn or print
-
-        def row(fields):
-            line = ""
-            for field, stop in zip(fields, cols + (width,)):
-                line = (line + str(field))[:stop - 1].ljust(stop)
-            return line.rstrip()
 
         def shape(layer):
             s = layer._last_output_shape
-            if s is None:
-                return "?"
             if isinstance(s, tuple):
                 return str((None,) + s[1:]) if s else "()"
-            return str(s)
+            return "?" if s is None else str(s)
 
         def params(weights):
             n = sum(int(np.prod(v.shape)) for v in weights)
             return "%s (%s)" % (format(n, ","), _readable_size(sum(v.numpy().nbytes for v in weights)))
 
+        rows = [
+            (
+                "%s (%s)" % (layer.name, type(layer).__name__),
+                shape(layer),
+                format(layer.count_params(), ",") if layer.built else "0 (unbuilt)",
+            )
+            for layer in self.layers
+        ]
+        header = ("Layer (type)", "Output Shape", "Param #")
+        widths = [max(len(r[i]) for r in rows + [header]) + 3 for i in range(2)]
+        widths[0] = max(widths[0], (line_length or 65) - widths[1] - 12)
+        width = sum(widths) + 12
+
+        def line(fields):
+            return (fields[0].ljust(widths[0]) + fields[1].ljust(widths[1]) + fields[2]).rstrip()
+
         print_fn('Model: "%s"' % self.name)
         print_fn("_" * width)
-        print_fn(row(["Layer (type)", "Output Shape", "Param #"]))
+        print_fn(line(header))
         print_fn("=" * width)
-        for layer in self.layers:
-            count = format(layer.count_params(), ",") if layer.built else "0 (unbuilt)"
-            print_fn(row(["%s (%s)" % (layer.name, type(layer).__name__), shape(layer), count]))
+        for r in rows:
+            print_fn(line(r))
         print_fn("=" * width)
         print_fn("Total params: " + params(self.weights))
         print_fn("Trainable params: " + params(self.trainable_weights))
@@ -157,8 +168,8 @@ class Sequential(Model):
             self.build(self._input.shape)
 
     def _children(self):
-        # layers are named by class within the model ('dense', 'dense_1'), so weight paths do not depend on the
-        # process-wide layer names
+        # layers are named by class within the model ('dense', 'dense_1'), so weight paths do not depend
+        # on the process-wide layer names
         counts = {}
         for layer in self._layers:
             base = to_snake_case(type(layer).__name__)

@@ -27,10 +27,11 @@ def weight_paths(layer):
 
 
 def save_weights(layer, filepath):
-    """Writes every weight of `layer` to `filepath` (exactly that name), replacing any file there atomically."""
+    """Writes every weight of `layer` to `filepath` (that exact name), atomically replacing any file there."""
     if not layer.built:
-        raise ValueError("save_weights: %s is not built yet, so it has no weights; call it on data first"
-                         % layer.name)
+        raise ValueError(
+            "save_weights: %s is not built yet, so it has no weights; call it on data first" % layer.name
+        )
     arrays = {path: np.ascontiguousarray(v.numpy()) for path, v in weight_paths(layer).items()}
     _write_atomic(os.path.abspath(os.fspath(filepath)), arrays)
 
@@ -89,8 +90,10 @@ def load_weights(layer, filepath):
     for key in sorted(expected.keys() & arrays.keys()):
         v, a = expected[key], arrays[key]
         if tuple(a.shape) != tuple(v.shape) or a.dtype != v.dtype.dtype:
-            mismatched.append("%s: file has %s %s, model has %s %s"
-                              % (key, a.dtype, tuple(a.shape), v.dtype.name, tuple(v.shape)))
+            mismatched.append(
+                "%s: file has %s %s, model has %s %s"
+                % (key, a.dtype, tuple(a.shape), v.dtype.name, tuple(v.shape))
+            )
     if missing or extra or mismatched:
         lines = ["load_weights: %s does not match %s; no weight was changed." % (path, layer.name)]
         if missing:

@@ -39,8 +39,10 @@ _context = _CallContext()
 
 # Keras arguments accel accepts only as None: it has no regularizers, and constraints only through add_weight
 _UNSUPPORTED_KWARGS = frozenset(
-    "%s_%s" % (w, kind) for w in ("kernel", "bias", "embeddings", "beta", "gamma", "activity")
-    for kind in ("regularizer", "constraint")) - {"activity_constraint"}
+    "%s_%s" % (w, kind)
+    for w in ("kernel", "bias", "embeddings", "beta", "gamma", "activity")
+    for kind in ("regularizer", "constraint")
+) - {"activity_constraint"}
 
 
 @functools.lru_cache(maxsize=None)
@@ -124,8 +126,11 @@ class Layer:
     def build(self, input_shape=None):
         """Creates the weights. This default builds nested layers by calling the layer once on zeros of
         `input_shape` (an unknown batch size becomes 1)."""
-        if type(self).build is Layer.build and input_shape is not None and any(
-                not layer.built for _, layer in self._iter_layers() if layer is not self):
+        if (
+            type(self).build is Layer.build
+            and input_shape is not None
+            and any(not layer.built for _, layer in self._iter_layers() if layer is not self)
+        ):
             self(self._zeros(input_shape), training=False)
         self.built = True
 
@@ -173,8 +178,17 @@ class Layer:
         return x
 
     # --- weights ----------------------------------------------------------------------------
-    def add_weight(self, *args, shape=None, initializer=None, dtype=None, trainable=True, name=None,
-                   constraint=None, regularizer=None):
+    def add_weight(
+        self,
+        *args,
+        shape=None,
+        initializer=None,
+        dtype=None,
+        trainable=True,
+        name=None,
+        constraint=None,
+        regularizer=None,
+    ):
         """A new Variable owned by this layer.
 
         Positional arguments follow Keras 3, `(shape, initializer, dtype, trainable)`, or Keras 2 when the
@@ -182,11 +196,14 @@ class Layer:
         """
         if args:
             keras2 = isinstance(args[0], str)
-            order = ("name", "shape", "dtype", "initializer", "trainable") if keras2 else (
-                "shape", "initializer", "dtype", "trainable")
+            order = (
+                ("name", "shape", "dtype", "initializer", "trainable")
+                if keras2
+                else ("shape", "initializer", "dtype", "trainable")
+            )
             if len(args) > len(order):
                 raise TypeError("add_weight takes at most %d positional arguments" % len(order))
-            given = dict(zip(order, args))
+            given = dict(zip(order[: len(args)], args, strict=True))
             name = given.get("name", name)
             shape = given.get("shape", shape)
             initializer = given.get("initializer", initializer)
@@ -201,8 +218,13 @@ class Layer:
         name = name or "variable_%d" % len(self._own_weights)
         value = initializers.get(initializer)(shape, dtype=dt)
         frozen = bool(trainable) and not self._trainable
-        var = accel.Variable(value, trainable=bool(trainable) and not frozen, name="%s/%s" % (self.name, name),
-                             dtype=dt, constraint=constraint)
+        var = accel.Variable(
+            value,
+            trainable=bool(trainable) and not frozen,
+            name="%s/%s" % (self.name, name),
+            dtype=dt,
+            constraint=constraint,
+        )
         self._own_weights.append((name, var))
         if frozen:
             self._frozen.append(var)
@@ -299,20 +321,27 @@ class Layer:
         variables = self.weights
         weights = list(weights)
         if len(weights) != len(variables):
-            raise ValueError("set_weights: layer %s has %d weights, but %d values were given"
-                             % (self.name, len(variables), len(weights)))
+            raise ValueError(
+                "set_weights: layer %s has %d weights, but %d values were given"
+                % (self.name, len(variables), len(weights))
+            )
         values, problems = [], []
-        for i, (v, w) in enumerate(zip(variables, weights)):
+        for i, (v, w) in enumerate(zip(variables, weights, strict=True)):
             a = np.asarray(w.numpy() if isinstance(w, accel.Tensor) else w)
             target = v.dtype.dtype
             if tuple(a.shape) != tuple(v.shape):
-                problems.append("weight %d (%s): expected shape %s, got %s" % (i, v.name, tuple(v.shape), a.shape))
+                problems.append(
+                    "weight %d (%s): expected shape %s, got %s" % (i, v.name, tuple(v.shape), a.shape)
+                )
             elif a.dtype.kind not in "biuf" or not np.can_cast(a.dtype, target, "same_kind"):
-                problems.append("weight %d (%s): cannot use a %s value for a %s weight"
-                                % (i, v.name, a.dtype, target))
+                problems.append(
+                    "weight %d (%s): cannot use a %s value for a %s weight" % (i, v.name, a.dtype, target)
+                )
             else:
                 values.append(a.astype(target, copy=False))
         if problems:
-            raise ValueError("set_weights on layer %s changed nothing:\n  %s" % (self.name, "\n  ".join(problems)))
-        for v, a in zip(variables, values):
+            raise ValueError(
+                "set_weights on layer %s changed nothing:\n  %s" % (self.name, "\n  ".join(problems))
+            )
+        for v, a in zip(variables, values, strict=True):
             v.assign(a)

@@ -28,13 +28,17 @@ def _padding(padding):
 
 def _channels_last(data_format, who):
     if data_format not in (None, "channels_last"):
-        raise NotImplementedError("%s: only data_format='channels_last' is supported, got %r" % (who, data_format))
+        raise NotImplementedError(
+            "%s: only data_format='channels_last' is supported, got %r" % (who, data_format)
+        )
 
 
 def _windows(x, size, strides, padding, pad_value, who):
     """The kh * kw window slices of NHWC `x`, each (N, out_h, out_w, C), in row-major kernel order."""
     if x.ndim != 4:
-        raise ValueError("%s: expected a 4-D (batch, height, width, channels) input, got shape %s" % (who, x.shape))
+        raise ValueError(
+            "%s: expected a 4-D (batch, height, width, channels) input, got shape %s" % (who, x.shape)
+        )
     _, h, w, _ = x.shape
     (kh, kw), (sh, sw) = size, strides
     if padding == "same":
@@ -43,22 +47,43 @@ def _windows(x, size, strides, padding, pad_value, who):
         ph = max((oh - 1) * sh + kh - h, 0)
         pw = max((ow - 1) * sw + kw - w, 0)
         if ph or pw:
-            x = accel.pad(x, [[0, 0], [ph // 2, ph - ph // 2], [pw // 2, pw - pw // 2], [0, 0]],
-                          constant_values=pad_value)
+            x = accel.pad(
+                x,
+                [[0, 0], [ph // 2, ph - ph // 2], [pw // 2, pw - pw // 2], [0, 0]],
+                constant_values=pad_value,
+            )
     else:
         oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
         if oh <= 0 or ow <= 0:
-            raise ValueError("%s: a %dx%d window does not fit an input of height %d and width %d with padding "
-                             "'valid'" % (who, kh, kw, h, w))
-    return [x[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw, :] for i in range(kh) for j in range(kw)]
+            raise ValueError(
+                "%s: a %dx%d window does not fit an input of height %d and width %d with padding "
+                "'valid'" % (who, kh, kw, h, w)
+            )
+    return [
+        x[:, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw, :]
+        for i in range(kh)
+        for j in range(kw)
+    ]
 
 
 class Conv2D(Layer):
     """2-D convolution (cross-correlation, as in TensorFlow) with a (kh, kw, in_channels, filters) kernel."""
 
-    def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", data_format=None, dilation_rate=(1, 1),
-                 groups=1, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
-                 bias_initializer="zeros", **kwargs):
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        strides=(1, 1),
+        padding="valid",
+        data_format=None,
+        dilation_rate=(1, 1),
+        groups=1,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         _channels_last(data_format, "Conv2D")
         if _pair(dilation_rate, "Conv2D dilation_rate") != (1, 1) or groups != 1:
@@ -78,10 +103,15 @@ class Conv2D(Layer):
 
     def build(self, input_shape):
         if len(input_shape) != 4 or input_shape[-1] is None:
-            raise ValueError("Conv2D %s: expected a 4-D input with known channels, got shape %s"
-                             % (self.name, tuple(input_shape)))
-        self.kernel = self.add_weight(shape=self.kernel_size + (input_shape[-1], self.filters),
-                                      initializer=self.kernel_initializer, name="kernel")
+            raise ValueError(
+                "Conv2D %s: expected a 4-D input with known channels, got shape %s"
+                % (self.name, tuple(input_shape))
+            )
+        self.kernel = self.add_weight(
+            shape=self.kernel_size + (input_shape[-1], self.filters),
+            initializer=self.kernel_initializer,
+            name="kernel",
+        )
         if self.use_bias:
             self.bias = self.add_weight(shape=(self.filters,), initializer=self.bias_initializer, name="bias")
 
@@ -99,8 +129,8 @@ class Conv2D(Layer):
 
 
 class MaxPooling2D(Layer):
-    """The maximum of each pool_size window. On ties the gradient goes to the first maximum in the window (row-major),
-    as TensorFlow's max_pool does; 'same' padding never wins a window."""
+    """The maximum of each pool_size window. On ties the gradient goes to the window's first maximum
+    (row-major), as TensorFlow's max_pool does; 'same' padding never wins a window."""
 
     def __init__(self, pool_size=(2, 2), strides=None, padding="valid", data_format=None, **kwargs):
         super().__init__(**kwargs)

@@ -30,15 +30,24 @@ class Input:
 
 def _check_last_axis(layer, inputs, expected):
     if inputs.ndim < 1 or inputs.shape[-1] != expected:
-        raise ValueError("Input of layer %s is incompatible with the layer: expected axis -1 of the input shape to "
-                         "have value %d, but received input with shape %s" % (layer.name, expected, inputs.shape))
+        raise ValueError(
+            "Input of layer %s is incompatible with the layer: expected axis -1 of the input shape to "
+            "have value %d, but received input with shape %s" % (layer.name, expected, inputs.shape)
+        )
 
 
 class Dense(Layer):
-    """`activation(inputs @ kernel + bias)`, with kernel (input_dim, units); inputs of rank > 2 work per row."""
+    """`activation(inputs @ kernel + bias)`, kernel (input_dim, units); rank > 2 inputs work per row."""
 
-    def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
-                 bias_initializer="zeros", **kwargs):
+    def __init__(
+        self,
+        units,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.units = int(units)
         if self.units <= 0:
@@ -52,10 +61,13 @@ class Dense(Layer):
 
     def build(self, input_shape):
         if len(input_shape) < 2 or input_shape[-1] is None:
-            raise ValueError("Dense %s: expected an input of rank >= 2 with a known last axis, got shape %s"
-                             % (self.name, tuple(input_shape)))
-        self.kernel = self.add_weight(shape=(input_shape[-1], self.units), initializer=self.kernel_initializer,
-                                      name="kernel")
+            raise ValueError(
+                "Dense %s: expected an input of rank >= 2 with a known last axis, got shape %s"
+                % (self.name, tuple(input_shape))
+            )
+        self.kernel = self.add_weight(
+            shape=(input_shape[-1], self.units), initializer=self.kernel_initializer, name="kernel"
+        )
         if self.use_bias:
             self.bias = self.add_weight(shape=(self.units,), initializer=self.bias_initializer, name="bias")
 
@@ -118,15 +130,17 @@ class Reshape(Layer):
         super().__init__(**kwargs)
         self.target_shape = tuple(int(d) for d in target_shape)
         if sum(d == -1 for d in self.target_shape) > 1 or any(d < -1 for d in self.target_shape):
-            raise ValueError("Reshape: target_shape may hold at most one -1 and no other negative size, got %s"
-                             % (target_shape,))
+            raise ValueError(
+                "Reshape: target_shape may hold at most one -1 and no other negative size, got %s"
+                % (target_shape,)
+            )
 
     def call(self, inputs):
         return accel.reshape(inputs, (inputs.shape[0],) + self.target_shape)
 
 
 class Embedding(Layer):
-    """Rows of an (input_dim, output_dim) table looked up by integer ids; the gradient flows to the rows used."""
+    """Rows of an (input_dim, output_dim) table looked up by integer ids; gradients flow to the rows used."""
 
     def __init__(self, input_dim, output_dim, embeddings_initializer="uniform", mask_zero=False, **kwargs):
         super().__init__(**kwargs)
@@ -138,8 +152,11 @@ class Embedding(Layer):
         self.embeddings = None
 
     def build(self, input_shape=None):
-        self.embeddings = self.add_weight(shape=(self.input_dim, self.output_dim),
-                                          initializer=self.embeddings_initializer, name="embeddings")
+        self.embeddings = self.add_weight(
+            shape=(self.input_dim, self.output_dim),
+            initializer=self.embeddings_initializer,
+            name="embeddings",
+        )
 
     def call(self, inputs):
         if not inputs.dtype.is_integer:

@@ -29,8 +29,16 @@ def _axes(axis, ndim, who):
 class LayerNormalization(Layer):
     """Normalizes each sample over `axis` (the last by default), then scales by gamma and shifts by beta."""
 
-    def __init__(self, axis=-1, epsilon=1e-3, center=True, scale=True, beta_initializer="zeros",
-                 gamma_initializer="ones", **kwargs):
+    def __init__(
+        self,
+        axis=-1,
+        epsilon=1e-3,
+        center=True,
+        scale=True,
+        beta_initializer="zeros",
+        gamma_initializer="ones",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.axis = axis
         self.epsilon = float(epsilon)
@@ -59,15 +67,25 @@ class LayerNormalization(Layer):
 
 
 class BatchNormalization(Layer):
-    """Normalizes each feature (along `axis`) with the batch's statistics when training, else with moving ones.
+    """Normalizes each feature (along `axis`) by the batch's statistics when training, else by moving ones.
 
     Training updates `moving = moving * momentum + batch * (1 - momentum)` with the biased batch variance.
     A frozen layer (`trainable = False`) always runs in inference mode, as in Keras 3.
     """
 
-    def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True, beta_initializer="zeros",
-                 gamma_initializer="ones", moving_mean_initializer="zeros", moving_variance_initializer="ones",
-                 **kwargs):
+    def __init__(
+        self,
+        axis=-1,
+        momentum=0.99,
+        epsilon=1e-3,
+        center=True,
+        scale=True,
+        beta_initializer="zeros",
+        gamma_initializer="ones",
+        moving_mean_initializer="zeros",
+        moving_variance_initializer="ones",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.axis = int(axis)
         self.momentum = float(momentum)
@@ -91,10 +109,12 @@ class BatchNormalization(Layer):
             self.gamma = self.add_weight(shape=shape, initializer=self.gamma_initializer, name="gamma")
         if self.center:
             self.beta = self.add_weight(shape=shape, initializer=self.beta_initializer, name="beta")
-        self.moving_mean = self.add_weight(shape=shape, initializer=self.moving_mean_initializer,
-                                           name="moving_mean", trainable=False)
-        self.moving_variance = self.add_weight(shape=shape, initializer=self.moving_variance_initializer,
-                                               name="moving_variance", trainable=False)
+        self.moving_mean = self.add_weight(
+            shape=shape, initializer=self.moving_mean_initializer, name="moving_mean", trainable=False
+        )
+        self.moving_variance = self.add_weight(
+            shape=shape, initializer=self.moving_variance_initializer, name="moving_variance", trainable=False
+        )
 
     def call(self, inputs, training=None):
         if training and self.trainable:
@@ -108,4 +128,6 @@ class BatchNormalization(Layer):
         def bcast(t):
             return None if t is None else accel.reshape(t, self._broadcast)
 
-        return _normalize(inputs, bcast(mean), bcast(variance), bcast(self.gamma), bcast(self.beta), self.epsilon)
+        return _normalize(
+            inputs, bcast(mean), bcast(variance), bcast(self.gamma), bcast(self.beta), self.epsilon
+        )
