@@ -169,6 +169,9 @@ CASES = [
     Case("l2_loss", tf.nn.l2_loss, lambda x: (x ** 2).sum() / 2, [(3, 2)]),
     Case("bias_add", tf.nn.bias_add, lambda x, b: x + b, [(4, 3), (3,)]),
     Case("moments_var", lambda x: tf.nn.moments(x, [0])[1], lambda x: x.var(0), [(5, 3)]),
+    Case("sort", lambda x: tf.sort(x, direction="DESCENDING"), lambda x: -np.sort(-x, -1),
+         [((3, 4), "distinct")]),
+    Case("add_n", lambda x, y: tf.add_n([x, y, x]), lambda x, y: 2 * x + y, [(2, 3), (2, 3)]),
     # repeated inputs accumulate
     Case("repeated_input", lambda x: x * x + tf.sin(x) * x, lambda x: x * x + np.sin(x) * x, [(4,)]),
     # size-0 and size-1 dimensions

@@ -21,3 +21,4 @@ from accel.ops.shape import (  # noqa: F401
     boolean_mask, broadcast_to, concat, expand_dims, gather, gather_nd, getitem, pad, reshape, reverse, split,
     squeeze, stack, tile, transpose, unstack)
 from accel.ops.clipping import clip_by_global_norm, clip_by_norm, global_norm  # noqa: F401
+from accel.ops.sorting import add_n, argsort, sort  # noqa: F401, E402

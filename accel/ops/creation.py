@@ -183,11 +183,25 @@ def stop_gradient(input, name=None):  # noqa: A002
     return cut("stop_gradient", (x,), Tensor(x._data))
 
 
+def _to_device_rule(F, g, out, x, device, source):
+    if isinstance(g, Tensor):
+        return to_device(g, source)
+    return backend.to_device(g, source)
+
+
+_to_device = Op("to_device", lambda xp, x, device, source: backend.to_device(x, device), save_inputs=False)
+_to_device.defvjp(_to_device_rule)
+REGISTRY["to_device"] = _to_device
+
+
 def to_device(x, device):
-    """A copy of tensor x on `device` ('cpu' or 'gpu:N'); differentiable in the values it carries."""
+    """A copy of tensor x on `device` ('cpu' or 'gpu:N'); gradients flow back to x's device."""
     d = backend.parse_device(device)
     t = convert(x)
-    return Tensor(backend.to_device(t._data, d))
+    src = backend.device_of(t._data)
+    if src == d:
+        return t
+    return apply(_to_device, (t,), {"device": d, "source": src})
 
 
 def from_dlpack(obj):

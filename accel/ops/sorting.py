@@ -1,0 +1,60 @@
+"""Sorting and summing lists: sort, argsort, add_n."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from accel import backend
+from accel.dtypes import as_dtype
+from accel.errors import InvalidArgumentError
+from accel.ops.core import convert, cut
+from accel.ops.reduce import normalize_axis
+from accel.ops.shape import gather
+from accel.tensor import Tensor
+
+
+def argsort(values, axis=-1, direction="ASCENDING", stable=False, name=None):
+    x = convert(values)
+    if direction not in ("ASCENDING", "DESCENDING"):
+        raise ValueError("argsort: direction must be 'ASCENDING' or 'DESCENDING', got %r" % (direction,))
+    (a,) = normalize_axis(axis, x._data.ndim, "argsort")
+    xp = backend.xp_of(x._data)
+    data = -x._data if direction == "DESCENDING" else x._data
+    idx = xp.argsort(data, axis=a, kind="stable").astype(as_dtype(np.int32).dtype)
+    return cut("argsort", (x,), Tensor(idx))
+
+
+def sort(values, axis=-1, direction="ASCENDING", name=None):
+    """Sorted values along `axis`; the gradient flows back to the original positions."""
+    x = convert(values)
+    (a,) = normalize_axis(axis, x._data.ndim, "sort")
+    idx = argsort(x, a, direction)
+    if x._data.ndim == 1:
+        return gather(x, idx)
+    moved = list(range(x._data.ndim))
+    return gather(x, idx, axis=a, batch_dims=a) if a == x._data.ndim - 1 else _sort_general(x, idx, a, moved)
+
+
+def _sort_general(x, idx, a, perm):
+    from accel.ops.shape import transpose  # noqa: PLC0415
+
+    perm[a], perm[-1] = perm[-1], perm[a]
+    xt = transpose(x, perm)
+    it = transpose(idx, perm)
+    return transpose(gather(xt, it, axis=xt._data.ndim - 1, batch_dims=xt._data.ndim - 1), perm)
+
+
+def add_n(inputs, name=None):
+    """Sum of a list of same-shape tensors."""
+    ts = [convert(t) for t in inputs]
+    if not ts:
+        raise InvalidArgumentError(None, None, "add_n: inputs is empty")
+    shape = tuple(ts[0]._data.shape)
+    for i, t in enumerate(ts):
+        if tuple(t._data.shape) != shape:
+            raise InvalidArgumentError(None, None, "add_n: input %d has shape %s, input 0 has %s"
+                                       % (i, tuple(t._data.shape), shape))
+    out = ts[0]
+    for t in ts[1:]:
+        out = out + t
+    return out
