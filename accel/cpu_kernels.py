@@ -19,8 +19,17 @@ import numpy as np
 
 # Every saved value the activation backward kernels read (see kernels/activations.cu).
 ACTIVATIONS = {
-    "relu": "x", "relu6": "x", "leaky_relu": "x", "elu": "out", "selu": "out", "gelu": "x",
-    "gelu_tanh": "x", "silu": "x", "sigmoid": "out", "tanh": "out", "softplus": "x",
+    "relu": "x",
+    "relu6": "x",
+    "leaky_relu": "x",
+    "elu": "out",
+    "selu": "out",
+    "gelu": "x",
+    "gelu_tanh": "x",
+    "silu": "x",
+    "sigmoid": "out",
+    "tanh": "out",
+    "softplus": "x",
 }
 DEFAULT_ALPHA = {"leaky_relu": 0.2, "elu": 1.0}
 SELU_SCALE = 1.0507009873554804934193349852946
@@ -30,7 +39,7 @@ _K_GELU = 0.044715
 
 # Per-op implementation choice when numba is available, from bench/bench_kernels.py
 # on a 2-core AVX-512 EPYC: numba's scalar tanh/erf are slower than NumPy's SIMD ufuncs.
-PREFER_NUMPY = {"gelu_tanh", "gelu"}
+PREFER_NUMPY = {"gelu_tanh", "gelu"}  # chunked NumPy: 187 vs 1119 ms and 812 vs 1264 ms (16M f32)
 
 prange = range  # replaced by numba.prange when numba loads (globals bind at compile time)
 _nb = None
@@ -69,7 +78,8 @@ def _numba_ok(*arrays):
         return False
     dt = arrays[0].dtype
     return dt in (np.float32, np.float64) and all(
-        type(a) is np.ndarray and a.dtype == dt and a.flags.c_contiguous for a in arrays)
+        type(a) is np.ndarray and a.dtype == dt and a.flags.c_contiguous for a in arrays
+    )
 
 
 def _flat(*arrays):
@@ -86,12 +96,15 @@ def _check(fn, **arrays):
         if a.dtype not in (np.float16, np.float32, np.float64):
             raise ValueError("%s: %s must be float16/32/64, got %s" % (fn, k, a.dtype))
         if a.shape != a0.shape or a.dtype != a0.dtype:
-            raise ValueError("%s: %s has shape %s dtype %s, expected %s %s like %s"
-                             % (fn, k, a.shape, a.dtype, a0.shape, a0.dtype, k0))
+            raise ValueError(
+                "%s: %s has shape %s dtype %s, expected %s %s like %s"
+                % (fn, k, a.shape, a.dtype, a0.shape, a0.dtype, k0)
+            )
 
 
 # =============================== activations ===============================
 # numba loop bodies: gx, g, s (saved), a (alpha; unused by most)
+
 
 def _relu_nb(gx, g, s, a):
     for i in prange(gx.size):
@@ -122,8 +135,9 @@ def _selu_nb(gx, g, s, a):
 def _gelu_nb(gx, g, s, a):
     for i in prange(gx.size):
         x = s[i]
-        gx[i] = g[i] * (0.5 * (1.0 + math.erf(x * 0.7071067811865476))
-                        + x * 0.3989422804014327 * math.exp(-0.5 * x * x))
+        gx[i] = g[i] * (
+            0.5 * (1.0 + math.erf(x * 0.7071067811865476)) + x * 0.3989422804014327 * math.exp(-0.5 * x * x)
+        )
 
 
 def _gelu_tanh_nb(gx, g, s, a):
@@ -163,6 +177,7 @@ _ACT_NB = {n: globals()["_%s_nb" % n] for n in ACTIVATIONS}
 
 # NumPy twins: f(g, s, a, out) -> out, float32 math stays float32 (NEP 50 weak scalars)
 
+
 def _erf(x):
     try:
         from scipy.special import erf  # noqa: PLC0415
@@ -182,9 +197,10 @@ def _act_np(name, g, s, a, out):
     if name == "relu6":
         return np.multiply(g, (s > 0) & (s < 6), out=out)
     if name == "leaky_relu":
-        return np.multiply(g, np.where(s > 0, 1, s.dtype.type(a)), out=out)
+        t = s.dtype.type
+        return np.multiply(g, np.where(s > 0, t(1), t(a)), out=out)
     if name == "elu":
-        return np.multiply(g, np.where(s > 0, 1, s + s.dtype.type(a)), out=out)
+        return np.multiply(g, np.where(s > 0, s.dtype.type(1), s + s.dtype.type(a)), out=out)
     if name == "selu":
         d = np.where(s < 0, s + s.dtype.type(SELU_SCALE * SELU_ALPHA), s.dtype.type(SELU_SCALE))
         return np.multiply(g, d, out=out)
@@ -207,8 +223,8 @@ def _act_np(name, g, s, a, out):
         t += s
         t *= _C_GELU
         np.tanh(t, out=t)
-        d = np.multiply(t, t)                # t^2
-        np.subtract(1, d, out=d)             # 1 - t^2
+        d = np.multiply(t, t)  # t^2
+        np.subtract(1, d, out=d)  # 1 - t^2
         d *= s
         d *= 0.5 * _C_GELU
         x2 *= 3 * _K_GELU
@@ -246,13 +262,25 @@ def _act_args(name, g, saved, alpha, out):
     return a, (np.empty_like(g) if out is None else out)
 
 
+# NumPy twins run in chunks of CHUNK elements: the temporaries stay in L2 and under
+# glibc's mmap threshold (128 KB), so no page faults (see PERF-NOTES): gelu_tanh
+# went from 237 ms to the figure in bench/bench_kernels.py on 16M float32.
+CHUNK = 16384
+
+
 def activation_bwd_numpy(name, g, saved, alpha=None, out=None):
     """g * f'(saved) with NumPy ufuncs (float16 computes in float32)."""
     a, out = _act_args(name, g, saved, alpha, out)
-    if g.dtype == np.float16:
-        out[...] = _act_np(name, g.astype(np.float32), saved.astype(np.float32), a, None)
-        return out
-    return _act_np(name, g, saved, a, out)
+    gf, sf, of = g.reshape(-1), saved.reshape(-1), out.reshape(-1)
+    if not out.flags.c_contiguous:  # reshape would copy, and the result would be lost
+        raise ValueError("activation_bwd_numpy: out must be C-contiguous")
+    for i in range(0, gf.size, CHUNK):
+        j = i + CHUNK
+        if g.dtype == np.float16:
+            of[i:j] = _act_np(name, gf[i:j].astype(np.float32), sf[i:j].astype(np.float32), a, None)
+        else:
+            _act_np(name, gf[i:j], sf[i:j], a, of[i:j])
+    return out
 
 
 def activation_bwd_numba(name, g, saved, alpha=None, out=None):
@@ -274,9 +302,11 @@ def activation_bwd(name, g, saved, alpha=None, out=None):
 # In place, Keras 3 operation order; scalars arrive already cast to the array
 # dtype so float32 math stays float32. om_b = 1 - b as Keras forms it.
 
+
 def _f16(fn):
     """Wraps a NumPy optimizer twin so float16 state is updated through float32
     copies (the kernels' math precision) and rounded back once."""
+
     @functools.wraps(fn)
     def run(p, g, *args, **kw):
         if p.dtype != np.float16:
@@ -287,12 +317,13 @@ def _f16(fn):
         p32 = p.astype(np.float32)
         fn(p32, wide(g), *pos, **kws)
         p[...] = p32
-        for a, a32 in zip(args, pos):
+        for a, a32 in zip(args, pos, strict=False):
             if isinstance(a, np.ndarray):
                 a[...] = a32
         for k, a in kw.items():
             if isinstance(a, np.ndarray):
                 a[...] = kws[k]
+
     return run
 
 
@@ -360,7 +391,8 @@ def adam_update(p, g, m, v, vhat, alpha, b1, b2, eps, lr, wd=0.0):
     _check("adam_update", p=p, g=g, m=m, v=v, vhat=vhat)
     arrays = (p, g, m, v) + (() if vhat is None else (vhat,))
     (adam_update_numba if _numba_ok(*arrays) else adam_update_numpy)(
-        p, g, m, v, vhat, alpha, b1, b2, eps, lr, wd)
+        p, g, m, v, vhat, alpha, b1, b2, eps, lr, wd
+    )
 
 
 def _sgd_nb(p, m, g, use_m, nesterov, lr, momentum, wd):
@@ -396,7 +428,9 @@ def sgd_update_numpy(p, g, lr, m=None, momentum=0.0, nesterov=False, wd=0.0):
 
 
 def sgd_update_numba(p, g, lr, m=None, momentum=0.0, nesterov=False, wd=0.0):
-    _jit(_sgd_nb)(*_flat(p, p if m is None else m, g), m is not None, bool(nesterov), *_scal(p, lr, momentum, wd))
+    _jit(_sgd_nb)(
+        *_flat(p, p if m is None else m, g), m is not None, bool(nesterov), *_scal(p, lr, momentum, wd)
+    )
 
 
 def sgd_update(p, g, lr, m=None, momentum=0.0, nesterov=False, wd=0.0):
@@ -458,8 +492,9 @@ def rmsprop_update_numpy(p, g, v, lr, rho, eps, m=None, momentum=0.0, mg=None, w
 
 def rmsprop_update_numba(p, g, v, lr, rho, eps, m=None, momentum=0.0, mg=None, wd=0.0):
     sc = _scal(p, lr, rho, 1 - rho, momentum, eps, wd)
-    _jit(_rmsprop_nb)(*_flat(p, v, p if m is None else m, p if mg is None else mg, g),
-                      m is not None, mg is not None, *sc)
+    _jit(_rmsprop_nb)(
+        *_flat(p, v, p if m is None else m, p if mg is None else mg, g), m is not None, mg is not None, *sc
+    )
 
 
 def rmsprop_update(p, g, v, lr, rho, eps, m=None, momentum=0.0, mg=None, wd=0.0):
@@ -549,6 +584,7 @@ def lion_update(p, g, m, lr, b1, b2, wd=0.0):
 
 
 # =============================== accumulate ===============================
+
 
 def _accumulate_nb(a, b):
     for i in prange(a.size):

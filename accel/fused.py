@@ -42,8 +42,11 @@ def module(family):
     key = (family, cp.cuda.Device().id)
     mod = _modules.get(key)
     if mod is None:
-        mod = cp.RawModule(code=reg.source(family), options=reg.options(family),
-                           name_expressions=reg.name_expressions(family))
+        mod = cp.RawModule(
+            code=reg.source(family),
+            options=reg.options(family),
+            name_expressions=reg.name_expressions(family),
+        )
         _modules[key] = mod
     return mod
 
@@ -67,6 +70,7 @@ def _grid(n, block=BLOCK):
 
 # ---- validation ----
 
+
 def _check(fn, name, a, dtypes=None, shape=None, like=None):
     """Raises ValueError unless `a` is a C-contiguous cupy array with an allowed dtype/shape."""
     cp = _cp()
@@ -75,7 +79,9 @@ def _check(fn, name, a, dtypes=None, shape=None, like=None):
     if like is not None:
         dtypes, shape = (like.dtype,), like.shape
     if dtypes is not None and a.dtype not in dtypes:
-        raise ValueError("%s: %s has dtype %s, expected %s" % (fn, name, a.dtype, " or ".join(str(d) for d in dtypes)))
+        raise ValueError(
+            "%s: %s has dtype %s, expected %s" % (fn, name, a.dtype, " or ".join(str(d) for d in dtypes))
+        )
     if shape is not None and tuple(a.shape) != tuple(shape):
         raise ValueError("%s: %s has shape %s, expected %s" % (fn, name, tuple(a.shape), tuple(shape)))
     if not a.flags.c_contiguous:
@@ -92,8 +98,14 @@ def qualifies(*arrays, dtypes=_WITH_HALF) -> bool:
     if cp is None:
         return False
     a0 = arrays[0]
-    return all(isinstance(a, cp.ndarray) and a.shape == a0.shape and a.dtype == a0.dtype
-               and a.dtype in dtypes and a.flags.c_contiguous for a in arrays)
+    return all(
+        isinstance(a, cp.ndarray)
+        and a.shape == a0.shape
+        and a.dtype == a0.dtype
+        and a.dtype in dtypes
+        and a.flags.c_contiguous
+        for a in arrays
+    )
 
 
 def _scalar_type(dtype):
@@ -115,6 +127,7 @@ def _ptr(a):
 
 # ---- activations ----
 
+
 def activation_bwd(name, g, saved, alpha=None, out=None):
     """gx = g * f'(.) for activation `name` (saved = x or out, per cpu_kernels.ACTIVATIONS)."""
     fn = "activation_bwd"
@@ -135,12 +148,15 @@ def activation_bwd(name, g, saved, alpha=None, out=None):
 
 # ---- losses ----
 
+
 def _row_block(cols):
     return (max(32, min(BLOCK, (cols + 31) // 32 * 32)),)
 
 
 def softmax_xent_bwd(logits, labels, g, sparse, out=None):
-    """dlogits = g[:, None] * (softmax(logits) - labels); labels [N, C] (dense) or [N] int32/int64 (sparse)."""
+    """dlogits = g[:, None] * (softmax(logits) - labels).
+
+    labels: [N, C] like logits (sparse=False) or [N] int32/int64 (sparse=True)."""
     fn = "softmax_xent_bwd"
     _check(fn, "logits", logits, _FLOATS)
     if logits.ndim != 2:
@@ -196,8 +212,13 @@ def bias_add_bwd(g, out=None):
         if rows == 0:
             db.fill(0)
         else:
-            _launch("bias_add_bwd", (g.dtype,), _col_grid(cols), _COLS_BLOCK,
-                    (db, g, np.int64(rows), np.int32(cols)))
+            _launch(
+                "bias_add_bwd",
+                (g.dtype,),
+                _col_grid(cols),
+                _COLS_BLOCK,
+                (db, g, np.int64(rows), np.int32(cols)),
+            )
     return db
 
 
@@ -208,8 +229,13 @@ def dropout_bwd(g, mask, scale, out=None):
     _check(fn, "mask", mask, (np.dtype(np.bool_),), g.shape)
     gx = _out(fn, out, g)
     if g.size:
-        _launch("dropout_bwd", (g.dtype,), _grid(g.size), (BLOCK,),
-                (gx, g, mask.view(np.uint8), _scalar_type(g.dtype)(scale), np.int64(g.size)))
+        _launch(
+            "dropout_bwd",
+            (g.dtype,),
+            _grid(g.size),
+            (BLOCK,),
+            (gx, g, mask.view(np.uint8), _scalar_type(g.dtype)(scale), np.int64(g.size)),
+        )
     return gx
 
 
@@ -234,10 +260,20 @@ def layer_norm_bwd(g, x, mean, rstd, gamma=None):
     dgamma, dbeta = cp.empty((cols,), x.dtype), cp.empty((cols,), x.dtype)
     if rows and cols:
         r, c = np.int64(rows), np.int32(cols)
-        _launch("layer_norm_bwd", (x.dtype,), (min(rows, 65535),), _row_block(cols),
-                (dx, g, x, mean, rstd, _ptr(gamma), r, c))
-        _launch("layer_norm_bwd_params", (x.dtype,), _col_grid(cols), _COLS_BLOCK,
-                (dgamma, dbeta, g, x, mean, rstd, r, c))
+        _launch(
+            "layer_norm_bwd",
+            (x.dtype,),
+            (min(rows, 65535),),
+            _row_block(cols),
+            (dx, g, x, mean, rstd, _ptr(gamma), r, c),
+        )
+        _launch(
+            "layer_norm_bwd_params",
+            (x.dtype,),
+            _col_grid(cols),
+            _COLS_BLOCK,
+            (dgamma, dbeta, g, x, mean, rstd, r, c),
+        )
     elif cols:
         dgamma.fill(0)
         dbeta.fill(0)
@@ -245,6 +281,7 @@ def layer_norm_bwd(g, x, mean, rstd, gamma=None):
 
 
 # ---- optimizers (in place) ----
+
 
 def _opt_check(fn, p, g, **state):
     _check(fn, "p", p, _WITH_HALF)
@@ -259,8 +296,13 @@ def adam_update(p, g, m, v, vhat, alpha, b1, b2, eps, lr, wd=0.0):
     _opt_check("adam_update", p, g, m=m, v=v, vhat=vhat)
     S = _scalar_type(p.dtype)
     if p.size:
-        _launch("adam_update", (p.dtype,), _grid(p.size), (BLOCK,),
-                (p, m, v, _ptr(vhat), g, S(alpha), S(1 - b1), S(1 - b2), S(eps), S(lr), S(wd), np.int64(p.size)))
+        _launch(
+            "adam_update",
+            (p.dtype,),
+            _grid(p.size),
+            (BLOCK,),
+            (p, m, v, _ptr(vhat), g, S(alpha), S(1 - b1), S(1 - b2), S(eps), S(lr), S(wd), np.int64(p.size)),
+        )
 
 
 def adam_multi_update(ps, gs, ms, vs, vhats, alpha, b1, b2, eps, lr, wd=0.0):
@@ -273,7 +315,9 @@ def adam_multi_update(ps, gs, ms, vs, vhats, alpha, b1, b2, eps, lr, wd=0.0):
     for k in range(n):
         _opt_check(fn, ps[k], gs[k], m=ms[k], v=vs[k], vhat=None if vhats is None else vhats[k])
         if ps[k].dtype != ps[0].dtype:
-            raise ValueError("%s: ps[%d] has dtype %s, expected %s like ps[0]" % (fn, k, ps[k].dtype, ps[0].dtype))
+            raise ValueError(
+                "%s: ps[%d] has dtype %s, expected %s like ps[0]" % (fn, k, ps[k].dtype, ps[0].dtype)
+            )
     if n == 0:
         return
     cp = _cp()
@@ -285,8 +329,14 @@ def adam_multi_update(ps, gs, ms, vs, vhats, alpha, b1, b2, eps, lr, wd=0.0):
         sizes = np.array([a.size for a in ps[sl]], np.int64)
         if not sizes.max():
             continue
-        args = (ptrs(ps[sl]), ptrs(ms[sl]), ptrs(vs[sl]), _NULL if vhats is None else ptrs(vhats[sl]),
-                ptrs(gs[sl]), cp.asarray(sizes)) + scalars
+        args = (
+            ptrs(ps[sl]),
+            ptrs(ms[sl]),
+            ptrs(vs[sl]),
+            _NULL if vhats is None else ptrs(vhats[sl]),
+            ptrs(gs[sl]),
+            cp.asarray(sizes),
+        ) + scalars
         _launch(fn, (ps[0].dtype,), (_grid(int(sizes.max()))[0], len(sizes)), (BLOCK,), args)
 
 
@@ -299,8 +349,13 @@ def sgd_update(p, g, lr, m=None, momentum=0.0, nesterov=False, wd=0.0):
     if m is None:
         _launch("sgd_update", (p.dtype,), _grid(p.size), (BLOCK,), (p, g, S(lr), S(wd), np.int64(p.size)))
     else:
-        _launch("sgd_momentum_update", (p.dtype,), _grid(p.size), (BLOCK,),
-                (p, m, g, S(lr), S(momentum), np.int32(bool(nesterov)), S(wd), np.int64(p.size)))
+        _launch(
+            "sgd_momentum_update",
+            (p.dtype,),
+            _grid(p.size),
+            (BLOCK,),
+            (p, m, g, S(lr), S(momentum), np.int32(bool(nesterov)), S(wd), np.int64(p.size)),
+        )
 
 
 def rmsprop_update(p, g, v, lr, rho, eps, m=None, momentum=0.0, mg=None, wd=0.0):
@@ -308,9 +363,26 @@ def rmsprop_update(p, g, v, lr, rho, eps, m=None, momentum=0.0, mg=None, wd=0.0)
     _opt_check("rmsprop_update", p, g, v=v, m=m, mg=mg)
     S = _scalar_type(p.dtype)
     if p.size:
-        _launch("rmsprop_update", (p.dtype,), _grid(p.size), (BLOCK,),
-                (p, v, _ptr(m), _ptr(mg), g, S(lr), S(rho), S(1 - rho), S(momentum), S(eps), S(wd),
-                 np.int64(p.size)))
+        _launch(
+            "rmsprop_update",
+            (p.dtype,),
+            _grid(p.size),
+            (BLOCK,),
+            (
+                p,
+                v,
+                _ptr(m),
+                _ptr(mg),
+                g,
+                S(lr),
+                S(rho),
+                S(1 - rho),
+                S(momentum),
+                S(eps),
+                S(wd),
+                np.int64(p.size),
+            ),
+        )
 
 
 def adagrad_update(p, g, acc, lr, eps, wd=0.0):
@@ -318,8 +390,13 @@ def adagrad_update(p, g, acc, lr, eps, wd=0.0):
     _opt_check("adagrad_update", p, g, acc=acc)
     S = _scalar_type(p.dtype)
     if p.size:
-        _launch("adagrad_update", (p.dtype,), _grid(p.size), (BLOCK,),
-                (p, acc, g, S(lr), S(eps), S(wd), np.int64(p.size)))
+        _launch(
+            "adagrad_update",
+            (p.dtype,),
+            _grid(p.size),
+            (BLOCK,),
+            (p, acc, g, S(lr), S(eps), S(wd), np.int64(p.size)),
+        )
 
 
 def lion_update(p, g, m, lr, b1, b2, wd=0.0):
@@ -327,11 +404,17 @@ def lion_update(p, g, m, lr, b1, b2, wd=0.0):
     _opt_check("lion_update", p, g, m=m)
     S = _scalar_type(p.dtype)
     if p.size:
-        _launch("lion_update", (p.dtype,), _grid(p.size), (BLOCK,),
-                (p, m, g, S(lr), S(b1), S(1) - S(b1), S(b2), S(1) - S(b2), S(wd), np.int64(p.size)))
+        _launch(
+            "lion_update",
+            (p.dtype,),
+            _grid(p.size),
+            (BLOCK,),
+            (p, m, g, S(lr), S(b1), S(1) - S(b1), S(b2), S(1) - S(b2), S(wd), np.int64(p.size)),
+        )
 
 
 # ---- accumulation ----
+
 
 def accumulate_(a, b):
     """a += b in place; returns a."""
@@ -360,8 +443,13 @@ def scatter_add_rows(out, idx, src, deterministic=False):
         return out
     types = (out.dtype, idx.dtype)
     if not deterministic:
-        _launch(fn, types, _grid(nidx * cols), (BLOCK,),
-                (out, idx, src, np.int64(nidx), np.int32(cols), np.int64(out.shape[0])))
+        _launch(
+            fn,
+            types,
+            _grid(nidx * cols),
+            (BLOCK,),
+            (out, idx, src, np.int64(nidx), np.int32(cols), np.int64(out.shape[0])),
+        )
         return out
     cp = _cp()
     perm = cp.argsort(idx).astype(idx.dtype)  # CuPy sorts with a stable (thrust) sort
@@ -370,6 +458,11 @@ def scatter_add_rows(out, idx, src, deterministic=False):
     seg = cp.concatenate([starts, cp.asarray([nidx])]).astype(cp.int64)
     seg_row = sidx[starts].astype(idx.dtype)
     nseg = int(starts.size)
-    _launch("scatter_add_rows_sorted", types, _grid(nseg * cols), (BLOCK,),
-            (out, src, perm, seg, seg_row, np.int64(nseg), np.int32(cols), np.int64(out.shape[0])))
+    _launch(
+        "scatter_add_rows_sorted",
+        types,
+        _grid(nseg * cols),
+        (BLOCK,),
+        (out, src, perm, seg, seg_row, np.int64(nseg), np.int32(cols), np.int64(out.shape[0])),
+    )
     return out

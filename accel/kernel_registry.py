@@ -14,8 +14,7 @@ import re
 from dataclasses import dataclass, field
 
 # C++ spelling of each NumPy dtype name a kernel template may take.
-CTYPE = {"float16": "__half", "float32": "float", "float64": "double",
-         "int32": "int", "int64": "long long"}
+CTYPE = {"float16": "__half", "float32": "float", "float64": "double", "int32": "int", "int64": "long long"}
 DTYPE_OF_CTYPE = {c: d for d, c in CTYPE.items()}
 
 FLOATS = ("float32", "float64")
@@ -74,8 +73,12 @@ FAMILIES = {
     ),
     # --fmad=false: Keras rounds every multiply and add separately.
     "optimizers": Family(
-        _k("sgd_update sgd_momentum_update adam_update rmsprop_update adagrad_update lion_update"
-           " adam_multi_update", (WITH_HALF,), max_regs=64),
+        _k(
+            "sgd_update sgd_momentum_update adam_update rmsprop_update adagrad_update lion_update"
+            " adam_multi_update",
+            (WITH_HALF,),
+            max_regs=64,
+        ),
         options=BASE_OPTIONS + ("--fmad=false",),
     ),
     "accumulate": Family(
@@ -102,8 +105,12 @@ def name_expressions(family: str) -> list:
 
 def all_name_expressions() -> dict:
     """{name expression: (family, Kernel)} over every family."""
-    return {ne: (fam, k) for fam, f in FAMILIES.items() for k in f.kernels
-            for ne in (k.name_expr(*ts) for ts in k.instantiations())}
+    return {
+        ne: (fam, k)
+        for fam, f in FAMILIES.items()
+        for k in f.kernels
+        for ne in (k.name_expr(*ts) for ts in k.instantiations())
+    }
 
 
 def options(family: str) -> tuple:
@@ -116,8 +123,9 @@ def kernels_dir() -> pathlib.Path:
     for cand in (here.parent / "kernels", here / "_kernels"):
         if (cand / "common.cuh").is_file():
             return cand
-    raise FileNotFoundError("accel kernels not found: looked for %s and %s"
-                            % (here.parent / "kernels", here / "_kernels"))
+    raise FileNotFoundError(
+        "accel kernels not found: looked for %s and %s" % (here.parent / "kernels", here / "_kernels")
+    )
 
 
 _INCLUDE = re.compile(r'^#include "([^"]+)"\s*$', re.M)
@@ -138,6 +146,7 @@ def source(family: str) -> str:
                 return ""
             seen.add(inc)
             return expand(inc)
+
         return _INCLUDE.sub(repl, path.read_text())
 
     return expand(d / (family + ".cu"))

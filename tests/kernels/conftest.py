@@ -7,4 +7,5 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "sanitize: rebuilds the CPU shim with ASan/TSan and reruns kernels under it (slow)")
+        "markers", "sanitize: rebuilds the CPU shim with ASan/TSan and reruns kernels under it (slow)"
+    )

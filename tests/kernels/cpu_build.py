@@ -55,18 +55,42 @@ def build(sanitize=None, defines=()):
     lib = out_dir / "libkernels_cpu.so"
     inc = out_dir / "accel_entries.inc"
     entries = "".join("ENTRY(%s)\n" % ne for ne in reg.all_name_expressions())
-    deps = reg.source_files() + [SHIM / "cuda_cpu_shim.h", SHIM / "kernels_cpu.cpp",
-                                 SHIM / "include" / "cuda_fp16.h", pathlib.Path(reg.__file__)]
-    if lib.exists() and inc.exists() and inc.read_text() == entries and \
-            lib.stat().st_mtime >= max(p.stat().st_mtime for p in deps):
+    deps = reg.source_files() + [
+        SHIM / "cuda_cpu_shim.h",
+        SHIM / "kernels_cpu.cpp",
+        SHIM / "include" / "cuda_fp16.h",
+        pathlib.Path(reg.__file__),
+    ]
+    if (
+        lib.exists()
+        and inc.exists()
+        and inc.read_text() == entries
+        and lib.stat().st_mtime >= max(p.stat().st_mtime for p in deps)
+    ):
         return lib
     out_dir.mkdir(parents=True, exist_ok=True)
     inc.write_text(entries)
     tmp = lib.with_name("libkernels_cpu.so.%d.tmp" % os.getpid())
-    cmd = ["g++", "-std=c++20", "-fPIC", "-shared", "-pthread", *_FLAGS[sanitize],
-           *("-D" + d for d in defines),
-           "-I", str(out_dir), "-I", str(SHIM / "include"), "-I", str(SHIM), "-I", str(ROOT / "kernels"),
-           str(SHIM / "kernels_cpu.cpp"), "-o", str(tmp)]
+    cmd = [
+        "g++",
+        "-std=c++20",
+        "-fPIC",
+        "-shared",
+        "-pthread",
+        *_FLAGS[sanitize],
+        *("-D" + d for d in defines),
+        "-I",
+        str(out_dir),
+        "-I",
+        str(SHIM / "include"),
+        "-I",
+        str(SHIM),
+        "-I",
+        str(ROOT / "kernels"),
+        str(SHIM / "kernels_cpu.cpp"),
+        "-o",
+        str(tmp),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError("CPU shim build failed:\n%s\n%s" % (" ".join(cmd), proc.stderr[-8000:]))
@@ -74,8 +98,15 @@ def build(sanitize=None, defines=()):
     return lib
 
 
-_PTR = {"F": np.float32, "D": np.float64, "H": np.float16, "I": np.int32, "Q": np.int64,
-        "B": np.uint8, "P": np.uint64}
+_PTR = {
+    "F": np.float32,
+    "D": np.float64,
+    "H": np.float16,
+    "I": np.int32,
+    "Q": np.int64,
+    "B": np.uint8,
+    "P": np.uint64,
+}
 _SCALAR = {"f": ctypes.c_float, "d": ctypes.c_double, "i": ctypes.c_int, "q": ctypes.c_longlong}
 
 
@@ -86,8 +117,15 @@ class ShimLib:
         L = self.lib
         L.accel_shim_name.restype = ctypes.c_char_p
         L.accel_shim_signature.restype = ctypes.c_char_p
-        L.accel_shim_launch.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint,
-                                        ctypes.c_uint, ctypes.c_int, ctypes.POINTER(ctypes.c_void_p)]
+        L.accel_shim_launch.argtypes = [
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.POINTER(ctypes.c_void_p),
+        ]
         self.index = {}
         self.signature = {}
         for i in range(L.accel_shim_count()):
@@ -104,14 +142,16 @@ class ShimLib:
         if len(args) != len(sig):
             raise TypeError("%s takes %d arguments (%s), got %d" % (name, len(sig), sig, len(args)))
         keep, ptrs = [], []
-        for k, (code, a) in enumerate(zip(sig, args)):
+        for k, (code, a) in enumerate(zip(sig, args, strict=False)):
             if code in _PTR:
                 if a is None:
                     val = ctypes.c_void_p(0)
                 else:
                     if not (isinstance(a, np.ndarray) and a.dtype == _PTR[code] and a.flags.c_contiguous):
-                        raise TypeError("%s argument %d: expected a C-contiguous %s array, got %r"
-                                        % (name, k, np.dtype(_PTR[code]), getattr(a, "dtype", type(a))))
+                        raise TypeError(
+                            "%s argument %d: expected a C-contiguous %s array, got %r"
+                            % (name, k, np.dtype(_PTR[code]), getattr(a, "dtype", type(a)))
+                        )
                     val = ctypes.c_void_p(a.ctypes.data)
             elif code in _SCALAR:
                 val = _SCALAR[code](a)

@@ -76,7 +76,9 @@ class NVRTC:
 
     def compile(self, src, options=(), name_expressions=(), filename="kernel.cu"):
         lib, prog = self.lib, ctypes.c_void_p()
-        self._check(lib.nvrtcCreateProgram(ctypes.byref(prog), src.encode(), filename.encode(), 0, None, None))
+        self._check(
+            lib.nvrtcCreateProgram(ctypes.byref(prog), src.encode(), filename.encode(), 0, None, None)
+        )
         try:
             for ne in name_expressions:
                 self._check(lib.nvrtcAddNameExpression(prog, ne.encode()), prog)
@@ -108,8 +110,9 @@ def parse_ptxas(log):
     for line in log.splitlines():
         m = _ENTRY.search(line)
         if m:
-            cur = out.setdefault(m.group(1), {"regs": 0, "smem": 0, "stack": 0,
-                                              "spill_stores": 0, "spill_loads": 0})
+            cur = out.setdefault(
+                m.group(1), {"regs": 0, "smem": 0, "stack": 0, "spill_stores": 0, "spill_loads": 0}
+            )
             continue
         if cur is None:
             continue

@@ -18,10 +18,16 @@ ACTIVATIONS = {
     "relu": ("x", lambda x, a: np.maximum(x, 0), lambda s, a: (s > 0) * 1.0),
     "relu6": ("x", lambda x, a: np.clip(x, 0, 6), lambda s, a: ((s > 0) & (s < 6)) * 1.0),
     "leaky_relu": ("x", lambda x, a: np.where(x > 0, x, a * x), lambda s, a: np.where(s > 0, 1.0, a)),
-    "elu": ("out", lambda x, a: np.where(x > 0, x, a * np.expm1(np.minimum(x, 0))),
-            lambda s, a: np.where(s > 0, 1.0, s + a)),
-    "selu": ("out", lambda x, a: SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * np.expm1(np.minimum(x, 0))),
-             lambda s, a: np.where(s < 0, s + SELU_SCALE * SELU_ALPHA, SELU_SCALE)),
+    "elu": (
+        "out",
+        lambda x, a: np.where(x > 0, x, a * np.expm1(np.minimum(x, 0))),
+        lambda s, a: np.where(s > 0, 1.0, s + a),
+    ),
+    "selu": (
+        "out",
+        lambda x, a: SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * np.expm1(np.minimum(x, 0))),
+        lambda s, a: np.where(s < 0, s + SELU_SCALE * SELU_ALPHA, SELU_SCALE),
+    ),
     "gelu": ("x", None, lambda s, a: _phi_cdf(s) + s * np.exp(-0.5 * s * s) / math.sqrt(2 * math.pi)),
     "gelu_tanh": ("x", None, lambda s, a: _gelu_tanh_grad(s)),
     "silu": ("x", None, lambda s, a: _sigmoid(s) * (1 + s * (1 - _sigmoid(s)))),
@@ -46,7 +52,7 @@ def _phi_cdf(x):
 
 def _gelu_tanh_grad(x):
     c, k = math.sqrt(2 / math.pi), 0.044715
-    t = np.tanh(c * (x + k * x ** 3))
+    t = np.tanh(c * (x + k * x**3))
     return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * c * (1 + 3 * k * x * x)
 
 
@@ -68,6 +74,7 @@ def act_grad_ref(name, g, saved):
 
 
 # ---- optimizers (Keras 3 update_step, keras/src/optimizers/*.py) ----
+
 
 def _c(x, dt):
     return np.asarray(x, dtype=dt)

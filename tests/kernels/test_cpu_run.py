@@ -20,8 +20,11 @@ pytestmark = pytest.mark.skipif(not shutil.which("g++"), reason="g++ not install
 
 DTYPES = {"float16": np.float16, "float32": np.float32, "float64": np.float64}
 CT = {np.float16: "__half", np.float32: "float", np.float64: "double", np.int32: "int", np.int64: "long long"}
-TOL = {np.float16: dict(rtol=2e-3, atol=2e-3), np.float32: dict(rtol=2e-6, atol=1e-6),
-       np.float64: dict(rtol=1e-13, atol=1e-14)}
+TOL = {
+    np.float16: dict(rtol=2e-3, atol=2e-3),
+    np.float32: dict(rtol=2e-6, atol=1e-6),
+    np.float64: dict(rtol=1e-13, atol=1e-14),
+}
 # (n, grid, block): one element; a partial warp; a non-multiple of the block with the
 # grid-stride loop taken several times (3*128 < 1000); a large array.
 SIZES = [(1, 1, 32), (31, 1, 32), (1000, 3, 128), (1 << 18, 16, 256)]
@@ -37,8 +40,9 @@ def name(kernel, *types):
 
 
 def close(got, want, dt):
-    np.testing.assert_allclose(got.astype(np.float64), np.asarray(want, np.float64).astype(dt).astype(np.float64),
-                               **TOL[dt])
+    np.testing.assert_allclose(
+        got.astype(np.float64), np.asarray(want, np.float64).astype(dt).astype(np.float64), **TOL[dt]
+    )
 
 
 def test_every_registry_instantiation_is_in_the_shim(lib):
@@ -56,14 +60,19 @@ def test_activation_bwd(lib, act, dt, n, grid, block):
     lib.launch(name(act + "_bwd", dt), grid, block, *args)
     if act in R.CANCELS and dt != np.float16:
         # f' = a - b with a ~ b in the tails: float32/64 math loses absolute accuracy there
-        np.testing.assert_allclose(gx[:n], R.act_grad_ref(act, g, saved), rtol=TOL[dt]["rtol"],
-                                   atol=1e-5 if dt == np.float32 else 1e-13)
+        np.testing.assert_allclose(
+            gx[:n],
+            R.act_grad_ref(act, g, saved),
+            rtol=TOL[dt]["rtol"],
+            atol=1e-5 if dt == np.float32 else 1e-13,
+        )
     else:
         close(gx[:n], R.act_grad_ref(act, g, saved), dt)
     assert np.isnan(gx[n]), "wrote past n"
 
 
 # ---- optimizers: float32/float64 must equal Keras' op order bit for bit ----
+
 
 def _state(n, dt, rng, k):
     return [(rng.standard_normal(n) * s).astype(dt) for s in (1.0, 1.0, 0.1, 0.01, 0.01, 0.1)[:k]]
@@ -76,7 +85,9 @@ def _check_exact(got, want, dt):
 
 
 def _f32(*arrays):
-    return [None if a is None else (a.astype(np.float32) if a.dtype == np.float16 else a.copy()) for a in arrays]
+    return [
+        None if a is None else (a.astype(np.float32) if a.dtype == np.float16 else a.copy()) for a in arrays
+    ]
 
 
 OPT_CASES = [
@@ -88,8 +99,11 @@ OPT_CASES = [
     ("momentum", "sgd_momentum_update", dict(lr=0.05, momentum=0.9, nesterov=False, wd=0.0)),
     ("nesterov", "sgd_momentum_update", dict(lr=0.05, momentum=0.9, nesterov=True, wd=0.0)),
     ("rmsprop", "rmsprop_update", dict(lr=1e-3, rho=0.9, momentum=0.0, eps=1e-7, centered=False, wd=0.0)),
-    ("rmsprop_centered_mom", "rmsprop_update",
-     dict(lr=1e-3, rho=0.95, momentum=0.5, eps=1e-7, centered=True, wd=0.0)),
+    (
+        "rmsprop_centered_mom",
+        "rmsprop_update",
+        dict(lr=1e-3, rho=0.95, momentum=0.5, eps=1e-7, centered=True, wd=0.0),
+    ),
     ("adagrad", "adagrad_update", dict(lr=1e-2, eps=1e-7, wd=0.0)),
     ("lion", "lion_update", dict(lr=1e-4, b1=0.9, b2=0.99, wd=0.0)),
     ("lion_wd", "lion_update", dict(lr=1e-4, b1=0.9, b2=0.99, wd=0.1)),
@@ -105,10 +119,27 @@ def run_optimizer(lib, kernel, hp, dt, n, grid, block, rng):
     c = lambda x: cdt(x)  # noqa: E731
     if kernel == "adam_update":
         vhat = vh if hp["amsgrad"] else None
-        want = R.keras_adam(*_f32(p, g, m, v, vhat), hp["lr"], hp["b1"], hp["b2"], hp["eps"], hp["t"], hp["wd"])
+        want = R.keras_adam(
+            *_f32(p, g, m, v, vhat), hp["lr"], hp["b1"], hp["b2"], hp["eps"], hp["t"], hp["wd"]
+        )
         alpha = R.keras_adam_alpha(hp["lr"], hp["b1"], hp["b2"], hp["t"], cdt)
-        lib.launch(name(kernel, dt), grid, block, p, m, v, vhat, g, alpha, c(1 - hp["b1"]), c(1 - hp["b2"]),
-                   hp["eps"], hp["lr"], hp["wd"], n)
+        lib.launch(
+            name(kernel, dt),
+            grid,
+            block,
+            p,
+            m,
+            v,
+            vhat,
+            g,
+            alpha,
+            c(1 - hp["b1"]),
+            c(1 - hp["b2"]),
+            hp["eps"],
+            hp["lr"],
+            hp["wd"],
+            n,
+        )
         return [(p, want[0]), (m, want[1]), (v, want[2])] + ([(vhat, want[3])] if vhat is not None else [])
     if kernel == "sgd_update":
         want = R.keras_sgd(*_f32(p, g), None, hp["lr"], 0.0, False, hp["wd"])
@@ -116,25 +147,60 @@ def run_optimizer(lib, kernel, hp, dt, n, grid, block, rng):
         return [(p, want[0])]
     if kernel == "sgd_momentum_update":
         want = R.keras_sgd(*_f32(p, g, m), hp["lr"], hp["momentum"], hp["nesterov"], hp["wd"])
-        lib.launch(name(kernel, dt), grid, block, p, m, g, hp["lr"], hp["momentum"], int(hp["nesterov"]),
-                   hp["wd"], n)
+        lib.launch(
+            name(kernel, dt), grid, block, p, m, g, hp["lr"], hp["momentum"], int(hp["nesterov"]), hp["wd"], n
+        )
         return [(p, want[0]), (m, want[1])]
     if kernel == "rmsprop_update":
         mom = m if hp["momentum"] > 0 else None
         mgr = mg if hp["centered"] else None
-        want = R.keras_rmsprop(*_f32(p, g, v, mom, mgr), hp["lr"], hp["rho"], hp["momentum"], hp["eps"], hp["wd"])
-        lib.launch(name(kernel, dt), grid, block, p, v, mom, mgr, g, hp["lr"], hp["rho"], c(1 - hp["rho"]),
-                   hp["momentum"], hp["eps"], hp["wd"], n)
+        want = R.keras_rmsprop(
+            *_f32(p, g, v, mom, mgr), hp["lr"], hp["rho"], hp["momentum"], hp["eps"], hp["wd"]
+        )
+        lib.launch(
+            name(kernel, dt),
+            grid,
+            block,
+            p,
+            v,
+            mom,
+            mgr,
+            g,
+            hp["lr"],
+            hp["rho"],
+            c(1 - hp["rho"]),
+            hp["momentum"],
+            hp["eps"],
+            hp["wd"],
+            n,
+        )
         out = [(p, want[0]), (v, want[1])]
-        return out + ([(mom, want[2])] if mom is not None else []) + ([(mgr, want[3])] if mgr is not None else [])
+        return (
+            out
+            + ([(mom, want[2])] if mom is not None else [])
+            + ([(mgr, want[3])] if mgr is not None else [])
+        )
     if kernel == "adagrad_update":
         want = R.keras_adagrad(*_f32(p, g, v), hp["lr"], hp["eps"], hp["wd"])
         lib.launch(name(kernel, dt), grid, block, p, v, g, hp["lr"], hp["eps"], hp["wd"], n)
         return [(p, want[0]), (v, want[1])]
     if kernel == "lion_update":
         want = R.keras_lion(*_f32(p, g, m), hp["lr"], hp["b1"], hp["b2"], hp["wd"])
-        lib.launch(name(kernel, dt), grid, block, p, m, g, hp["lr"], hp["b1"], c(1) - c(hp["b1"]), hp["b2"],
-                   c(1) - c(hp["b2"]), hp["wd"], n)
+        lib.launch(
+            name(kernel, dt),
+            grid,
+            block,
+            p,
+            m,
+            g,
+            hp["lr"],
+            hp["b1"],
+            c(1) - c(hp["b1"]),
+            hp["b2"],
+            c(1) - c(hp["b2"]),
+            hp["wd"],
+            n,
+        )
         return [(p, want[0]), (m, want[1])]
     raise AssertionError(kernel)
 
@@ -164,12 +230,22 @@ def test_adam_multi_update_equals_single(lib, dt, amsgrad):
         multi.append([p, m, v, vh if amsgrad else None, g])
         single.append([a.copy() if a is not None else None for a in multi[-1]])
     ptrs = lambda k: np.array([t[k].ctypes.data for t in multi], np.uint64)  # noqa: E731
-    lib.launch(name("adam_multi_update", dt), (2, len(sizes)), 64, ptrs(0), ptrs(1), ptrs(2),
-               ptrs(3) if amsgrad else None, ptrs(4), np.array(sizes, np.int64), *scal)
-    for (p, m, v, vh, g), n in zip(single, sizes):
+    lib.launch(
+        name("adam_multi_update", dt),
+        (2, len(sizes)),
+        64,
+        ptrs(0),
+        ptrs(1),
+        ptrs(2),
+        ptrs(3) if amsgrad else None,
+        ptrs(4),
+        np.array(sizes, np.int64),
+        *scal,
+    )
+    for (p, m, v, vh, g), n in zip(single, sizes, strict=False):
         lib.launch(name("adam_update", dt), 2, 64, p, m, v, vh, g, *scal, n)
-    for a, b in zip(multi, single):
-        for x, y in zip(a, b):
+    for a, b in zip(multi, single, strict=False):
+        for x, y in zip(a, b, strict=False):
             if x is not None:
                 np.testing.assert_array_equal(x, y)
 
@@ -192,8 +268,18 @@ def test_softmax_xent_bwd(lib, dt, labels, rows, cols):
         lib.launch(name("softmax_xent_dense_bwd", dt), 4, 64, out, logits, lab, g, rows, cols, threaded=True)
     else:
         lab = rng.integers(0, cols, rows).astype(labels)
-        lib.launch(name("softmax_xent_sparse_bwd", dt, lab.dtype), 4, 64, out, logits, lab, g, rows, cols,
-                   threaded=True)
+        lib.launch(
+            name("softmax_xent_sparse_bwd", dt, lab.dtype),
+            4,
+            64,
+            out,
+            logits,
+            lab,
+            g,
+            rows,
+            cols,
+            threaded=True,
+        )
     close(out, R.softmax_xent_ref(logits, lab, g, labels != "dense"), dt)
 
 
@@ -201,8 +287,18 @@ def test_softmax_xent_sparse_bad_label_gives_nan_row(lib):
     logits = np.zeros((3, 4), np.float32)
     lab = np.array([1, 4, -1], np.int32)
     out = np.zeros((3, 4), np.float32)
-    lib.launch("softmax_xent_sparse_bwd<float, int>", 1, 32, out, logits, lab, np.ones(3, np.float32), 3, 4,
-               threaded=True)
+    lib.launch(
+        "softmax_xent_sparse_bwd<float, int>",
+        1,
+        32,
+        out,
+        logits,
+        lab,
+        np.ones(3, np.float32),
+        3,
+        4,
+        threaded=True,
+    )
     assert np.isfinite(out[0]).all() and np.isnan(out[1:]).all()
 
 
@@ -255,15 +351,28 @@ def test_layer_norm_bwd(lib, dt, affine, rows, cols):
     dx = np.full((rows, cols), np.nan, dt)
     dgamma, dbeta = np.full(cols, np.nan, dt), np.full(cols, np.nan, dt)
     lib.launch(name("layer_norm_bwd", dt), 4, 64, dx, g, x, mean, rstd, gamma, rows, cols, threaded=True)
-    lib.launch(name("layer_norm_bwd_params", dt), 2, (32, 4), dgamma, dbeta, g, x, mean, rstd, rows, cols,
-               threaded=True)
+    lib.launch(
+        name("layer_norm_bwd_params", dt),
+        2,
+        (32, 4),
+        dgamma,
+        dbeta,
+        g,
+        x,
+        mean,
+        rstd,
+        rows,
+        cols,
+        threaded=True,
+    )
     want = R.layer_norm_ref(g, x, mean, rstd, gamma)
     tol = dict(rtol=1e-4, atol=1e-5) if dt == np.float32 else TOL[dt]
-    for got, w in zip((dx, dgamma, dbeta), want):
+    for got, w in zip((dx, dgamma, dbeta), want, strict=False):
         np.testing.assert_allclose(got, w, **tol)
 
 
 # ---- accumulate ----
+
 
 @pytest.mark.parametrize("n,grid,block", SIZES)
 @pytest.mark.parametrize("dt", DTYPES.values(), ids=DTYPES.keys())
@@ -309,7 +418,8 @@ def test_scatter_add_rows_sorted(lib, dt, it, nidx, rows, cols):
     starts = np.flatnonzero(np.r_[True, sidx[1:] != sidx[:-1]])
     seg = np.r_[starts, nidx].astype(np.int64)
     seg_row = sidx[starts].astype(it)
-    lib.launch(name("scatter_add_rows_sorted", dt, it), 3, 64, out, src, perm, seg, seg_row, len(starts), cols,
-               rows)
+    lib.launch(
+        name("scatter_add_rows_sorted", dt, it), 3, 64, out, src, perm, seg, seg_row, len(starts), cols, rows
+    )
     tol = {np.float32: dict(rtol=1e-5, atol=1e-5)}.get(dt, TOL[dt])  # sums in float32/64, rounds once
     np.testing.assert_allclose(out, want, **tol)

@@ -17,7 +17,8 @@ LIB = nvrtc.find_libnvrtc()
 INC = nvrtc.find_cuda_include()
 pytestmark = pytest.mark.skipif(
     LIB is None or INC is None,
-    reason="NVRTC or CUDA headers missing: pip install 'nvidia-cuda-nvrtc==13.5.*' 'nvidia-cuda-runtime==13.5.*'",
+    reason="NVRTC or CUDA headers missing: "
+    "pip install 'nvidia-cuda-nvrtc==13.5.*' 'nvidia-cuda-runtime==13.5.*'",
 )
 
 ARCHS = ("75", "80", "86", "90", "100", "120")  # CUDA 13 NVRTC: Turing .. Blackwell
@@ -25,8 +26,9 @@ ARCHS = ("75", "80", "86", "90", "100", "120")  # CUDA 13 NVRTC: Turing .. Black
 
 def compile_family(family, arch, extra=(), source=None, names=None):
     opts = ["-arch=sm_%s" % arch, "-I" + INC, "-Xptxas=-v", *reg.options(family), *extra]
-    return nvrtc.NVRTC(LIB).compile(source or reg.source(family), opts,
-                                    names or reg.name_expressions(family), family + ".cu")
+    return nvrtc.NVRTC(LIB).compile(
+        source or reg.source(family), opts, names or reg.name_expressions(family), family + ".cu"
+    )
 
 
 def violations(family, result, budget=None):
@@ -85,6 +87,7 @@ def test_source_is_self_contained():
 
 
 # ---- negative controls: each check must be able to fail ----
+
 
 def test_broken_source_fails():
     src = reg.source("activations") + "\n__global__ void broken(float* y) { y[0] = not_a_function(1.f); }\n"

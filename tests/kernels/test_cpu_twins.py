@@ -1,0 +1,204 @@
+"""accel.cpu_kernels: the numba loops equal the NumPy twins, and both equal an
+independent float64 formula (activations) or Keras' op order (optimizers)."""
+
+import numpy as np
+import pytest
+
+from accel import cpu_kernels as ck
+
+import references as R
+
+SIZES = [0, 1, 31, 1000]
+FLOATS = [np.float32, np.float64]
+ALL = [np.float16, np.float32, np.float64]
+ids = lambda dts: [np.dtype(d).name for d in dts]  # noqa: E731
+needs_numba = pytest.mark.skipif(not ck.available(), reason="numba not installed (or ACCEL_NUMBA=0)")
+ULP_TOL = {np.float32: dict(rtol=4e-7, atol=1e-7), np.float64: dict(rtol=1e-15, atol=1e-16)}
+# numba calls scalar libm (and uses float64 constants); NumPy uses SIMD float32 ufuncs
+TRANSCENDENTAL = {"gelu", "gelu_tanh", "silu", "softplus"}
+TRANSC_TOL = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-13, atol=1e-14)}
+REF_TOL = {
+    np.float16: dict(rtol=2e-3, atol=2e-3),
+    np.float32: dict(rtol=2e-6, atol=1e-5),
+    np.float64: dict(rtol=1e-13, atol=1e-13),
+}
+
+
+def test_saved_value_table_matches_references():
+    assert ck.ACTIVATIONS == {k: v[0] for k, v in R.ACTIVATIONS.items()}
+
+
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("dt", ALL, ids=ids(ALL))
+@pytest.mark.parametrize("act", list(ck.ACTIVATIONS))
+def test_activation_numpy_twin_matches_float64_formula(act, dt, n):
+    g, saved = R.act_inputs(act, n, dt, np.random.default_rng(n))
+    out = ck.activation_bwd_numpy(act, g, saved, alpha=R.ALPHA.get(act))
+    assert out.dtype == dt and out.shape == (n,)
+    np.testing.assert_allclose(out, R.act_grad_ref(act, g, saved), **REF_TOL[dt])
+
+
+@needs_numba
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("dt", FLOATS, ids=ids(FLOATS))
+@pytest.mark.parametrize("act", list(ck.ACTIVATIONS))
+def test_activation_numba_twin_equals_numpy_twin(act, dt, n):
+    g, saved = R.act_inputs(act, n, dt, np.random.default_rng(n))
+    a = ck.activation_bwd_numba(act, g, saved, alpha=R.ALPHA.get(act))
+    b = ck.activation_bwd_numpy(act, g, saved, alpha=R.ALPHA.get(act))
+    np.testing.assert_allclose(a, b, **(TRANSC_TOL[dt] if act in TRANSCENDENTAL else ULP_TOL[dt]))
+    np.testing.assert_allclose(a, R.act_grad_ref(act, g, saved), **REF_TOL[dt])
+
+
+def test_activation_out_buffer_is_used_and_unknown_name_rejected():
+    g, x = np.ones(4, np.float32), np.arange(4, dtype=np.float32) - 1
+    out = np.empty(4, np.float32)
+    assert ck.activation_bwd("relu", g, x, out=out) is out
+    np.testing.assert_array_equal(out, [0, 0, 1, 1])
+    with pytest.raises(ValueError, match="unknown activation 'rleu'"):
+        ck.activation_bwd("rleu", g, x)
+    with pytest.raises(ValueError, match="saved has shape"):
+        ck.activation_bwd("relu", g, x[:3])
+
+
+# ---- optimizers ----
+
+HP = dict(lr=1e-2, b1=0.9, b2=0.999, eps=1e-7, t=4, rho=0.9, momentum=0.9)
+OPTS = [
+    ("adam", dict(wd=0.0, ams=False)),
+    ("adamw_amsgrad", dict(wd=0.004, ams=True)),
+    ("sgd", dict(wd=0.0, mom=False)),
+    ("sgd_momentum", dict(wd=0.01, mom=True, nesterov=False)),
+    ("sgd_nesterov", dict(wd=0.0, mom=True, nesterov=True)),
+    ("rmsprop", dict(wd=0.0, mom=False, centered=False)),
+    ("rmsprop_centered", dict(wd=0.0, mom=True, centered=True)),
+    ("adagrad", dict(wd=0.0)),
+    ("lion", dict(wd=0.1)),
+]
+
+
+def _state(n, dt, seed):
+    rng = np.random.default_rng(seed)
+    p, g, m, mg = (rng.standard_normal(n) * s for s in (1, 1, 0.1, 0.01))
+    v = np.abs(rng.standard_normal(n)) * 0.01 + mg * mg
+    vh = v + np.abs(rng.standard_normal(n)) * 0.01
+    return [a.astype(dt) for a in (p, g, m, v, vh, mg)]
+
+
+def run_opt(kind, o, impl, st):
+    """Applies optimizer `kind` with implementation impl in ('numba', 'numpy', 'auto') in place."""
+    p, g, m, v, vh, mg = st
+    suffix = {"numba": "_numba", "numpy": "_numpy", "auto": ""}[impl]
+    f = lambda name: getattr(ck, name + suffix)  # noqa: E731
+    if kind.startswith("adam"):
+        alpha = ck.adam_alpha(HP["lr"], HP["b1"], HP["b2"], HP["t"], p.dtype)
+        f("adam_update")(
+            p, g, m, v, vh if o["ams"] else None, alpha, HP["b1"], HP["b2"], HP["eps"], HP["lr"], o["wd"]
+        )
+    elif kind.startswith("sgd"):
+        f("sgd_update")(
+            p, g, HP["lr"], m if o["mom"] else None, HP["momentum"], o.get("nesterov", False), o["wd"]
+        )
+    elif kind.startswith("rmsprop"):
+        f("rmsprop_update")(
+            p,
+            g,
+            v,
+            HP["lr"],
+            HP["rho"],
+            HP["eps"],
+            m if o["mom"] else None,
+            HP["momentum"],
+            mg if o["centered"] else None,
+            o["wd"],
+        )
+    elif kind == "adagrad":
+        f("adagrad_update")(p, g, v, HP["lr"], HP["eps"], o["wd"])
+    elif kind == "lion":
+        f("lion_update")(p, g, m, HP["lr"], HP["b1"], HP["b2"], o["wd"])
+
+
+def keras_ref(kind, o, st):
+    p, g, m, v, vh, mg = [a.astype(np.float32) if a.dtype == np.float16 else a.copy() for a in st]
+    if kind.startswith("adam"):
+        r = R.keras_adam(
+            p, g, m, v, vh if o["ams"] else None, HP["lr"], HP["b1"], HP["b2"], HP["eps"], HP["t"], o["wd"]
+        )
+        return [r[0], g, r[1], r[2], r[3] if o["ams"] else vh, mg]
+    if kind.startswith("sgd"):
+        r = R.keras_sgd(
+            p, g, m if o["mom"] else None, HP["lr"], HP["momentum"], o.get("nesterov", False), o["wd"]
+        )
+        return [r[0], g, r[1] if o["mom"] else m, v, vh, mg]
+    if kind.startswith("rmsprop"):
+        r = R.keras_rmsprop(
+            p,
+            g,
+            v,
+            m if o["mom"] else None,
+            mg if o["centered"] else None,
+            HP["lr"],
+            HP["rho"],
+            HP["momentum"],
+            HP["eps"],
+            o["wd"],
+        )
+        return [r[0], g, r[2] if o["mom"] else m, r[1], vh, r[3] if o["centered"] else mg]
+    if kind == "adagrad":
+        r = R.keras_adagrad(p, g, v, HP["lr"], HP["eps"], o["wd"])
+        return [r[0], g, m, r[1], vh, mg]
+    r = R.keras_lion(p, g, m, HP["lr"], HP["b1"], HP["b2"], o["wd"])
+    return [r[0], g, r[1], v, vh, mg]
+
+
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("dt", ALL, ids=ids(ALL))
+@pytest.mark.parametrize("kind,o", OPTS, ids=[k for k, _ in OPTS])
+def test_optimizer_twins_equal_keras_bitwise(kind, o, dt, n):
+    impls = ["numpy", "auto"] + (["numba"] if ck.available() and dt != np.float16 else [])
+    want = [np.asarray(a).astype(dt) for a in keras_ref(kind, o, _state(n, dt, n))]
+    for impl in impls:
+        st = _state(n, dt, n)
+        run_opt(kind, o, impl, st)
+        for k, (got, w) in enumerate(zip(st, want, strict=False)):
+            np.testing.assert_array_equal(got, w, err_msg="%s %s state %d" % (kind, impl, k))
+
+
+def test_optimizer_rejects_mismatched_state():
+    p, g = np.zeros(3, np.float32), np.zeros(3, np.float32)
+    with pytest.raises(ValueError, match="adam_update: m has shape"):
+        ck.adam_update(
+            p, g, np.zeros(4, np.float32), np.zeros(3, np.float32), None, 1e-3, 0.9, 0.999, 1e-7, 1e-3
+        )
+    with pytest.raises(ValueError, match="v has shape .* dtype float64"):
+        ck.adagrad_update(p, g, np.zeros(3, np.float64), 0.1, 1e-7) if False else ck.adam_update(
+            p, g, p.copy(), np.zeros(3, np.float64), None, 1e-3, 0.9, 0.999, 1e-7, 1e-3
+        )
+
+
+def test_adam_alpha_matches_keras():
+    for dt in FLOATS:
+        assert ck.adam_alpha(1e-3, 0.9, 0.999, 7, dt) == R.keras_adam_alpha(1e-3, 0.9, 0.999, 7, dt)
+
+
+# ---- accumulate, and the numba switch ----
+
+
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("dt", ALL, ids=ids(ALL))
+def test_accumulate(dt, n):
+    rng = np.random.default_rng(n)
+    a, b = rng.standard_normal(n).astype(dt), rng.standard_normal(n).astype(dt)
+    want = a + b
+    assert ck.accumulate_(a, b) is a
+    np.testing.assert_array_equal(a, want)
+
+
+def test_accel_numba_0_forces_numpy(monkeypatch):
+    monkeypatch.setenv("ACCEL_NUMBA", "0")
+    assert not ck.available()
+    called = []
+    monkeypatch.setattr(ck, "activation_bwd_numba", lambda *a, **k: called.append(1))
+    g = np.ones(8, np.float32)
+    ck.activation_bwd("relu", g, g)
+    assert called == []
