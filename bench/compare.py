@@ -25,7 +25,7 @@ def parse_args(argv):
     p.add_argument("--quick", action="store_true", help="fewer rounds, smaller sweeps (about a minute)")
     p.add_argument("--only", default=",".join(SECTIONS), help="comma-separated subset of %s" % (SECTIONS,))
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
-                   help="gpu: accel, torch and jax on the GPU (refused when there is none); the floor stays on the CPU")
+                   help="gpu: accel, torch and jax on the GPU (refused without one); the floor stays on CPU")
     p.add_argument("--threads", type=int, default=2, help="threads for every framework (default 2)")
     p.add_argument("--rounds", type=int, help="timed rounds per benchmark (default 15, 5 with --quick)")
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
@@ -33,7 +33,7 @@ def parse_args(argv):
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(args.only) - set(SECTIONS)
     if unknown:
-        p.error("--only: unknown section(s) %s; choose from %s" % (", ".join(sorted(unknown)), ", ".join(SECTIONS)))
+        p.error("--only: unknown %s; choose from %s" % (", ".join(sorted(unknown)), ", ".join(SECTIONS)))
     if args.rounds is None:
         args.rounds = 5 if args.quick else 15
     return args
@@ -51,8 +51,8 @@ def prepare_environment(argv):
             os.environ[var] = n
             changed = True
     if n == "1" and "intra_op_parallelism_threads" not in os.environ.get("XLA_FLAGS", ""):
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                                   + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
+        single = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + single).strip()
         changed = True
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # XLA and TensorFlow size their thread pools from the CPU affinity.
@@ -79,7 +79,6 @@ import tracemalloc
 from dataclasses import dataclass, field
 from typing import Callable
 
-import numpy as np
 import threadpoolctl
 
 from bench.workloads import FLOOR, IMPLEMENTATIONS, TAPE_OPS, init_params, load, make_batch, tape_input
@@ -90,6 +89,10 @@ SCALE_BATCHES = (8, 16, 32, 64, 128, 256, 512, 1024)
 QUICK_SCALE_OPS = (100, 1_000, 10_000)
 QUICK_SCALE_BATCHES = (16, 64, 256)
 SCALE_BUDGET_S = 20.0  # skip a larger op count when the last one predicts more than this per sample
+# Idle time before each timed sample. Thread pools spin after their work (OpenBLAS for up to
+# 2^28 cycles, about 0.1 s): without the pause, a framework timed right after another competes
+# with its spinning threads for the cores (PyTorch's batch-32 step went from 5.6 to 25 ms).
+IDLE_S = 0.15
 
 
 @dataclass
@@ -105,6 +108,7 @@ class Case:
         return "%s %s" % (self.impl, self.variant)
 
     def time_calls(self, k):
+        time.sleep(IDLE_S)
         self.sync()
         t0 = time.perf_counter()
         for _ in range(k):
@@ -126,7 +130,7 @@ class Runner:
                 self.skipped[name] = "not importable: %s: %s" % (type(e).__name__, e)
                 continue
             if self.device not in mod.DEVICES and name != FLOOR:
-                self.skipped[mod.NAME] = "no %s support here" % self.device
+                self.skipped[name] = "%s finds no %s device" % (mod.NAME, self.device)
                 continue
             mod.configure(args.threads)
             self.modules[name] = mod
@@ -152,7 +156,8 @@ class Runner:
         return cases
 
     def skip(self, case, error):
-        self.skipped[case.label] = "%s: %s" % (type(error).__name__, str(error).splitlines()[0] if str(error) else "")
+        first_line = str(error).splitlines()[0] if str(error) else ""
+        self.skipped[case.label] = "%s: %s" % (type(error).__name__, first_line)
 
     def measure(self, cases, rounds=None):
         """Median seconds per call of each case: interleaved warm-up, then interleaved timed rounds."""
@@ -189,13 +194,13 @@ def with_ratios(results, key="median_s"):
     return results
 
 
-def run_mlp(runner, batches):
+def run_mlp(runner, batches, rounds=None):
     out = {}
     for batch in batches:
         x, y = make_batch(batch)
         params = init_params()
-        cases = runner.build("MLP", lambda f, dev: f(params, x, y, dev))
-        out[str(batch)] = with_ratios(runner.measure(cases))
+        cases = runner.build("MLP", lambda f, dev, params=params, x=x, y=y: f(params, x, y, dev))
+        out[str(batch)] = with_ratios(runner.measure(cases, rounds))
         print("  mlp batch %d done" % batch, flush=True)
     return out
 
@@ -231,10 +236,11 @@ def run_scale_ops(runner, op_counts):
     x0 = tape_input()
     recorders = {}
     for name, mod in runner.modules.items():
+        dev = runner.device_of(name)
         for variant, factory in mod.RECORD.items():
-            case = Case(mod.NAME, variant, None, lambda mod=mod, dev=runner.device_of(name): mod.synchronize(dev))
+            case = Case(mod.NAME, variant, None, lambda mod=mod, dev=dev: mod.synchronize(dev))
             try:
-                case.fn = factory(x0, runner.device_of(name))
+                case.fn = factory(x0, dev)
             except Exception as e:
                 runner.skip(case, e)
                 continue
@@ -251,6 +257,7 @@ def run_scale_ops(runner, op_counts):
                                     * n / last > SCALE_BUDGET_S):
                     continue
                 try:
+                    time.sleep(IDLE_S)
                     t0 = time.perf_counter()
                     backward = case.fn(n)
                     case.sync()
@@ -339,6 +346,7 @@ def machine_info(runner):
         "cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
         "device": runner.device, "quick": runner.args.quick, "rounds": runner.args.rounds,
         "versions": versions, "threads": threads, "blas": blas,
+        "load_average_at_start": os.getloadavg(),
         "unset_env": [s for s in os.environ.get(UNSET_RECORD, "").split(",") if s],
         "blas_traps_still_set": [k for k in BLAS_TRAPS if k in os.environ],
     }
@@ -353,18 +361,25 @@ def fmt_ratio(r):
 
 def render(results):
     meta = results["meta"]
+    busy = max(meta["load_average_at_start"][0], meta["load_average_at_end"][0]) > 1.5 * meta["cores"]
     numpy_blas = [b for b in meta["blas"] if "numpy" in (b.get("filepath") or "")] or meta["blas"][:1]
     lines = ["# accel benchmark: %s" % meta["date"], "",
              "- Machine: %s, %d cores; device: %s" % (meta["cpu"], meta["cores"], meta["device"]),
-             "- Threads: %d for every framework (OMP/MKL/OPENBLAS/NUMBA env, torch.set_num_threads, TF intra-op, "
-             "CPU affinity %s for XLA)" % (meta["threads"]["requested"], meta["threads"]["cpu_affinity"]),
+             "- Threads: %d for every framework (OMP/MKL/OPENBLAS/NUMBA env, torch.set_num_threads, "
+             "TF intra-op; inter-op 1; CPU affinity %s, which XLA follows)"
+             % (meta["threads"]["requested"], meta["threads"]["cpu_affinity"]),
              "- NumPy BLAS: %s" % "; ".join("%s %s (%s kernel), %s threads" % (
                  b["internal_api"], b["version"], b["architecture"], b["num_threads"]) for b in numpy_blas),
              "- %s" % ("Unset in this process before NumPy loaded: %s" % ", ".join(meta["unset_env"])
                        if meta["unset_env"] else "OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE were not set"),
              "- Versions: %s" % ", ".join("%s %s" % kv for kv in meta["versions"].items()),
-             "- Method: one process, interleaved rounds after a shared warm-up, medians of %d rounds%s" % (
-                 meta["rounds"], " (--quick)" if meta["quick"] else ""), ""]
+             "- Load average (1, 5, 15 min) at start %s, at end %s%s" % (
+                 _loads(meta["load_average_at_start"]), _loads(meta["load_average_at_end"]),
+                 "; other processes competed for the CPU, so expect noise" if busy else ""),
+             "- Method: one process, interleaved rounds after a shared warm-up, %.2f s idle before each "
+             "sample, medians of %d rounds (5 in the batch sweep)%s"
+             % (IDLE_S, meta["rounds"], " (--quick)" if meta["quick"] else ""),
+             ""]
     if "mlp" in results:
         batches = list(results["mlp"])
         lines += ["## MLP training step (784-512-512-10, Adam), ms per step (× hand NumPy)", "",
@@ -392,7 +407,8 @@ def render(results):
                   "| implementation | " + " | ".join("%g ops" % n for n in ns) + " | exponent (≥1e3 ops) |",
                   "|---|" + "---|" * (len(ns) + 1)]
         for label, r in results["scale_ops"].items():
-            cells = ["%.3g" % (r["backward_s"][str(n)] / n * 1e6) if str(n) in r["backward_s"] else "-" for n in ns]
+            per_op = {int(n): t / int(n) * 1e6 for n, t in r["backward_s"].items()}
+            cells = ["%.3g" % per_op[n] if n in per_op else "-" for n in ns]
             exp = "%.2f" % r["exponent"] if "exponent" in r else "-"
             lines.append("| %s | %s | %s%s |" % (label, " | ".join(cells), exp,
                                                  "; " + "; ".join(r["notes"]) if r["notes"] else ""))
@@ -421,6 +437,10 @@ def render(results):
     if results["skipped"]:
         lines += ["## Skipped", ""] + ["- %s: %s" % kv for kv in results["skipped"].items()] + [""]
     return "\n".join(lines)
+
+
+def _loads(loads):
+    return "/".join("%.1f" % x for x in loads)
 
 
 def _labels(tables):
@@ -475,7 +495,7 @@ def plot(results, path):
         for label in _labels(results["scale_batch"].values()):
             pts = [(int(b), results["scale_batch"][b][label]["median_s"] * 1e3)
                    for b in batches if label in results["scale_batch"][b]]
-            ax.loglog(*zip(*pts), "o-", label=label)
+            ax.loglog(*zip(*pts, strict=True), "o-", label=label)
         ax.set_xlabel("batch size")
         ax.set_ylabel("ms per step")
         ax.set_title("MLP step time against batch size")
@@ -487,11 +507,7 @@ def plot(results, path):
 
 def refuse_without_gpu(runner):
     if "accel_impl" not in runner.modules:
-        raise SystemExit("--device gpu: accel is not usable here (%s)" % runner.skipped.get("accel_impl", "no GPU support"))
-    import accel.backend
-
-    if not accel.backend.has_gpu():
-        raise SystemExit("--device gpu: no CUDA GPU is visible to accel (CuPy missing or no device); nothing to run")
+        raise SystemExit("--device gpu refused: %s" % runner.skipped["accel_impl"])
 
 
 def main(argv=None):
@@ -511,10 +527,11 @@ def main(argv=None):
     if "scale" in args.only:
         results["scale_ops"] = run_scale_ops(runner, QUICK_SCALE_OPS if args.quick else SCALE_OPS)
         batches = QUICK_SCALE_BATCHES if args.quick else SCALE_BATCHES
-        results["scale_batch"] = run_mlp(runner, batches)
+        results["scale_batch"] = run_mlp(runner, batches, rounds=5)
     if "memory" in args.only:
         results["memory"] = run_memory(runner, MLP_BATCHES)
     results["skipped"] = runner.skipped
+    results["meta"]["load_average_at_end"] = os.getloadavg()
 
     report = render(results)
     print(report)

@@ -34,7 +34,7 @@ def init_params(layers=LAYERS, seed=0, dtype=np.float32):
     """[W1, b1, W2, b2, ...]: Glorot-uniform weights and zero biases, as Keras Dense layers start."""
     rng = np.random.default_rng(seed)
     params = []
-    for fan_in, fan_out in zip(layers[:-1], layers[1:]):
+    for fan_in, fan_out in zip(layers[:-1], layers[1:], strict=True):
         limit = np.sqrt(6.0 / (fan_in + fan_out))
         params.append(rng.uniform(-limit, limit, (fan_in, fan_out)).astype(dtype))
         params.append(np.zeros(fan_out, dtype))
@@ -72,7 +72,7 @@ def load(name):
 
 
 def available(table, names=IMPLEMENTATIONS):
-    """[(name, module, variant, skip_reason)] for the pytest-benchmark suites; table is MLP, TAPE or RECORD."""
+    """[(name, module, variant, skip_reason)] for the pytest-benchmark suites; table: MLP, TAPE or RECORD."""
     rows = []
     for name in names:
         try:

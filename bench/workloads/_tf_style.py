@@ -34,7 +34,7 @@ class MLPStep:
                     h = tf.nn.relu(h)
             loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=self.y, logits=h))
         grads = tape.gradient(loss, self.vars)
-        self.opt.apply_gradients(zip(grads, self.vars))
+        self.opt.apply_gradients(zip(grads, self.vars, strict=True))
         return loss
 
     def __call__(self):

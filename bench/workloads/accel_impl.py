@@ -4,6 +4,7 @@ from importlib.metadata import version
 
 import accel as tf
 import accel.backend
+import accel.profiler
 
 from . import _tf_style
 
@@ -22,6 +23,13 @@ def configure(threads):
 
 def synchronize(device):
     accel.backend.synchronize()
+
+
+def count_ops(step):
+    """Device operations (kernel launches on a GPU) in one call of step, from accel.profiler."""
+    with accel.profiler.profile() as prof:
+        step()
+    return prof.total_ops
 
 
 MLP = {"eager": lambda params, x, y, device: _tf_style.MLPStep(tf, params, x, y, device)}

@@ -5,7 +5,6 @@ from importlib.metadata import version
 import autograd
 import autograd.numpy as anp
 import numpy as np
-import threadpoolctl
 from autograd import make_vjp, value_and_grad
 
 from . import chain
@@ -21,6 +20,8 @@ def versions():
 
 
 def configure(threads):
+    import threadpoolctl  # a benchmark dependency; the smoke test runs without it
+
     threadpoolctl.threadpool_limits(threads, user_api="blas")
 
 
@@ -53,7 +54,7 @@ class MLPStep:
     def __call__(self):
         loss, grads = self._value_and_grad(self.weights, self.x, self.y)
         self.t += 1
-        for p, g, m, v, tmp in zip(self.weights, grads, self.m, self.v, self.tmp):
+        for p, g, m, v, tmp in zip(self.weights, grads, self.m, self.v, self.tmp, strict=True):
             adam_(p, g, m, v, tmp, self.t)
         return float(loss)
 

@@ -43,9 +43,9 @@ def _train_step(weights, m, v, t, x, y):
     loss, grads = jax.value_and_grad(_loss)(weights, x, y)
     t = t + 1
     alpha = LR * jnp.sqrt(1 - BETA2**t) / (1 - BETA1**t)
-    m = [mi + (g - mi) * (1 - BETA1) for mi, g in zip(m, grads)]
-    v = [vi + (g * g - vi) * (1 - BETA2) for vi, g in zip(v, grads)]
-    weights = [p - alpha * mi / (jnp.sqrt(vi) + EPS) for p, mi, vi in zip(weights, m, v)]
+    m = [mi + (g - mi) * (1 - BETA1) for mi, g in zip(m, grads, strict=True)]
+    v = [vi + (g * g - vi) * (1 - BETA2) for vi, g in zip(v, grads, strict=True)]
+    weights = [p - alpha * mi / (jnp.sqrt(vi) + EPS) for p, mi, vi in zip(weights, m, v, strict=True)]
     return weights, m, v, t, loss
 
 

@@ -8,7 +8,6 @@ them), so one optimizer step is 12 ufunc calls over all parameters at once.
 import math
 
 import numpy as np
-import threadpoolctl
 
 from . import ADD, BETA1, BETA2, EPS, LR, MUL
 
@@ -22,6 +21,8 @@ def versions():
 
 
 def configure(threads):
+    import threadpoolctl  # a benchmark dependency; the smoke test runs without it
+
     threadpoolctl.threadpool_limits(threads, user_api="blas")
 
 
@@ -65,7 +66,7 @@ class MLPStep:
         self._p, self._g, self._m, self._v, self._tmp = (np.zeros(n, dtype) for _ in range(5))
         self.weights = _views(self._p, shapes)
         self.grads = _views(self._g, shapes)
-        for view, p in zip(self.weights, params):
+        for view, p in zip(self.weights, params, strict=True):
             view[...] = p
         self.x = np.ascontiguousarray(x)
         self.y = np.asarray(y)
