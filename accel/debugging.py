@@ -68,22 +68,6 @@ def warn_once(message):
                                "__warningregistry__", {}))
 
 
-# --- per-op sites (opt-in) ------------------------------------------------------------------
-
-_op_sites = os.environ.get("ACCEL_OP_SITES", "0") == "1"
-
-
-def enable_op_sites(on=True):
-    """Records the user's file:line for every op a tape records (costs ~1 µs per op), so
-    `tape.explain` can name the line of each step on the path. Off by default."""
-    global _op_sites
-    _op_sites = bool(on)
-
-
-def op_sites_enabled():
-    return _op_sites
-
-
 # --- numerics -------------------------------------------------------------------------------
 
 _check_numerics = False
