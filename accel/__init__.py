@@ -60,8 +60,10 @@ _LAZY = ("keras", "layers", "losses", "metrics", "optimizers", "profiler", "demo
 
 def __getattr__(name):
     """The training stack and the profiler import on first use, keeping `import accel` light."""
-    if name in _LAZY:
-        import importlib  # noqa: PLC0415
+    import importlib  # noqa: PLC0415
 
+    if name in _LAZY:
         return importlib.import_module("accel." + name)
+    if name == "IndexedSlices":
+        return importlib.import_module("accel.optimizers.sparse").IndexedSlices
     raise AttributeError("module 'accel' has no attribute %r" % name)

@@ -359,6 +359,12 @@ def _not_used(tape, s, name, targets, frame):
         if tape._reset_id is not None and tid < tape._reset_id:
             return SourceReport(name, TAPE_RESET, "the tape was reset() after the target was computed",
                                 "compute the target after reset()")
+        if s._id not in tape._tracked:
+            return SourceReport(name, BEFORE_TAPE, "the target was computed while the tape recorded, but only from "
+                                "values it does not track: the part that uses %s ran before the tape started (at "
+                                "%s) or outside it" % (name, format_site(tape._enter_site)),
+                                "move every step from %s to the target inside the `with accel.GradientTape()` "
+                                "block" % name, tape._enter_site)
     return SourceReport(name, NOT_DEPENDENT, "the target does not depend on %s: no recorded operation on the path "
                         "from %s to the target (an unused layer or variable, or a different variable was used)"
                         % (name, name), "check that %s is actually used to compute the target" % name)

@@ -94,6 +94,12 @@ class Variable(Tensor):
     def get_shape(self):
         return TensorShape(self._data.shape)
 
+    def numpy(self):
+        """A copy of the current value (later assignments do not change it)."""
+        a = backend.to_numpy(self._data)
+        a = a.copy() if a is self._data else a
+        return a if a.ndim else a[()]
+
     def __repr__(self):
         return "<accel.Variable '%s' shape=%s dtype=%s, numpy=%s>" % (
             self.name, TensorShape(self._data.shape), self.dtype.name,
@@ -149,8 +155,6 @@ class Variable(Tensor):
 
     def assign(self, value, use_locking=None, name=None, read_value=True):
         data = self._coerce(value, "assign")
-        if self._constraint is not None:
-            data = self._coerce(self._constraint(Tensor(data)), "assign (constraint)")
         self._write(data if data is not self._data else data.copy())
         return self if read_value else None
 

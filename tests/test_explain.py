@@ -214,3 +214,26 @@ def test_check_numerics():
     finally:
         dbg.disable_check_numerics()
     tf.math.log(tf.constant([-1.0]))  # off again: no error
+
+
+def test_part_using_the_source_computed_before_the_tape():
+    w = tf.Variable(1.0)
+    y = w * 2.0  # before the tape
+    with tf.GradientTape() as tape:
+        loss = y * y
+    r = tape.explain(loss, w)
+    assert cause(r) == dbg.BEFORE_TAPE and "before the tape started" in r[0].message
+
+
+def test_optimizer_errors_carry_each_variables_cause():
+    w = tf.Variable(1.0, name="w_opt")
+    frozen = tf.Variable(0.0, name="frozen", trainable=False)
+    with tf.GradientTape() as tape:
+        loss = tf.constant(2.0) * 3.0 + frozen
+    grads = tape.gradient(loss, [w, frozen])
+    opt = tf.keras.optimizers.SGD(0.1)
+    with pytest.raises(ValueError, match="No gradients provided for any variable") as err:
+        opt.apply_gradients(zip(grads, [w, frozen]))
+    msg = str(err.value)
+    assert "w_opt:0" in msg and "trainable=False" in msg and "test_explain.py" in msg
+    assert float(w) == 1.0 and int(opt.iterations) == 0

@@ -8,17 +8,39 @@ from accel.optimizers.rmsprop import Adadelta, Adagrad, RMSprop
 from accel.optimizers.sgd import SGD, Lion
 from accel.optimizers.sparse import IndexedSlices
 
-__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Nadam", "Lion", "Adafactor",
-           "Optimizer", "IndexedSlices", "schedules", "get", "serialize", "deserialize"]
+__all__ = [
+    "SGD",
+    "Adam",
+    "AdamW",
+    "RMSprop",
+    "Adagrad",
+    "Adadelta",
+    "Adamax",
+    "Nadam",
+    "Lion",
+    "Adafactor",
+    "Optimizer",
+    "IndexedSlices",
+    "schedules",
+    "get",
+    "serialize",
+    "deserialize",
+]
 
-_BY_NAME = {c.__name__.lower(): c for c in (SGD, Adam, AdamW, RMSprop, Adagrad, Adadelta, Adamax, Nadam, Lion,
-                                            Adafactor)}
+_BY_NAME = {
+    c.__name__.lower(): c
+    for c in (SGD, Adam, AdamW, RMSprop, Adagrad, Adadelta, Adamax, Nadam, Lion, Adafactor)
+}
 
 
 def serialize(optimizer):
     """Keras' serialized form: {"module", "class_name", "config", "registered_name"}."""
-    return {"module": "keras.optimizers", "class_name": type(optimizer).__name__,
-            "config": optimizer.get_config(), "registered_name": None}
+    return {
+        "module": "keras.optimizers",
+        "class_name": type(optimizer).__name__,
+        "config": optimizer.get_config(),
+        "registered_name": None,
+    }
 
 
 def deserialize(config, custom_objects=None):
@@ -26,7 +48,9 @@ def deserialize(config, custom_objects=None):
     name = config.get("class_name", "")
     cls = (custom_objects or {}).get(name) or _BY_NAME.get(name.lower())
     if cls is None:
-        raise ValueError("Unknown optimizer %r; known: %s" % (name, sorted(c.__name__ for c in _BY_NAME.values())))
+        raise ValueError(
+            "Unknown optimizer %r; known: %s" % (name, sorted(c.__name__ for c in _BY_NAME.values()))
+        )
     return cls.from_config(config["config"], custom_objects)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from accel import backend
-from accel.optimizers.base import Optimizer
+from accel.optimizers.base import Optimizer, f32
 
 
 class Adafactor(Optimizer):
@@ -22,8 +22,16 @@ class Adafactor(Optimizer):
     _slice_fn = "square"
     _scratch = 2
 
-    def __init__(self, learning_rate=0.001, beta_2_decay=-0.8, epsilon_1=1e-30, epsilon_2=1e-3, clip_threshold=1.0,
-                 relative_step=True, **kwargs):
+    def __init__(
+        self,
+        learning_rate=0.001,
+        beta_2_decay=-0.8,
+        epsilon_1=1e-30,
+        epsilon_2=1e-3,
+        clip_threshold=1.0,
+        relative_step=True,
+        **kwargs,
+    ):
         super().__init__(learning_rate=learning_rate, **kwargs)
         self.beta_2_decay = beta_2_decay
         self.epsilon_1 = epsilon_1
@@ -44,7 +52,7 @@ class Adafactor(Optimizer):
         ts = dt(step)
         rho_t = min(dt(lr), dt(1) / dt(math.sqrt(ts)))
         xp.multiply(p, p, out=t)
-        alpha_t = max(dt(self.epsilon_2), dt(math.sqrt(t.mean()))) * rho_t
+        alpha_t = max(dt(f32(self.epsilon_2)), dt(math.sqrt(t.mean()))) * rho_t
         if fg is None:
             xp.multiply(g, g, out=t)
         else:
@@ -76,6 +84,11 @@ class Adafactor(Optimizer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(beta_2_decay=self.beta_2_decay, epsilon_1=self.epsilon_1, epsilon_2=self.epsilon_2,
-                      clip_threshold=self.clip_threshold, relative_step=self.relative_step)
+        config.update(
+            beta_2_decay=self.beta_2_decay,
+            epsilon_1=self.epsilon_1,
+            epsilon_2=self.epsilon_2,
+            clip_threshold=self.clip_threshold,
+            relative_step=self.relative_step,
+        )
         return config

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from accel import backend, cpu_kernels
-from accel.optimizers.base import Optimizer
+from accel.optimizers.base import Optimizer, f32
 from accel.variables import Variable
 
 
@@ -29,8 +29,10 @@ class Adam(Optimizer):
         k = self._kernels(p, g, s["momentum"], s["velocity"], *(() if vhat is None else (vhat,)))
         if k is None:
             return False
-        alpha = cpu_kernels.adam_alpha(lr, self.beta_1, self.beta_2, step, p.dtype)
-        k.adam_update(p, g, s["momentum"], s["velocity"], vhat, alpha, self.beta_1, self.beta_2, self.epsilon, lr, wd)
+        alpha = cpu_kernels.adam_alpha(lr, f32(self.beta_1), f32(self.beta_2), step, p.dtype)
+        k.adam_update(
+            p, g, s["momentum"], s["velocity"], vhat, alpha, self.beta_1, self.beta_2, self.epsilon, lr, wd
+        )
         return True
 
     def _update(self, p, g, fg, s, lr, step, bufs):
@@ -38,7 +40,7 @@ class Adam(Optimizer):
         dt = p.dtype.type
         m, v = s["momentum"], s["velocity"]
         t = bufs[0]
-        alpha = dt(cpu_kernels.adam_alpha(lr, self.beta_1, self.beta_2, step, p.dtype))
+        alpha = dt(cpu_kernels.adam_alpha(lr, f32(self.beta_1), f32(self.beta_2), step, p.dtype))
         xp.subtract(g, m, out=t)
         t *= dt(1 - self.beta_1)
         m += t
@@ -66,10 +68,25 @@ class Adam(Optimizer):
 class AdamW(Adam):
     """Adam with decoupled weight decay (default 0.004): p -= p * weight_decay * lr before each step."""
 
-    def __init__(self, learning_rate=0.001, weight_decay=0.004, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
-                 amsgrad=False, **kwargs):
-        super().__init__(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
-                         amsgrad=amsgrad, weight_decay=weight_decay, **kwargs)
+    def __init__(
+        self,
+        learning_rate=0.001,
+        weight_decay=0.004,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-7,
+        amsgrad=False,
+        **kwargs,
+    ):
+        super().__init__(
+            learning_rate=learning_rate,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
+            amsgrad=amsgrad,
+            weight_decay=weight_decay,
+            **kwargs,
+        )
         if self.weight_decay is None:
             raise ValueError("Argument `weight_decay` must be a float. Received: weight_decay=None")
 
@@ -99,7 +116,7 @@ class Adamax(Optimizer):
         u *= dt(self.beta_2)
         xp.maximum(u, xp.abs(g, out=t) if fg is None else fg, out=u)
         xp.add(u, dt(self.epsilon), out=t)
-        t *= dt(1) - dt(self.beta_1) ** dt(step)
+        t *= dt(1) - dt(f32(self.beta_1)) ** dt(step)
         xp.divide(m, t, out=t)
         t *= dt(lr)
         p -= t
@@ -127,8 +144,9 @@ class Nadam(Optimizer):
         var_list = list(var_list)
         if "u_product" not in self._globals and var_list:
             with backend.device("cpu"):
-                self._globals["u_product"] = Variable(1.0, dtype=var_list[0].dtype, trainable=False,
-                                                      name=self.name + "/u_product")
+                self._globals["u_product"] = Variable(
+                    1.0, dtype=var_list[0].dtype, trainable=False, name=self.name + "/u_product"
+                )
         super().build(var_list)
 
     def _slot_specs(self, var):
@@ -142,9 +160,9 @@ class Nadam(Optimizer):
     def _update(self, p, g, fg, s, lr, step, bufs):
         xp = backend.xp_of(p)
         dt = p.dtype.type
-        b1, b2 = dt(self.beta_1), dt(self.beta_2)
-        u_t = b1 * (dt(1) - dt(0.5) * dt(0.96) ** dt(step))
-        u_t_1 = b1 * (dt(1) - dt(0.5) * dt(0.96) ** dt(step + 1))
+        b1, b2, decay = dt(f32(self.beta_1)), dt(f32(self.beta_2)), dt(f32(0.96))
+        u_t = b1 * (dt(1) - dt(0.5) * decay ** dt(step))
+        u_t_1 = b1 * (dt(1) - dt(0.5) * decay ** dt(step + 1))
         u_product_t = dt(self._globals["u_product"]._data)
         u_product_t_1 = u_product_t * u_t_1
         m, v = s["momentum"], s["velocity"]

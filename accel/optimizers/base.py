@@ -35,9 +35,19 @@ from accel.variables import Variable
 
 _name_uids: dict[str, itertools.count] = {}
 _CPU_FUSED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# Smaller NumPy arrays take the generic path: starting numba's parallel loop costs tens of
+# microseconds on an idle machine and milliseconds on an oversubscribed one (measured: 4-8 ms per
+# launch at load 8 on 2 cores), more than a dozen NumPy passes over a small array.
+CPU_FUSED_MIN_SIZE = 1 << 16
 
 # Pool slots of the per-(device, dtype) scratch buffers.
 _G, _FG, _SCRATCH = 0, 1, 2
+
+
+def f32(x) -> float:
+    """A hyperparameter as Keras' ops.cast(x, variable.dtype) sees it: tf.cast turns a Python float
+    into a float32 tensor first, so float64 variables get float64(float32(x))."""
+    return float(np.float32(x))
 
 
 def _auto_name(cls_name):
@@ -87,28 +97,48 @@ class Optimizer:
     _scratch = 1
     _slice_fn = None  # "square" | "abs"
 
-    def __init__(self, learning_rate, weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None,
-                 use_ema=False, ema_momentum=0.99, ema_overwrite_frequency=None, loss_scale_factor=None,
-                 gradient_accumulation_steps=None, name=None, **kwargs):
+    def __init__(
+        self,
+        learning_rate,
+        weight_decay=None,
+        clipnorm=None,
+        clipvalue=None,
+        global_clipnorm=None,
+        use_ema=False,
+        ema_momentum=0.99,
+        ema_overwrite_frequency=None,
+        loss_scale_factor=None,
+        gradient_accumulation_steps=None,
+        name=None,
+        **kwargs,
+    ):
         if kwargs.pop("decay", None) is not None:
             warnings.warn("Argument `decay` is no longer supported and will be ignored.", stacklevel=2)
         if kwargs:
             raise ValueError("Argument(s) not recognized: %s" % (kwargs,))
         if gradient_accumulation_steps is not None:
-            raise ValueError("gradient_accumulation_steps=%r: gradient accumulation is not supported by "
-                             "accel's optimizers; accumulate the gradients yourself and call "
-                             "apply_gradients every N steps" % (gradient_accumulation_steps,))
+            raise ValueError(
+                "gradient_accumulation_steps=%r: gradient accumulation is not supported by "
+                "accel's optimizers; accumulate the gradients yourself and call "
+                "apply_gradients every N steps" % (gradient_accumulation_steps,)
+            )
         if sum(a is not None for a in (clipnorm, clipvalue, global_clipnorm)) > 1:
-            raise ValueError("Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set. Received: "
-                             "clipnorm=%s, clipvalue=%s, global_clipnorm=%s" % (clipnorm, clipvalue, global_clipnorm))
+            raise ValueError(
+                "Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set. Received: "
+                "clipnorm=%s, clipvalue=%s, global_clipnorm=%s" % (clipnorm, clipvalue, global_clipnorm)
+            )
         if use_ema:
             if not 0 <= ema_momentum <= 1:
-                raise ValueError("`ema_momentum` must be in the range [0, 1]. Received: ema_momentum=%s"
-                                 % (ema_momentum,))
-            if ema_overwrite_frequency and (not isinstance(ema_overwrite_frequency, int)
-                                            or ema_overwrite_frequency < 1):
-                raise ValueError("`ema_overwrite_frequency` must be an integer >= 1 or None. Received: "
-                                 "ema_overwrite_frequency=%s" % (ema_overwrite_frequency,))
+                raise ValueError(
+                    "`ema_momentum` must be in the range [0, 1]. Received: ema_momentum=%s" % (ema_momentum,)
+                )
+            if ema_overwrite_frequency and (
+                not isinstance(ema_overwrite_frequency, int) or ema_overwrite_frequency < 1
+            ):
+                raise ValueError(
+                    "`ema_overwrite_frequency` must be an integer >= 1 or None. Received: "
+                    "ema_overwrite_frequency=%s" % (ema_overwrite_frequency,)
+                )
         self.name = name if name is not None else _auto_name(type(self).__name__)
         self.weight_decay = weight_decay
         self.clipnorm = clipnorm
@@ -134,9 +164,11 @@ class Optimizer:
         if isinstance(lr, _schedules.LearningRateSchedule) or callable(lr):
             return lr
         if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
-            raise ValueError("Argument `learning_rate` should be float, or an instance of LearningRateSchedule, "
-                             "or a callable (that takes in the current iteration value and returns the "
-                             "corresponding learning rate value). Received instead: learning_rate=%r" % (lr,))
+            raise ValueError(
+                "Argument `learning_rate` should be float, or an instance of LearningRateSchedule, "
+                "or a callable (that takes in the current iteration value and returns the "
+                "corresponding learning rate value). Received instead: learning_rate=%r" % (lr,)
+            )
         with backend.device("cpu"):
             return Variable(float(lr), dtype=float32, trainable=False, name=self.name + "/learning_rate")
 
@@ -160,10 +192,12 @@ class Optimizer:
         if isinstance(value, _schedules.LearningRateSchedule) or callable(value):
             self._learning_rate = value
         elif isinstance(self._learning_rate, _schedules.LearningRateSchedule):
-            raise TypeError("This optimizer was created with a `LearningRateSchedule` object as its "
-                            "`learning_rate` constructor argument, hence its learning rate is not settable. If "
-                            "you need the learning rate to be settable, you should instantiate the optimizer "
-                            "with a float `learning_rate` argument.")
+            raise TypeError(
+                "This optimizer was created with a `LearningRateSchedule` object as its "
+                "`learning_rate` constructor argument, hence its learning rate is not settable. If "
+                "you need the learning rate to be settable, you should instantiate the optimizer "
+                "with a float `learning_rate` argument."
+            )
         elif isinstance(self._learning_rate, Variable):
             self._learning_rate.assign(float(value))
         else:
@@ -198,7 +232,9 @@ class Optimizer:
             with backend.device(dev):
                 for slot, shape, init in specs:
                     arr = xp.full(tuple(shape), init, dtype=var._data.dtype)
-                    slots[slot] = Variable(Tensor(arr), trainable=False, name="%s/%s_%s" % (self.name, var._name, slot))
+                    slots[slot] = Variable(
+                        Tensor(arr), trainable=False, name="%s/%s_%s" % (self.name, var._name, slot)
+                    )
             self._states[var._id] = _VarState(var, len(self._states), slots)
 
     @property
@@ -234,15 +270,19 @@ class Optimizer:
         missing = sorted(set(named) - set(state))
         unexpected = sorted(set(state) - set(named))
         if missing or unexpected:
-            raise ValueError("set_state: the names do not match this optimizer's state (missing: %s; unexpected: "
-                             "%s). Build the optimizer on the same variables, in the same order, first."
-                             % (missing, unexpected))
+            raise ValueError(
+                "set_state: the names do not match this optimizer's state (missing: %s; unexpected: "
+                "%s). Build the optimizer on the same variables, in the same order, first."
+                % (missing, unexpected)
+            )
         arrays = {}
         for k, v in named.items():
             a = np.asarray(backend.to_numpy(state[k]._data) if isinstance(state[k], Tensor) else state[k])
             if a.shape != tuple(v._data.shape) or a.dtype != v._data.dtype:
-                raise ValueError("set_state: %r has shape %s dtype %s, expected shape %s dtype %s"
-                                 % (k, a.shape, a.dtype, tuple(v._data.shape), v._data.dtype))
+                raise ValueError(
+                    "set_state: %r has shape %s dtype %s, expected shape %s dtype %s"
+                    % (k, a.shape, a.dtype, tuple(v._data.shape), v._data.dtype)
+                )
             arrays[k] = a
         for k, v in named.items():
             v.assign(arrays[k])
@@ -258,8 +298,10 @@ class Optimizer:
     def _uses_decay(self, st) -> bool:
         if st.decay is None:
             v = st.var
-            st.decay = not (v._id in self._exclude_ids
-                            or (self._exclude_pattern is not None and self._exclude_pattern.search(v.name)))
+            st.decay = not (
+                v._id in self._exclude_ids
+                or (self._exclude_pattern is not None and self._exclude_pattern.search(v.name))
+            )
         return st.decay
 
     # ---- applying gradients ------------------------------------------------------------------
@@ -268,7 +310,9 @@ class Optimizer:
         pairs = list(grads_and_vars)
         for i, pair in enumerate(pairs):
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-                raise ValueError("apply_gradients: item %d is %r; expected a (gradient, variable) pair" % (i, pair))
+                raise ValueError(
+                    "apply_gradients: item %d is %r; expected a (gradient, variable) pair" % (i, pair)
+                )
         return self.apply([g for g, _ in pairs], [v for _, v in pairs])
 
     def apply(self, grads, trainable_variables=None):
@@ -276,8 +320,10 @@ class Optimizer:
         grads = list(grads)
         if trainable_variables is None:
             if not self.built:
-                raise ValueError("When passing `grads` without `variables`, the optimizer must already be built "
-                                 "on a list of variables. Call `optimizer.build(trainable_variables)` first.")
+                raise ValueError(
+                    "When passing `grads` without `variables`, the optimizer must already be built "
+                    "on a list of variables. Call `optimizer.build(trainable_variables)` first."
+                )
             variables = [st.var for st in self._states.values()]
         else:
             variables = list(trainable_variables)
@@ -286,21 +332,23 @@ class Optimizer:
         if not grads:
             return self._iterations
         checked = _check_pairs(grads, variables)
-        present = [(v, g) for v, g in zip(variables, checked) if g is not None]
+        present = [(v, g) for v, g in zip(variables, checked, strict=True) if g is not None]
         if not present:
             raise ValueError(_no_gradients_message(variables))
         self.build(variables)
-        missing = [v.name for v, g in zip(variables, checked) if g is None]
+        missing = [v for v, g in zip(variables, checked, strict=True) if g is None]
         if missing:
-            warnings.warn("Gradients do not exist for variables %s when minimizing the loss; they are left "
-                          "unchanged. If that is unexpected: was each one used to compute the loss inside the "
-                          "GradientTape?" % (missing,), stacklevel=2)
+            warnings.warn(
+                "Gradients do not exist for variables %s when minimizing the loss; they are left "
+                "unchanged.\n%s" % ([v.name for v in missing], _causes(missing)),
+                stacklevel=2,
+            )
 
         lr = self._lr_value()
         step = int(self._iterations._data) + 1
         scales = self._grad_scales([g for _, g in present])
         self._before_updates(step)
-        for (var, g), scale in zip(present, scales):
+        for (var, g), scale in zip(present, scales, strict=True):
             self._apply_one(self._states[var._id], g, scale, lr, step)
         if self.use_ema:
             self._update_ema(step)
@@ -313,8 +361,10 @@ class Optimizer:
     def minimize(self, loss, var_list, tape=None):
         """Computes the gradients of `loss` (a callable, or a tensor recorded by `tape`) and applies them."""
         if not callable(loss) and tape is None:
-            raise ValueError("minimize: `tape` is required when `loss` is a tensor; pass a callable that "
-                             "returns the loss, or the GradientTape that recorded it")
+            raise ValueError(
+                "minimize: `tape` is required when `loss` is a tensor; pass a callable that "
+                "returns the loss, or the GradientTape that recorded it"
+            )
         if callable(loss):
             with GradientTape() as tape:
                 if callable(var_list):
@@ -325,7 +375,7 @@ class Optimizer:
             var_list = var_list()
         var_list = list(var_list)
         grads = tape.gradient(loss, var_list)
-        return self.apply_gradients(zip(grads, var_list))
+        return self.apply_gradients(zip(grads, var_list, strict=True))
 
     def scale_loss(self, loss):
         """loss * loss_scale_factor (when set); apply_gradients divides the gradients back."""
@@ -360,22 +410,24 @@ class Optimizer:
         if flat is None or flat.size < like.size:
             with backend.device(key[0]):
                 flat = self._pool[key] = backend.xp_of(like).empty(max(like.size, 1), like.dtype)
-        return flat[:like.size].reshape(like.shape)
+        return flat[: like.size].reshape(like.shape)
 
     def _dense_grad(self, p, g, scale):
         """(dense gradient in p's dtype, fg) after unscaling/clipping; see the class docstring for fg."""
         xp = backend.xp_of(p)
         c = self.clipvalue if self.clipvalue and self.clipvalue > 0 else None
+        # Keras' global clipping multiplies every gradient by a tensor, which densifies an IndexedSlices
+        # (repeated rows add up) before the update sees it.
+        keep_slices = not (self.global_clipnorm and self.global_clipnorm > 0)
         if isinstance(g, _Rows):
-            vals = g.values
+            vals = g.values.astype(p.dtype, copy=False)
             if scale is not None:
-                vals = vals * vals.dtype.type(scale)
+                vals = vals * p.dtype.type(scale)
             if c is not None:
                 vals = xp.clip(vals, -c, c)
-            vals = vals.astype(p.dtype, copy=False)
             dense = scatter_rows(self._buf(p, _G), g.indices, vals)
             fg = None
-            if self._slice_fn is not None and has_duplicates(g.indices):
+            if keep_slices and self._slice_fn is not None and has_duplicates(g.indices):
                 fvals = xp.square(vals) if self._slice_fn == "square" else xp.abs(vals)
                 fg = scatter_rows(self._buf(p, _FG), g.indices, fvals)
             return dense, fg
@@ -383,10 +435,10 @@ class Optimizer:
             return g, None
         buf = self._buf(p, _G)
         if scale is not None:
-            xp.multiply(g, g.dtype.type(scale) if g.dtype.kind == "f" else scale, out=buf, casting="unsafe")
+            xp.multiply(g, p.dtype.type(scale), out=buf)
             g = buf
         if c is not None:
-            xp.clip(g, -c, c, out=buf, casting="unsafe")
+            xp.clip(g, -c, c, out=buf)
         elif g is not buf:
             buf[...] = g
         return buf, None
@@ -398,7 +450,7 @@ class Optimizer:
         p = var._data
         g, fg = self._dense_grad(p, g, scale)
         s = {k: v._data for k, v in st.slots.items()}
-        wd = float(self.weight_decay) if self.weight_decay is not None and self._uses_decay(st) else 0.0
+        wd = f32(self.weight_decay) if self.weight_decay is not None and self._uses_decay(st) else 0.0
         if fg is None and self._fused_update(p, g, s, lr, step, wd):
             return
         bufs = [self._buf(p, _SCRATCH + i) for i in range(self._scratch)]
@@ -419,13 +471,22 @@ class Optimizer:
     @staticmethod
     def _kernels(*arrays):
         """The kernel module for the fused path on these arrays, or None: accel.fused for CuPy arrays,
-        accel.cpu_kernels for C-contiguous float32/float64 NumPy arrays when numba is available."""
+        accel.cpu_kernels for C-contiguous float32/float64 NumPy arrays when numba is available (in
+        fused mode "auto", only from CPU_FUSED_MIN_SIZE elements; "always" for any size)."""
         a0 = arrays[0]
         if type(a0) is np.ndarray:
-            if backend.fused_mode() == "never" or a0.dtype not in _CPU_FUSED_DTYPES or not cpu_kernels.available():
+            mode = backend.fused_mode()
+            if (
+                mode == "never"
+                or (mode == "auto" and a0.size < CPU_FUSED_MIN_SIZE)
+                or a0.dtype not in _CPU_FUSED_DTYPES
+                or not cpu_kernels.available()
+            ):
                 return None
-            ok = all(type(a) is np.ndarray and a.dtype == a0.dtype and a.shape == a0.shape and a.flags.c_contiguous
-                     for a in arrays)
+            ok = all(
+                type(a) is np.ndarray and a.dtype == a0.dtype and a.shape == a0.shape and a.flags.c_contiguous
+                for a in arrays
+            )
             return cpu_kernels if ok else None
         from accel import fused  # noqa: PLC0415  (CuPy arrays only)
 
@@ -453,8 +514,9 @@ class Optimizer:
         for var in var_list:
             st = self._states.get(var._id)
             if st is None:
-                raise ValueError("finalize_variable_values: variable %s is unknown to optimizer %r"
-                                 % (var.name, self.name))
+                raise ValueError(
+                    "finalize_variable_values: variable %s is unknown to optimizer %r" % (var.name, self.name)
+                )
             var.assign(st.slots["average"])
 
     # ---- configuration -----------------------------------------------------------------------
@@ -465,9 +527,15 @@ class Optimizer:
         elif isinstance(lr, _schedules.LearningRateSchedule):
             lr = _schedules.serialize(lr)
         return {
-            "name": self.name, "learning_rate": lr, "weight_decay": self.weight_decay, "clipnorm": self.clipnorm,
-            "global_clipnorm": self.global_clipnorm, "clipvalue": self.clipvalue, "use_ema": self.use_ema,
-            "ema_momentum": self.ema_momentum, "ema_overwrite_frequency": self.ema_overwrite_frequency,
+            "name": self.name,
+            "learning_rate": lr,
+            "weight_decay": self.weight_decay,
+            "clipnorm": self.clipnorm,
+            "global_clipnorm": self.global_clipnorm,
+            "clipvalue": self.clipvalue,
+            "use_ema": self.use_ema,
+            "ema_momentum": self.ema_momentum,
+            "ema_overwrite_frequency": self.ema_overwrite_frequency,
             "loss_scale_factor": self.loss_scale_factor,
             "gradient_accumulation_steps": self.gradient_accumulation_steps,
         }
@@ -485,12 +553,15 @@ class Optimizer:
 
 # ---- checks ----------------------------------------------------------------------------------
 
+
 def _check_variable(var, what):
     if not isinstance(var, Variable):
         raise TypeError("%s: expected an accel.Variable, got %s" % (what, type(var).__name__))
     if var._data.dtype.kind != "f":
-        raise TypeError("%s: variable %s has dtype %s; only floating-point variables can be optimized"
-                        % (what, var.name, var._data.dtype))
+        raise TypeError(
+            "%s: variable %s has dtype %s; only floating-point variables can be optimized"
+            % (what, var.name, var._data.dtype)
+        )
 
 
 def _grad_array(g, var, where):
@@ -505,8 +576,10 @@ def _grad_array(g, var, where):
         except (TypeError, ValueError) as e:
             raise TypeError("%s for variable %s is not numeric: %s" % (where, var.name, e)) from None
     if a.dtype.kind not in "fiu":
-        raise TypeError("%s for variable %s has dtype %s; expected a real number type like the variable's %s"
-                        % (where, var.name, a.dtype, var._data.dtype))
+        raise TypeError(
+            "%s for variable %s has dtype %s; expected a real number type like the variable's %s"
+            % (where, var.name, a.dtype, var._data.dtype)
+        )
     dev = backend.device_of(var._data)
     return a if backend.device_of(a) == dev else backend.to_device(a, dev)
 
@@ -515,7 +588,7 @@ def _check_pairs(grads, variables):
     """Each gradient as a backend array or _Rows (None stays None); raises before anything changes."""
     seen = set()
     out = []
-    for g, var in zip(grads, variables):
+    for g, var in zip(grads, variables, strict=True):
         _check_variable(var, "apply_gradients")
         if var._id in seen:
             raise ValueError("apply_gradients: variable %s appears more than once" % var.name)
@@ -528,8 +601,10 @@ def _check_pairs(grads, variables):
         else:
             a = _grad_array(g, var, "the gradient")
             if tuple(a.shape) != shape:
-                raise ValueError("apply_gradients: the gradient for variable %s has shape %s, expected %s "
-                                 "(the variable's shape)" % (var.name, tuple(a.shape), shape))
+                raise ValueError(
+                    "apply_gradients: the gradient for variable %s has shape %s, expected %s "
+                    "(the variable's shape)" % (var.name, tuple(a.shape), shape)
+                )
             out.append(a)
     return out
 
@@ -538,25 +613,35 @@ def _check_rows(g, var, shape):
     vals = _grad_array(g.values, var, "the IndexedSlices values")
     idx = _grad_array(g.indices, var, "the IndexedSlices indices")
     if not shape:
-        raise ValueError("apply_gradients: variable %s is a scalar; an IndexedSlices gradient needs rows" % var.name)
+        raise ValueError(
+            "apply_gradients: variable %s is a scalar; an IndexedSlices gradient needs rows" % var.name
+        )
     if idx.dtype.kind not in "iu" or idx.ndim != 1:
-        raise ValueError("apply_gradients: the IndexedSlices indices for variable %s must be a 1-D integer "
-                         "array, got shape %s dtype %s" % (var.name, tuple(idx.shape), idx.dtype))
+        raise ValueError(
+            "apply_gradients: the IndexedSlices indices for variable %s must be a 1-D integer "
+            "array, got shape %s dtype %s" % (var.name, tuple(idx.shape), idx.dtype)
+        )
     if tuple(vals.shape) != (idx.shape[0],) + shape[1:]:
-        raise ValueError("apply_gradients: the IndexedSlices values for variable %s have shape %s, expected %s "
-                         "(one row of the variable's shape %s per index)"
-                         % (var.name, tuple(vals.shape), (idx.shape[0],) + shape[1:], shape))
+        raise ValueError(
+            "apply_gradients: the IndexedSlices values for variable %s have shape %s, expected %s "
+            "(one row of the variable's shape %s per index)"
+            % (var.name, tuple(vals.shape), (idx.shape[0],) + shape[1:], shape)
+        )
     if g.dense_shape is not None:
         ds = tuple(int(d) for d in backend.to_numpy(g.dense_shape._data))
         if ds != shape:
-            raise ValueError("apply_gradients: the IndexedSlices gradient for variable %s has dense_shape %s, "
-                             "expected %s (the variable's shape)" % (var.name, ds, shape))
+            raise ValueError(
+                "apply_gradients: the IndexedSlices gradient for variable %s has dense_shape %s, "
+                "expected %s (the variable's shape)" % (var.name, ds, shape)
+            )
     if idx.size:
         xp = backend.xp_of(idx)
         lo, hi = int(xp.min(idx)), int(xp.max(idx))
         if lo < 0 or hi >= shape[0]:
-            raise ValueError("apply_gradients: the IndexedSlices indices for variable %s must be in [0, %d), got "
-                             "values from %d to %d" % (var.name, shape[0], lo, hi))
+            raise ValueError(
+                "apply_gradients: the IndexedSlices indices for variable %s must be in [0, %d), got "
+                "values from %d to %d" % (var.name, shape[0], lo, hi)
+            )
     return _Rows(vals, idx)
 
 
@@ -569,9 +654,26 @@ def _sum_squares(g) -> float:
     return float(backend.xp_of(flat).vdot(flat, flat))
 
 
+def _causes(variables):
+    """One line per variable: why its gradient is None, from the tape that produced it (accel.debugging)."""
+    from accel import debugging  # noqa: PLC0415
+
+    lines = []
+    for v in variables:
+        r = debugging.missing_gradient_cause(v)
+        if r is None:
+            lines.append("  - %s: its gradient was None (not from a GradientTape in this thread, so the cause is "
+                         "unknown; tape.explain(loss, var) tells it)" % v.name)
+        else:
+            lines.append("  - %s: %s" % (v.name, r.message) + ("\n      Fix: %s" % r.fix if r.fix else ""))
+    return "\n".join(lines)
+
+
 def _no_gradients_message(variables):
-    return ("No gradients provided for any variable: %s. Every gradient is None, so nothing was updated. Usual "
-            "causes: the loss was computed outside the GradientTape (or before it started); the variables are "
-            "not used to compute the loss; the computation went through NumPy (.numpy(), np.* functions), which "
-            "the tape cannot follow; or the variables were created with trainable=False, so the tape did not "
-            "watch them." % ([v.name for v in variables],))
+    return (
+        "No gradients provided for any variable: %s. Every gradient is None, so nothing was updated. The "
+        "cause for each variable:\n%s\nUsual causes: the loss was computed outside the GradientTape (or before "
+        "it started); the variables are not used to compute the loss; the computation went through NumPy "
+        "(.numpy(), np.* functions), which the tape cannot follow; or the variables were created with "
+        "trainable=False, so the tape did not watch them." % ([v.name for v in variables], _causes(variables))
+    )

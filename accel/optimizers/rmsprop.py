@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from accel import backend
-from accel.optimizers.base import Optimizer
+from accel.optimizers.base import Optimizer, f32
 
 
 class RMSprop(Optimizer):
@@ -20,8 +20,11 @@ class RMSprop(Optimizer):
         self.centered = centered
 
     def _slot_specs(self, var):
-        names = ("velocity",) + (("momentum",) if self.momentum > 0 else ()) + (
-            ("average_gradient",) if self.centered else ())
+        names = (
+            ("velocity",)
+            + (("momentum",) if self.momentum > 0 else ())
+            + (("average_gradient",) if self.centered else ())
+        )
         return [(n, var.shape, 0.0) for n in names]
 
     def _fused_update(self, p, g, s, lr, step, wd):
@@ -29,7 +32,9 @@ class RMSprop(Optimizer):
         k = self._kernels(p, g, s["velocity"], *(a for a in (m, mg) if a is not None))
         if k is None:
             return False
-        k.rmsprop_update(p, g, s["velocity"], lr, self.rho, self.epsilon, m=m, momentum=self.momentum, mg=mg, wd=wd)
+        k.rmsprop_update(
+            p, g, s["velocity"], lr, self.rho, self.epsilon, m=m, momentum=self.momentum, mg=mg, wd=wd
+        )
         return True
 
     def _update(self, p, g, fg, s, lr, step, bufs):
@@ -83,7 +88,7 @@ class Adagrad(Optimizer):
         self.epsilon = epsilon
 
     def _slot_specs(self, var):
-        return [("accumulator", var.shape, self.initial_accumulator_value)]
+        return [("accumulator", var.shape, f32(self.initial_accumulator_value))]
 
     def _fused_update(self, p, g, s, lr, step, wd):
         k = self._kernels(p, g, s["accumulator"])
@@ -142,17 +147,23 @@ class Adadelta(Optimizer):
             t[...] = fg
         t *= om_rho
         ag += t
-        # t = -delta = sqrt(ad + eps) g / sqrt(ag + eps)
+        # delta = -ratio g with ratio = sqrt(ad + eps) / sqrt(ag + eps). Keras keeps delta row-sparse, so
+        # repeated rows add their squares: sum(delta_i^2) = ratio^2 fg.
         xp.add(ad, eps, out=t)
         xp.sqrt(t, out=t)
-        t *= g
         xp.add(ag, eps, out=w)
         xp.sqrt(w, out=w)
         t /= w
-        ad *= rho
         xp.multiply(t, t, out=w)
+        if fg is None:
+            w *= g
+            w *= g
+        else:
+            w *= fg
+        ad *= rho
         w *= om_rho
         ad += w
+        t *= g
         t *= dt(lr)
         p -= t
 

@@ -46,12 +46,15 @@ class LearningRateSchedule:
     """Base class: subclasses implement `__call__(step)` and `get_config()`."""
 
     def __call__(self, step):
-        raise NotImplementedError("Learning rate schedule '%s' must override `__call__(self, step)`."
-                                  % type(self).__name__)
+        raise NotImplementedError(
+            "Learning rate schedule '%s' must override `__call__(self, step)`." % type(self).__name__
+        )
 
     def get_config(self):
-        raise NotImplementedError("Learning rate schedule '%s' must override `get_config()` in order to be "
-                                  "serializable." % type(self).__name__)
+        raise NotImplementedError(
+            "Learning rate schedule '%s' must override `get_config()` in order to be "
+            "serializable." % type(self).__name__
+        )
 
     @classmethod
     def from_config(cls, config):
@@ -66,7 +69,9 @@ def _check_steps(name, value):
 class ExponentialDecay(LearningRateSchedule):
     """initial_learning_rate * decay_rate ^ (step / decay_steps); staircase: the exponent is floored."""
 
-    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False, name="ExponentialDecay"):
+    def __init__(
+        self, initial_learning_rate, decay_steps, decay_rate, staircase=False, name="ExponentialDecay"
+    ):
         _check_steps("decay_steps", decay_steps)
         self.initial_learning_rate = initial_learning_rate
         self.decay_steps = decay_steps
@@ -82,8 +87,13 @@ class ExponentialDecay(LearningRateSchedule):
         return _out(_scalar(self.initial_learning_rate, dt) * _scalar(self.decay_rate, dt) ** p, dt)
 
     def get_config(self):
-        return {"initial_learning_rate": self.initial_learning_rate, "decay_steps": self.decay_steps,
-                "decay_rate": self.decay_rate, "staircase": self.staircase, "name": self.name}
+        return {
+            "initial_learning_rate": self.initial_learning_rate,
+            "decay_steps": self.decay_steps,
+            "decay_rate": self.decay_rate,
+            "staircase": self.staircase,
+            "name": self.name,
+        }
 
 
 class PiecewiseConstantDecay(LearningRateSchedule):
@@ -92,9 +102,11 @@ class PiecewiseConstantDecay(LearningRateSchedule):
 
     def __init__(self, boundaries, values, name="PiecewiseConstant"):
         if len(boundaries) != len(values) - 1:
-            raise ValueError("The length of boundaries should be 1 less than the length of values. Received: "
-                             "boundaries=%s of length %d, and values=%s of length %d."
-                             % (boundaries, len(boundaries), values, len(values)))
+            raise ValueError(
+                "The length of boundaries should be 1 less than the length of values. Received: "
+                "boundaries=%s of length %d, and values=%s of length %d."
+                % (boundaries, len(boundaries), values, len(values))
+            )
         self.boundaries = boundaries
         self.values = values
         self.name = name
@@ -115,8 +127,15 @@ class PolynomialDecay(LearningRateSchedule):
     """(initial - end) * (1 - min(step, decay_steps) / decay_steps) ^ power + end; with cycle, decay_steps
     grows to the first multiple of itself that is >= step."""
 
-    def __init__(self, initial_learning_rate, decay_steps, end_learning_rate=0.0001, power=1.0, cycle=False,
-                 name="PolynomialDecay"):
+    def __init__(
+        self,
+        initial_learning_rate,
+        decay_steps,
+        end_learning_rate=0.0001,
+        power=1.0,
+        cycle=False,
+        name="PolynomialDecay",
+    ):
         _check_steps("decay_steps", decay_steps)
         self.initial_learning_rate = initial_learning_rate
         self.decay_steps = decay_steps
@@ -139,15 +158,22 @@ class PolynomialDecay(LearningRateSchedule):
         return _out((lr0 - end) * (dt.type(1) - p) ** _scalar(self.power, dt) + end, dt)
 
     def get_config(self):
-        return {"initial_learning_rate": self.initial_learning_rate, "decay_steps": self.decay_steps,
-                "end_learning_rate": self.end_learning_rate, "power": self.power, "cycle": self.cycle,
-                "name": self.name}
+        return {
+            "initial_learning_rate": self.initial_learning_rate,
+            "decay_steps": self.decay_steps,
+            "end_learning_rate": self.end_learning_rate,
+            "power": self.power,
+            "cycle": self.cycle,
+            "name": self.name,
+        }
 
 
 class InverseTimeDecay(LearningRateSchedule):
     """initial_learning_rate / (1 + decay_rate * step / decay_steps); staircase floors step / decay_steps."""
 
-    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False, name="InverseTimeDecay"):
+    def __init__(
+        self, initial_learning_rate, decay_steps, decay_rate, staircase=False, name="InverseTimeDecay"
+    ):
         _check_steps("decay_steps", decay_steps)
         self.initial_learning_rate = initial_learning_rate
         self.decay_steps = decay_steps
@@ -164,8 +190,13 @@ class InverseTimeDecay(LearningRateSchedule):
         return _out(_scalar(self.initial_learning_rate, dt) / denom, dt)
 
     def get_config(self):
-        return {"initial_learning_rate": self.initial_learning_rate, "decay_steps": self.decay_steps,
-                "decay_rate": self.decay_rate, "staircase": self.staircase, "name": self.name}
+        return {
+            "initial_learning_rate": self.initial_learning_rate,
+            "decay_steps": self.decay_steps,
+            "decay_rate": self.decay_rate,
+            "staircase": self.staircase,
+            "name": self.name,
+        }
 
 
 class CosineDecay(LearningRateSchedule):
@@ -173,8 +204,15 @@ class CosineDecay(LearningRateSchedule):
     from_lr * ((1 - alpha) * 0.5 * (1 + cos(pi * min(s, decay_steps) / decay_steps)) + alpha), where
     from_lr is warmup_target (or initial_learning_rate without warmup) and s counts steps after warmup."""
 
-    def __init__(self, initial_learning_rate, decay_steps, alpha=0.0, name="CosineDecay", warmup_target=None,
-                 warmup_steps=0):
+    def __init__(
+        self,
+        initial_learning_rate,
+        decay_steps,
+        alpha=0.0,
+        name="CosineDecay",
+        warmup_target=None,
+        warmup_steps=0,
+    ):
         _check_steps("decay_steps", decay_steps)
         self.initial_learning_rate = initial_learning_rate
         self.decay_steps = decay_steps
@@ -202,16 +240,23 @@ class CosineDecay(LearningRateSchedule):
         return _out(self._decay(s - warmup, steps, target, dt), dt)
 
     def get_config(self):
-        return {"initial_learning_rate": self.initial_learning_rate, "decay_steps": self.decay_steps,
-                "alpha": self.alpha, "name": self.name, "warmup_target": self.warmup_target,
-                "warmup_steps": self.warmup_steps}
+        return {
+            "initial_learning_rate": self.initial_learning_rate,
+            "decay_steps": self.decay_steps,
+            "alpha": self.alpha,
+            "name": self.name,
+            "warmup_target": self.warmup_target,
+            "warmup_steps": self.warmup_steps,
+        }
 
 
 class CosineDecayRestarts(LearningRateSchedule):
     """SGDR: cosine decay from 1 to alpha over first_decay_steps, then restarts; period i lasts
     first_decay_steps * t_mul^i steps and starts at m_mul^i times the initial rate."""
 
-    def __init__(self, initial_learning_rate, first_decay_steps, t_mul=2.0, m_mul=1.0, alpha=0.0, name="SGDRDecay"):
+    def __init__(
+        self, initial_learning_rate, first_decay_steps, t_mul=2.0, m_mul=1.0, alpha=0.0, name="SGDRDecay"
+    ):
         _check_steps("first_decay_steps", first_decay_steps)
         self.initial_learning_rate = initial_learning_rate
         self.first_decay_steps = first_decay_steps
@@ -232,24 +277,43 @@ class CosineDecayRestarts(LearningRateSchedule):
             frac = frac - i_restart
         else:
             i_restart = np.floor(np.log(one - frac * (one - t_mul)) / np.log(t_mul))
-            sum_r = (one - t_mul ** i_restart) / (one - t_mul)
-            frac = (frac - sum_r) / t_mul ** i_restart
-        cosine = 0.5 * m_mul ** i_restart * (1.0 + np.cos(dt.type(math.pi) * frac))
+            sum_r = (one - t_mul**i_restart) / (one - t_mul)
+            frac = (frac - sum_r) / t_mul**i_restart
+        cosine = 0.5 * m_mul**i_restart * (1.0 + np.cos(dt.type(math.pi) * frac))
         return _out(_scalar(self.initial_learning_rate, dt) * ((one - alpha) * cosine + alpha), dt)
 
     def get_config(self):
-        return {"initial_learning_rate": self.initial_learning_rate, "first_decay_steps": self.first_decay_steps,
-                "t_mul": self._t_mul, "m_mul": self._m_mul, "alpha": self.alpha, "name": self.name}
+        return {
+            "initial_learning_rate": self.initial_learning_rate,
+            "first_decay_steps": self.first_decay_steps,
+            "t_mul": self._t_mul,
+            "m_mul": self._m_mul,
+            "alpha": self.alpha,
+            "name": self.name,
+        }
 
 
-_BUILTIN = {c.__name__: c for c in (ExponentialDecay, PiecewiseConstantDecay, PolynomialDecay, InverseTimeDecay,
-                                    CosineDecay, CosineDecayRestarts)}
+_BUILTIN = {
+    c.__name__: c
+    for c in (
+        ExponentialDecay,
+        PiecewiseConstantDecay,
+        PolynomialDecay,
+        InverseTimeDecay,
+        CosineDecay,
+        CosineDecayRestarts,
+    )
+}
 
 
 def serialize(learning_rate_schedule):
     """Keras' serialized form: {"module", "class_name", "config", "registered_name"}."""
-    return {"module": "keras.optimizers.schedules", "class_name": type(learning_rate_schedule).__name__,
-            "config": learning_rate_schedule.get_config(), "registered_name": None}
+    return {
+        "module": "keras.optimizers.schedules",
+        "class_name": type(learning_rate_schedule).__name__,
+        "config": learning_rate_schedule.get_config(),
+        "registered_name": None,
+    }
 
 
 def deserialize(config, custom_objects=None):
@@ -257,6 +321,8 @@ def deserialize(config, custom_objects=None):
     name = config.get("class_name")
     cls = (custom_objects or {}).get(name) or _BUILTIN.get(name)
     if cls is None:
-        raise ValueError("Unknown learning rate schedule %r; known: %s (pass custom_objects for others)"
-                         % (name, sorted(_BUILTIN)))
+        raise ValueError(
+            "Unknown learning rate schedule %r; known: %s (pass custom_objects for others)"
+            % (name, sorted(_BUILTIN))
+        )
     return cls.from_config(config["config"])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from accel import backend
-from accel.optimizers.base import Optimizer
+from accel.optimizers.base import Optimizer, f32
 
 
 class SGD(Optimizer):
@@ -25,7 +25,7 @@ class SGD(Optimizer):
         k = self._kernels(p, g, *(() if m is None else (m,)))
         if k is None:
             return False
-        k.sgd_update(p, g, lr, m, self.momentum, self.nesterov, wd)
+        k.sgd_update(p, g, lr, m, f32(self.momentum), self.nesterov, wd)
         return True
 
     def _update(self, p, g, fg, s, lr, step, bufs):
@@ -37,7 +37,7 @@ class SGD(Optimizer):
             p -= t
             return
         m = s["momentum"]
-        mom = dt(self.momentum)
+        mom = dt(f32(self.momentum))
         m *= mom
         m -= t
         if self.nesterov:
@@ -61,8 +61,10 @@ class Lion(Optimizer):
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.99, **kwargs):
         super().__init__(learning_rate=learning_rate, **kwargs)
         if beta_1 <= 0 or beta_1 > 1:
-            raise ValueError("Argument `beta_1` must be in the [0, 1] range. Otherwise, the optimizer degenerates "
-                             "to SignSGD. Received: beta_1=%s." % (beta_1,))
+            raise ValueError(
+                "Argument `beta_1` must be in the [0, 1] range. Otherwise, the optimizer degenerates "
+                "to SignSGD. Received: beta_1=%s." % (beta_1,)
+            )
         self.beta_1 = beta_1
         self.beta_2 = beta_2
 
@@ -73,13 +75,13 @@ class Lion(Optimizer):
         k = self._kernels(p, g, s["momentum"])
         if k is None:
             return False
-        k.lion_update(p, g, s["momentum"], lr, self.beta_1, self.beta_2, wd)
+        k.lion_update(p, g, s["momentum"], lr, f32(self.beta_1), f32(self.beta_2), wd)
         return True
 
     def _update(self, p, g, fg, s, lr, step, bufs):
         xp = backend.xp_of(p)
         dt = p.dtype.type
-        b1, b2 = dt(self.beta_1), dt(self.beta_2)
+        b1, b2 = dt(f32(self.beta_1)), dt(f32(self.beta_2))
         m = s["momentum"]
         t, w = bufs
         xp.multiply(m, b1, out=t)

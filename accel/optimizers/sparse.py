@@ -49,7 +49,10 @@ class IndexedSlices:
 
     def __repr__(self):
         return "IndexedSlices(indices=%s, values=%s, dense_shape=%s)" % (
-            self.indices, self.values, self.dense_shape)
+            self.indices,
+            self.values,
+            self.dense_shape,
+        )
 
 
 def is_indexed_slices(g) -> bool:
@@ -69,4 +72,3 @@ def scatter_rows(out, indices, values):
 def has_duplicates(indices) -> bool:
     xp = backend.xp_of(indices)
     return int(xp.unique(indices).size) != int(indices.size)
-
