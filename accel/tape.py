@@ -13,6 +13,7 @@ import numpy as np
 
 from accel import backend, debugging, tensor as _tensor_mod
 from accel.ops import core
+from accel.ops.shape import RowGrad
 from accel.tensor import Tensor
 
 _now = _tensor_mod._next_id  # tensor ids grow monotonically: an id is also a timestamp
@@ -489,6 +490,8 @@ def _backward(tape, nodes, flat_targets, flat_sources, flat_og):
             g = cot.get(oid) if oid in src_ids else cot.pop(oid, None)
             if g is None:
                 continue
+            if type(g) is RowGrad:
+                g = g.dense()
         else:
             g = [cot.get(o) if o in src_ids else cot.pop(o, None) for o in out_ids]
             if all(x is None for x in g):
@@ -524,7 +527,8 @@ def _backward(tape, nodes, flat_targets, flat_sources, flat_og):
             if gi is None:
                 continue
             if core._numerics_check is not None:
-                core._numerics_check(op.name, [gi._data if tensor_mode else gi], "the gradient")
+                core._numerics_check(op.name, [gi._data if tensor_mode else getattr(gi, "values", gi)],
+                                     "the gradient")
             shape = in_shapes[k]
             if tensor_mode:
                 if tuple(gi._data.shape) != tuple(shape):
@@ -539,7 +543,11 @@ def _backward(tape, nodes, flat_targets, flat_sources, flat_og):
     for s in flat_sources:
         if s._id in src_ids:
             g = cot.get(s._id)
-            if g is not None and not tensor_mode:
+            if type(g) is RowGrad:
+                from accel.optimizers.sparse import IndexedSlices  # noqa: PLC0415
+
+                g = IndexedSlices(Tensor(g.values), Tensor(g.indices), np.asarray(g.shape, np.int64))
+            elif g is not None and not tensor_mode:
                 g = Tensor(core.as_array(g if core._profile is None else _plain_view(g)))
             result.append(g)
         else:

@@ -40,7 +40,7 @@ def analytic_vjp(f, arrays, r):
         out = f(*ts)
     gs = tape.gradient(out, ts, output_gradients=accel.constant(r.astype(out.numpy().dtype)),
                        unconnected_gradients="zero")
-    return [None if a.dtype.kind != "f" else g.numpy() for a, g in zip(arrays, gs)]
+    return [None if a.dtype.kind != "f" else accel.convert_to_tensor(g).numpy() for a, g in zip(arrays, gs)]
 
 
 def check_grads(f, arrays, rtol=1e-5, atol=1e-6, seed=0):

@@ -265,7 +265,18 @@ def test_gather_repeated_indices_accumulate(device):
     p = tf.Variable([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
     with tf.GradientTape() as tape:
         y = tf.reduce_sum(tf.gather(p, [0, 2, 0, 0]))
-    np.testing.assert_array_equal(tape.gradient(y, p).numpy(), [[3, 3], [0, 0], [1, 1]])
+    g = tape.gradient(y, p)
+    assert isinstance(g, tf.IndexedSlices)  # row-sparse, as TF returns for embedding lookups
+    assert g.indices.numpy().tolist() == [0, 2, 0, 0] and g.values.shape == (4, 2)
+    np.testing.assert_array_equal(tf.convert_to_tensor(g).numpy(), [[3, 3], [0, 0], [1, 1]])
+
+
+def test_row_sparse_gradient_densifies_when_combined(device):
+    p = tf.Variable([[1.0, 2.0], [3.0, 4.0]])
+    with tf.GradientTape() as tape:
+        y = tf.reduce_sum(tf.gather(p, [1])) + tf.reduce_sum(p * p)
+    g = tape.gradient(y, p)
+    np.testing.assert_array_equal(g.numpy(), [[2, 4], [7, 9]])
 
 
 def test_custom_gradient_and_second_order(device):

@@ -187,8 +187,10 @@ class ProgbarLogger(Callback):
                                                _format_logs(logs or {})), flush=True)
 
     def on_test_begin(self, logs=None):
+        if self._in_fit:
+            return
         self._t0 = time.perf_counter()
-        if not self._in_fit and self._mode() == "bar":
+        if self._mode() == "bar":
             self._open_bar("Evaluate")
 
     def on_test_batch_end(self, batch, logs=None):

@@ -15,7 +15,7 @@ from accel import random
 from accel.keras import callbacks as callbacks_module
 from accel.keras import losses as losses_module
 from accel.keras import metrics as metrics_module
-from accel.keras import optimizers as optimizers_module
+from accel import optimizers as optimizers_module
 from accel.ops.api import cast, concat, convert_to_tensor, gather
 from accel.tape import GradientTape
 from accel.tensor import Tensor
@@ -104,10 +104,16 @@ class Trainer:
         history.history["val_accuracy"]
     """
 
-    optimizer = None
-    stop_training = False
-    history = None
-    _compiled = False
+    def __init__(self):
+        self.optimizer = None
+        self.loss = None
+        self.stop_training = False
+        self.history = None
+        self._compiled = False
+        self._compile_loss = None
+        self._metric_ids = []
+        self._compile_metrics = None
+        self._loss_tracker = None
 
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, run_eagerly=None, jit_compile=None):
         """Sets the optimizer, the loss and the metrics for training.

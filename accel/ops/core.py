@@ -159,7 +159,16 @@ def convert(x, dtype=None):
     """A Tensor for x (Tensors pass through; Python and NumPy data get TF's default dtypes)."""
     if isinstance(x, Tensor):
         return x
+    if hasattr(x, "indices") and hasattr(x, "dense_shape"):  # IndexedSlices: densify
+        return _densify(x)
     return Tensor(to_array(x, dtype))
+
+
+def _densify(s):
+    from accel.ops.tensor_ns import TENSOR_NS  # noqa: PLC0415
+
+    shape = tuple(int(d) for d in backend.to_numpy(s.dense_shape._data))
+    return TENSOR_NS.scatter_add(shape, s.values._data.dtype, s.indices, s.values, 0)
 
 
 def convert_pair(x, y, opname):

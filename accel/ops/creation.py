@@ -63,6 +63,8 @@ def convert_to_tensor(value, dtype=None, dtype_hint=None, name=None):
         if isinstance(value, Variable):
             return value.read_value()
         return value
+    if hasattr(value, "indices") and hasattr(value, "dense_shape"):  # IndexedSlices
+        return convert(value)
     if dtype is None and dtype_hint is not None and not isinstance(value, (np.ndarray, np.generic)):
         try:
             return Tensor(to_array(value, _np_dtype(dtype_hint)))

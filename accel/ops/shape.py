@@ -292,6 +292,38 @@ def reverse(tensor, axis, name=None):
 
 # --- gather / indexing ----------------------------------------------------------------------
 
+class RowGrad:
+    """A cotangent that is zero outside some rows: dense[indices[i]] += values[i]."""
+
+    __slots__ = ("values", "indices", "shape")
+    __array_ufunc__ = None  # `dense + RowGrad` must come to __radd__, not become an object array
+
+    def __init__(self, values, indices, shape):
+        self.values = values
+        self.indices = indices
+        self.shape = tuple(shape)
+
+    @property
+    def dtype(self):
+        return self.values.dtype
+
+    def dense(self):
+        xp = backend.xp_of(self.values)
+        out = xp.zeros(self.shape, self.values.dtype)
+        xp.add.at(out, self.indices, self.values)
+        return out
+
+    def __add__(self, other):
+        xp = backend.xp_of(self.values)
+        if isinstance(other, RowGrad):
+            return RowGrad(xp.concatenate([self.values, other.values]),
+                           xp.concatenate([self.indices, other.indices.astype(self.indices.dtype)]), self.shape)
+        return self.dense() + other
+
+    def __radd__(self, other):
+        return other + self.dense()
+
+
 def _check_indices(idx, dim, opname, what="indices"):
     if idx.size == 0:
         return
@@ -318,6 +350,9 @@ def _gather_fwd(xp, params, indices, axis, batch_dims):
 
 def _gather_rule(F, g, out, params, indices, axis, batch_dims):
     shape = F.shape(params)
+    if batch_dims == 0 and axis == 0 and not isinstance(g, Tensor):
+        # row-sparse: the tape densifies it only if something needs it dense (TF's IndexedSlices)
+        return RowGrad(g.reshape((-1,) + tuple(shape[1:])), indices.reshape(-1), shape)
     if batch_dims == 0:
         return F.scatter_add(shape, F.dtype(params), indices, g, axis)
     if isinstance(g, Tensor):
