@@ -42,6 +42,10 @@ _K_GELU = 0.044715
 PREFER_NUMPY = {"gelu_tanh", "gelu"}  # chunked NumPy: 187 vs 1119 ms and 812 vs 1264 ms (16M f32)
 
 prange = range  # replaced by numba.prange when numba loads (globals bind at compile time)
+# Serial loops by default: on 2 cores numba's OpenMP pool fought BLAS and the other process for the
+# cores (relu backward on 1M float32: 6.4 ms parallel vs 0.75 ms serial, copy 0.72 ms), and a
+# bandwidth-bound loop gains little from a second core. ACCEL_NUMBA_PARALLEL=1 turns prange on.
+_PARALLEL = os.environ.get("ACCEL_NUMBA_PARALLEL", "0") == "1"
 _nb = None
 _jitted = {}
 
@@ -69,7 +73,7 @@ def _numba():
 def _jit(fn):
     f = _jitted.get(fn)
     if f is None:
-        f = _jitted[fn] = _numba().njit(parallel=True, fastmath=False, cache=True)(fn)
+        f = _jitted[fn] = _numba().njit(parallel=_PARALLEL, fastmath=False, cache=True)(fn)
     return f
 
 

@@ -22,7 +22,7 @@ import accel
 from accel import keras
 
 SEED = 0
-HIDDEN = (128, 64)
+HIDDEN = (256, 128)
 
 
 def load_data(seed=SEED):
@@ -73,9 +73,10 @@ def run(epochs, out_dir, learning_rate, batch_size, min_accuracy):
     x_train, x_test, y_train, y_test = load_data()
     accel.random.set_seed(SEED)  # weights and shuffling repeat from run to run
     model = build_model(learning_rate)
-    print("accel demo: MLP 64-%s-10, Adam(lr=%g), batch %d, on scikit-learn digits: %d train (10%% of them for "
-          "validation) / %d test, device %s" % ("-".join(map(str, HIDDEN)), learning_rate, batch_size,
-                                                len(x_train), len(x_test), accel.backend.current_device().short_name))
+    device = accel.backend.current_device().short_name
+    print("accel demo: MLP 64-%s-10, Adam(lr=%g), batch %d, on scikit-learn digits: %d train "
+          "(10%% of them for validation) / %d test, device %s"
+          % ("-".join(map(str, HIDDEN)), learning_rate, batch_size, len(x_train), len(x_test), device))
 
     t0 = time.perf_counter()
     history = model.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, validation_split=0.1)
@@ -98,7 +99,8 @@ def run(epochs, out_dir, learning_rate, batch_size, min_accuracy):
     print("final epoch: loss %.4f, accuracy %.4f, val_loss %.4f, val_accuracy %.4f"
           % (h["loss"][-1], h["accuracy"][-1], h["val_loss"][-1], h["val_accuracy"][-1]))
     print("TEST accuracy: %.2f%% (%d/%d), test loss %.4f" % (100 * test_acc, correct, len(y_test), test_loss))
-    print("training time: %.1f s for %d epochs (%.2f s/epoch)" % (train_s, len(h["loss"]), train_s / len(h["loss"])))
+    epochs_run = len(h["loss"])
+    print("training time: %.1f s for %d epochs (%.2f s/epoch)" % (train_s, epochs_run, train_s / epochs_run))
     print("checkpoint %s reloaded into a fresh model: test accuracy %.2f%%, loss %.4f (%s)"
           % (ckpt, 100 * reload_acc, reload_loss, "identical" if identical else "MISMATCH"))
     print("plot: %s" % png)
@@ -107,7 +109,8 @@ def run(epochs, out_dir, learning_rate, batch_size, min_accuracy):
         print("error: the reloaded model does not reproduce the trained model's results", file=sys.stderr)
         return 1
     if test_acc < min_accuracy:
-        print("error: test accuracy %.4f is below --min-accuracy %.4f" % (test_acc, min_accuracy), file=sys.stderr)
+        print("error: test accuracy %.4f is below --min-accuracy %.4f" % (test_acc, min_accuracy),
+              file=sys.stderr)
         return 1
     return 0
 

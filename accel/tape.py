@@ -53,12 +53,33 @@ def record(op, inputs, out, attrs):
                 tape._watch_variable(t)
                 hit = True
         if not hit:
-            shadow = tape._shadow
-            if shadow:
+            if tape._shadow:
                 _shadow_edge(tape, inputs, out, op)
             continue
         if node is None:
-            node = _make_node(op, inputs, out, attrs)
+            if len(inputs) == 2:
+                a, b = inputs
+                in_ids = (a._id, b._id)
+                in_shapes = (a._data.shape, b._data.shape)
+                # a Variable is saved as a snapshot of its current array under the same id, so a later
+                # assign does not change what the backward pass sees, and outer tapes still track it
+                saved = ((_snapshot(a) if type(a) is _Variable else a, _snapshot(b) if type(b) is _Variable else b)
+                         if op.save_inputs else None)
+            elif len(inputs) == 1:
+                a = inputs[0]
+                in_ids = (a._id,)
+                in_shapes = (a._data.shape,)
+                saved = (_snapshot(a) if type(a) is _Variable else a,) if op.save_inputs else None
+            else:
+                in_ids = tuple([t._id for t in inputs])
+                in_shapes = tuple([t._data.shape for t in inputs])
+                saved = tuple([_snapshot(t) if type(t) is _Variable else t for t in inputs]) \
+                    if op.save_inputs else None
+            if op.multi_out:
+                out_ids = tuple([o._id for o in out])
+            else:
+                out_ids = (out._id,)
+            node = (op, in_ids, out_ids, saved, out if op.save_out else None, attrs, in_shapes)
         tape._nodes.append(node)
         if op.multi_out:
             tracked.update(node[OUT_IDS])
@@ -76,39 +97,6 @@ def _shadow_edge(tape, inputs, out, op):
             tape._shadow_edges.append((tuple(t._id for t in inputs), outs))
             shadow.update(outs)
             return
-
-
-def _make_node(op, inputs, out, attrs):
-    if len(inputs) == 1:
-        t = inputs[0]
-        in_ids = (t._id,)
-        in_shapes = (t._data.shape,)
-        if op.save_inputs:
-            saved = (_snapshot(t) if type(t) is _Variable else t,)
-        else:
-            saved = None
-    elif len(inputs) == 2:
-        a, b = inputs
-        in_ids = (a._id, b._id)
-        in_shapes = (a._data.shape, b._data.shape)
-        if op.save_inputs:
-            saved = (_snapshot(a) if type(a) is _Variable else a, _snapshot(b) if type(b) is _Variable else b)
-        else:
-            saved = None
-    else:
-        in_ids = tuple([t._id for t in inputs])
-        in_shapes = tuple([t._data.shape for t in inputs])
-        if op.save_inputs:
-            # a Variable is saved as a snapshot of its current array under the same id, so a later
-            # assign does not change what the backward pass sees, and outer tapes still track it
-            saved = tuple([_snapshot(t) if type(t) is _Variable else t for t in inputs])
-        else:
-            saved = None
-    if op.multi_out:
-        out_ids = tuple([o._id for o in out])
-    else:
-        out_ids = (out._id,)
-    return (op, in_ids, out_ids, saved, out if op.save_out else None, attrs, in_shapes)
 
 
 def _snapshot(v):
@@ -483,6 +471,9 @@ def _backward(tape, nodes, flat_targets, flat_sources, flat_og):
     del nodes
     empty = {}
     pop = active.pop
+    profile = core._profile
+    check = core._numerics_check
+    array_mode = not tensor_mode
     while active:
         op, in_ids, out_ids, saved, out, attrs, in_shapes = pop()
         if len(out_ids) == 1:
@@ -500,41 +491,43 @@ def _backward(tape, nodes, flat_targets, flat_sources, flat_og):
                 g = [x if x is not None else _zeros_like(o) for x, o in zip(g, out)]
             else:
                 g = [x if x is not None else xp.zeros(o._data.shape, o._data.dtype) for x, o in zip(g, out)]
-        if tensor_mode:
-            vals = saved if saved is not None else (None,) * len(in_ids)
-        else:
-            if saved is not None:
-                vals = [t._data for t in saved]
-            else:
+        if array_mode:
+            if saved is None:
                 vals = (None,) * len(in_ids)
+            elif len(saved) == 1:
+                vals = (saved[0]._data,)
+            else:
+                vals = [t._data for t in saved]
             if out is not None:
                 out = tuple([o._data for o in out]) if op.multi_out else out._data
-        rules = op.rules
+        else:
+            vals = saved if saved is not None else (None,) * len(in_ids)
         if attrs is None:
             attrs = empty
-        if core._profile is not None:
-            core._profile.label = op.name + " (backward)"
-        # the fused path serves only a backward pass that nothing records (see accel/ops/fusion.py)
-        fused = op.fused(xp, g, out, *vals, **attrs) if op.fused is not None and not tensor_mode else None
-        if core._profile is not None and not tensor_mode and fused is None:
-            g, vals, out = _counted_views(g, vals, out)
-        for k in range(len(in_ids)):
-            iid = in_ids[k]
-            rule = rules[k] if k < len(rules) else None
+        fused = None
+        if array_mode:
+            if profile is not None:
+                profile.label = op.name + " (backward)"
+            # the fused path serves only a backward pass that nothing records (see accel/ops/fusion.py)
+            if op.fused is not None:
+                fused = op.fused(xp, g, out, *vals, **attrs)
+            if profile is not None and fused is None:
+                g, vals, out = _counted_views(g, vals, out)
+        k = -1
+        for iid, rule, shape in zip(in_ids, op.rules, in_shapes):
+            k += 1
             if rule is None or iid not in reach:
                 continue
             gi = fused[k] if fused is not None else rule(F, g, out, *vals, **attrs)
             if gi is None:
                 continue
-            if core._numerics_check is not None:
-                core._numerics_check(op.name, [gi._data if tensor_mode else getattr(gi, "values", gi)],
-                                     "the gradient")
-            shape = in_shapes[k]
-            if tensor_mode:
-                if tuple(gi._data.shape) != tuple(shape):
-                    gi = F.sum_to(gi, shape)
-            elif gi.shape != shape:
-                gi = sum_to_array(gi, shape)
+            if check is not None:
+                check(op.name, [gi._data if tensor_mode else getattr(gi, "values", gi)], "the gradient")
+            if array_mode:
+                if gi.shape != shape:
+                    gi = sum_to_array(gi, shape)
+            elif tuple(gi._data.shape) != tuple(shape):
+                gi = F.sum_to(gi, shape)
             prev = cot.get(iid)
             cot[iid] = gi if prev is None else prev + gi
     if core._profile is not None:

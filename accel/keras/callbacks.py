@@ -146,10 +146,9 @@ class ProgbarLogger(Callback):
         return "bar" if verbose == 1 and sys.stdout.isatty() else "line"
 
     def _open_bar(self, desc):
-        from tqdm.auto import tqdm  # noqa: PLC0415
+        from tqdm import tqdm  # noqa: PLC0415
 
-        self._bar = tqdm(total=self.params.get("steps"), desc=desc, unit="step", file=sys.stdout,
-                         dynamic_ncols=True, leave=True)
+        self._bar = tqdm(total=self.params.get("steps"), desc=desc, unit="step", file=sys.stdout, leave=True)
 
     def _advance(self, logs):
         if self._bar is not None:
@@ -183,8 +182,9 @@ class ProgbarLogger(Callback):
         if mode == "bar":
             self._close_bar(logs)
         elif mode == "line":
-            print("Epoch %d/%d - %.2fs - %s" % (epoch + 1, self.params["epochs"], time.perf_counter() - self._t0,
-                                               _format_logs(logs or {})), flush=True)
+            print("Epoch %d/%d - %.2fs - %s" % (epoch + 1, self.params["epochs"],
+                                               time.perf_counter() - self._t0, _format_logs(logs or {})),
+                  flush=True)
 
     def on_test_begin(self, logs=None):
         if self._in_fit:
@@ -204,7 +204,8 @@ class ProgbarLogger(Callback):
         if mode == "bar":
             self._close_bar(logs)
         elif mode == "line":
-            print("Evaluate - %.2fs - %s" % (time.perf_counter() - self._t0, _format_logs(logs or {})), flush=True)
+            print("Evaluate - %.2fs - %s" % (time.perf_counter() - self._t0, _format_logs(logs or {})),
+                  flush=True)
 
     def on_predict_begin(self, logs=None):
         if self._mode() == "bar":
@@ -285,8 +286,8 @@ class EarlyStopping(MonitorCallback):
     def on_epoch_end(self, epoch, logs=None):
         current = (logs or {}).get(self.monitor)
         if current is None:
-            warnings.warn("Early stopping conditioned on metric `%s` which is not available. Available metrics "
-                          "are: %s" % (self.monitor, ",".join(logs or {})), stacklevel=2)
+            warnings.warn("Early stopping conditioned on metric `%s` which is not available. Available "
+                          "metrics are: %s" % (self.monitor, ",".join(logs or {})), stacklevel=2)
             return
         if epoch < self.start_from_epoch:
             return

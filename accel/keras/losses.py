@@ -65,7 +65,8 @@ def _standardize_reduction(reduction):
     return reduction
 
 
-def reduce_weighted_values(values, sample_weight=None, mask=None, reduction="sum_over_batch_size", dtype=None):
+def reduce_weighted_values(values, sample_weight=None, mask=None, reduction="sum_over_batch_size",
+                           dtype=None):
     """Weights per-sample losses and reduces them (Keras 3 `reduce_weighted_values`).
 
     `mask` (bool, same shape as `values`) marks the entries that count; with the mean reductions
@@ -120,7 +121,8 @@ class Loss:
         y_pred = _to_tensor(y_pred, self.dtype)
         y_true = _to_tensor(y_true, self.dtype)
         losses = self.call(y_true, y_pred)
-        return reduce_weighted_values(losses, sample_weight=sample_weight, mask=self._loss_mask(y_true, y_pred),
+        mask = self._loss_mask(y_true, y_pred)
+        return reduce_weighted_values(losses, sample_weight=sample_weight, mask=mask,
                                       reduction=self.reduction, dtype=self.dtype)
 
     def call(self, y_true, y_pred):
@@ -187,8 +189,9 @@ def huber(y_true, y_pred, delta=1.0):
     error = y_pred - y_true
     abs_error = abs(error)
     delta = float(delta)
-    return reduce_mean(where(abs_error <= delta, 0.5 * square(error), delta * abs_error - 0.5 * delta * delta),
-                       axis=-1)
+    quadratic = 0.5 * square(error)
+    linear = delta * abs_error - 0.5 * delta * delta
+    return reduce_mean(where(abs_error <= delta, quadratic, linear), axis=-1)
 
 
 def binary_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0, axis=-1):
@@ -216,8 +219,8 @@ def categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=
     y_pred = _to_tensor(y_pred)
     y_true = _to_tensor(y_true, y_pred.dtype)
     if _rank(y_true) != _rank(y_pred) or tuple(y_true.shape) != tuple(y_pred.shape):
-        raise ValueError("Arguments `target` and `output` must have the same shape. Received: target.shape=%s, "
-                         "output.shape=%s" % (tuple(y_true.shape), tuple(y_pred.shape)))
+        raise ValueError("Arguments `target` and `output` must have the same shape. Received: "
+                         "target.shape=%s, output.shape=%s" % (tuple(y_true.shape), tuple(y_pred.shape)))
     if label_smoothing:
         y_true = y_true * (1.0 - label_smoothing) + label_smoothing / y_pred.shape[axis]
     if from_logits:
@@ -234,8 +237,9 @@ def _sparse_labels(y_true, y_pred, axis):
     if _rank(y_true) == _rank(y_pred) and y_true.shape[-1] == 1:
         y_true = squeeze(y_true, -1)
     if tuple(y_true.shape) != tuple(y_pred.shape[:-1]):
-        raise ValueError("Arguments `target` and `output` must have the same shape up until the last dimension: "
-                         "target.shape=%s, output.shape=%s" % (tuple(y_true.shape), tuple(y_pred.shape)))
+        raise ValueError("Arguments `target` and `output` must have the same shape up until the last "
+                         "dimension: target.shape=%s, output.shape=%s"
+                         % (tuple(y_true.shape), tuple(y_pred.shape)))
     return y_true
 
 

@@ -13,7 +13,8 @@ from accel.keras import losses as losses_module
 from accel.keras.losses import _to_tensor, squeeze_or_expand_to_same_rank
 from accel.math import divide_no_nan
 from accel.ops.api import (
-    argmax, broadcast_to, cast, convert_to_tensor, equal, greater, reduce_mean, reduce_sum, reshape, squeeze, zeros)
+    argmax, broadcast_to, cast, convert_to_tensor, equal, greater, reduce_mean, reduce_sum, reshape, squeeze,
+    zeros)
 from accel.variables import Variable
 
 FLOATX = losses_module.FLOATX

@@ -69,8 +69,8 @@ class _Batches:
             perm = convert_to_tensor(rng.permutation(self.num_samples))
             data = tuple(None if d is None else _map(lambda t: gather(t, perm), d) for d in data)
         for step in range(self.steps):
-            lo, hi = step * self.batch_size, min((step + 1) * self.batch_size, self.num_samples)
-            yield tuple(None if d is None else _map(lambda t: t[lo:hi], d) for d in data)
+            rows = slice(step * self.batch_size, min((step + 1) * self.batch_size, self.num_samples))
+            yield tuple(None if d is None else _map(lambda t, rows=rows: t[rows], d) for d in data)
 
 
 def _split_validation(data, validation_split):
@@ -88,7 +88,8 @@ def _split_validation(data, validation_split):
 
 def _unpack_validation_data(validation_data):
     if not isinstance(validation_data, (list, tuple)) or len(validation_data) not in (2, 3):
-        raise ValueError("validation_data must be a tuple (x_val, y_val) or (x_val, y_val, val_sample_weight)")
+        raise ValueError("validation_data must be a tuple (x_val, y_val) or (x_val, y_val, "
+                         "val_sample_weight)")
     return tuple(validation_data) + (None,) * (3 - len(validation_data))
 
 
@@ -182,7 +183,7 @@ class Trainer:
             loss = self.compute_loss(x, y, y_pred, sample_weight, training=True)
         variables = self.trainable_variables
         grads = tape.gradient(loss, variables)
-        self.optimizer.apply_gradients(zip(grads, variables))
+        self.optimizer.apply_gradients(zip(grads, variables, strict=True))
         self._update_metrics(x, y, y_pred, sample_weight, loss)
 
     def test_step(self, x, y, sample_weight=None):
@@ -192,9 +193,9 @@ class Trainer:
         self._update_metrics(x, y, y_pred, sample_weight, loss)
 
     # --- loops ---------------------------------------------------------------------------------
-    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None, validation_split=0.0,
-            validation_data=None, shuffle=True, sample_weight=None, initial_epoch=0, validation_batch_size=None,
-            validation_freq=1):
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
+            validation_split=0.0, validation_data=None, shuffle=True, sample_weight=None, initial_epoch=0,
+            validation_batch_size=None, validation_freq=1):
         """Trains for `epochs` epochs on NumPy arrays or accel tensors; returns the `History`.
 
         History keys: "loss", one per metric, and "val_loss", "val_<metric>" with validation data.
@@ -205,7 +206,8 @@ class Trainer:
             raise ValueError("fit: pass the targets y (datasets and generators are not supported)")
         batch_size = batch_size or 32
         if validation_data is None and validation_split:
-            (x, y, sample_weight), validation_data = _split_validation((x, y, sample_weight), validation_split)
+            train_data, validation_data = _split_validation((x, y, sample_weight), validation_split)
+            x, y, sample_weight = train_data
         train = _Batches(x, y, sample_weight, batch_size)
         val = None
         if validation_data is not None:

@@ -22,16 +22,19 @@ _numerics_check = None  # set by accel.debugging.enable_check_numerics
 
 
 _profile = None  # the active accel.profiler.Profile, or None
+_plain = True  # neither a profiler nor a numerics check is active: apply's fast path may run
 
 
 def set_profiler(prof):
-    global _profile
+    global _profile, _plain
     _profile = prof
+    _plain = _profile is None and _numerics_check is None
 
 
 def set_numerics_check(hook):
-    global _numerics_check
+    global _numerics_check, _plain
     _numerics_check = hook
+    _plain = _profile is None and _numerics_check is None
 
 
 def cut(opname, inputs, out):
@@ -106,6 +109,33 @@ def _device_mismatch(datas, opname):
 
 def apply(op: Op, inputs, attrs=None):
     """Runs op's forward on Tensors `inputs`, wraps the result, and records it on active tapes."""
+    if _plain and not op.multi_out:
+        # the hot path: host arrays, no profiler, no numerics check (errors go the slow way below)
+        if len(inputs) == 2:
+            a = inputs[0]._data
+            b = inputs[1]._data
+            if type(a) is np.ndarray and type(b) is np.ndarray:
+                try:
+                    res = op.forward(_NUMPY, a, b, **attrs) if attrs else op.forward(_NUMPY, a, b)
+                except Exception:
+                    res = None
+                if type(res) is np.ndarray:
+                    out = Tensor(res)
+                    if _state.tapes:
+                        _record_or_cut(op, inputs, out, attrs)
+                    return out
+        elif len(inputs) == 1:
+            a = inputs[0]._data
+            if type(a) is np.ndarray:
+                try:
+                    res = op.forward(_NUMPY, a, **attrs) if attrs else op.forward(_NUMPY, a)
+                except Exception:
+                    res = None
+                if type(res) is np.ndarray:
+                    out = Tensor(res)
+                    if _state.tapes:
+                        _record_or_cut(op, inputs, out, attrs)
+                    return out
     if len(inputs) == 1:
         datas = (inputs[0]._data,)
         xp = _NUMPY if type(datas[0]) is np.ndarray else _xp_of_datas(datas, op.name)
@@ -137,13 +167,17 @@ def apply(op: Op, inputs, attrs=None):
     else:
         out = Tensor(res if type(res) is np.ndarray else as_array(res))
     if _state.tapes:
-        if op.rules is not None:
-            _record(op, inputs, out, attrs)
-        else:
-            _note_cut(op.name, inputs, out)
+        _record_or_cut(op, inputs, out, attrs)
     if _numerics_check is not None:
         _numerics_check(op.name, [o._data for o in out] if op.multi_out else [out._data], "the output")
     return out
+
+
+def _record_or_cut(op, inputs, out, attrs):
+    if op.rules is not None:
+        _record(op, inputs, out, attrs)
+    else:
+        _note_cut(op.name, inputs, out)
 
 
 def as_array(r):
@@ -190,22 +224,23 @@ def convert_pair(x, y, opname):
     return x, _like(y, x, opname)
 
 
-_SCALAR_CACHE = {}  # (type, value, dtype) -> 0-d array; safe to share, tensors never mutate
+_SCALAR_CACHE = {}  # (type, value, dtype) -> constant Tensor
 
 
 def scalar_like(value, t, opname):
-    """A Python float or int as a tensor of host Tensor t's dtype (cached 0-d arrays)."""
+    """A Python float or int as a constant tensor of host Tensor t's dtype. Cached: constants are
+    immutable and never tracked, so one tensor can serve every use of the same literal."""
     dt = t._data.dtype
     tv = type(value)
     key = (tv, value, dt)
-    arr = _SCALAR_CACHE.get(key)
-    if arr is None:
+    const = _SCALAR_CACHE.get(key)
+    if const is None:
         if tv is float and dt.kind in "iub" and not value.is_integer():
             raise TypeError("%s: cannot convert %r to a tensor of dtype %s" % (opname, value, dt))
-        arr = np.asarray(value, dtype=dt)
+        const = Tensor(np.asarray(value, dtype=dt))
         if len(_SCALAR_CACHE) < 4096:
-            _SCALAR_CACHE[key] = arr
-    return Tensor(arr)
+            _SCALAR_CACHE[key] = const
+    return const
 
 
 def _like(value, t, opname):
