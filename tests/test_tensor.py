@@ -178,6 +178,8 @@ def test_creation_ops(device):
     assert int(tf.size(tf.zeros((2, 3)))) == 6 and int(tf.rank(tf.zeros((2, 3)))) == 2
     assert tf.cast(tf.constant([1.7, -1.7]), tf.int32).numpy().tolist() == [1, -1]
     assert tf.argmax(tf.constant([[1, 3], [4, 2]]), axis=1).dtype == tf.int64
+    assert int(tf.argmax(tf.constant([1.0, 3.0]))) == 1
+    assert tf.reduce_sum(tf.constant([1, 2])).dtype == tf.int32
 
 
 def test_random_is_seeded_and_reproducible(device):

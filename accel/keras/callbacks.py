@@ -240,7 +240,10 @@ class MonitorCallback(Callback):
         name = self.monitor.removeprefix("val_")
         if name == "loss":
             self._sign = -1
+        metrics = []
         for m in getattr(self.model, "metrics", []):
+            metrics.extend(getattr(m, "metrics", None) or [m])  # the compiled metrics' container
+        for m in metrics:
             if m.name == name and getattr(m, "_direction", None):
                 self._sign = 1 if m._direction == "up" else -1
         if self._sign is None:

@@ -60,6 +60,8 @@ class _Batches:
     def __init__(self, x, y=None, sample_weight=None, batch_size=32):
         self.data = tuple(None if d is None else _map(_to_tensor, d) for d in (x, y, sample_weight))
         self.num_samples = _num_samples(*self.data)
+        if self.num_samples == 0:
+            raise ValueError("The data has no samples")
         self.batch_size = int(batch_size)
         self.steps = math.ceil(self.num_samples / self.batch_size)
 
@@ -97,6 +99,57 @@ def _resolve_verbose(verbose):
     return 1 if verbose == "auto" else int(verbose)
 
 
+def unpack_x_y_sample_weight(data):
+    """(x, y, sample_weight) from a batch given as (x,), (x, y) or (x, y, sample_weight)."""
+    if not isinstance(data, tuple):
+        return data, None, None
+    return tuple(data) + (None,) * (3 - len(data))
+
+
+def _pack(x, y, sample_weight):
+    """The batch as Keras hands it to `train_step`: (x, y) without weights, (x,) without targets."""
+    if y is None:
+        return (x,)
+    return (x, y) if sample_weight is None else (x, y, sample_weight)
+
+
+def _pythonify(logs):
+    """Floats from tensors; nested dicts (such as the compiled metrics' results) are flattened."""
+    out = {}
+    for k, v in logs.items():
+        if isinstance(v, dict):
+            out.update(_pythonify(v))
+        else:
+            out[k] = float(v)
+    return out
+
+
+class CompileMetrics(metrics_module.Metric):
+    """The metrics given to `compile`, resolved on the first batch, when the output shapes are known.
+
+    As in Keras 3 it is one entry of `model.metrics` (named "compile_metrics"), and its result is a
+    dict from each metric's name to its value.
+    """
+
+    def __init__(self, identifiers):
+        super().__init__(name="compile_metrics")
+        self._identifiers = list(identifiers)
+        self.metrics = None
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        if self.metrics is None:
+            self.metrics = [metrics_module.get_for_outputs(m, y_true, y_pred) for m in self._identifiers]
+        for m in self.metrics:
+            m.update_state(y_true, y_pred, sample_weight=sample_weight)
+
+    def result(self):
+        return {m.name: m.result() for m in self.metrics or []}
+
+    def reset_state(self):
+        for m in self.metrics or []:
+            m.reset_state()
+
+
 class Trainer:
     """compile / fit / evaluate / predict for a model (mixed into `accel.keras.Model`).
 
@@ -112,7 +165,6 @@ class Trainer:
         self.history = None
         self._compiled = False
         self._compile_loss = None
-        self._metric_ids = []
         self._compile_metrics = None
         self._loss_tracker = None
 
@@ -132,8 +184,7 @@ class Trainer:
                               else losses_module.LossFunctionWrapper(loss_obj))
         if metrics is not None and not isinstance(metrics, (list, tuple)):
             raise TypeError("compile: metrics must be a list, got %r" % (metrics,))
-        self._metric_ids = list(metrics or [])
-        self._compile_metrics = None  # built on the first batch, when the shapes are known
+        self._compile_metrics = CompileMetrics(metrics) if metrics else None
         self._loss_tracker = metrics_module.Mean(name="loss")
         self.stop_training = False
         self._compiled = True
@@ -141,10 +192,10 @@ class Trainer:
     # --- state ---------------------------------------------------------------------------------
     @property
     def metrics(self):
-        """The loss tracker and the compiled metrics (built on the first batch)."""
+        """The loss tracker ("loss") and, when `compile` was given metrics, their `CompileMetrics`."""
         if not self._compiled:
             return []
-        return [self._loss_tracker] + list(self._compile_metrics or [])
+        return [self._loss_tracker] + ([self._compile_metrics] if self._compile_metrics else [])
 
     @property
     def metrics_names(self):
@@ -158,39 +209,44 @@ class Trainer:
         if not self._compiled:
             raise RuntimeError("You must call `compile()` before calling `%s()`." % what)
 
-    def _build_metrics(self, y, y_pred):
-        if self._compile_metrics is None:
-            self._compile_metrics = [metrics_module.get_for_outputs(m, y, y_pred) for m in self._metric_ids]
+    def get_metrics_result(self):
+        """{name: value} of the loss tracker and every compiled metric."""
+        return _pythonify({m.name: m.result() for m in self.metrics})
 
-    def _logs(self):
-        return {m.name: float(m.result()) for m in self.metrics}
-
-    # --- steps ---------------------------------------------------------------------------------
+    # --- steps (override train_step / test_step to customise fit and evaluate, as in Keras) -------
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """The compiled loss of a batch (override for a custom objective)."""
         return self._compile_loss(y, y_pred, sample_weight=sample_weight)
 
-    def _update_metrics(self, x, y, y_pred, sample_weight, loss):
-        self._loss_tracker.update_state(loss, sample_weight=_leaves(x)[0].shape[0])
-        self._build_metrics(y, y_pred)
-        for m in self._compile_metrics:
-            m.update_state(y, y_pred, sample_weight=sample_weight)
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        """Updates the compiled metrics with a batch and returns `get_metrics_result()`."""
+        if self._compile_metrics is not None:
+            self._compile_metrics.update_state(y, y_pred, sample_weight=sample_weight)
+        return self.get_metrics_result()
 
-    def train_step(self, x, y, sample_weight=None):
-        """One optimizer step on a batch; updates the metrics."""
+    def _track_loss(self, x, loss):
+        # the epoch's loss is the mean of the batch losses weighted by batch size
+        self._loss_tracker.update_state(loss, sample_weight=_leaves(x)[0].shape[0])
+
+    def train_step(self, data):
+        """One optimizer step on a batch `(x, y[, sample_weight])`; returns the running logs."""
+        x, y, sample_weight = unpack_x_y_sample_weight(data)
         with GradientTape() as tape:
             y_pred = self(x, training=True)
-            loss = self.compute_loss(x, y, y_pred, sample_weight, training=True)
+            loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+        self._track_loss(x, loss)
         variables = self.trainable_variables
         grads = tape.gradient(loss, variables)
         self.optimizer.apply_gradients(zip(grads, variables, strict=True))
-        self._update_metrics(x, y, y_pred, sample_weight, loss)
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
-    def test_step(self, x, y, sample_weight=None):
-        """Updates the metrics on a batch without training."""
+    def test_step(self, data):
+        """Updates the metrics with a batch `(x, y[, sample_weight])`; returns the running logs."""
+        x, y, sample_weight = unpack_x_y_sample_weight(data)
         y_pred = self(x, training=False)
-        loss = self.compute_loss(x, y, y_pred, sample_weight, training=False)
-        self._update_metrics(x, y, y_pred, sample_weight, loss)
+        loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=False)
+        self._track_loss(x, loss)
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     # --- loops ---------------------------------------------------------------------------------
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
@@ -226,11 +282,11 @@ class Trainer:
         for epoch in range(initial_epoch, epochs):
             self.reset_metrics()
             cbs.on_epoch_begin(epoch)
-            for step, (bx, by, bw) in enumerate(train.epoch(rng)):
+            for step, batch in enumerate(train.epoch(rng)):
                 cbs.on_train_batch_begin(step)
-                self.train_step(bx, by, bw)
-                cbs.on_train_batch_end(step, self._logs())
-            logs = self._logs()
+                logs = _pythonify(self.train_step(_pack(*batch)))
+                cbs.on_train_batch_end(step, logs)
+            logs = dict(logs)
             if val is not None and (epoch + 1) % validation_freq == 0:
                 val_logs = self._run_test(val, cbs)
                 logs.update({"val_" + k: v for k, v in val_logs.items()})
@@ -243,18 +299,18 @@ class Trainer:
     def _run_test(self, batches, cbs):
         self.reset_metrics()
         cbs.on_test_begin()
-        for step, (bx, by, bw) in enumerate(batches.epoch()):
+        for step, batch in enumerate(batches.epoch()):
             cbs.on_test_batch_begin(step)
-            self.test_step(bx, by, bw)
-            cbs.on_test_batch_end(step, self._logs())
-        logs = self._logs()
+            logs = _pythonify(self.test_step(_pack(*batch)))
+            cbs.on_test_batch_end(step, logs)
         cbs.on_test_end(logs)
         return logs
 
-    def _flatten_logs(self, logs, return_dict):
+    @staticmethod
+    def _flatten_logs(logs, return_dict):
         if return_dict:
             return logs
-        values = [logs[m.name] for m in self.metrics]
+        values = list(logs.values())  # "loss" first, then the metrics in compile order
         return values[0] if len(values) == 1 else values
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, callbacks=None,
@@ -290,20 +346,18 @@ class Trainer:
         """One training step on exactly this batch; returns the batch's loss and metrics."""
         self._assert_compiled("train_on_batch")
         self.reset_metrics()
-        (bx, by, bw), = _Batches(x, y, sample_weight, batch_size=_num_samples(x)).epoch()
-        self.train_step(bx, by, bw)
-        return self._flatten_logs(self._logs(), return_dict)
+        (batch,) = _Batches(x, y, sample_weight, batch_size=_num_samples(x)).epoch()
+        return self._flatten_logs(_pythonify(self.train_step(_pack(*batch))), return_dict)
 
     def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
         """The loss and metrics of exactly this batch, without training."""
         self._assert_compiled("test_on_batch")
         self.reset_metrics()
-        (bx, by, bw), = _Batches(x, y, sample_weight, batch_size=_num_samples(x)).epoch()
-        self.test_step(bx, by, bw)
-        return self._flatten_logs(self._logs(), return_dict)
+        (batch,) = _Batches(x, y, sample_weight, batch_size=_num_samples(x)).epoch()
+        return self._flatten_logs(_pythonify(self.test_step(_pack(*batch))), return_dict)
 
     def predict_on_batch(self, x):
         """The model's output for exactly this batch, as NumPy."""
-        (bx, _, _), = _Batches(x, batch_size=_num_samples(x)).epoch()
+        ((bx, _, _),) = _Batches(x, batch_size=_num_samples(x)).epoch()
         out = self(bx, training=False)
         return _map(lambda t: t.numpy(), out)

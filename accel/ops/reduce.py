@@ -62,7 +62,7 @@ def _reduction(name, forward, rule, save_inputs=False, save_out=False, float_onl
 def _sum_fwd(xp, x, axes, keepdims, shape):
     if x.dtype.kind == "b":
         x = x.astype(np.int32)
-    return xp.sum(x, axis=axes, keepdims=keepdims)
+    return xp.sum(x, axis=axes, keepdims=keepdims, dtype=x.dtype)  # int32 stays int32, as in TF
 
 
 reduce_sum = _reduction("reduce_sum", _sum_fwd,
