@@ -7,6 +7,7 @@ so a tensor's id says when it was made relative to the tape's start, stop and pa
 
 from __future__ import annotations
 
+import inspect
 import linecache
 import os
 import re
@@ -186,9 +187,19 @@ def source_name(obj, frame=None):
 
     frame = frame or user_frame()
     if frame is not None:
-        for k, v in list(frame.f_locals.items()) + list(frame.f_globals.items()):
-            if v is obj and not k.startswith("_"):
-                return k
+        local_vars = frame.f_locals
+        try:
+            for k, v in list(local_vars.items()) + list(frame.f_globals.items()):
+                if v is obj and not k.startswith("_"):
+                    return k
+        finally:
+            # before Python 3.13 f_locals of a function is a snapshot cached on the frame: it would keep
+            # every local (a deleted tape, its arrays) alive until the function returns. Emptying it
+            # is safe (values are copied back only for keys present); never for module frames, and
+            # never from 3.13 on, where f_locals writes through to the real locals.
+            if (sys.version_info < (3, 13) and frame.f_code.co_flags & inspect.CO_OPTIMIZED
+                    and local_vars is not frame.f_globals):
+                local_vars.clear()
     if isinstance(obj, Variable):
         return "Variable %r" % obj.name
     return "tensor of shape %s" % (tuple(obj.shape),)

@@ -6,6 +6,7 @@ import numpy as np
 
 from accel import backend
 from accel.dtypes import as_dtype
+from accel.errors import InvalidArgumentError
 from accel.tensor import Tensor
 
 _global_seed = None
@@ -39,12 +40,15 @@ def _new_rng(dev, seed):
     return cp.random.default_rng(seed)
 
 
-def _shape(shape):
+def _shape(shape, fn="random"):
     if isinstance(shape, Tensor):
         shape = shape.numpy().tolist()
     if isinstance(shape, (int, np.integer)):
-        return (int(shape),)
-    return tuple(int(s) for s in shape)
+        shape = (int(shape),)
+    shape = tuple(int(s) for s in shape)
+    if any(s < 0 for s in shape):
+        raise InvalidArgumentError(None, None, "random.%s: shape %s has a negative dimension" % (fn, list(shape)))
+    return shape
 
 
 def _float_dtype(dtype, fn):
@@ -56,7 +60,7 @@ def _float_dtype(dtype, fn):
 
 def normal(shape, mean=0.0, stddev=1.0, dtype=np.float32, seed=None, name=None):
     dt = _float_dtype(dtype, "normal")
-    z = _rng(seed).standard_normal(_shape(shape), dtype=np.float32 if dt == np.float16 else dt)
+    z = _rng(seed).standard_normal(_shape(shape, "normal"), dtype=np.float32 if dt == np.float16 else dt)
     return Tensor((z * stddev + mean).astype(dt, copy=False))
 
 
@@ -66,16 +70,16 @@ def uniform(shape, minval=0, maxval=None, dtype=np.float32, seed=None, name=None
     if dt.kind in "iu":
         if maxval is None:
             raise ValueError("random.uniform: maxval is required for integer dtypes")
-        return Tensor(g.integers(int(minval), int(maxval), size=_shape(shape), dtype=dt))
+        return Tensor(g.integers(int(minval), int(maxval), size=_shape(shape, "uniform"), dtype=dt))
     maxval = 1.0 if maxval is None else maxval
-    u = g.random(_shape(shape), dtype=np.float32 if dt == np.float16 else dt)
+    u = g.random(_shape(shape, "uniform"), dtype=np.float32 if dt == np.float16 else dt)
     return Tensor((u * (maxval - minval) + minval).astype(dt, copy=False))
 
 
 def truncated_normal(shape, mean=0.0, stddev=1.0, dtype=np.float32, seed=None, name=None):
     """Normal samples redrawn until within two standard deviations of the mean."""
     dt = _float_dtype(dtype, "truncated_normal")
-    shp = _shape(shape)
+    shp = _shape(shape, "truncated_normal")
     g = _rng(seed)
     xp = backend.current_device().xp
     z = g.standard_normal(shp, dtype=np.float32 if dt == np.float16 else dt)

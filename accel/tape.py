@@ -238,15 +238,21 @@ class GradientTape:
                 "after the block, or use GradientTape(persistent=True)")
         flat_targets = _flatten(target)
         flat_sources = _flatten(sources)
-        for s in flat_sources:
-            if not isinstance(s, Tensor):
-                raise TypeError("GradientTape.gradient: sources must be Tensors or Variables, got %s (%r)"
-                                % (type(s).__name__, s))
+        _check_sources(flat_sources, "gradient")
         if output_gradients is not None:
             flat_og = _flatten(output_gradients)
             if len(flat_og) != len(flat_targets):
                 raise ValueError("GradientTape.gradient: output_gradients has %d entries for %d targets"
                                  % (len(flat_og), len(flat_targets)))
+            for k, (og, t) in enumerate(zip(flat_og, flat_targets)):
+                if og is None:
+                    continue
+                og, t = core.convert(og), core.convert(t)
+                if tuple(og._data.shape) != tuple(t._data.shape) or og._data.dtype != t._data.dtype:
+                    raise ValueError("GradientTape.gradient: output_gradients[%d] has shape %s and dtype %s; "
+                                     "expected the target's shape %s and dtype %s"
+                                     % (k, tuple(og._data.shape), og._data.dtype, tuple(t._data.shape),
+                                        t._data.dtype))
         else:
             flat_og = None
         if not self._persistent:
@@ -292,6 +298,7 @@ class GradientTape:
         unconnected = _unconnected_mode(unconnected_gradients)
         target = core.convert(target)
         flat_sources = _flatten(sources)
+        _check_sources(flat_sources, "jacobian")
         nodes = self._nodes
         n = int(np.prod(target._data.shape))
         xp = backend.xp_of(target._data)
@@ -371,6 +378,14 @@ class _StopRecording:
         self._tape._recording = self._was
         self._pause[1] = _now()
         return False
+
+
+def _check_sources(flat_sources, what):
+    for s in flat_sources:
+        if not isinstance(s, Tensor):
+            raise TypeError("GradientTape.%s: sources must be Tensors or Variables, got %s (%r); a NumPy array "
+                            "has no recorded history: convert it with accel.constant and watch it inside the tape"
+                            % (what, type(s).__name__, s))
 
 
 def _unconnected_mode(value):

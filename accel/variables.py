@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 
 from accel import backend, debugging, tape as _tape
 from accel.dtypes import as_dtype
 from accel.errors import InvalidArgumentError
 from accel.tensor import Tensor, TensorShape, to_array
-
-_uid = itertools.count()
-_name_counts: dict[str, int] = {}
-
-
-def _unique_name(base):
-    n = _name_counts.get(base, 0)
-    _name_counts[base] = n + 1
-    return base if n == 0 else "%s_%d" % (base, n)
-
 
 class Variable(Tensor):
     """A mutable tensor that GradientTape watches automatically when trainable.
@@ -50,7 +38,7 @@ class Variable(Tensor):
             data = data.copy()
         super().__init__(data)
         self._trainable = bool(trainable) if data.dtype.kind == "f" else bool(trainable) and False
-        self._name = _unique_name(name or "Variable")
+        self._name = name or "Variable"  # as in TF eager, names need not be unique
         self._constraint = constraint
         self._aggregation = aggregation
         self._site = debugging.user_site()  # where it was created, for gradient diagnostics
@@ -130,12 +118,14 @@ class Variable(Tensor):
             try:
                 data = backend.asarray_on(value, backend.device_of(self._data))
             except (ValueError, TypeError) as e:
-                raise ValueError("%s: cannot convert %r for variable %s: %s" % (what, value, self.name, e)) from None
+                raise ValueError("%s: cannot convert %r to a value for variable %s (%s %s): %s"
+                                 % (what, value, self.name, self._data.dtype, tuple(self._data.shape), e)) from None
+            if data.dtype.kind in "USOV":
+                raise TypeError("%s: %r is not numeric; variable %s holds %s %s"
+                                % (what, value, self.name, self._data.dtype, tuple(self._data.shape)))
             if data.dtype.kind == "f" and self._data.dtype.kind in "iub":
                 raise InvalidArgumentError(None, None, "%s: variable %s has dtype %s, value has dtype %s"
                                            % (what, self.name, self._data.dtype, data.dtype))
-            if data.dtype.kind == "O":
-                raise TypeError("%s: value %r is not numeric" % (what, value))
             data = data.astype(self._data.dtype, copy=False)
         if tuple(data.shape) != tuple(self._data.shape):
             raise ValueError("%s: cannot assign a value of shape %s to variable %s of shape %s"

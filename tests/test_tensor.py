@@ -140,10 +140,11 @@ def test_failed_assign_leaves_value_untouched(device):
     np.testing.assert_array_equal(v.numpy(), [1.0, 2.0])
 
 
-def test_unique_variable_names():
-    a = tf.Variable(1.0, name="unique_test")
-    b = tf.Variable(1.0, name="unique_test")
-    assert a.name == "unique_test:0" and b.name != a.name
+def test_variable_names_follow_tf_eager():
+    a = tf.Variable(1.0, name="same")
+    b = tf.Variable(1.0, name="same")
+    assert a.name == b.name == "same:0"  # TF eager does not make variable names unique
+    assert tf.Variable(1.0).name == "Variable:0"
 
 
 def test_device_placement_and_errors():

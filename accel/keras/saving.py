@@ -62,6 +62,21 @@ def _write_atomic(path, arrays):
             os.close(dfd)
 
 
+def _read_npy(f, size, member):
+    """One .npy member; its header's shape must fit the bytes actually present (no huge allocations)."""
+    version = np.lib.format.read_magic(f)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read_header(f)
+    if dtype.hasobject:
+        raise ValueError("member %r holds Python objects (pickles are never loaded)" % member)
+    need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if need > size:
+        raise ValueError("member %r declares shape %s of %s (%d bytes) but holds only %d bytes"
+                         % (member, shape, dtype, need, size))
+    f.seek(0)
+    return np.lib.format.read_array(f, allow_pickle=False)
+
+
 def _read(path):
     try:
         arrays = {}
@@ -71,7 +86,7 @@ def _read(path):
                 if not info.filename.endswith(".npy") or key in arrays:
                     raise ValueError("unexpected member %r" % info.filename)
                 data = zf.read(info)  # verifies the member's CRC-32
-                arrays[key] = np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
+                arrays[key] = _read_npy(io.BytesIO(data), len(data), info.filename)
         return arrays
     except (FileNotFoundError, IsADirectoryError, PermissionError):
         raise

@@ -251,13 +251,21 @@ def _like(value, t, opname):
         return scalar_like(value, t, opname)
     if isinstance(value, float) and dt.kind in "iub" and not float(value).is_integer():
         raise TypeError("%s: cannot convert %r to a tensor of dtype %s" % (opname, value, dt))
-    if isinstance(value, (list, tuple)) or type(value) is np.ndarray or isinstance(value, np.generic):
-        arr = np.asarray(value)
-        if arr.dtype.kind == "f" and dt.kind in "iub":
-            raise TypeError("%s: cannot combine a %s tensor with float data %r" % (opname, dt, value))
-    if type(t._data) is np.ndarray:
-        return Tensor(np.asarray(value, dtype=dt))
-    return Tensor(backend.asarray_on(value, backend.device_of(t._data), dt))
+    try:
+        if isinstance(value, (list, tuple)) or type(value) is np.ndarray or isinstance(value, np.generic):
+            arr = np.asarray(value)
+            if arr.dtype.kind == "f" and dt.kind in "iub":
+                raise TypeError("%s: cannot combine a %s tensor with float data %r" % (opname, dt, value))
+        if type(t._data) is np.ndarray:
+            return Tensor(np.asarray(value, dtype=dt))
+        return Tensor(backend.asarray_on(value, backend.device_of(t._data), dt))
+    except (ValueError, TypeError) as e:
+        if str(e).startswith(opname + ":"):
+            raise
+        kind = "a ragged list" if "inhomogeneous" in str(e) else "%s %r" % (type(value).__name__, value)
+        raise (TypeError if isinstance(e, TypeError) or isinstance(value, str) else ValueError)(
+            "%s: cannot convert %s to a %s tensor to combine with a tensor of shape %s (%s)"
+            % (opname, kind, dt, tuple(t._data.shape), e)) from None
 
 
 def is_float(t) -> bool:
@@ -276,7 +284,7 @@ class ArrayNS:
                      "where", "matmul", "reshape", "transpose", "swapaxes", "broadcast_to", "zeros_like",
                      "ones_like", "expand_dims", "concatenate", "stack", "cosh", "reciprocal", "log1p",
                      "negative", "floor", "moveaxis", "sum", "tensordot", "einsum", "pad", "flip",
-                     "cumsum", "clip", "take", "squeeze", "tile"):
+                     "cumsum", "clip", "take", "squeeze", "tile", "sinh"):
             setattr(self, name, getattr(xp, name))
 
     def astype(self, x, dtype):

@@ -35,10 +35,14 @@ def constant(value, dtype=None, shape=None, name=None):
     if isinstance(value, Tensor):
         t = value if dt is None or value._data.dtype == dt else Tensor(value._data.astype(dt))
         return t if shape is None else Tensor(t._data.reshape(_shape_arg(shape, "constant")))
-    if dt is not None and not isinstance(value, (np.ndarray, np.generic)) and dt.kind in "iub":
-        inferred = np.asarray(value).dtype if not isinstance(value, (list, tuple)) else None
-        if inferred is not None and inferred.kind == "f" and not np.all(np.asarray(value) == np.trunc(value)):
-            raise TypeError("constant: cannot convert %r to a tensor of dtype %s" % (value, dt))
+    if dt is not None and dt.kind in "iub" and not isinstance(value, (np.ndarray, np.generic)):
+        try:
+            probe = np.asarray(value)
+        except ValueError:
+            probe = None
+        if probe is not None and probe.dtype.kind == "f" and not np.all(probe == np.trunc(probe)):
+            raise TypeError("constant: cannot convert %r to a tensor of dtype %s without losing the fraction"
+                            % (value, dt))
     data = to_array(value, dt)
     if shape is not None:
         shape = _shape_arg(shape, "constant")
@@ -123,6 +127,9 @@ def range(start, limit=None, delta=1, dtype=None, name="range"):  # noqa: A001
 
 
 def eye(num_rows, num_columns=None, batch_shape=None, dtype=np.float32, name=None):
+    for what, n in (("num_rows", num_rows), ("num_columns", num_columns)):
+        if n is not None and int(n) < 0:
+            raise InvalidArgumentError(None, None, "eye: %s must be >= 0, got %d" % (what, int(n)))
     m = _xp().eye(int(num_rows), None if num_columns is None else int(num_columns), dtype=_np_dtype(dtype))
     if batch_shape is not None:
         m = _xp().broadcast_to(m, tuple(batch_shape) + m.shape).copy()
@@ -140,6 +147,12 @@ def one_hot(indices, depth, on_value=None, off_value=None, axis=None, dtype=None
     if idx._data.dtype.kind not in "iu":
         raise InvalidArgumentError(None, None, "one_hot: indices must be integers, got %s" % idx._data.dtype)
     depth = int(depth)
+    if depth < 0:
+        raise InvalidArgumentError(None, None, "one_hot: depth must be >= 0, got %d" % depth)
+    nd = idx._data.ndim + 1
+    if axis is not None and not -1 <= int(axis) < nd:
+        raise InvalidArgumentError(None, None, "one_hot: axis %d is out of range for an output of rank %d "
+                                   "(expected -1 <= axis < %d)" % (int(axis), nd, nd))
     dt = _np_dtype(dtype) or (convert(on_value)._data.dtype if on_value is not None else np.dtype(np.float32))
     xp = backend.xp_of(idx._data)
     on = 1 if on_value is None else on_value

@@ -29,7 +29,10 @@ def normalize_axis(axis, ndim, opname, argname="axis"):
         out.append(a % ndim if ndim else 0)
     if ndim == 0:
         return ()
-    return tuple(sorted(set(out)))
+    if len(set(out)) != len(out):
+        raise InvalidArgumentError(None, None, "%s: %s %s names an axis twice (duplicate axes)"
+                                   % (opname, argname, list(items)))
+    return tuple(sorted(out))
 
 
 def _kept_shape(shape, axes):
@@ -164,11 +167,19 @@ def _lse_fwd(xp, x, axes, keepdims, shape):
     return r if keepdims else xp.squeeze(r, axis=axes)
 
 
-reduce_logsumexp = _reduction(
-    "reduce_logsumexp", _lse_fwd,
-    lambda F, g, out, x, axes, keepdims, shape:
-    _expand_g(F, g, shape, axes) * F.exp(x - F.reshape(out, _kept_shape(shape, axes))),
-    save_inputs=True, save_out=True, float_only=True)
+def _lse_rule(F, g, out, x, axes, keepdims, shape):
+    # softmax over the axes, shifted by the max rather than by out: exp(x - out) loses log(n)
+    # when out is so large that log(n) is below its last digit
+    m = F.max(x, axis=axes, keepdims=True)
+    if isinstance(m, Tensor):
+        from accel.ops.creation import stop_gradient  # noqa: PLC0415
+
+        m = stop_gradient(m)
+    e = F.exp(x - m)
+    return _expand_g(F, g, shape, axes) * (e / F.sum(e, axis=axes, keepdims=True))
+
+
+reduce_logsumexp = _reduction("reduce_logsumexp", _lse_fwd, _lse_rule, save_inputs=True, float_only=True)
 
 
 def reduce_variance(input_tensor, axis=None, keepdims=False, name=None):

@@ -221,6 +221,9 @@ def unstack(value, num=None, axis=0, name=None):
     x = convert(value)
     (a,) = normalize_axis(axis, x._data.ndim, "unstack")
     n = x._data.shape[a]
+    if num is not None and int(num) != n:
+        raise InvalidArgumentError(None, None, "unstack: num=%d but axis %d of shape %s has size %d"
+                                   % (int(num), a, tuple(x._data.shape), n))
     if n == 0:
         return []
     return [squeeze(p, a) for p in split(x, n, a)]

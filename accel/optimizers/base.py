@@ -169,6 +169,7 @@ class Optimizer:
                 "or a callable (that takes in the current iteration value and returns the "
                 "corresponding learning rate value). Received instead: learning_rate=%r" % (lr,)
             )
+        _check_finite_lr(lr)
         with backend.device("cpu"):
             return Variable(float(lr), dtype=float32, trainable=False, name=self.name + "/learning_rate")
 
@@ -199,6 +200,7 @@ class Optimizer:
                 "with a float `learning_rate` argument."
             )
         elif isinstance(self._learning_rate, Variable):
+            _check_finite_lr(value)
             self._learning_rate.assign(float(value))
         else:
             self._learning_rate = self._new_learning_rate(value)
@@ -667,6 +669,12 @@ def _causes(variables):
         else:
             lines.append("  - %s: %s" % (v.name, r.message) + ("\n      Fix: %s" % r.fix if r.fix else ""))
     return "\n".join(lines)
+
+
+def _check_finite_lr(lr):
+    # negative rates are allowed, as in Keras (gradient ascent); NaN or inf would wreck every weight
+    if not math.isfinite(float(lr)):
+        raise ValueError("Argument `learning_rate` must be a finite number; received learning_rate=%r" % (lr,))
 
 
 def _no_gradients_message(variables):

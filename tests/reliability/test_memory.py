@@ -82,10 +82,6 @@ def test_persistent_tape_keeps_then_frees_on_delete(no_gc):
     assert not alive, "still alive after deleting the persistent tape: %s" % alive
 
 
-@pytest.mark.xfail(sys.version_info < (3, 13), strict=True,
-                   reason="a gradient() that leaves a source None runs explain(), which reads the caller's "
-                   "frame.f_locals: on Python < 3.13 that caches a snapshot of the caller's locals on the frame, "
-                   "so `del tape` no longer frees the persistent tape and its saved arrays until the caller returns")
 def test_persistent_tape_frees_on_delete_after_a_missing_gradient(no_gc):
     w = tf.Variable(np.ones((3, 4), np.float32))
     x = tf.constant(np.ones((2, 3), np.float32))  # not watched: its gradient is None

@@ -175,6 +175,9 @@ class Layer:
             if t.dtype.is_floating and t.dtype != self._dtype:
                 t = accel.cast(t, self._dtype)
             return t
+        if isinstance(x, (str, bytes)) or x is None:
+            raise TypeError("%s: inputs must be tensors or arrays of numbers, got %s %r"
+                            % (self.name, type(x).__name__, x))
         return x
 
     # --- weights ----------------------------------------------------------------------------
