@@ -12,7 +12,7 @@ import threading
 import numpy as np
 
 from accel import backend, debugging, tensor as _tensor_mod
-from accel.ops import core
+from accel.ops import core, fusion
 from accel.ops.shape import RowGrad
 from accel.tensor import Tensor
 
@@ -38,10 +38,10 @@ class UnconnectedGradients(enum.Enum):
 OP, IN_IDS, OUT_IDS, SAVED, OUT, ATTRS, IN_SHAPES = range(7)
 
 
-def record(op, inputs, out, attrs):
-    """Adds one op application to every active tape that tracks one of its inputs."""
+def record(op, inputs, out, attrs, tapes):
+    """Adds one op application to every active tape (of `tapes`) that tracks one of its inputs."""
     node = None
-    for tape in _state.tapes:
+    for tape in tapes:
         if not tape._recording:
             continue
         tracked = tape._tracked
@@ -489,6 +489,8 @@ def _backward(tape, nodes, flat_targets, flat_sources, flat_og):
     profile = core._profile
     check = core._numerics_check
     array_mode = not tensor_mode
+    mode = backend.fused_mode()
+    fuse_min = None if mode == "never" else 0 if mode == "always" else fusion.CPU_MIN_SIZE
     while active:
         op, in_ids, out_ids, saved, out, attrs, in_shapes = pop()
         if len(out_ids) == 1:
@@ -523,8 +525,9 @@ def _backward(tape, nodes, flat_targets, flat_sources, flat_og):
         if array_mode:
             if profile is not None:
                 profile.label = op.name + " (backward)"
-            # the fused path serves only a backward pass that nothing records (see accel/ops/fusion.py)
-            if op.fused is not None:
+            # the fused path serves only a backward pass that nothing records (see accel/ops/fusion.py);
+            # small host arrays skip even the call
+            if op.fused is not None and fuse_min is not None and (type(g) is not np.ndarray or g.size >= fuse_min):
                 fused = op.fused(xp, g, out, *vals, **attrs)
             if profile is not None and fused is None:
                 g, vals, out = _counted_views(g, vals, out)
@@ -533,7 +536,12 @@ def _backward(tape, nodes, flat_targets, flat_sources, flat_og):
             k += 1
             if rule is None or iid not in reach:
                 continue
-            gi = fused[k] if fused is not None else rule(F, g, out, *vals, **attrs)
+            if fused is not None:
+                gi = fused[k]
+            elif attrs:
+                gi = rule(F, g, out, *vals, **attrs)
+            else:
+                gi = rule(F, g, out, *vals)
             if gi is None:
                 continue
             if check is not None:

@@ -121,8 +121,12 @@ def apply(op: Op, inputs, attrs=None):
                     res = None
                 if type(res) is np.ndarray:
                     out = Tensor(res)
-                    if _state.tapes:
-                        _record_or_cut(op, inputs, out, attrs)
+                    tapes = _state.tapes
+                    if tapes:
+                        if op.rules is not None:
+                            _record(op, inputs, out, attrs, tapes)
+                        else:
+                            _note_cut(op.name, inputs, out)
                     return out
         elif len(inputs) == 1:
             a = inputs[0]._data
@@ -133,8 +137,12 @@ def apply(op: Op, inputs, attrs=None):
                     res = None
                 if type(res) is np.ndarray:
                     out = Tensor(res)
-                    if _state.tapes:
-                        _record_or_cut(op, inputs, out, attrs)
+                    tapes = _state.tapes
+                    if tapes:
+                        if op.rules is not None:
+                            _record(op, inputs, out, attrs, tapes)
+                        else:
+                            _note_cut(op.name, inputs, out)
                     return out
     if len(inputs) == 1:
         datas = (inputs[0]._data,)
@@ -175,7 +183,7 @@ def apply(op: Op, inputs, attrs=None):
 
 def _record_or_cut(op, inputs, out, attrs):
     if op.rules is not None:
-        _record(op, inputs, out, attrs)
+        _record(op, inputs, out, attrs, _state.tapes)
     else:
         _note_cut(op.name, inputs, out)
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from accel.errors import InvalidArgumentError
 from accel.ops import fusion
-from accel.ops.core import Op, REGISTRY, apply, convert, convert_pair, cut, erf_array, scalar_like
+from accel.ops.core import _SCALAR_CACHE, Op, REGISTRY, apply, convert, convert_pair, cut, erf_array, scalar_like
 from accel.tensor import Tensor
 
 
@@ -51,7 +51,8 @@ def binary(name, forward, rule_x=None, rule_y=None, save_inputs=True, save_out=F
     def fn(x, y, name=None):
         # fast path: a tensor with a Python scalar (the commonest case in user code)
         if type(x) is Tensor and (type(y) is float or type(y) is int) and type(x._data) is np.ndarray:
-            y = scalar_like(y, x, op.name)
+            c = _SCALAR_CACHE.get((type(y), y, x._data.dtype))
+            y = c if c is not None else scalar_like(y, x, op.name)
         else:
             x, y = convert_pair(x, y, op.name)
         if float_only and x._data.dtype.kind != "f":
