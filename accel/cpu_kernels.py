@@ -73,7 +73,9 @@ def _numba():
 def _jit(fn):
     f = _jitted.get(fn)
     if f is None:
-        f = _jitted[fn] = _numba().njit(parallel=_PARALLEL, fastmath=False, cache=True)(fn)
+        # error_model="numpy": x / 0 gives inf/nan as in NumPy instead of a ZeroDivisionError check per
+        # element, which also kept LLVM from vectorizing the loops (Adam on 400k float32: 1.59 -> 0.33 ms)
+        f = _jitted[fn] = _numba().njit(parallel=_PARALLEL, fastmath=False, error_model="numpy", cache=True)(fn)
     return f
 
 

@@ -85,7 +85,7 @@ def run(epochs, out_dir, learning_rate, batch_size, min_accuracy):
     correct = int(np.sum(np.argmax(model.predict(x_test, verbose=0), axis=-1) == y_test))
 
     os.makedirs(out_dir, exist_ok=True)
-    ckpt = os.path.join(out_dir, "digits.weights.h5")
+    ckpt = os.path.join(out_dir, "digits.weights.npz")
     model.save_weights(ckpt)
     fresh = build_model(learning_rate)
     fresh.load_weights(ckpt)

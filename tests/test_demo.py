@@ -25,7 +25,7 @@ def test_short_demo_run_trains_checks_the_checkpoint_and_plots(tmp_path):
     assert "TEST accuracy: " in out and "(identical)" in out
     with open(tmp_path / "training.png", "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    assert (tmp_path / "digits.weights.h5").stat().st_size > 0
+    assert (tmp_path / "digits.weights.npz").stat().st_size > 0
 
 
 def test_min_accuracy_failure_exits_non_zero(tmp_path):

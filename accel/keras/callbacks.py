@@ -324,7 +324,7 @@ class ModelCheckpoint(MonitorCallback):
     """Saves the model's weights at the end of each epoch to `filepath`.
 
     `filepath` may hold `str.format` fields: `{epoch}` (1-based) and any logged value, as in
-    "ckpt-{epoch:02d}-{val_loss:.3f}.weights.h5". With `save_best_only=True` a file is written only
+    "ckpt-{epoch:02d}-{val_loss:.3f}.weights.npz". With `save_best_only=True` a file is written only
     when `monitor` improves.
     """
 

@@ -215,10 +215,10 @@ def test_model_checkpoint_writes_each_epoch(tmp_path):
     x, y = blobs()
     model = classifier()
     rec = Recorder()
-    path = os.path.join(tmp_path, "ckpt", "w-{epoch:02d}-{loss:.3f}.weights.h5")
+    path = os.path.join(tmp_path, "ckpt", "w-{epoch:02d}-{loss:.3f}.weights.npz")
     h = model.fit(x, y, epochs=3, callbacks=[rec, callbacks.ModelCheckpoint(path, monitor="loss")],
                   verbose=0).history
-    expected = sorted("w-%02d-%.3f.weights.h5" % (e + 1, loss) for e, loss in enumerate(h["loss"]))
+    expected = sorted("w-%02d-%.3f.weights.npz" % (e + 1, loss) for e, loss in enumerate(h["loss"]))
     assert sorted(os.listdir(os.path.join(tmp_path, "ckpt"))) == expected
 
     fresh = classifier()
@@ -230,12 +230,12 @@ def test_model_checkpoint_writes_each_epoch(tmp_path):
 def test_model_checkpoint_save_best_only(tmp_path):
     x, y = blobs()
     model = classifier()
-    path = os.path.join(tmp_path, "best-{epoch}.weights.h5")
+    path = os.path.join(tmp_path, "best-{epoch}.weights.npz")
     cb = callbacks.ModelCheckpoint(path, monitor="val_loss", save_best_only=True)
     h = model.fit(x, y, epochs=6, validation_data=(x, (y + 1) % K), callbacks=[cb], verbose=0).history
     best_so_far = np.minimum.accumulate(h["val_loss"])
     improved = [e + 1 for e in range(6) if e == 0 or best_so_far[e] < best_so_far[e - 1]]
-    assert sorted(os.listdir(tmp_path)) == sorted("best-%d.weights.h5" % e for e in improved)
+    assert sorted(os.listdir(tmp_path)) == sorted("best-%d.weights.npz" % e for e in improved)
     assert len(improved) < 6
 
 
