@@ -24,7 +24,7 @@ import warnings
 
 import numpy as np
 
-from accel import backend, cpu_kernels
+from accel import backend, profiler, cpu_kernels
 from accel import tape as _tape
 from accel.dtypes import float32, int64
 from accel.optimizers import schedules as _schedules
@@ -346,6 +346,8 @@ class Optimizer:
                 stacklevel=2,
             )
 
+        if profiler._active is not None:
+            profiler._active.label = "optimizer:" + type(self).__name__
         lr = self._lr_value()
         step = int(self._iterations._data) + 1
         scales = self._grad_scales([g for _, g in present])
@@ -456,6 +458,9 @@ class Optimizer:
         if fg is None and self._fused_update(p, g, s, lr, step, wd):
             return
         bufs = [self._buf(p, _SCRATCH + i) for i in range(self._scratch)]
+        if profiler._active is not None:  # count the generic update's array passes (views, same memory)
+            p, g, bufs = profiler.counted(p), profiler.counted(g), [profiler.counted(b) for b in bufs]
+            s = {k: profiler.counted(v) for k, v in s.items()}
         if wd:
             # Keras: variable - variable * wd * lr
             dt = p.dtype.type
