@@ -13,8 +13,7 @@ from accel.dtypes import (  # noqa: F401
     DType, as_dtype, bool_ as bool, double, float16, float32, float64, half, int8, int16, int32, int64, uint8)
 from accel.tensor import Tensor, TensorShape  # noqa: F401
 from accel.ops.api import *  # noqa: F401, F403
-from accel.ops.api import abs, pow, range, round  # noqa: F401
-from accel.ops.core import REGISTRY as _REGISTRY
+from accel.ops.api import abs, add, matmul, multiply, pow, range, round, subtract, truediv  # noqa: F401
 from accel.tape import GradientTape, UnconnectedGradients  # noqa: F401
 from accel.variables import Variable  # noqa: F401
 from accel.gradients import custom_gradient, gradients, recompute_grad  # noqa: F401

@@ -362,7 +362,7 @@ def _not_used(tape, s, name, targets, frame):
             if a <= tid and (b is None or tid <= b):
                 return SourceReport(name, IN_STOP_RECORDING, "the target was computed inside tape.stop_recording() "
                                     "(at %s)" % format_site(site), "compute it outside stop_recording()", site)
-        for (eid, what, site) in tape._exits:
+        for (_, what, site) in tape._exits:
             return SourceReport(name, LEFT_TAPE, "a value on the path left the tape through %s at %s; what came "
                                 "back is a new constant with no recorded history" % (what, format_site(site)),
                                 "stay with accel ops on the differentiable path (no .numpy(), float() or NumPy "

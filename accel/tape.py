@@ -225,11 +225,7 @@ class GradientTape:
 
         Sources not connected to the target get None (or zeros with unconnected_gradients="zero").
         """
-        if self._used and not self._persistent:
-            raise RuntimeError(
-                "A non-persistent GradientTape can only be used to compute one set of gradients (or "
-                "jacobians); the first call was at %s. Create it with GradientTape(persistent=True) to call "
-                "gradient() again" % debugging.format_site(self._used_site))
+        self._check_not_used()
         unconnected = _unconnected_mode(unconnected_gradients)
         if self._recording and not self._persistent:
             debugging.warn_once(
@@ -275,6 +271,13 @@ class GradientTape:
             grads = [g if g is not None else _zeros_like(s) for g, s in zip(grads, flat_sources)]
         return _pack_like(sources, grads)
 
+    def _check_not_used(self):
+        if self._used and not self._persistent:
+            raise RuntimeError(
+                "A non-persistent GradientTape can only be used to compute one set of gradients (or "
+                "jacobians); the first call was at %s. Create it with GradientTape(persistent=True) to call "
+                "gradient() again" % debugging.format_site(self._used_site))
+
     def _release(self):
         """Drops the records (and the arrays they hold) of a used non-persistent tape."""
         self._nodes = None
@@ -289,12 +292,11 @@ class GradientTape:
             return _backward(self, nodes, flat_targets, flat_sources, flat_og)
         finally:
             self._recording = was_recording
+
     def jacobian(self, target, sources, unconnected_gradients=UnconnectedGradients.NONE,
                  parallel_iterations=None, experimental_use_pfor=True):
         """Full Jacobian: result[i] has shape target.shape + source_i.shape."""
-        if self._used and not self._persistent:
-            raise RuntimeError("A non-persistent GradientTape can only be used to compute one set of "
-                               "gradients (or jacobians)")
+        self._check_not_used()
         unconnected = _unconnected_mode(unconnected_gradients)
         target = core.convert(target)
         flat_sources = _flatten(sources)
@@ -330,9 +332,7 @@ class GradientTape:
     def batch_jacobian(self, target, source, unconnected_gradients=UnconnectedGradients.NONE,
                        parallel_iterations=None, experimental_use_pfor=True):
         """Per-example Jacobian: result[b] = d target[b] / d source[b]; shape [B] + y[1:] + x[1:]."""
-        if self._used and not self._persistent:
-            raise RuntimeError("A non-persistent GradientTape can only be used to compute one set of "
-                               "gradients (or jacobians)")
+        self._check_not_used()
         unconnected = _unconnected_mode(unconnected_gradients)
         target = core.convert(target)
         if target._data.ndim < 1 or source._data.ndim < 1 or target._data.shape[0] != source._data.shape[0]:

@@ -8,7 +8,7 @@ import accel
 def numeric_vjp(f, arrays, r, eps=1e-6):
     """d/dx_i sum(f(x) * r) by central differences, for each float input."""
     grads = []
-    for i, a in enumerate(arrays):
+    for a in arrays:
         if a.dtype.kind != "f":
             grads.append(None)
             continue

@@ -31,8 +31,8 @@ class Case:
                 shape, high = spec, self.ints[i]
                 out.append(rng.integers(0, high, size=shape).astype(np.int32))
                 continue
-            shape, dom = (spec, "any") if not (isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[1], str)) \
-                else spec
+            tagged = isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[1], str)
+            shape, dom = spec if tagged else (spec, "any")
             x = rng.standard_normal(shape)
             if dom == "pos":
                 x = np.abs(x) + 0.5

@@ -163,6 +163,7 @@ def test_reset(device):
         tape.reset()
         z = x * 3
     assert float(tape.gradient(z, x)) == 3.0
+    assert float(y) == 4.0
 
 
 def test_nested_tapes_second_and_third_derivatives(device):

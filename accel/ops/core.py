@@ -109,41 +109,26 @@ def _device_mismatch(datas, opname):
 
 def apply(op: Op, inputs, attrs=None):
     """Runs op's forward on Tensors `inputs`, wraps the result, and records it on active tapes."""
-    if _plain and not op.multi_out:
+    n = len(inputs)
+    if _plain and n <= 2 and not op.multi_out:
         # the hot path: host arrays, no profiler, no numerics check (errors go the slow way below)
-        if len(inputs) == 2:
-            a = inputs[0]._data
-            b = inputs[1]._data
-            if type(a) is np.ndarray and type(b) is np.ndarray:
-                try:
-                    res = op.forward(_NUMPY, a, b, **attrs) if attrs else op.forward(_NUMPY, a, b)
-                except Exception:
-                    res = None
-                if type(res) is np.ndarray:
-                    out = Tensor(res)
-                    tapes = _state.tapes
-                    if tapes:
-                        if op.rules is not None:
-                            _record(op, inputs, out, attrs, tapes)
-                        else:
-                            _note_cut(op.name, inputs, out)
-                    return out
-        elif len(inputs) == 1:
-            a = inputs[0]._data
-            if type(a) is np.ndarray:
-                try:
-                    res = op.forward(_NUMPY, a, **attrs) if attrs else op.forward(_NUMPY, a)
-                except Exception:
-                    res = None
-                if type(res) is np.ndarray:
-                    out = Tensor(res)
-                    tapes = _state.tapes
-                    if tapes:
-                        if op.rules is not None:
-                            _record(op, inputs, out, attrs, tapes)
-                        else:
-                            _note_cut(op.name, inputs, out)
-                    return out
+        a = inputs[0]._data
+        b = inputs[1]._data if n == 2 else a
+        if type(a) is np.ndarray and type(b) is np.ndarray:
+            args = (a, b) if n == 2 else (a,)
+            try:
+                res = op.forward(_NUMPY, *args, **attrs) if attrs else op.forward(_NUMPY, *args)
+            except Exception:
+                res = None
+            if type(res) is np.ndarray:
+                out = Tensor(res)
+                tapes = _state.tapes
+                if tapes:
+                    if op.rules is not None:
+                        _record(op, inputs, out, attrs, tapes)
+                    else:
+                        _note_cut(op.name, inputs, out)
+                return out
     if len(inputs) == 1:
         datas = (inputs[0]._data,)
         xp = _NUMPY if type(datas[0]) is np.ndarray else _xp_of_datas(datas, op.name)

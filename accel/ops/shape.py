@@ -47,7 +47,8 @@ def reshape(tensor, shape, name=None):
     for s in shape:
         if s != -1:
             if s < 0:
-                raise InvalidArgumentError(None, None, "reshape: dimension %d in shape %s is negative" % (s, list(shape)))
+                raise InvalidArgumentError(None, None, "reshape: dimension %d in shape %s is negative"
+                                           % (s, list(shape)))
             known *= s
     if len(minus) > 1 or (minus and (known == 0 or n % known)) or (not minus and known != n):
         raise InvalidArgumentError(

@@ -297,7 +297,7 @@ BAD = [
         optimizer_row(_opt, lambda vs: [(tf.ones((3,)), vs[0]), (tf.ones((3,)), tf.ones((3,)))])),
     Bad("apply_all_none", ValueError, r"No gradients.*w0.*w1",
         optimizer_row(_opt, lambda vs: [(None, vs[0]), (None, vs[1])])),
-    Bad("apply_str_grad", TypeError, r"gradient for variable w1.*dtype", 
+    Bad("apply_str_grad", TypeError, r"gradient for variable w1.*dtype",
         optimizer_row(_opt, lambda vs: [(tf.ones((3,)), vs[0]), ("abc", vs[1])])),
     Bad("apply_bool_grad", TypeError, r"gradient for variable w0.*bool",
         optimizer_row(_opt, lambda vs: [(tf.constant([True, False, True]), vs[0])])),

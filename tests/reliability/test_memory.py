@@ -195,7 +195,8 @@ def soak(sizes, batch, steps, warmup, report_every=0):
                 gc.collect()
                 base = tracemalloc.get_traced_memory()[0]
             if report_every and i % report_every == 0:
-                print("step %d: traced %d bytes, loss %.4f" % (i, tracemalloc.get_traced_memory()[0], float(loss.numpy())),
+                print("step %d: traced %d bytes, loss %.4f"
+                      % (i, tracemalloc.get_traced_memory()[0], float(loss.numpy())),
                       file=sys.stderr)
         gc.collect()
         end, peak = tracemalloc.get_traced_memory()

@@ -128,7 +128,7 @@ def programs(draw):
             table = dict(REDUCE, **(LEAF_REDUCE if leaf else {}))
             name = draw(st.sampled_from(sorted(table)))
             axes = draw(st.one_of(st.none(), st.lists(st.integers(-len(shp), len(shp) - 1), min_size=1,
-                                                         max_size=len(shp), unique_by=lambda a: a % len(shp))))
+                                                         max_size=len(shp), unique_by=lambda a, n=len(shp): a % n)))
             keepdims = draw(st.booleans())
             norm = range(len(shp)) if axes is None else [a % len(shp) for a in axes]
             out = tuple(1 if k in norm else d for k, d in enumerate(shp)) if keepdims else \

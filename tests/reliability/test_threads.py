@@ -84,7 +84,8 @@ def test_threads_record_the_same_number_of_ops_as_serial():
     _train(3, "adam", steps=20, trace=serial_trace)
     traces = [[], []]
     barrier = threading.Barrier(2, timeout=60)
-    threads = [threading.Thread(target=_train, args=(3, "adam"), kwargs=dict(steps=20, barrier=barrier, trace=traces[k]))
+    threads = [threading.Thread(target=_train, args=(3, "adam"),
+                                kwargs=dict(steps=20, barrier=barrier, trace=traces[k]))
                for k in range(2)]
     for t in threads:
         t.start()
