@@ -451,15 +451,20 @@ def _backward(tape, nodes, flat_targets, flat_sources, flat_og):
     if not src_ids:
         return [None] * len(flat_sources)
 
-    # forward sweep: which recorded values depend on a source
-    reach = set(src_ids)
-    active = []
-    for node in nodes:
-        for i in node[IN_IDS]:
-            if i in reach:
-                active.append(node)
-                reach.update(node[OUT_IDS])
-                break
+    # which recorded values depend on a source: every recorded op depends on some watched root, so
+    # when the sources include every root (the usual training step) that is everything tracked
+    if all(i in src_ids for i in tape._watched):
+        reach = tracked
+        active = nodes[:]
+    else:
+        reach = set(src_ids)
+        active = []
+        for node in nodes:
+            for i in node[IN_IDS]:
+                if i in reach:
+                    active.append(node)
+                    reach.update(node[OUT_IDS])
+                    break
 
     cot = {}
     xp = None
