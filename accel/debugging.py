@@ -181,17 +181,29 @@ class GradientReport(list):
         return "\n".join([head] + ["  - " + str(r).replace("\n", "\n  ") for r in self])
 
 
-def source_name(obj, frame=None):
-    """The Python name the caller uses for obj (for reports), else a description."""
+class _Where:
+    """The user's frame reduced to what explain() reads later (holding the frame would pin its locals)."""
+
+    __slots__ = ("filename", "first", "line")
+
+    def __init__(self, frame):
+        self.filename = frame.f_code.co_filename
+        self.first = frame.f_code.co_firstlineno
+        self.line = frame.f_lineno
+
+
+def source_names(objs, frame):
+    """The Python names the caller uses for objs (for reports), else a description of each."""
     from accel.variables import Variable  # noqa: PLC0415
 
-    frame = frame or user_frame()
+    found = {}
     if frame is not None:
+        wanted = {id(o) for o in objs}
         local_vars = frame.f_locals
         try:
             for k, v in list(local_vars.items()) + list(frame.f_globals.items()):
-                if v is obj and not k.startswith("_"):
-                    return k
+                if id(v) in wanted and not k.startswith("_"):
+                    found.setdefault(id(v), k)
         finally:
             # before Python 3.13 f_locals of a function is a snapshot cached on the frame: it would keep
             # every local (a deleted tape, its arrays) alive until the function returns. Emptying it
@@ -200,40 +212,88 @@ def source_name(obj, frame=None):
             if (sys.version_info < (3, 13) and frame.f_code.co_flags & inspect.CO_OPTIMIZED
                     and local_vars is not frame.f_globals):
                 local_vars.clear()
-    if isinstance(obj, Variable):
-        return "Variable %r" % obj.name
-    return "tensor of shape %s" % (tuple(obj.shape),)
+    names = []
+    for o in objs:
+        if id(o) in found:
+            names.append(found[id(o)])
+        elif isinstance(o, Variable):
+            names.append("Variable %r" % o.name)
+        else:
+            names.append("tensor of shape %s" % (tuple(o.shape),))
+    return names
 
 
-def _rebinding_line(name, frame, kind):
+def _rebinding_line(name, where, kind):
     """Finds, in the caller's source, a line that rebinds `name` (x = x + 1, or a new Variable)."""
-    if frame is None or not name.isidentifier():
+    if where is None or not name.isidentifier():
         return None
-    fn = frame.f_code.co_filename
-    lines = linecache.getlines(fn)
+    lines = linecache.getlines(where.filename)
     if kind == "op":
         pat = re.compile(r"^\s*%s\s*(=(?!=)\s*.*\b%s\b|[-+*/]=)" % (re.escape(name), re.escape(name)))
     else:
         pat = re.compile(r"^\s*%s\s*=\s*.*\bVariable\s*\(" % re.escape(name))
-    first = frame.f_code.co_firstlineno  # only the caller's own function (or module) body
-    hits = [i + 1 for i in range(first - 1, min(frame.f_lineno, len(lines))) if pat.search(lines[i])]
+    # only the caller's own function (or module) body, up to the current line
+    hits = [i + 1 for i in range(where.first - 1, min(where.line, len(lines))) if pat.search(lines[i])]
     if kind == "variable":
-        return (fn, hits[-1]) if len(hits) >= 2 else None
-    return (fn, hits[-1]) if hits else None
+        return (where.filename, hits[-1]) if len(hits) >= 2 else None
+    return (where.filename, hits[-1]) if hits else None
 
 
-def explain(tape, targets, sources, nodes, names=None, frame=None):
+class _TapeFacts:
+    """What explain() reads from a tape, captured at gradient() time (the tape releases or moves on)."""
+
+    _FIELDS = ("_tracked", "_shadow", "_cuts", "_shadow_edges", "_watch_accessed", "_start_id", "_stop_id",
+               "_recording", "_pauses", "_exits", "_reset_id", "_enter_site", "_exit_site", "_used_site")
+
+    def __init__(self, tape):
+        for f in self._FIELDS:
+            setattr(self, f, getattr(tape, f))
+        self._pauses = list(tape._pauses)
+        self._exits = list(tape._exits)
+
+    def _stop_id_or_now(self):
+        from accel.tensor import _next_id  # noqa: PLC0415
+
+        return self._stop_id if self._stop_id is not None and not self._recording else _next_id()
+
+
+class LazyReport:
+    """The causes of a gradient() call's missing gradients, worked out only when someone asks
+    (an optimizer's error, explain, or unconnected_gradients="raise")."""
+
+    def __init__(self, tape, targets, sources, nodes):
+        from accel import tape as tape_mod  # noqa: PLC0415
+
+        self._facts = _TapeFacts(tape)
+        self._targets = targets
+        self._sources = sources
+        self._nodes = None if nodes is None else [(None, n[tape_mod.IN_IDS], n[tape_mod.OUT_IDS]) for n in nodes]
+        frame = user_frame()
+        self._where = None if frame is None else _Where(frame)
+        self._names = source_names(sources, frame)
+        self._report = None
+
+    def report(self):
+        if self._report is None:
+            self._report = explain(self._facts, self._targets, self._sources, self._nodes, names=self._names,
+                                   where=self._where)
+        return self._report
+
+
+def explain(tape, targets, sources, nodes, names=None, where=None):
     """Classifies each source: connected, or the reason it is not. Used by `GradientTape.explain`."""
     from accel import tape as tape_mod  # noqa: PLC0415
     from accel.variables import Variable  # noqa: PLC0415
 
-    frame = frame or user_frame()
+    if names is None or where is None:
+        frame = user_frame()
+        names = names or source_names(sources, frame)
+        where = where or (None if frame is None else _Where(frame))
     report = GradientReport()
     if nodes is None:  # a non-persistent tape released its records
         for k, s in enumerate(sources):
-            name = names[k] if names else source_name(s, frame)
             report.append(SourceReport(
-                name, TAPE_USED, "this non-persistent tape was already used by a gradient() call at %s, which "
+                names[k], TAPE_USED, "this non-persistent tape was already used by a gradient() call at %s, which "
                 "released its records" % format_site(tape._used_site),
                 "create the tape with GradientTape(persistent=True) to call gradient() more than once, or compute "
                 "all gradients in one call: tape.gradient(loss, [a, b])"))
@@ -252,8 +312,7 @@ def explain(tape, targets, sources, nodes, names=None, frame=None):
     target_ids = {t._id for t in targets}
 
     for k, s in enumerate(sources):
-        name = names[k] if names else source_name(s, frame)
-        report.append(_explain_one(tape, s, name, targets, target_ids, forward, cut_by_out, frame, Variable))
+        report.append(_explain_one(tape, s, names[k], targets, target_ids, forward, cut_by_out, where, Variable))
     return report
 
 
@@ -271,7 +330,7 @@ def _reach(start, forward):
     return seen, parents
 
 
-def _explain_one(tape, s, name, targets, target_ids, forward, cut_by_out, frame, Variable):
+def _explain_one(tape, s, name, targets, target_ids, forward, cut_by_out, where, Variable):
     is_var = isinstance(s, Variable)
     if s._data.dtype.kind != "f":
         return SourceReport(name, INTEGER_SOURCE, "its dtype is %s; only floating-point tensors have gradients"
@@ -293,7 +352,7 @@ def _explain_one(tape, s, name, targets, target_ids, forward, cut_by_out, frame,
                 return SourceReport(name, NOT_WATCHED_ACCESS_OFF, "the tape was created with "
                                     "watch_accessed_variables=False and %s was never passed to tape.watch()" % name,
                                     "call tape.watch(%s) inside the `with` block" % name)
-            rebound = _rebinding_line(name, frame, "variable")
+            rebound = _rebinding_line(name, where, "variable")
             if rebound is not None:
                 return SourceReport(name, NEW_VARIABLE, "`%s` names a new Variable created at %s; the tape recorded "
                                     "the one it replaced" % (name, format_site(rebound)),
@@ -302,8 +361,8 @@ def _explain_one(tape, s, name, targets, target_ids, forward, cut_by_out, frame,
                 return SourceReport(name, NEW_VARIABLE, "Variable %r was created at %s, after the tape stopped "
                                     "recording" % (s.name, format_site(s._site)),
                                     "compute the target from this Variable inside the `with` block", s._site)
-            return _not_used(tape, s, name, targets, frame)
-        rebound = _rebinding_line(name, frame, "op")
+            return _not_used(tape, s, name, targets)
+        rebound = _rebinding_line(name, where, "op")
         if rebound is not None:
             return SourceReport(name, NAME_REBOUND, "`%s` is a plain tensor: the line at %s rebound the name to the "
                                 "result of an operation (a new, unwatched tensor), replacing what it held before"
@@ -329,7 +388,7 @@ def _explain_one(tape, s, name, targets, target_ids, forward, cut_by_out, frame,
                                                                  if c[3] else ""),
                                     _cut_fix(c[0]), c[3])
             return SourceReport(name, CONNECTED, "connected")
-    return _not_used(tape, s, name, targets, frame)
+    return _not_used(tape, s, name, targets)
 
 
 def _cut_fix(opname):
@@ -343,7 +402,7 @@ def _cut_fix(opname):
     return "%s is piecewise constant (zero gradient almost everywhere); use a differentiable expression" % opname
 
 
-def _not_used(tape, s, name, targets, frame):
+def _not_used(tape, s, name, targets):
     """The source is fine, but the target was not computed from it while the tape recorded."""
     for t in targets:
         tid = t._id
@@ -387,16 +446,13 @@ def _not_used(tape, s, name, targets, frame):
 _last = threading.local()
 
 
-def remember_missing(sources, report):
-    """Keeps the causes of this thread's latest missing gradients, keyed by source id (ids never repeat)."""
-    table = {}
-    for s, r in zip(sources, report):
-        if not r.connected:
-            table[s._id] = r
-    _last.table = table
+def remember_missing(sources, grads, lazy):
+    """Keeps this thread's latest missing gradients (source id -> (LazyReport, position)); ids never repeat."""
+    _last.table = {s._id: (lazy, k) for k, (s, g) in enumerate(zip(sources, grads)) if g is None}
 
 
 def missing_gradient_cause(source):
     """The SourceReport of `source` from the latest gradient() call in this thread that left it None."""
     table = getattr(_last, "table", None)
-    return None if table is None else table.get(source._id)
+    entry = None if table is None else table.get(source._id)
+    return None if entry is None else entry[0].report()[entry[1]]

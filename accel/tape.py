@@ -216,7 +216,7 @@ class GradientTape:
         """
         flat_sources = _flatten(sources)
         flat_targets = [core.convert(t) for t in _flatten(target)]
-        return debugging.explain(self, flat_targets, flat_sources, self._nodes, frame=debugging.user_frame())
+        return debugging.explain(self, flat_targets, flat_sources, self._nodes)
 
     # --- differentiation ------------------------------------------------------------------
     def gradient(self, target, sources, output_gradients=None,
@@ -257,14 +257,13 @@ class GradientTape:
         nodes = self._nodes
         grads = self._gradient(flat_targets, flat_sources, flat_og, free=False)
         if any(g is None for g in grads):
-            # only now, with a gradient missing, work out why (nothing is spent on this otherwise)
-            report = debugging.explain(self, [core.convert(t) for t in flat_targets], flat_sources, nodes,
-                                       frame=debugging.user_frame())
-            debugging.remember_missing(flat_sources, report)
+            # keep what explaining needs; the causes are worked out only if someone asks for them
+            lazy = debugging.LazyReport(self, [core.convert(t) for t in flat_targets], flat_sources, nodes)
+            debugging.remember_missing(flat_sources, grads, lazy)
             if unconnected == "raise":
                 if not self._persistent:
                     self._release()
-                raise debugging.MissingGradientError(report)
+                raise debugging.MissingGradientError(lazy.report())
         if not self._persistent:
             self._release()
         if unconnected is UnconnectedGradients.ZERO:

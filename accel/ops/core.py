@@ -261,10 +261,6 @@ def _like(value, t, opname):
             % (opname, kind, dt, tuple(t._data.shape), e)) from None
 
 
-def is_float(t) -> bool:
-    return t._data.dtype.kind == "f"
-
-
 # --- the rule vocabulary on raw arrays ----------------------------------------------------
 
 class ArrayNS:
