@@ -291,7 +291,7 @@ def explain(tape, targets, sources, nodes, names=None, where=None):
         where = where or (None if frame is None else _Where(frame))
     report = GradientReport()
     if nodes is None:  # a non-persistent tape released its records
-        for k, s in enumerate(sources):
+        for k in range(len(sources)):
             report.append(SourceReport(
                 names[k], TAPE_USED, "this non-persistent tape was already used by a gradient() call at %s, which "
                 "released its records" % format_site(tape._used_site),
