@@ -66,25 +66,20 @@ def _check_steps(name, value):
         raise ValueError("Argument `%s` must be > 0. Received: %s=%s" % (name, name, value))
 
 
-class ExponentialDecay(LearningRateSchedule):
-    """initial_learning_rate * decay_rate ^ (step / decay_steps); staircase: the exponent is floored."""
+class _RateDecay(LearningRateSchedule):
+    """The decays of initial_learning_rate by decay_rate over step / decay_steps (floored with staircase)."""
 
-    def __init__(
-        self, initial_learning_rate, decay_steps, decay_rate, staircase=False, name="ExponentialDecay"
-    ):
+    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False, name=None):
         _check_steps("decay_steps", decay_steps)
         self.initial_learning_rate = initial_learning_rate
         self.decay_steps = decay_steps
         self.decay_rate = decay_rate
         self.staircase = staircase
-        self.name = name
+        self.name = name or type(self).__name__
 
-    def __call__(self, step):
-        dt = _lr_dtype(self.initial_learning_rate)
+    def _progress(self, step, dt):
         p = _scalar(step, dt) / _scalar(self.decay_steps, dt)
-        if self.staircase:
-            p = np.floor(p)
-        return _out(_scalar(self.initial_learning_rate, dt) * _scalar(self.decay_rate, dt) ** p, dt)
+        return np.floor(p) if self.staircase else p
 
     def get_config(self):
         return {
@@ -94,6 +89,15 @@ class ExponentialDecay(LearningRateSchedule):
             "staircase": self.staircase,
             "name": self.name,
         }
+
+
+class ExponentialDecay(_RateDecay):
+    """initial_learning_rate * decay_rate ^ (step / decay_steps); staircase: the exponent is floored."""
+
+    def __call__(self, step):
+        dt = _lr_dtype(self.initial_learning_rate)
+        p = self._progress(step, dt)
+        return _out(_scalar(self.initial_learning_rate, dt) * _scalar(self.decay_rate, dt) ** p, dt)
 
 
 class PiecewiseConstantDecay(LearningRateSchedule):
@@ -168,35 +172,13 @@ class PolynomialDecay(LearningRateSchedule):
         }
 
 
-class InverseTimeDecay(LearningRateSchedule):
+class InverseTimeDecay(_RateDecay):
     """initial_learning_rate / (1 + decay_rate * step / decay_steps); staircase floors step / decay_steps."""
-
-    def __init__(
-        self, initial_learning_rate, decay_steps, decay_rate, staircase=False, name="InverseTimeDecay"
-    ):
-        _check_steps("decay_steps", decay_steps)
-        self.initial_learning_rate = initial_learning_rate
-        self.decay_steps = decay_steps
-        self.decay_rate = decay_rate
-        self.staircase = staircase
-        self.name = name
 
     def __call__(self, step):
         dt = _lr_dtype(self.initial_learning_rate)
-        p = _scalar(step, dt) / _scalar(self.decay_steps, dt)
-        if self.staircase:
-            p = np.floor(p)
-        denom = dt.type(1) + _scalar(self.decay_rate, dt) * p
+        denom = dt.type(1) + _scalar(self.decay_rate, dt) * self._progress(step, dt)
         return _out(_scalar(self.initial_learning_rate, dt) / denom, dt)
-
-    def get_config(self):
-        return {
-            "initial_learning_rate": self.initial_learning_rate,
-            "decay_steps": self.decay_steps,
-            "decay_rate": self.decay_rate,
-            "staircase": self.staircase,
-            "name": self.name,
-        }
 
 
 class CosineDecay(LearningRateSchedule):
