@@ -297,10 +297,79 @@ def activation_bwd_numba(name, g, saved, alpha=None, out=None):
     return out
 
 
+# Split twins for activations whose derivative needs one transcendental: numba has only scalar
+# libm (no SVML), NumPy's tanh/exp are SIMD. Per chunk held in L2: a numba pass writes the
+# transcendental's argument, NumPy applies it in place, a second numba pass finishes g * f'(x).
+
+
+def _gelu_tanh_pre(u, x):
+    c = x.dtype.type(_C_GELU)
+    k = x.dtype.type(_K_GELU)
+    for i in range(x.size):
+        xi = x[i]
+        u[i] = c * (xi + k * xi * xi * xi)
+
+
+def _gelu_tanh_post(gx, g, x, t):
+    one = x.dtype.type(1)
+    half = x.dtype.type(0.5)
+    c = x.dtype.type(_C_GELU)
+    k3 = x.dtype.type(3 * _K_GELU)
+    for i in range(x.size):
+        xi = x[i]
+        ti = t[i]
+        gx[i] = g[i] * (half * (one + ti) + half * xi * (one - ti * ti) * c * (one + k3 * xi * xi))
+
+
+def _neg(u, x):
+    for i in range(x.size):
+        u[i] = -x[i]
+
+
+def _silu_post(gx, g, x, e):  # e = exp(-x)
+    one = x.dtype.type(1)
+    for i in range(x.size):
+        sg = one / (one + e[i])
+        gx[i] = g[i] * sg * (one + x[i] * (one - sg))
+
+
+def _softplus_post(gx, g, x, e):  # e = exp(-x); softplus' = sigmoid(x)
+    one = x.dtype.type(1)
+    for i in range(x.size):
+        gx[i] = g[i] / (one + e[i])
+
+
+_SPLIT = {"gelu_tanh": (_gelu_tanh_pre, np.tanh, _gelu_tanh_post),
+          "silu": (_neg, np.exp, _silu_post),
+          "softplus": (_neg, np.exp, _softplus_post)}
+
+
+def activation_bwd_split(name, g, saved, alpha=None, out=None):
+    """g * f'(x) for gelu_tanh, silu, softplus: numba passes around NumPy's SIMD tanh/exp, per chunk."""
+    a, out = _act_args(name, g, saved, alpha, out)
+    if name not in _SPLIT or not _numba_ok(g, saved, out):
+        raise ValueError("activation_bwd_split: needs numba, C-contiguous float32/float64 arrays and one of %s"
+                         % ", ".join(_SPLIT))
+    pre, fn, post = _SPLIT[name]
+    pre, post = _jit(pre), _jit(post)
+    gf, xf, of = _flat(g, saved, out)
+    buf = np.empty(min(CHUNK, gf.size), g.dtype)
+    for i in range(0, gf.size, CHUNK):
+        j = min(i + CHUNK, gf.size)
+        u = buf[: j - i]
+        pre(u, xf[i:j])
+        fn(u, out=u)
+        post(of[i:j], gf[i:j], xf[i:j], u)
+    return out
+
+
 def activation_bwd(name, g, saved, alpha=None, out=None):
     """gx = g * f'(.) for activation `name`; `saved` is x or out, per ACTIVATIONS[name]."""
-    if name not in PREFER_NUMPY and _numba_ok(g, saved, *(() if out is None else (out,))):
-        return activation_bwd_numba(name, g, saved, alpha, out)
+    if _numba_ok(g, saved, *(() if out is None else (out,))):
+        if name in _SPLIT:
+            return activation_bwd_split(name, g, saved, alpha, out)
+        if name not in PREFER_NUMPY:
+            return activation_bwd_numba(name, g, saved, alpha, out)
     return activation_bwd_numpy(name, g, saved, alpha, out)
 
 

@@ -50,6 +50,19 @@ def test_activation_numba_twin_equals_numpy_twin(act, dt, n):
     np.testing.assert_allclose(a, R.act_grad_ref(act, g, saved), **REF_TOL[dt])
 
 
+@needs_numba
+@pytest.mark.parametrize("n", SIZES + [ck.CHUNK + 7])
+@pytest.mark.parametrize("dt", FLOATS, ids=ids(FLOATS))
+@pytest.mark.parametrize("act", sorted(ck._SPLIT))
+def test_activation_split_twin_equals_numpy_twin(act, dt, n):
+    g, saved = R.act_inputs(act, n, dt, np.random.default_rng(n))
+    a = ck.activation_bwd_split(act, g, saved)
+    b = ck.activation_bwd_numpy(act, g, saved)
+    np.testing.assert_allclose(a, b, **TRANSC_TOL[dt])
+    np.testing.assert_allclose(a, R.act_grad_ref(act, g, saved), **REF_TOL[dt])
+    assert a.dtype == dt
+
+
 def test_activation_out_buffer_is_used_and_unknown_name_rejected():
     g, x = np.ones(4, np.float32), np.arange(4, dtype=np.float32) - 1
     out = np.empty(4, np.float32)
