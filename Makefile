@@ -33,7 +33,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/pip install -q -e ".[bench]"
-	$(BIN)/python -m pytest -q bench --benchmark-only
+	$(BIN)/python -m pytest -q bench/bench_*.py --benchmark-only
 
 compare: $(STAMP)
 	$(BIN)/pip install -q -e ".[bench]"
