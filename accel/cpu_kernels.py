@@ -470,6 +470,166 @@ def adam_update(p, g, m, v, vhat, alpha, b1, b2, eps, lr, wd=0.0):
     )
 
 
+# Multi-tensor Adam: one call for every parameter of a dtype, like the CUDA kernel's pointer
+# tables. numba takes the arrays as (address, size) rows and rebuilds each with carray, so one
+# compilation serves any number of tensors. The rows of the parameters and slots are cached by
+# the arrays' identities (an address costs ~2 µs to read); the gradients' row is filled per call.
+_TABLES = {}
+_TABLES_MAX = 4
+
+
+def _table(lists):
+    state = lists[:-1]
+    key = tuple(id(a) for lst in state for a in lst)
+    hit = _TABLES.get(key)
+    if hit is None:
+        addr = np.zeros((len(lists), len(lists[0])), np.int64)
+        for row, lst in enumerate(state):
+            addr[row] = [a.__array_interface__["data"][0] for a in lst]
+        sizes = np.array([a.size for a in lists[0]], np.int64)
+        if len(_TABLES) >= _TABLES_MAX:
+            _TABLES.pop(next(iter(_TABLES)))
+        hit = _TABLES[key] = (addr, sizes, state)  # state keeps the arrays (and so the ids) alive
+    addr, sizes, _ = hit
+    addr[-1] = [g.__array_interface__["data"][0] for g in lists[-1]]
+    return addr, sizes
+
+
+def _adam_multi_kernel():
+    f = _jitted.get("adam_multi")
+    if f is None:
+        nb = _numba()
+        from numba import types  # noqa: PLC0415
+        from numba.extending import intrinsic  # noqa: PLC0415
+
+        @intrinsic
+        def ptr_like(typingctx, addr, like):
+            sig = types.CPointer(like.dtype)(types.int64, like)
+            return sig, lambda ctx, builder, sig, args: builder.inttoptr(args[0], ctx.get_value_type(sig.return_type))
+
+        step = _jit(_adam_nb)
+        carray = nb.carray
+
+        def run(addr, sizes, like, ams, alpha, om_b1, om_b2, eps, lr, wd):
+            for k in range(sizes.size):
+                n = sizes[k]
+                p = carray(ptr_like(addr[0, k], like), n)
+                m = carray(ptr_like(addr[1, k], like), n)
+                v = carray(ptr_like(addr[2, k], like), n)
+                vh = carray(ptr_like(addr[3, k], like), n)
+                g = carray(ptr_like(addr[4, k], like), n)
+                step(p, m, v, vh, g, ams, alpha, om_b1, om_b2, eps, lr, wd)
+
+        f = _jitted["adam_multi"] = nb.njit(error_model="numpy")(run)
+    return f
+
+
+def adam_multi_update(ps, gs, ms, vs, vhats, alpha, b1, b2, eps, lr, wd=0.0):
+    """adam_update over many tensors of one dtype in one call (vhats: list or None)."""
+    fn = "adam_multi_update"
+    n = len(ps)
+    for nm, lst in (("gs", gs), ("ms", ms), ("vs", vs)) + ((("vhats", vhats),) if vhats is not None else ()):
+        if len(lst) != n:
+            raise ValueError("%s: %s has %d tensors, expected %d like ps" % (fn, nm, len(lst), n))
+    for k in range(n):
+        _check("%s (tensor %d)" % (fn, k), p=ps[k], g=gs[k], m=ms[k], v=vs[k], vhat=None if vhats is None else vhats[k])
+        if ps[k].dtype != ps[0].dtype:
+            raise ValueError("%s: ps[%d] has dtype %s, expected %s like ps[0]" % (fn, k, ps[k].dtype, ps[0].dtype))
+    if n == 0:
+        return
+    lists = (ps, ms, vs, vs if vhats is None else vhats, gs)
+    if not _numba_ok(*(a for lst in lists for a in lst)):
+        for k in range(n):
+            adam_update_numpy(ps[k], gs[k], ms[k], vs[k], None if vhats is None else vhats[k],
+                              alpha, b1, b2, eps, lr, wd)
+        return
+    addr, sizes = _table(lists)
+    sc = _scal(ps[0], alpha, 1 - b1, 1 - b2, eps, lr, wd)
+    _adam_multi_kernel()(addr, sizes, ps[0][:0].reshape(-1), vhats is not None, *sc)
+
+
+# =============================== losses ===============================
+
+
+def _softmax_xent_sparse_nb(d, x, labels, g):
+    rows, cols = x.shape
+    for r in range(rows):
+        mx = x[r, 0]
+        for c in range(1, cols):
+            mx = max(mx, x[r, c])
+        total = x.dtype.type(0)
+        for c in range(cols):
+            e = np.exp(x[r, c] - mx)
+            d[r, c] = e
+            total += e
+        scale = g[r] / total
+        for c in range(cols):
+            d[r, c] *= scale
+        d[r, labels[r]] -= g[r]
+
+
+def _softmax_xent_dense_nb(d, x, labels, g):
+    rows, cols = x.shape
+    for r in range(rows):
+        mx = x[r, 0]
+        for c in range(1, cols):
+            mx = max(mx, x[r, c])
+        total = x.dtype.type(0)
+        for c in range(cols):
+            e = np.exp(x[r, c] - mx)
+            d[r, c] = e
+            total += e
+        scale = g[r] / total
+        for c in range(cols):
+            d[r, c] = d[r, c] * scale - g[r] * labels[r, c]
+
+
+def softmax_xent_bwd_numpy(logits, labels, g, sparse, out=None):
+    d = np.subtract(logits, logits.max(axis=1, keepdims=True), out=out)
+    np.exp(d, out=d)
+    d /= d.sum(axis=1, keepdims=True)
+    if sparse:
+        d[np.arange(d.shape[0]), labels] -= 1
+    else:
+        d -= labels
+    d *= g[:, None]
+    return d
+
+
+def softmax_xent_bwd(logits, labels, g, sparse, out=None):
+    """dlogits = g[:, None] * (softmax(logits) - labels), one pass per row.
+
+    labels: [N, C] like logits (sparse=False) or [N] int32/int64 (sparse=True), in [0, C);
+    g: [N], any stride."""
+    fn = "softmax_xent_bwd"
+    _check(fn, logits=logits)
+    if logits.ndim != 2:
+        raise ValueError("%s: logits must be 2-D [N, C], got shape %s" % (fn, logits.shape))
+    rows, cols = logits.shape
+    if sparse:
+        if not isinstance(labels, np.ndarray) or labels.dtype not in (np.int32, np.int64) or labels.shape != (rows,):
+            raise ValueError("%s: labels must be an int32/int64 array of shape %s, got %s %s"
+                             % (fn, (rows,), getattr(labels, "dtype", type(labels).__name__),
+                                getattr(labels, "shape", "")))
+        if rows and (labels.min() < 0 or labels.max() >= cols):
+            raise ValueError("%s: labels must lie in [0, %d), got values from %d to %d"
+                             % (fn, cols, labels.min(), labels.max()))
+    else:
+        _check(fn, logits=logits, labels=labels)
+    if not isinstance(g, np.ndarray) or g.dtype != logits.dtype or g.shape != (rows,):
+        raise ValueError("%s: g must be a %s array of shape %s, got %s %s"
+                         % (fn, logits.dtype, (rows,), getattr(g, "dtype", type(g).__name__), getattr(g, "shape", "")))
+    d = np.empty_like(logits) if out is None else out
+    _check(fn, logits=logits, out=d)
+    if not (rows and cols):
+        return d
+    if _numba_ok(logits, d) and (labels.flags.c_contiguous if sparse else _numba_ok(logits, labels)):
+        # g of any stride (a mean's broadcast cotangent has stride 0): numba compiles an 'A' layout loop
+        _jit(_softmax_xent_sparse_nb if sparse else _softmax_xent_dense_nb)(d, logits, labels, g)
+        return d
+    return softmax_xent_bwd_numpy(logits, labels, g, sparse, d)
+
+
 def _sgd_nb(p, m, g, use_m, nesterov, lr, momentum, wd):
     for i in prange(p.size):
         pi = p[i]

@@ -71,8 +71,8 @@ def _grid(n, block=BLOCK):
 # ---- validation ----
 
 
-def _check(fn, name, a, dtypes=None, shape=None, like=None):
-    """Raises ValueError unless `a` is a C-contiguous cupy array with an allowed dtype/shape."""
+def _check(fn, name, a, dtypes=None, shape=None, like=None, contiguous=True):
+    """Raises ValueError unless `a` is a (C-contiguous) cupy array with an allowed dtype/shape."""
     cp = _cp()
     if not isinstance(a, cp.ndarray):
         raise ValueError("%s: %s must be a cupy.ndarray, got %s" % (fn, name, type(a).__name__))
@@ -84,7 +84,7 @@ def _check(fn, name, a, dtypes=None, shape=None, like=None):
         )
     if shape is not None and tuple(a.shape) != tuple(shape):
         raise ValueError("%s: %s has shape %s, expected %s" % (fn, name, tuple(a.shape), tuple(shape)))
-    if not a.flags.c_contiguous:
+    if contiguous and not a.flags.c_contiguous:
         raise ValueError("%s: %s must be C-contiguous (got strides %s)" % (fn, name, a.strides))
     return a
 
@@ -156,7 +156,8 @@ def _row_block(cols):
 def softmax_xent_bwd(logits, labels, g, sparse, out=None):
     """dlogits = g[:, None] * (softmax(logits) - labels).
 
-    labels: [N, C] like logits (sparse=False) or [N] int32/int64 (sparse=True)."""
+    labels: [N, C] like logits (sparse=False) or [N] int32/int64 (sparse=True); g: [N], any stride
+    (0 for a broadcast scalar)."""
     fn = "softmax_xent_bwd"
     _check(fn, "logits", logits, _FLOATS)
     if logits.ndim != 2:
@@ -166,11 +167,11 @@ def softmax_xent_bwd(logits, labels, g, sparse, out=None):
         _check(fn, "labels", labels, (np.dtype(np.int32), np.dtype(np.int64)), (rows,))
     else:
         _check(fn, "labels", labels, like=logits)
-    _check(fn, "g", g, (logits.dtype,), (rows,))
+    _check(fn, "g", g, (logits.dtype,), (rows,), contiguous=False)
     d = _out(fn, out, logits)
     if rows and cols:
         grid = (min(rows, 65535),)
-        args = (d, logits, labels, g, np.int64(rows), np.int32(cols))
+        args = (d, logits, labels, g, np.int64(g.strides[0] // g.itemsize), np.int64(rows), np.int32(cols))
         if sparse:
             _launch("softmax_xent_sparse_bwd", (logits.dtype, labels.dtype), grid, _row_block(cols), args)
         else:
@@ -320,24 +321,46 @@ def adam_multi_update(ps, gs, ms, vs, vhats, alpha, b1, b2, eps, lr, wd=0.0):
             )
     if n == 0:
         return
-    cp = _cp()
     S = _scalar_type(ps[0].dtype)
     scalars = (S(alpha), S(1 - b1), S(1 - b2), S(eps), S(lr), S(wd))
-    ptrs = lambda lst: cp.asarray(np.array([a.data.ptr for a in lst], np.uint64))  # noqa: E731
     for lo in range(0, n, 65535):  # gridDim.y limit
         sl = slice(lo, lo + 65535)
-        sizes = np.array([a.size for a in ps[sl]], np.int64)
-        if not sizes.max():
-            continue
-        args = (
-            ptrs(ps[sl]),
-            ptrs(ms[sl]),
-            ptrs(vs[sl]),
-            _NULL if vhats is None else ptrs(vhats[sl]),
-            ptrs(gs[sl]),
-            cp.asarray(sizes),
-        ) + scalars
-        _launch(fn, (ps[0].dtype,), (_grid(int(sizes.max()))[0], len(sizes)), (BLOCK,), args)
+        lists = (ps[sl], ms[sl], vs[sl], None if vhats is None else vhats[sl], gs[sl])
+        tables, longest = _pointer_tables(lists)
+        if longest:
+            _launch(fn, (ps[0].dtype,), (_grid(longest)[0], len(lists[0])), (BLOCK,), tables + scalars)
+
+
+# Pointer tables for the multi-tensor kernels. The rows of the parameters and their slots are
+# cached by the arrays' identities (the gradients are new arrays every step, so their row is
+# filled per call); one host-to-device copy per call carries the whole table.
+_TABLES = {}
+_TABLES_MAX = 4
+
+
+def _pointer_tables(lists):
+    """(ps, ms, vs, vhats or None, gs) -> ((device pointer arrays..., device sizes), largest size)."""
+    state = lists[:-1]
+    key = tuple(id(a) for lst in state if lst is not None for a in lst)
+    hit = _TABLES.get(key)
+    if hit is None:
+        k = len(lists[0])
+        host = np.zeros((len(lists) + 1, k), np.uint64)
+        for row, lst in enumerate(state):
+            if lst is not None:
+                host[row] = [a.data.ptr for a in lst]
+        sizes = np.array([a.size for a in lists[0]], np.int64)
+        host[-1] = sizes.view(np.uint64)
+        if len(_TABLES) >= _TABLES_MAX:
+            _TABLES.pop(next(iter(_TABLES)))
+        # the entry keeps the arrays alive, so their ids cannot be reused while it is cached
+        hit = _TABLES[key] = (host, int(sizes.max()), state)
+    host, longest, _ = hit
+    host[-2] = [g.data.ptr for g in lists[-1]]
+    cp = _cp()
+    dev = cp.asarray(host)
+    rows = tuple(_NULL if lst is None else dev[r] for r, lst in enumerate(lists))
+    return rows + (dev[-1].view(cp.int64),), longest
 
 
 def sgd_update(p, g, lr, m=None, momentum=0.0, nesterov=False, wd=0.0):

@@ -1,7 +1,8 @@
 // Loss backward kernels.
 // softmax_xent_*: dlogits = g[:, None] * (softmax(logits) - labels), the row
 // softmax recomputed in the same kernel (nothing but logits is saved). One
-// block per row (rows grid-strided), blockDim.x a multiple of 32.
+// block per row (rows grid-strided), blockDim.x a multiple of 32. g is read at
+// r * g_stride: stride 0 takes the broadcast cotangent of a mean without a copy.
 #include "common.cuh"
 
 // Row max and sum of exp(x - max), in A; every thread of the block gets both.
@@ -18,15 +19,15 @@ __device__ __forceinline__ void row_softmax_stats(const T* x, int cols, A* red, 
 // Dense labels [rows, cols] (one-hot or soft).
 template <typename T>
 __global__ void softmax_xent_dense_bwd(T* dlogits, const T* logits, const T* labels, const T* g,
-                                       long long rows, int cols) {
+                                       long long g_stride, long long rows, int cols) {
   typedef ACC(T) A;
   __shared__ A red[32];
   for (long long r = blockIdx.x; r < rows; r += gridDim.x) {  // uniform over the block
     const long long off = r * cols;
     A mx, sum;
     row_softmax_stats(logits + off, cols, red, mx, sum);
-    const A scale = ld(g, r) / sum;
-    const A gr = ld(g, r);
+    const A gr = ld(g, r * g_stride);
+    const A scale = gr / sum;
     for (int j = threadIdx.x; j < cols; j += blockDim.x)
       st(dlogits, off + j, m_exp(ld(logits, off + j) - mx) * scale - gr * ld(labels, off + j));
   }
@@ -36,7 +37,7 @@ __global__ void softmax_xent_dense_bwd(T* dlogits, const T* logits, const T* lab
 // TensorFlow's GPU kernel does; its CPU kernel raises).
 template <typename T, typename L>
 __global__ void softmax_xent_sparse_bwd(T* dlogits, const T* logits, const L* labels, const T* g,
-                                        long long rows, int cols) {
+                                        long long g_stride, long long rows, int cols) {
   typedef ACC(T) A;
   __shared__ A red[32];
   for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
@@ -45,7 +46,7 @@ __global__ void softmax_xent_sparse_bwd(T* dlogits, const T* logits, const L* la
     row_softmax_stats(logits + off, cols, red, mx, sum);
     const L lab = labels[r];
     const bool bad = lab < 0 || lab >= cols;
-    const A gr = ld(g, r), scale = gr / sum;
+    const A gr = ld(g, r * g_stride), scale = gr / sum;
     for (int j = threadIdx.x; j < cols; j += blockDim.x) {
       A d = m_exp(ld(logits, off + j) - mx) * scale - (j == lab ? gr : A(0));
       st(dlogits, off + j, bad ? lim<A>::nan() : d);

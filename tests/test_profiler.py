@@ -56,3 +56,35 @@ def test_fused_kernel_counts_as_one_op():
                 tape.gradient(y, x)
         counts[mode] = prof.table["gelu (backward)"][0]
     assert counts["always"] == 1 < counts["never"]
+
+
+def test_mlp_training_step_device_ops_fused_vs_generic():
+    """The issue's budget: a 3-layer MLP step with Adam in at most 30 device ops with the fused kernels."""
+    pytest.importorskip("numba")
+    rng = np.random.default_rng(0)
+    sizes = [20, 16, 16, 10]
+    x = tf.constant(rng.standard_normal((8, 20)).astype(np.float32))
+    y = tf.constant(rng.integers(0, 10, 8))
+    totals = {}
+    for mode in ("never", "always"):
+        params = []
+        for a, b in zip(sizes[:-1], sizes[1:]):
+            w = rng.standard_normal((a, b)).astype(np.float32) * 0.1
+            params += [tf.Variable(w), tf.Variable(np.zeros(b, np.float32))]
+        opt = tf.optimizers.Adam()
+        with backend.fused(mode):
+            with tf.profiler.profile() as prof:
+                with tf.GradientTape() as tape:
+                    h = x
+                    for i in range(3):
+                        h = tf.matmul(h, params[2 * i]) + params[2 * i + 1]
+                        h = tf.nn.relu(h) if i < 2 else h
+                    loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=h))
+                grads = tape.gradient(loss, params)
+                opt.apply_gradients(zip(grads, params))
+        totals[mode] = prof.total_ops
+        if mode == "always":
+            assert prof.table["optimizer:Adam"][0] == 1
+            assert prof.table["sparse_softmax_cross_entropy_with_logits (backward)"][0] == 1
+            assert prof.table["relu (backward)"][0] == 2
+    assert totals["always"] <= 30 < totals["never"]

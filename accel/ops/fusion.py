@@ -35,7 +35,7 @@ def _cpu_ok(*arrays):
     a0 = arrays[0]
     if mode == "never" or (mode == "auto" and a0.size < CPU_MIN_SIZE) or not _cpu_twins():
         return False
-    return all(type(a) is np.ndarray and a.shape == a0.shape and a.dtype == a0.dtype and a.flags.c_contiguous
+    return all(isinstance(a, np.ndarray) and a.shape == a0.shape and a.dtype == a0.dtype and a.flags.c_contiguous
                and a.dtype in (np.float32, np.float64) for a in arrays)
 
 
@@ -47,7 +47,7 @@ def activation(kernel, saved, alpha_attr=None):
         if s is None:
             return None
         alpha = attrs.get(alpha_attr) if alpha_attr else None
-        if type(g) is np.ndarray:
+        if isinstance(g, np.ndarray):  # accel.profiler's counting views are ndarray subclasses
             if not _cpu_ok(g, s):
                 return None
             return (_twins.activation_bwd(kernel, g, s, alpha),)
@@ -61,19 +61,23 @@ def activation(kernel, saved, alpha_attr=None):
 
 
 def sparse_softmax_xent(xp, g, out, labels, logits):
-    """d logits of sparse softmax cross-entropy, fused with the row softmax (GPU only)."""
-    if type(logits) is np.ndarray or logits.ndim != 2:
+    """d logits of sparse softmax cross-entropy, fused with the row softmax: one pass per row."""
+    if logits.ndim != 2:
         return None
+    if isinstance(logits, np.ndarray):
+        if not (_cpu_ok(logits) and g.dtype == logits.dtype and labels.flags.c_contiguous):
+            return None
+        return (None, _twins.softmax_xent_bwd(logits, labels, g, sparse=True))
     from accel import fused  # noqa: PLC0415
 
-    if not fused.qualifies(logits) or not g.flags.c_contiguous or not labels.flags.c_contiguous:
+    if not fused.qualifies(logits) or not labels.flags.c_contiguous:
         return None
     return (None, fused.softmax_xent_bwd(logits, labels, g, sparse=True))
 
 
 def bias_add(xp, g, out, x, b, axis):
     """d bias of bias_add as one column-reduction kernel (GPU, bias on the last axis)."""
-    if type(g) is np.ndarray or axis != g.ndim - 1:
+    if isinstance(g, np.ndarray) or axis != g.ndim - 1:
         return None
     from accel import fused  # noqa: PLC0415
 

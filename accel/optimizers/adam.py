@@ -35,6 +35,16 @@ class Adam(Optimizer):
         )
         return True
 
+    _multi = True
+
+    def _multi_update(self, kernels, ps, gs, slots, lr, step, wd):
+        alpha = cpu_kernels.adam_alpha(lr, f32(self.beta_1), f32(self.beta_2), step, ps[0].dtype)
+        kernels.adam_multi_update(
+            ps, gs, [s["momentum"] for s in slots], [s["velocity"] for s in slots],
+            [s["velocity_hat"] for s in slots] if self.amsgrad else None,
+            alpha, self.beta_1, self.beta_2, self.epsilon, lr, wd,
+        )
+
     def _update(self, p, g, fg, s, lr, step, bufs):
         xp = backend.xp_of(p)
         dt = p.dtype.type

@@ -352,7 +352,10 @@ class Optimizer:
         step = int(self._iterations._data) + 1
         scales = self._grad_scales([g for _, g in present])
         self._before_updates(step)
-        for (var, g), scale in zip(present, scales, strict=True):
+        todo = list(zip(present, scales, strict=True))
+        if self._multi and len(todo) > 1:
+            todo = self._apply_multi(todo, lr, step)
+        for (var, g), scale in todo:
             self._apply_one(self._states[var._id], g, scale, lr, step)
         if self.use_ema:
             self._update_ema(step)
@@ -467,6 +470,44 @@ class Optimizer:
             backend.xp_of(p).multiply(p, dt(wd) * dt(lr), out=bufs[0])
             p -= bufs[0]
         self._update(p, g, fg, s, lr, step, bufs)
+
+    def _apply_multi(self, todo, lr, step):
+        """Updates, one multi-tensor kernel call per group, the parameters whose dense gradients need
+        no unscaling or clipping and whose arrays qualify for the same kernels, dtype, device and
+        weight decay (groups of two or more); returns the items left for `_apply_one`."""
+        groups, rest = {}, []
+        clip = self.clipvalue and self.clipvalue > 0
+        for item in todo:
+            (var, g), scale = item
+            p = var._data
+            if scale is not None or clip or isinstance(g, _Rows) or g.dtype != p.dtype:
+                rest.append(item)
+                continue
+            st = self._states[var._id]
+            s = {k: v._data for k, v in st.slots.items()}
+            k = self._kernels(p, g, *s.values())
+            if k is None:
+                rest.append(item)
+                continue
+            wd = f32(self.weight_decay) if self.weight_decay is not None and self._uses_decay(st) else 0.0
+            groups.setdefault((k, p.dtype, backend.device_of(p), wd), []).append((item, st, g, s))
+        for (k, _, _, wd), members in groups.items():
+            if len(members) < 2:
+                rest.extend(m[0] for m in members)
+                continue
+            ps = []
+            for _, st, _, _ in members:
+                if _tape._state.tapes:
+                    st.var._data = st.var._data.copy()  # an active tape may hold the old array
+                ps.append(st.var._data)
+            self._multi_update(k, ps, [m[2] for m in members], [m[3] for m in members], lr, step, wd)
+        return rest
+
+    _multi = False  # True where the optimizer defines _multi_update
+
+    def _multi_update(self, kernels, ps, gs, slots, lr, step, wd):
+        """One call of the multi-tensor kernel over ps (slots: one dict of slot arrays per p)."""
+        raise NotImplementedError
 
     def _fused_update(self, p, g, s, lr, step, wd) -> bool:
         """Runs the optimizer's fused kernel when one qualifies; False sends the step to `_update`."""

@@ -265,7 +265,7 @@ def test_softmax_xent_bwd(lib, dt, labels, rows, cols):
     out = np.full((rows, cols), np.nan, dt)
     if labels == "dense":
         lab = rng.dirichlet(np.ones(cols), rows).astype(dt)
-        lib.launch(name("softmax_xent_dense_bwd", dt), 4, 64, out, logits, lab, g, rows, cols, threaded=True)
+        lib.launch(name("softmax_xent_dense_bwd", dt), 4, 64, out, logits, lab, g, 1, rows, cols, threaded=True)
     else:
         lab = rng.integers(0, cols, rows).astype(labels)
         lib.launch(
@@ -276,11 +276,17 @@ def test_softmax_xent_bwd(lib, dt, labels, rows, cols):
             logits,
             lab,
             g,
+            1,
             rows,
             cols,
             threaded=True,
         )
     close(out, R.softmax_xent_ref(logits, lab, g, labels != "dense"), dt)
+    if labels == "int32":  # g read with stride 0: one value broadcast over the rows
+        out0 = np.full((rows, cols), np.nan, dt)
+        lib.launch(name("softmax_xent_sparse_bwd", dt, lab.dtype), 2, 64, out0, logits, lab, g, 0, rows, cols,
+                   threaded=True)
+        close(out0, R.softmax_xent_ref(logits, lab, np.full(rows, g[0]), True), dt)
 
 
 def test_softmax_xent_sparse_bad_label_gives_nan_row(lib):
@@ -295,6 +301,7 @@ def test_softmax_xent_sparse_bad_label_gives_nan_row(lib):
         logits,
         lab,
         np.ones(3, np.float32),
+        1,
         3,
         4,
         threaded=True,

@@ -194,6 +194,100 @@ def test_adam_alpha_matches_keras():
         assert ck.adam_alpha(1e-3, 0.9, 0.999, 7, dt) == R.keras_adam_alpha(1e-3, 0.9, 0.999, 7, dt)
 
 
+# ---- multi-tensor Adam: one call, the same bits as one adam_update per tensor ----
+
+
+@pytest.mark.parametrize("ams,wd", [(False, 0.0), (True, 0.004)], ids=["adam", "adamw_amsgrad"])
+@pytest.mark.parametrize("dt", ALL, ids=ids(ALL))
+def test_adam_multi_equals_per_tensor_bitwise(dt, ams, wd):
+    sizes = [0, 1, 31, 1000, 7]
+    states = [_state(n, dt, 10 + k) for k, n in enumerate(sizes)]
+    alpha = ck.adam_alpha(HP["lr"], HP["b1"], HP["b2"], HP["t"], dt)
+    want = [[a.copy() for a in st] for st in states]
+    for p, g, m, v, vh, _ in want:
+        ck.adam_update(p, g, m, v, vh if ams else None, alpha, HP["b1"], HP["b2"], HP["eps"], HP["lr"], wd)
+    for _ in range(2):  # the second call reuses the cached pointer table
+        got = [[a.copy() for a in st] for st in states]
+        ps, gs, ms, vs, vhs = ([st[i] for st in got] for i in range(5))
+        ck.adam_multi_update(ps, gs, ms, vs, vhs if ams else None, alpha, HP["b1"], HP["b2"], HP["eps"],
+                             HP["lr"], wd)
+        for k, (a, b) in enumerate(zip(got, want, strict=True)):
+            for j in range(5):
+                np.testing.assert_array_equal(a[j], b[j], err_msg="tensor %d state %d" % (k, j))
+
+
+def test_adam_multi_reads_each_calls_gradients():
+    """The cached pointer table must not keep the previous step's gradients."""
+    rng = np.random.default_rng(5)
+    ps = [rng.standard_normal(n).astype(np.float32) for n in (3, 40)]
+    ms, vs = [np.zeros_like(p) for p in ps], [np.zeros_like(p) for p in ps]
+    ref = [[a.copy() for a in ps], [a.copy() for a in ms], [a.copy() for a in vs]]
+    for step in range(3):
+        gs = [rng.standard_normal(p.size).astype(np.float32) for p in ps]  # new arrays every step
+        ck.adam_multi_update(ps, gs, ms, vs, None, 1e-2, 0.9, 0.999, 1e-7, 1e-2)
+        for k in range(2):
+            ck.adam_update(ref[0][k], gs[k], ref[1][k], ref[2][k], None, 1e-2, 0.9, 0.999, 1e-7, 1e-2)
+    for a, b in zip(ps + ms + vs, ref[0] + ref[1] + ref[2], strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_adam_multi_rejects_mismatched_lists_before_touching_anything():
+    p = [np.ones(3, np.float32), np.ones(2, np.float32)]
+    keep = [a.copy() for a in p]
+    z = lambda: [np.zeros(3, np.float32), np.zeros(2, np.float32)]  # noqa: E731
+    with pytest.raises(ValueError, match="gs has 1 tensors, expected 2"):
+        ck.adam_multi_update(p, z()[:1], z(), z(), None, 1e-3, 0.9, 0.999, 1e-7, 1e-3)
+    with pytest.raises(ValueError, match=r"tensor 1.*m has shape \(3,\)"):
+        ck.adam_multi_update(p, z(), [np.zeros(3, np.float32)] * 2, z(), None, 1e-3, 0.9, 0.999, 1e-7, 1e-3)
+    with pytest.raises(ValueError, match="ps\\[1\\] has dtype float64"):
+        q = [p[0], np.ones(2)]
+        ck.adam_multi_update(q, [np.zeros(3, np.float32), np.zeros(2)], [np.zeros(3, np.float32), np.zeros(2)],
+                             [np.zeros(3, np.float32), np.zeros(2)], None, 1e-3, 0.9, 0.999, 1e-7, 1e-3)
+    for a, b in zip(p, keep, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+# ---- softmax cross-entropy backward, fused with the row softmax ----
+
+XENT_SHAPES = [(0, 4), (1, 1), (5, 10), (3, 257), (32, 10)]
+
+
+@pytest.mark.parametrize("rows,cols", XENT_SHAPES)
+@pytest.mark.parametrize("labels", ["dense", "int32", "int64"])
+@pytest.mark.parametrize("g_kind", ["rows", "broadcast"])
+@pytest.mark.parametrize("dt", FLOATS, ids=ids(FLOATS))
+def test_softmax_xent_twin_matches_float64(dt, g_kind, labels, rows, cols):
+    rng = np.random.default_rng(rows * cols + 1)
+    logits = (3 * rng.standard_normal((rows, cols))).astype(dt)
+    g = rng.standard_normal(rows).astype(dt) if g_kind == "rows" else np.broadcast_to(dt(0.25), (rows,))
+    if labels == "dense":
+        lab = rng.dirichlet(np.ones(cols), rows).astype(dt) if rows else np.zeros((0, cols), dt)
+    else:
+        lab = rng.integers(0, cols, rows).astype(labels)
+    want = R.softmax_xent_ref(logits, lab, np.asarray(g), labels != "dense")
+    tol = dict(rtol=1e-5, atol=1e-6) if dt == np.float32 else dict(rtol=1e-12, atol=1e-14)
+    got = ck.softmax_xent_bwd(logits, lab, g, sparse=labels != "dense")
+    np.testing.assert_allclose(got, want, **tol)
+    np.testing.assert_allclose(ck.softmax_xent_bwd_numpy(logits, lab, np.asarray(g), labels != "dense"), want, **tol)
+
+
+@pytest.mark.parametrize(
+    "args, msg",
+    [
+        ((np.zeros(4, np.float32), np.zeros(4, np.int32), np.zeros(4, np.float32)), "logits must be 2-D"),
+        ((np.zeros((2, 3), np.float32), np.array([0, 3], np.int32), np.zeros(2, np.float32)),
+         r"labels must lie in \[0, 3\), got values from 0 to 3"),
+        ((np.zeros((2, 3), np.float32), np.array([0, 1.0]), np.zeros(2, np.float32)), "int32/int64 array of shape"),
+        ((np.zeros((2, 3), np.float32), np.array([0, 1]), np.zeros(3, np.float32)), r"g must be a float32 array of "
+         r"shape \(2,\), got float32 \(3,\)"),
+        ((np.zeros((2, 3), np.float32), np.array([0, 1]), np.zeros(2, np.float64)), "g must be a float32"),
+    ],
+)
+def test_softmax_xent_twin_rejects_bad_arguments(args, msg):
+    with pytest.raises(ValueError, match=msg):
+        ck.softmax_xent_bwd(*args, sparse=True)
+
+
 # ---- accumulate, and the numba switch ----
 
 

@@ -75,6 +75,9 @@ def test_softmax_xent_bwd(dt, labels, rows, cols):
     )
     d = fused.softmax_xent_bwd(cp.asarray(logits), cp.asarray(lab), cp.asarray(g), sparse=labels != "dense")
     close(d, R.softmax_xent_ref(logits, lab, g, labels != "dense"), dt)
+    g0 = cp.broadcast_to(cp.asarray(g[:1]), (rows,))  # stride 0: a mean's cotangent
+    d = fused.softmax_xent_bwd(cp.asarray(logits), cp.asarray(lab), g0, sparse=labels != "dense")
+    close(d, R.softmax_xent_ref(logits, lab, np.broadcast_to(g[:1], (rows,)), labels != "dense"), dt)
 
 
 @pytest.mark.parametrize("dt", FLOATS, ids=ids(FLOATS))

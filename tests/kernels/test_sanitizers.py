@@ -51,6 +51,7 @@ def subset(lib_path):
         f32(rows, cols),
         rng.integers(0, cols, rows).astype(np.int32),
         f32(rows),
+        1,
         rows,
         cols,
         threaded=True,

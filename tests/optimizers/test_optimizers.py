@@ -749,6 +749,69 @@ def test_fused_path_is_taken(name, kernel, squares, monkeypatch):
     assert len(calls) == (2 if squares else 3)
 
 
+@pytest.mark.skipif(not cpu_kernels.available(), reason="numba is not installed")
+@pytest.mark.parametrize("kwargs", [{}, {"amsgrad": True}, {"weight_decay": 0.01}], ids=["adam", "amsgrad", "wd"])
+def test_adam_multi_tensor_path_equals_per_parameter(kwargs, monkeypatch):
+    """Several parameters go through one adam_multi_update call; the result equals one kernel call per
+    parameter bit for bit. Parameters that need clipping, are excluded from decay or have another dtype
+    are split into their own groups or the per-parameter path."""
+    rng = np.random.default_rng(0)
+    shapes = [(6, 5), (5,), (5, 3), (3,)]
+    init = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    grads = [[rng.standard_normal(s).astype(np.float32) for s in shapes] for _ in range(3)]
+    calls = []
+    real = cpu_kernels.adam_multi_update
+    monkeypatch.setattr(
+        cpu_kernels, "adam_multi_update", lambda ps, *a, **k: calls.append(len(ps)) or real(ps, *a, **k)
+    )
+
+    def run(multi):
+        vs = [accel.Variable(a, name="v%d" % i) for i, a in enumerate(init)]
+        opt = O.Adam(**kwargs) if "weight_decay" not in kwargs else O.AdamW(**kwargs)
+        if not multi:
+            monkeypatch.setattr(opt, "_multi", False)
+        with backend.fused("always"):
+            for gs in grads:
+                opt.apply_gradients(zip(gs, vs))
+        return [v.numpy() for v in vs]
+
+    per_param = run(False)
+    assert calls == []
+    multi = run(True)
+    assert calls == [4, 4, 4]
+    for a, b in zip(multi, per_param, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.skipif(not cpu_kernels.available(), reason="numba is not installed")
+def test_adam_multi_tensor_groups(monkeypatch):
+    calls = []
+    real = cpu_kernels.adam_multi_update
+    monkeypatch.setattr(
+        cpu_kernels, "adam_multi_update", lambda ps, *a, **k: calls.append(len(ps)) or real(ps, *a, **k)
+    )
+    single = []
+    real1 = cpu_kernels.adam_update
+    monkeypatch.setattr(cpu_kernels, "adam_update", lambda *a, **k: single.append(1) or real1(*a, **k))
+    v32 = [accel.Variable(np.ones(4, np.float32), name="a%d" % i) for i in range(3)]
+    v64 = [accel.Variable(np.ones(4), name="d%d" % i) for i in range(2)]
+    bias = accel.Variable(np.ones(4, np.float32), name="bias")
+    opt = O.AdamW(weight_decay=0.1)
+    opt.exclude_from_weight_decay(var_names=["bias"])
+    allv = v32 + v64 + [bias]
+    with backend.fused("always"):
+        opt.apply_gradients([(np.ones(4, v.dtype), v) for v in allv])
+    assert sorted(calls) == [2, 3] and len(single) == 1  # float32 decayed, float64 decayed; the bias alone
+    calls.clear(), single.clear()
+    with backend.fused("always"):
+        O.Adam(clipvalue=0.5).apply_gradients([(np.ones(4, v.dtype), v) for v in allv])
+    assert calls == [] and len(single) == 6  # clipped gradients take the per-parameter path
+    calls.clear(), single.clear()
+    with backend.fused("auto"):  # small arrays: neither kernel
+        O.Adam().apply_gradients([(np.ones(4, v.dtype), v) for v in allv])
+    assert calls == [] and single == []
+
+
 def test_no_large_allocations_per_step():
     """The generic path reuses its scratch buffers: the optimizer's pool stops growing after step 1."""
     v = accel.Variable(np.ones((256, 256), np.float32))
