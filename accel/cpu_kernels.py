@@ -568,6 +568,49 @@ def _softmax_xent_sparse_nb(d, x, labels, g):
         d[r, labels[r]] -= g[r]
 
 
+def _softmax_xent_sparse_fwd_nb(loss, x, labels):
+    rows, cols = x.shape
+    for r in range(rows):
+        mx = x[r, 0]
+        for c in range(1, cols):
+            mx = max(mx, x[r, c])
+        total = x.dtype.type(0)
+        for c in range(cols):
+            total += np.exp(x[r, c] - mx)
+        loss[r] = np.log(total) - (x[r, labels[r]] - mx)
+
+
+def softmax_xent_sparse_fwd(logits, labels, out=None):
+    """loss[r] = -log_softmax(logits)[r, labels[r]], one pass per row (labels in [0, C))."""
+    fn = "softmax_xent_sparse_fwd"
+    _check(fn, logits=logits)
+    if logits.ndim != 2:
+        raise ValueError("%s: logits must be 2-D [N, C], got shape %s" % (fn, logits.shape))
+    rows, cols = logits.shape
+    _check_labels(fn, labels, rows, cols)
+    loss = np.empty(rows, logits.dtype) if out is None else out
+    if not (isinstance(loss, np.ndarray) and loss.dtype == logits.dtype and loss.shape == (rows,)):
+        raise ValueError("%s: out must be a %s array of shape %s" % (fn, logits.dtype, (rows,)))
+    if rows and cols:
+        if _numba_ok(logits, loss) and labels.flags.c_contiguous:
+            _jit(_softmax_xent_sparse_fwd_nb)(loss, logits, labels)
+        else:
+            m = logits.max(axis=1)
+            lse = np.log(np.exp(logits - m[:, None]).sum(axis=1))
+            np.subtract(lse, logits[np.arange(rows), labels] - m, out=loss)
+    return loss
+
+
+def _check_labels(fn, labels, rows, cols):
+    if not isinstance(labels, np.ndarray) or labels.dtype not in (np.int32, np.int64) or labels.shape != (rows,):
+        raise ValueError("%s: labels must be an int32/int64 array of shape %s, got %s %s"
+                         % (fn, (rows,), getattr(labels, "dtype", type(labels).__name__),
+                            getattr(labels, "shape", "")))
+    if rows and (labels.min() < 0 or labels.max() >= cols):
+        raise ValueError("%s: labels must lie in [0, %d), got values from %d to %d"
+                         % (fn, cols, labels.min(), labels.max()))
+
+
 def _softmax_xent_dense_nb(d, x, labels, g):
     rows, cols = x.shape
     for r in range(rows):
@@ -607,13 +650,7 @@ def softmax_xent_bwd(logits, labels, g, sparse, out=None):
         raise ValueError("%s: logits must be 2-D [N, C], got shape %s" % (fn, logits.shape))
     rows, cols = logits.shape
     if sparse:
-        if not isinstance(labels, np.ndarray) or labels.dtype not in (np.int32, np.int64) or labels.shape != (rows,):
-            raise ValueError("%s: labels must be an int32/int64 array of shape %s, got %s %s"
-                             % (fn, (rows,), getattr(labels, "dtype", type(labels).__name__),
-                                getattr(labels, "shape", "")))
-        if rows and (labels.min() < 0 or labels.max() >= cols):
-            raise ValueError("%s: labels must lie in [0, %d), got values from %d to %d"
-                             % (fn, cols, labels.min(), labels.max()))
+        _check_labels(fn, labels, rows, cols)
     else:
         _check(fn, logits=logits, labels=labels)
     if not isinstance(g, np.ndarray) or g.dtype != logits.dtype or g.shape != (rows,):

@@ -179,6 +179,23 @@ def softmax_xent_bwd(logits, labels, g, sparse, out=None):
     return d
 
 
+def softmax_xent_sparse_fwd(logits, labels, out=None):
+    """loss[r] = -log_softmax(logits)[r, labels[r]] (NaN for a label outside [0, C))."""
+    fn = "softmax_xent_sparse_fwd"
+    _check(fn, "logits", logits, _FLOATS)
+    if logits.ndim != 2:
+        raise ValueError("%s: logits must be 2-D [N, C], got shape %s" % (fn, tuple(logits.shape)))
+    rows, cols = logits.shape
+    _check(fn, "labels", labels, (np.dtype(np.int32), np.dtype(np.int64)), (rows,))
+    if out is None:
+        out = _cp().empty(rows, logits.dtype)
+    _check(fn, "out", out, (logits.dtype,), (rows,))
+    if rows and cols:
+        args = (out, logits, labels, np.int64(rows), np.int32(cols))
+        _launch(fn, (logits.dtype, labels.dtype), (min(rows, 65535),), _row_block(cols), args)
+    return out
+
+
 def sigmoid_xent_bwd(x, z, g, out=None):
     """gx = g * (sigmoid(x) - z), elementwise."""
     fn = "sigmoid_xent_bwd"

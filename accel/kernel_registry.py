@@ -63,6 +63,7 @@ FAMILIES = {
     "losses": Family(
         _k("softmax_xent_dense_bwd", (FLOATS,), max_regs=48, max_smem=256)
         + _k("softmax_xent_sparse_bwd", (FLOATS, INDEX), max_regs=48, max_smem=256)
+        + _k("softmax_xent_sparse_fwd", (FLOATS, INDEX), max_regs=48, max_smem=256)
         + _k("sigmoid_xent_bwd", (FLOATS,), max_regs=48)
     ),
     "reductions": Family(

@@ -160,11 +160,13 @@ def _counting_kernel(name, fn):
 
 # the public kernel entry points: each call is one device operation
 _KERNEL_FUNCTIONS = {
-    "accel.cpu_kernels": ("activation_bwd", "softmax_xent_bwd", "adam_update", "adam_multi_update", "sgd_update",
-                          "rmsprop_update", "adagrad_update", "lion_update", "accumulate_"),
-    "accel.fused": ("activation_bwd", "softmax_xent_bwd", "sigmoid_xent_bwd", "bias_add_bwd", "dropout_bwd",
-                    "layer_norm_bwd", "adam_update", "adam_multi_update", "sgd_update", "rmsprop_update",
-                    "adagrad_update", "lion_update", "accumulate_", "scatter_add_rows"),
+    "accel.cpu_kernels": ("activation_bwd", "softmax_xent_bwd", "softmax_xent_sparse_fwd", "adam_update",
+                          "adam_multi_update", "sgd_update", "rmsprop_update", "adagrad_update", "lion_update",
+                          "accumulate_"),
+    "accel.fused": ("activation_bwd", "softmax_xent_bwd", "softmax_xent_sparse_fwd", "sigmoid_xent_bwd",
+                    "bias_add_bwd", "dropout_bwd", "layer_norm_bwd", "adam_update", "adam_multi_update",
+                    "sgd_update", "rmsprop_update", "adagrad_update", "lion_update", "accumulate_",
+                    "scatter_add_rows"),
 }
 
 

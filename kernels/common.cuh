@@ -21,6 +21,8 @@ __device__ __forceinline__ void st(double* p, long long i, double v) { p[i] = v;
 // Overloads so templated code calls the float or double libm function.
 __device__ __forceinline__ float m_exp(float x) { return expf(x); }
 __device__ __forceinline__ double m_exp(double x) { return exp(x); }
+__device__ __forceinline__ float m_log(float x) { return logf(x); }
+__device__ __forceinline__ double m_log(double x) { return log(x); }
 __device__ __forceinline__ float m_log1p(float x) { return log1pf(x); }
 __device__ __forceinline__ double m_log1p(double x) { return log1p(x); }
 __device__ __forceinline__ float m_tanh(float x) { return tanhf(x); }

@@ -54,6 +54,25 @@ __global__ void softmax_xent_sparse_bwd(T* dlogits, const T* logits, const L* la
   }
 }
 
+// Forward loss of sparse softmax cross-entropy, one block per row:
+// loss[r] = log(sum exp(x - max)) - (x[label] - max), as log_softmax then pick.
+// An out-of-range label gives NaN.
+template <typename T, typename L>
+__global__ void softmax_xent_sparse_fwd(T* loss, const T* logits, const L* labels, long long rows, int cols) {
+  typedef ACC(T) A;
+  __shared__ A red[32];
+  for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
+    const long long off = r * cols;
+    A mx, sum;
+    row_softmax_stats(logits + off, cols, red, mx, sum);
+    if (threadIdx.x == 0) {
+      const L lab = labels[r];
+      const bool bad = lab < 0 || lab >= cols;
+      st(loss, r, bad ? lim<A>::nan() : m_log(sum) - (ld(logits, off + lab) - mx));
+    }
+  }
+}
+
 // Sigmoid cross-entropy backward, elementwise: gx = g*(sigmoid(x) - z).
 template <typename T>
 __global__ void sigmoid_xent_bwd(T* gx, const T* x, const T* z, const T* g, long long n) {

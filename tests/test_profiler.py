@@ -87,4 +87,5 @@ def test_mlp_training_step_device_ops_fused_vs_generic():
             assert prof.table["optimizer:Adam"][0] == 1
             assert prof.table["sparse_softmax_cross_entropy_with_logits (backward)"][0] == 1
             assert prof.table["relu (backward)"][0] == 2
+            assert prof.table["sparse_softmax_cross_entropy_with_logits"][0] == 1
     assert totals["always"] <= 30 < totals["never"]

@@ -75,6 +75,22 @@ def sparse_softmax_xent(xp, g, out, labels, logits):
     return (None, fused.softmax_xent_bwd(logits, labels, g, sparse=True))
 
 
+def sparse_softmax_xent_fwd(labels, logits):
+    """The per-example loss of sparse softmax cross-entropy in one pass per row, or None for the
+    generic forward (log_softmax, then pick). A forward value: no tape is involved."""
+    if logits.ndim != 2:
+        return None
+    if isinstance(logits, np.ndarray):
+        if not (_cpu_ok(logits) and labels.flags.c_contiguous):
+            return None
+        return _twins.softmax_xent_sparse_fwd(logits, labels)
+    from accel import fused  # noqa: PLC0415
+
+    if not fused.qualifies(logits, dtypes=fused._FLOATS) or not labels.flags.c_contiguous:
+        return None
+    return fused.softmax_xent_sparse_fwd(logits, labels)
+
+
 def bias_add(xp, g, out, x, b, axis):
     """d bias of bias_add as one column-reduction kernel (GPU, bias on the last axis)."""
     if isinstance(g, np.ndarray) or axis != g.ndim - 1:

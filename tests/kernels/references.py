@@ -167,3 +167,10 @@ def layer_norm_ref(g, x, mean, rstd, gamma):
     gh = g * gam
     dx = rstd * (gh - gh.mean(axis=1, keepdims=True) - xh * (gh * xh).mean(axis=1, keepdims=True))
     return dx, (g * xh).sum(axis=0), g.sum(axis=0)
+
+
+def sparse_xent_loss_ref(logits, labels):
+    x = logits.astype(np.float64)
+    m = x.max(axis=1)
+    lse = np.log(np.exp(x - m[:, None]).sum(axis=1)) + m
+    return lse - x[np.arange(len(labels)), labels]

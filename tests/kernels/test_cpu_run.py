@@ -289,6 +289,27 @@ def test_softmax_xent_bwd(lib, dt, labels, rows, cols):
         close(out0, R.softmax_xent_ref(logits, lab, np.full(rows, g[0]), True), dt)
 
 
+@pytest.mark.parametrize("rows,cols", SOFTMAX_SHAPES)
+@pytest.mark.parametrize("lt", [np.int32, np.int64], ids=["int32", "int64"])
+@pytest.mark.parametrize("dt", [np.float32, np.float64], ids=["float32", "float64"])
+def test_softmax_xent_sparse_fwd(lib, dt, lt, rows, cols):
+    rng = np.random.default_rng(rows + cols)
+    logits = (3 * rng.standard_normal((rows, cols))).astype(dt)
+    lab = rng.integers(0, cols, rows).astype(lt)
+    loss = np.full(rows, np.nan, dt)
+    lib.launch(name("softmax_xent_sparse_fwd", dt, lt), 4, 64, loss, logits, lab, rows, cols, threaded=True)
+    close(loss, R.sparse_xent_loss_ref(logits, lab), dt)
+
+
+def test_softmax_xent_sparse_fwd_bad_label_gives_nan(lib):
+    loss = np.zeros(3, np.float32)
+    lab = np.array([1, 4, -1], np.int32)
+    lib.launch("softmax_xent_sparse_fwd<float, int>", 1, 32, loss, np.zeros((3, 4), np.float32), lab, 3, 4,
+               threaded=True)
+    np.testing.assert_allclose(loss[0], np.log(4), rtol=1e-6)
+    assert np.isnan(loss[1:]).all()
+
+
 def test_softmax_xent_sparse_bad_label_gives_nan_row(lib):
     logits = np.zeros((3, 4), np.float32)
     lab = np.array([1, 4, -1], np.int32)

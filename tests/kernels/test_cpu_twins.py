@@ -271,6 +271,23 @@ def test_softmax_xent_twin_matches_float64(dt, g_kind, labels, rows, cols):
     np.testing.assert_allclose(ck.softmax_xent_bwd_numpy(logits, lab, np.asarray(g), labels != "dense"), want, **tol)
 
 
+@pytest.mark.parametrize("rows,cols", XENT_SHAPES)
+@pytest.mark.parametrize("lt", [np.int32, np.int64], ids=["int32", "int64"])
+@pytest.mark.parametrize("dt", FLOATS, ids=ids(FLOATS))
+def test_softmax_xent_sparse_fwd_twin_matches_float64(dt, lt, rows, cols):
+    rng = np.random.default_rng(rows * cols + 2)
+    logits = (3 * rng.standard_normal((rows, cols))).astype(dt)
+    lab = rng.integers(0, cols, rows).astype(lt)
+    want = R.sparse_xent_loss_ref(logits, lab)
+    tol = dict(rtol=1e-5, atol=1e-6) if dt == np.float32 else dict(rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(ck.softmax_xent_sparse_fwd(logits, lab), want, **tol)
+    strided = np.asfortranarray(logits)  # not C-contiguous: the NumPy path
+    np.testing.assert_allclose(ck.softmax_xent_sparse_fwd(strided, lab), want, **tol)
+    if rows:
+        with pytest.raises(ValueError, match=r"labels must lie in \[0, %d\)" % cols):
+            ck.softmax_xent_sparse_fwd(logits, np.full(rows, cols, lt))
+
+
 @pytest.mark.parametrize(
     "args, msg",
     [

@@ -80,6 +80,17 @@ def test_softmax_xent_bwd(dt, labels, rows, cols):
     close(d, R.softmax_xent_ref(logits, lab, np.broadcast_to(g[:1], (rows,)), labels != "dense"), dt)
 
 
+@pytest.mark.parametrize("rows,cols", [(1, 1), (5, 10), (64, 1000), (3, 5000)])
+@pytest.mark.parametrize("lt", [np.int32, np.int64], ids=["int32", "int64"])
+@pytest.mark.parametrize("dt", FLOATS, ids=ids(FLOATS))
+def test_softmax_xent_sparse_fwd(dt, lt, rows, cols):
+    rng = np.random.default_rng(rows)
+    logits = (3 * rng.standard_normal((rows, cols))).astype(dt)
+    lab = rng.integers(0, cols, rows).astype(lt)
+    loss = fused.softmax_xent_sparse_fwd(cp.asarray(logits), cp.asarray(lab))
+    close(loss, R.sparse_xent_loss_ref(logits, lab), dt)
+
+
 @pytest.mark.parametrize("dt", FLOATS, ids=ids(FLOATS))
 def test_sigmoid_xent_and_dropout_and_bias(dt):
     rng = np.random.default_rng(0)

@@ -57,6 +57,17 @@ def subset(lib_path):
         threaded=True,
     )
     lib.launch(
+        "softmax_xent_sparse_fwd<float, int>",
+        2,
+        64,
+        np.empty(rows, np.float32),
+        f32(rows, cols),
+        rng.integers(0, cols, rows).astype(np.int32),
+        rows,
+        cols,
+        threaded=True,
+    )
+    lib.launch(
         "layer_norm_bwd<double>",
         2,
         64,
