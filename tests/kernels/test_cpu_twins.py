@@ -222,7 +222,7 @@ def test_adam_multi_reads_each_calls_gradients():
     ps = [rng.standard_normal(n).astype(np.float32) for n in (3, 40)]
     ms, vs = [np.zeros_like(p) for p in ps], [np.zeros_like(p) for p in ps]
     ref = [[a.copy() for a in ps], [a.copy() for a in ms], [a.copy() for a in vs]]
-    for step in range(3):
+    for _ in range(3):
         gs = [rng.standard_normal(p.size).astype(np.float32) for p in ps]  # new arrays every step
         ck.adam_multi_update(ps, gs, ms, vs, None, 1e-2, 0.9, 0.999, 1e-7, 1e-2)
         for k in range(2):
