@@ -219,6 +219,13 @@ def run_op_counts(runner):
                 counts["%s %s" % (mod.NAME, variant)] = mod.count_ops(step)
             except Exception as e:
                 counts["%s %s" % (mod.NAME, variant)] = "failed: %s: %s" % (type(e).__name__, e)
+    if "accel_impl" in runner.modules:  # accel in each fused mode, and the hand-fused minimum (bench.device_ops)
+        from bench import device_ops  # noqa: PLC0415
+
+        for mode, (ops, nbytes, _) in device_ops.accel_counts().items():
+            counts["accel fused=%s" % mode] = "%d (%.1f MB)" % (ops, nbytes / 1e6)
+        _, ops, nbytes = device_ops.hand_fused_minimum()
+        counts["hand-fused minimum (derived)"] = "%d (%.1f MB)" % (ops, nbytes / 1e6)
     return counts
 
 

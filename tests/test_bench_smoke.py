@@ -111,3 +111,15 @@ def test_accel_tape_matches_floor():
     x0 = tape_input()
     got = accel_impl.TAPE["eager"](x0, 200, "cpu")()
     np.testing.assert_allclose(got, numpy_floor.Chain(x0, 200)(), rtol=1e-5, atol=1e-6)
+
+
+def test_device_ops_report_runs_and_fused_beats_generic(capsys):
+    pytest.importorskip("numba")
+    from bench import device_ops
+
+    device_ops.main(["--batch", "4"])
+    out = capsys.readouterr().out
+    counts = {m: int(line.split("|")[2]) for line in out.splitlines() for m in ("never", "always")
+              if line.startswith("| accel, fused %s |" % m)}
+    _, minimum, _ = device_ops.hand_fused_minimum(batch=4)
+    assert minimum <= counts["always"] < counts["never"]
