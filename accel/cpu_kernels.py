@@ -363,9 +363,83 @@ def activation_bwd_split(name, g, saved, alpha=None, out=None):
     return out
 
 
+# float32 twins in one vectorized pass: accel.cpu_math's exp/erf (plain float32 arithmetic that LLVM
+# vectorizes) in place of numba's scalar libm calls. Every constant is float32: one float64 literal
+# would promote the loop and halve the vector width (tests/kernels/test_cpu_math.py checks the IR).
+_F = np.float32
+_HALF, _ONE, _TWO = _F(0.5), _F(1), _F(2)
+_RSQRT2 = _F(1 / math.sqrt(2))
+_RSQRT_2PI = _F(1 / math.sqrt(2 * math.pi))
+_C_GELU_F, _K_GELU_F, _K3_GELU_F = _F(_C_GELU), _F(_K_GELU), _F(3 * _K_GELU)
+
+
+def _f32_loops():
+    loops = _jitted.get("f32")
+    if loops is None:
+        from accel import cpu_math  # noqa: PLC0415
+
+        m = cpu_math.build()
+        exp, erf_gauss = m.exp_f32, m.erf_gauss_f32
+        jit = _numba().njit(error_model="numpy", fastmath=False)
+
+        def gelu(gx, g, s):  # Phi(x) + x phi(x); erf(x/sqrt2) and exp(-x^2/2) from one call
+            for i in range(gx.size):
+                x = s[i]
+                e, gauss = erf_gauss(x * _RSQRT2)
+                gx[i] = g[i] * (_HALF * (_ONE + e) + x * _RSQRT_2PI * gauss)
+
+        def gelu_tanh(gx, g, s):
+            # t = tanh(u) through p = sigmoid(2|u|), q = 1 - p from one exp with no cancellation:
+            # 0.5 (1 + t) = sigmoid(2u) and 0.5 (1 - t^2) = 2 sigmoid(2u) sigmoid(-2u)
+            for i in range(gx.size):
+                x = s[i]
+                x2 = x * x
+                u = _C_GELU_F * (x + _K_GELU_F * x2 * x)
+                e = exp(-_TWO * abs(u))
+                p = _ONE / (_ONE + e)
+                q = e * p
+                lo = p if u >= 0 else q
+                hi = q if u >= 0 else p
+                gx[i] = g[i] * (lo + _TWO * x * lo * hi * _C_GELU_F * (_ONE + _K3_GELU_F * x2))
+
+        def silu(gx, g, s):
+            for i in range(gx.size):
+                x = s[i]
+                e = exp(-abs(x))
+                r = _ONE / (_ONE + e)
+                sg = r if x >= 0 else e * r
+                gx[i] = g[i] * sg * (_ONE + x * (_ONE - sg))
+
+        def softplus(gx, g, s):  # softplus' = sigmoid
+            for i in range(gx.size):
+                x = s[i]
+                e = exp(-abs(x))
+                r = _ONE / (_ONE + e)
+                gx[i] = g[i] * (r if x >= 0 else e * r)
+
+        loops = _jitted["f32"] = {"gelu": jit(gelu), "gelu_tanh": jit(gelu_tanh), "silu": jit(silu),
+                                  "softplus": jit(softplus)}
+    return loops
+
+
+F32_ONE_PASS = ("gelu", "gelu_tanh", "silu", "softplus")
+
+
+def activation_bwd_f32(name, g, saved, alpha=None, out=None):
+    """g * f'(x) for gelu, gelu_tanh, silu, softplus on float32 in one vectorized numba pass."""
+    a, out = _act_args(name, g, saved, alpha, out)
+    if name not in F32_ONE_PASS or g.dtype != np.float32 or not _numba_ok(g, saved, out):
+        raise ValueError("activation_bwd_f32: needs numba, C-contiguous float32 arrays and one of %s"
+                         % ", ".join(F32_ONE_PASS))
+    _f32_loops()[name](*_flat(out, g, saved))
+    return out
+
+
 def activation_bwd(name, g, saved, alpha=None, out=None):
     """gx = g * f'(.) for activation `name`; `saved` is x or out, per ACTIVATIONS[name]."""
     if _numba_ok(g, saved, *(() if out is None else (out,))):
+        if g.dtype == np.float32 and name in F32_ONE_PASS:
+            return activation_bwd_f32(name, g, saved, alpha, out)
         if name in _SPLIT:
             return activation_bwd_split(name, g, saved, alpha, out)
         if name not in PREFER_NUMPY:

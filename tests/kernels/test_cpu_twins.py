@@ -63,6 +63,39 @@ def test_activation_split_twin_equals_numpy_twin(act, dt, n):
     assert a.dtype == dt
 
 
+F32_SPECIAL = np.array([0.0, -0.0, 1e-30, -1e-30, 0.5, -0.75, 3.0, -3.0, 9.5, -9.5, 20.0, -20.0, 88.0, -88.0,
+                        1e4, -1e4, np.inf, -np.inf], np.float32)
+
+
+@needs_numba
+@pytest.mark.parametrize("n", SIZES + [4099])
+@pytest.mark.parametrize("act", ck.F32_ONE_PASS)
+def test_activation_f32_one_pass_twin_matches_float64(act, n):
+    """accel.cpu_math's float32 exp/erf against the float64 formula: 2e-6 of the largest |f'| plus 2e-6
+    relative, on random values and at the edges (saturation, tiny, huge, infinities)."""
+    rng = np.random.default_rng(n)
+    x = np.concatenate([(rng.standard_normal(n) * 4).astype(np.float32), F32_SPECIAL if n > 31 else []])
+    x = x.astype(np.float32)
+    g = np.ones_like(x)
+    got = ck.activation_bwd_f32(act, g, x)
+    with np.errstate(invalid="ignore", over="ignore"):
+        want = ck.activation_bwd_numpy(act, g.astype(np.float64), x.astype(np.float64))
+    finite = np.isfinite(want)
+    scale = max(1.0, np.abs(want[finite]).max(initial=0))
+    np.testing.assert_allclose(got[finite], want[finite], rtol=2e-6, atol=2e-6 * scale)
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    assert np.isnan(ck.activation_bwd_f32(act, np.ones(1, np.float32), np.array([np.nan], np.float32)))[0]
+
+
+@needs_numba
+@pytest.mark.parametrize("act", ck.F32_ONE_PASS)
+def test_activation_f32_one_pass_twin_vectorizes(act):
+    from llvm_ir import vector_float32_problems
+
+    ck.activation_bwd_f32(act, np.ones(64, np.float32), np.ones(64, np.float32))
+    assert vector_float32_problems(ck._f32_loops()[act]) == []
+
+
 def test_activation_out_buffer_is_used_and_unknown_name_rejected():
     g, x = np.ones(4, np.float32), np.arange(4, dtype=np.float32) - 1
     out = np.empty(4, np.float32)
