@@ -251,3 +251,24 @@ def fused(mode: str):
         yield
     finally:
         set_fused_mode(old)
+
+
+# --- op determinism (TensorFlow's tf.config.experimental.enable_op_determinism) -----------
+
+_deterministic = False
+
+
+def enable_op_determinism() -> None:
+    """Scatter-adds (gather/Embedding gradients) on the GPU sum repeated indices in a fixed order
+    instead of with atomics: bitwise repeatable, somewhat slower. The NumPy path always is."""
+    global _deterministic
+    _deterministic = True
+
+
+def disable_op_determinism() -> None:
+    global _deterministic
+    _deterministic = False
+
+
+def op_determinism_enabled() -> bool:
+    return _deterministic

@@ -1,6 +1,19 @@
 """Runtime switches: the fused-kernel mode and device queries."""
 
-from accel.backend import fused, fused_mode, has_gpu, set_fused_mode  # noqa: F401
+from types import SimpleNamespace
+
+from accel.backend import (  # noqa: F401
+    disable_op_determinism,
+    enable_op_determinism,
+    fused,
+    fused_mode,
+    has_gpu,
+    op_determinism_enabled,
+    set_fused_mode,
+)
+
+experimental = SimpleNamespace(enable_op_determinism=enable_op_determinism,
+                               disable_op_determinism=disable_op_determinism)
 
 
 def list_physical_devices(device_type=None):

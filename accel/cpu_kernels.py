@@ -929,6 +929,70 @@ def lion_update(p, g, m, lr, b1, b2, wd=0.0):
     (lion_update_numba if _numba_ok(p, g, m) else lion_update_numpy)(p, g, m, lr, b1, b2, wd)
 
 
+# =============================== dropout, sigmoid cross-entropy ===============================
+
+
+def _dropout_nb(gx, g, keep, scale):
+    for i in range(gx.size):
+        gx[i] = g[i] * scale if keep[i] else g.dtype.type(0)
+
+
+def dropout_bwd(g, mask, scale, out=None):
+    """gx = where(mask, g * scale, 0); mask a bool array of g's shape."""
+    fn = "dropout_bwd"
+    _check(fn, g=g, out=out)
+    if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_ or mask.shape != g.shape:
+        raise ValueError("%s: mask must be a bool array of shape %s, got %s %s"
+                         % (fn, g.shape, getattr(mask, "dtype", type(mask).__name__), getattr(mask, "shape", "")))
+    gx = np.empty_like(g) if out is None else out
+    if _numba_ok(g, gx) and mask.flags.c_contiguous:
+        _jit(_dropout_nb)(*_flat(gx, g, mask), g.dtype.type(scale))
+        return gx
+    np.multiply(g, mask, out=gx)
+    gx *= g.dtype.type(scale) if g.dtype != np.float16 else np.float32(scale)
+    return gx
+
+
+def _sigmoid_xent_nb(gx, x, z, g):
+    one = x.dtype.type(1)
+    for i in range(gx.size):
+        xi = x[i]
+        e = np.exp(-abs(xi))
+        r = one / (one + e)
+        gx[i] = g[i] * ((r if xi >= 0 else e * r) - z[i])
+
+
+def _sigmoid_xent_f32():
+    f = _jitted.get("sigmoid_xent_f32")
+    if f is None:
+        from accel import cpu_math  # noqa: PLC0415
+
+        exp = cpu_math.build().exp_f32
+
+        def run(gx, x, z, g):
+            for i in range(gx.size):
+                xi = x[i]
+                e = exp(-abs(xi))
+                r = _ONE / (_ONE + e)
+                gx[i] = g[i] * ((r if xi >= 0 else e * r) - z[i])
+
+        f = _jitted["sigmoid_xent_f32"] = _numba().njit(error_model="numpy")(run)
+    return f
+
+
+def sigmoid_xent_bwd(x, z, g, out=None):
+    """gx = g * (sigmoid(x) - z), elementwise in one pass."""
+    _check("sigmoid_xent_bwd", x=x, z=z, g=g, out=out)
+    gx = np.empty_like(x) if out is None else out
+    if _numba_ok(x, z, g, gx):
+        kernel = _sigmoid_xent_f32() if x.dtype == np.float32 else _jit(_sigmoid_xent_nb)
+        kernel(*_flat(gx, x, z, g))
+        return gx
+    xf = x.astype(np.float32) if x.dtype == np.float16 else x
+    gx[...] = g * (_sigmoid_np(xf, None) - z)
+    return gx
+
+
 # =============================== accumulate ===============================
 
 

@@ -540,12 +540,9 @@ def _backward(tape, nodes, flat_targets, flat_sources, flat_og):
             k += 1
             if rule is None or iid not in reach:
                 continue
-            if fused is not None:
-                gi = fused[k]
-            elif attrs:
-                gi = rule(F, g, out, *vals, **attrs)
-            else:
-                gi = rule(F, g, out, *vals)
+            gi = None if fused is None else fused[k]
+            if gi is None:  # no hook, or the hook left this input to its rule
+                gi = rule(F, g, out, *vals, **attrs) if attrs else rule(F, g, out, *vals)
             if gi is None:
                 continue
             if check is not None:

@@ -113,3 +113,111 @@ def test_profiling_does_not_change_the_path_taken(monkeypatch):
                 y = tf.nn.relu(tf.tanh(x) * 2.0)  # relu's cotangent arrives as a counted view
             tape.gradient(y, x)
     assert calls == ["relu", "tanh"]
+
+
+# ---- dropout, sigmoid cross-entropy, scatter: fused on the device fixture's backend ----
+
+
+def _dev_twin_calls(monkeypatch, name):
+    calls = []
+    real = getattr(cpu_kernels, name)
+    monkeypatch.setattr(cpu_kernels, name, lambda *a, **k: calls.append(name) or real(*a, **k))
+    return calls
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dropout_gradient_is_the_kept_mask_times_scale_fused_and_generic(device, dtype, monkeypatch):
+    calls = _dev_twin_calls(monkeypatch, "dropout_bwd")
+    x0 = np.random.default_rng(0).uniform(1, 2, (64, 33)).astype(dtype)  # nonzero: kept <=> y != 0
+    og = np.random.default_rng(1).standard_normal((64, 33)).astype(dtype)
+    got = {}
+    for mode in ("never", "always"):
+        with backend.fused(mode), tf.device(device):
+            x = tf.constant(x0)
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = tf.nn.dropout(x, rate=0.25, seed=7)
+            got[mode] = (y.numpy(), tape.gradient(y, x, output_gradients=tf.constant(og)).numpy())
+    y, gx = got["never"]
+    keep = y != 0
+    assert 0.6 < keep.mean() < 0.9
+    np.testing.assert_allclose(y[keep], x0[keep] / dtype(0.75), rtol=1e-6)
+    np.testing.assert_allclose(gx, np.where(keep, og / dtype(0.75), 0), rtol=1e-6)
+    np.testing.assert_array_equal(got["always"][0], y)
+    np.testing.assert_allclose(got["always"][1], gx, rtol=1e-6)
+    assert calls == (["dropout_bwd"] if device == "cpu" else [])
+
+
+def test_dropout_noise_shape_and_higher_order_take_the_generic_rule(monkeypatch):
+    calls = _dev_twin_calls(monkeypatch, "dropout_bwd")
+    x = tf.constant(np.linspace(1, 2, 24).reshape(4, 6))
+    with backend.fused("always"):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = tf.nn.dropout(x, rate=0.5, noise_shape=(1, 6), seed=3)  # one mask column for every row
+        gx = tape.gradient(y, x).numpy()
+        assert calls == []
+        np.testing.assert_array_equal(gx, np.where(y.numpy() != 0, 2.0, 0.0))
+        with tf.GradientTape() as outer:
+            outer.watch(x)
+            with tf.GradientTape() as inner:
+                inner.watch(x)
+                y = tf.reduce_sum(tf.nn.dropout(x * x, rate=0.5, seed=3))
+            g = inner.gradient(y, x)
+        h = outer.gradient(g, x).numpy()
+    kept = g.numpy() != 0
+    np.testing.assert_allclose(h, np.where(kept, 4.0, 0.0))  # d/dx of 2 * 2x where kept
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sigmoid_xent_fused_equals_generic_and_labels_get_the_rule(device, dtype, monkeypatch):
+    calls = _dev_twin_calls(monkeypatch, "sigmoid_xent_bwd")
+    rng = np.random.default_rng(2)
+    x0 = (rng.standard_normal((50, 40)) * 6).astype(dtype)
+    z0 = rng.uniform(0, 1, (50, 40)).astype(dtype)
+    got = {}
+    for mode in ("never", "always"):
+        with backend.fused(mode), tf.device(device):
+            x, z = tf.constant(x0), tf.constant(z0)
+            with tf.GradientTape(persistent=True) as tape:
+                tape.watch([x, z])
+                loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=z, logits=x))
+            got[mode] = [tape.gradient(loss, v).numpy() for v in (x, z)]
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    for a, b in zip(got["always"], got["never"], strict=True):
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol / 100)
+    np.testing.assert_allclose(got["never"][1], -x0 / x0.size, rtol=tol)
+    assert calls == (["sigmoid_xent_bwd"] * 2 if device == "cpu" else [])  # one per tape.gradient call
+
+
+def test_op_determinism_switch():
+    assert not tf.config.op_determinism_enabled()
+    tf.config.experimental.enable_op_determinism()
+    try:
+        assert tf.config.op_determinism_enabled()
+    finally:
+        tf.config.experimental.disable_op_determinism()
+    assert not tf.config.op_determinism_enabled()
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_embedding_gradient_scatter_equals_numpy(device, deterministic):
+    """Repeated rows add up; on a GPU this runs the scatter kernel (sorted when deterministic)."""
+    rng = np.random.default_rng(4)
+    table0 = rng.standard_normal((10, 8)).astype(np.float32)
+    ids = np.array([1, 3, 1, 9, 1, 0, 3])
+    og = rng.standard_normal((7, 8)).astype(np.float32)
+    want = np.zeros_like(table0)
+    np.add.at(want, ids, og)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+    try:
+        with backend.fused("always"), tf.device(device):
+            table = tf.Variable(table0)
+            with tf.GradientTape() as tape:
+                y = tf.gather(table, tf.constant(ids))
+            g = tape.gradient(y, table, output_gradients=tf.constant(og))
+            dense = tf.convert_to_tensor(g).numpy()
+    finally:
+        tf.config.experimental.disable_op_determinism()
+    np.testing.assert_allclose(dense, want, rtol=1e-6, atol=1e-6)

@@ -100,3 +100,55 @@ def bias_add(xp, g, out, x, b, axis):
     if not fused.qualifies(g):
         return None
     return (g, fused.bias_add_bwd(g.reshape(-1, g.shape[-1])))
+
+
+def scatter_add_rows(out, indices, values):
+    """out[indices[i]] += values[i] for a 2-D `out` on the GPU through the scatter kernel (in a fixed
+    order under accel.config.experimental.enable_op_determinism()); False where it does not qualify,
+    and the caller runs the generic scatter."""
+    if isinstance(out, np.ndarray) or out.ndim != 2 or values.ndim != 2 or indices.ndim != 1:
+        return False
+    from accel import fused  # noqa: PLC0415
+
+    if not (fused.qualifies(out, dtypes=fused._WITH_HALF) and fused.qualifies(values, dtypes=(out.dtype,))
+            and indices.dtype in (np.int32, np.int64) and indices.flags.c_contiguous):
+        return False
+    fused.scatter_add_rows(out, indices, values, deterministic=backend.op_determinism_enabled())
+    return True
+
+
+def dropout(xp, g, out, x, keep, scale):
+    """d x of dropout: g * scale where kept, one pass (mask of g's shape only; noise_shape broadcasts
+    take the generic rule)."""
+    if keep.shape != g.shape:
+        return None
+    if isinstance(g, np.ndarray):
+        if not (_cpu_ok(g) and keep.flags.c_contiguous):
+            return None
+        return (_twins.dropout_bwd(g, keep, scale), None)
+    from accel import fused  # noqa: PLC0415
+
+    if not fused.qualifies(g) or not keep.flags.c_contiguous:
+        return None
+    return (fused.dropout_bwd(g, keep, scale), None)
+
+
+def sigmoid_xent(xp, g, out, labels, logits):
+    """d logits of sigmoid cross-entropy, g * (sigmoid(x) - z) in one pass; the labels' gradient (when
+    a tape needs it) comes from the generic rule."""
+    if g.shape != logits.shape or g.dtype != logits.dtype:
+        return None
+    # a mean's or sum's cotangent arrives broadcast (stride 0): one copy makes it a plain array
+    if isinstance(logits, np.ndarray):
+        if not _cpu_ok(logits, labels):
+            return None
+        if not g.flags.c_contiguous:
+            from accel import profiler  # noqa: PLC0415
+
+            g = profiler.counted(g).copy()  # a device op: counted when profiling
+        return (None, _twins.sigmoid_xent_bwd(logits, labels, g))
+    from accel import fused  # noqa: PLC0415
+
+    if not fused.qualifies(logits, labels, dtypes=fused._FLOATS):
+        return None
+    return (None, fused.sigmoid_xent_bwd(logits, labels, xp.ascontiguousarray(g)))

@@ -252,6 +252,7 @@ def _sig_xent_g_logits(F, g, out, labels, logits):
 
 _sig_xent = Op("sigmoid_cross_entropy_with_logits", _sig_xent_fwd)
 _sig_xent.defvjp(lambda F, g, out, labels, logits: -g * logits, _sig_xent_g_logits)
+_sig_xent.fused = fusion.sigmoid_xent
 REGISTRY["sigmoid_cross_entropy_with_logits"] = _sig_xent
 
 
@@ -325,9 +326,18 @@ def dropout(x, rate, noise_shape=None, seed=None, name=None):
     shape = tuple(x._data.shape) if noise_shape is None else tuple(int(s) for s in noise_shape)
     u = _random.uniform(shape, dtype=x._data.dtype, seed=seed)
     keep = Tensor(u._data >= rate)
-    from accel.ops.elementwise import where  # noqa: PLC0415
+    return apply(_dropout, (x, keep), {"scale": 1.0 / (1.0 - rate)})
 
-    return where(keep, x * (1.0 / (1.0 - rate)), 0.0)
+
+def _dropout_fwd(xp, x, keep, scale):
+    dt = x.dtype.type
+    return xp.where(keep, x * dt(scale), dt(0))
+
+
+_dropout = Op("dropout", _dropout_fwd)
+_dropout.defvjp(lambda F, g, out, x, keep, scale: F.where(keep, g * scale, 0), None)
+_dropout.fused = fusion.dropout
+REGISTRY["dropout"] = _dropout
 
 
 def normalize(x, axis, epsilon=1e-12):

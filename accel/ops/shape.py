@@ -6,6 +6,7 @@ import numpy as np
 
 from accel import backend
 from accel.errors import InvalidArgumentError
+from accel.ops import fusion
 from accel.ops.core import Op, REGISTRY, apply, convert
 from accel.ops.reduce import normalize_axis
 from accel.tensor import Tensor
@@ -314,7 +315,8 @@ class RowGrad:
     def dense(self):
         xp = backend.xp_of(self.values)
         out = xp.zeros(self.shape, self.values.dtype)
-        xp.add.at(out, self.indices, self.values)
+        if not fusion.scatter_add_rows(out, self.indices, self.values):
+            xp.add.at(out, self.indices, self.values)
         return out
 
     def __add__(self, other):

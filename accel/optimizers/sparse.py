@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from accel import backend
+from accel.ops import fusion
 from accel.dtypes import int64
 from accel.ops.creation import convert_to_tensor
 from accel.tensor import TensorShape
@@ -64,7 +65,7 @@ def scatter_rows(out, indices, values):
     out.fill(0)
     if backend.xp_of(out) is np:
         np.add.at(out, indices, values)
-    else:
+    elif not fusion.scatter_add_rows(out, indices, values):
         backend.cupyx().scatter_add(out, indices, values)
     return out
 

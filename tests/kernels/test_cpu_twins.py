@@ -359,3 +359,43 @@ def test_accel_numba_0_forces_numpy(monkeypatch):
     g = np.ones(8, np.float32)
     ck.activation_bwd("relu", g, g)
     assert called == []
+
+
+# ---- dropout and sigmoid cross-entropy backward ----
+
+
+@pytest.mark.parametrize("n", SIZES + [4099])
+@pytest.mark.parametrize("dt", ALL, ids=ids(ALL))
+def test_dropout_twin(dt, n):
+    rng = np.random.default_rng(n)
+    g = rng.standard_normal(n).astype(dt)
+    mask = rng.uniform(size=n) > 0.3
+    want = np.where(mask, g.astype(np.float64) / 0.7, 0)
+    tol = REF_TOL[dt]
+    np.testing.assert_allclose(ck.dropout_bwd(g, mask, 1 / 0.7), want, **tol)
+    np.testing.assert_allclose(ck.dropout_bwd(g[::-1], mask[::-1], 1 / 0.7), want[::-1], **tol)  # strided: NumPy
+    with pytest.raises(ValueError, match="mask must be a bool array of shape"):
+        ck.dropout_bwd(g, mask.astype(np.uint8), 2.0)
+
+
+@pytest.mark.parametrize("n", SIZES + [4099])
+@pytest.mark.parametrize("dt", ALL, ids=ids(ALL))
+def test_sigmoid_xent_twin(dt, n):
+    rng = np.random.default_rng(n + 1)
+    x = np.concatenate([rng.standard_normal(n) * 8, [-100.0, 100.0, 0.0] if n > 31 else []]).astype(dt)
+    z = rng.uniform(size=x.size).astype(dt)
+    g = rng.standard_normal(x.size).astype(dt)
+    x64 = x.astype(np.float64)
+    want = g * (1 / (1 + np.exp(-x64)) - z)
+    np.testing.assert_allclose(ck.sigmoid_xent_bwd(x, z, g), want, **REF_TOL[dt])
+    with pytest.raises(ValueError, match="z has shape"):
+        ck.sigmoid_xent_bwd(x, z[:-1] if x.size else np.zeros(1, dt), g)
+
+
+@needs_numba
+def test_sigmoid_xent_f32_loop_vectorizes():
+    from llvm_ir import vector_float32_problems
+
+    a = np.ones(64, np.float32)
+    ck.sigmoid_xent_bwd(a, a, a)
+    assert vector_float32_problems(ck._sigmoid_xent_f32()) == []
