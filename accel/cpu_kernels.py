@@ -993,6 +993,66 @@ def sigmoid_xent_bwd(x, z, g, out=None):
     return gx
 
 
+# =============================== layer normalization ===============================
+
+
+def _layer_norm_nb(dx, acc_g, acc_b, g, x, gamma, eps):
+    # per row: statistics and the two row sums in float64, then dx; gamma/beta sums in float64
+    rows, cols = x.shape
+    for r in range(rows):
+        mean = 0.0
+        for c in range(cols):
+            mean += x[r, c]
+        mean /= cols
+        var = 0.0
+        for c in range(cols):
+            d = x[r, c] - mean
+            var += d * d
+        rstd = 1.0 / np.sqrt(var / cols + eps)
+        s1 = 0.0
+        s2 = 0.0
+        for c in range(cols):
+            xh = (x[r, c] - mean) * rstd
+            gc = g[r, c]
+            gh = gc * gamma[c]
+            s1 += gh
+            s2 += gh * xh
+            acc_g[c] += gc * xh
+            acc_b[c] += gc
+        s1 /= cols
+        s2 /= cols
+        for c in range(cols):
+            xh = (x[r, c] - mean) * rstd
+            dx[r, c] = rstd * (g[r, c] * gamma[c] - s1 - xh * s2)
+
+
+def layer_norm_bwd(g, x, gamma, eps):
+    """(dx, dgamma, dbeta) of y = (x - mean) * rstd * gamma + beta over the last axis of 2-D x [N, C];
+    the row statistics are recomputed from x (eps inside the square root, as Keras)."""
+    fn = "layer_norm_bwd"
+    _check(fn, x=x, g=g)
+    if x.ndim != 2:
+        raise ValueError("%s: x must be 2-D [N, C], got shape %s" % (fn, x.shape))
+    if not isinstance(gamma, np.ndarray) or gamma.dtype != x.dtype or gamma.shape != (x.shape[1],):
+        raise ValueError("%s: gamma must be a %s array of shape %s, got %s %s"
+                         % (fn, x.dtype, (x.shape[1],), getattr(gamma, "dtype", type(gamma).__name__),
+                            getattr(gamma, "shape", "")))
+    cols = x.shape[1]
+    acc_g, acc_b = np.zeros(cols), np.zeros(cols)
+    if _numba_ok(x, g) and gamma.flags.c_contiguous:
+        dx = np.empty_like(x)
+        _jit(_layer_norm_nb)(dx, acc_g, acc_b, g, x, gamma, float(eps))
+        return dx, acc_g.astype(x.dtype), acc_b.astype(x.dtype)
+    x64, g64 = x.astype(np.float64), g.astype(np.float64)
+    mean = x64.mean(axis=1, keepdims=True)
+    xc = x64 - mean
+    rstd = 1 / np.sqrt((xc * xc).mean(axis=1, keepdims=True) + eps)
+    xh = xc * rstd
+    gh = g64 * gamma
+    dx = rstd * (gh - gh.mean(axis=1, keepdims=True) - xh * (gh * xh).mean(axis=1, keepdims=True))
+    return dx.astype(x.dtype), (g64 * xh).sum(axis=0).astype(x.dtype), g64.sum(axis=0).astype(x.dtype)
+
+
 # =============================== accumulate ===============================
 
 

@@ -162,7 +162,7 @@ def _counting_kernel(name, fn):
 _KERNEL_FUNCTIONS = {
     "accel.cpu_kernels": ("activation_bwd", "softmax_xent_bwd", "softmax_xent_sparse_fwd", "adam_update",
                           "adam_multi_update", "sgd_update", "rmsprop_update", "adagrad_update", "lion_update",
-                          "accumulate_", "dropout_bwd", "sigmoid_xent_bwd"),
+                          "accumulate_", "dropout_bwd", "sigmoid_xent_bwd", "layer_norm_bwd"),
     "accel.fused": ("activation_bwd", "softmax_xent_bwd", "softmax_xent_sparse_fwd", "sigmoid_xent_bwd",
                     "bias_add_bwd", "dropout_bwd", "layer_norm_bwd", "adam_update", "adam_multi_update",
                     "sgd_update", "rmsprop_update", "adagrad_update", "lion_update", "accumulate_",

@@ -221,3 +221,54 @@ def test_embedding_gradient_scatter_equals_numpy(device, deterministic):
     finally:
         tf.config.experimental.disable_op_determinism()
     np.testing.assert_allclose(dense, want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(64, 48), (3, 5, 33), (1, 1)])
+def test_layer_norm_fused_equals_generic(device, dtype, shape, monkeypatch):
+    calls = _dev_twin_calls(monkeypatch, "layer_norm_bwd")
+    rng = np.random.default_rng(5)
+    x0 = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
+    og = rng.standard_normal(shape).astype(dtype)
+    gamma0, beta0 = rng.standard_normal(shape[-1:]).astype(dtype), rng.standard_normal(shape[-1:]).astype(dtype)
+    got = {}
+    for mode in ("never", "always"):
+        with backend.fused(mode), tf.device(device):
+            x, gamma, beta = tf.constant(x0), tf.Variable(gamma0), tf.Variable(beta0)
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = _layer_norm(x, gamma, beta)
+            got[mode] = tape.gradient(y, [x, gamma, beta], output_gradients=tf.constant(og))
+            got[mode] = [g.numpy() for g in got[mode]]
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+    for a, b in zip(got["always"], got["never"], strict=True):
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+    assert calls == (["layer_norm_bwd"] if device == "cpu" else [])
+
+
+def _layer_norm(x, gamma, beta):
+    from accel.ops.nn import layer_norm
+
+    return layer_norm(x, gamma, beta, 1e-3)
+
+
+def test_layer_normalization_layer_uses_the_op_and_matches_keras_formula(monkeypatch):
+    calls = _dev_twin_calls(monkeypatch, "layer_norm_bwd")
+    rng = np.random.default_rng(6)
+    x = tf.constant(rng.standard_normal((4, 6)).astype(np.float32) * 2 + 3)
+    ln = tf.keras.layers.LayerNormalization(epsilon=1e-3)
+    ln.build(x.shape)
+    ln.gamma.assign(rng.standard_normal(6).astype(np.float32))
+    ln.beta.assign(rng.standard_normal(6).astype(np.float32))
+    with backend.fused("always"):
+        with tf.GradientTape() as tape:
+            y = ln(x)
+        tape.gradient(y, ln.trainable_variables)
+    assert calls == ["layer_norm_bwd"]
+    xn = x.numpy().astype(np.float64)
+    inv = ln.gamma.numpy() / np.sqrt(xn.var(-1, keepdims=True) + 1e-3)
+    np.testing.assert_allclose(y.numpy(), xn * inv + (ln.beta.numpy() - xn.mean(-1, keepdims=True) * inv), rtol=1e-5,
+                               atol=1e-5)
+    no_center = tf.keras.layers.LayerNormalization(center=False)  # the composite path
+    np.testing.assert_allclose(no_center(x).numpy(), (xn - xn.mean(-1, keepdims=True)) / np.sqrt(
+        xn.var(-1, keepdims=True) + 1e-3), rtol=1e-5, atol=1e-5)

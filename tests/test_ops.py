@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import accel as tf
+from accel.ops.nn import layer_norm
 from tests.gradcheck import check_grads
 
 erf_np = np.vectorize(math.erf)
@@ -165,6 +166,12 @@ CASES = [
     Case("softmax", tf.nn.softmax, softmax_np, [(3, 4)], second_order=True),
     Case("softmax_axis0", lambda x: tf.nn.softmax(x, axis=0), lambda x: softmax_np(x, 0), [(3, 4)]),
     Case("log_softmax", tf.nn.log_softmax, lambda x: np.log(softmax_np(x)), [(3, 4)], second_order=True),
+    Case("layer_norm", lambda x, g, b: layer_norm(x, g, b, 1e-3),
+         lambda x, g, b: (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-3) * g + b,
+         [(3, 5), (5,), (5,)], second_order=True),
+    Case("layer_norm_3d", lambda x, g, b: layer_norm(x, g, b, 1e-3),
+         lambda x, g, b: (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-3) * g + b,
+         [(2, 1, 4), (4,), (4,)]),
     Case("softmax_xent", lambda l, x: tf.nn.softmax_cross_entropy_with_logits(labels=tf.nn.softmax(l), logits=x),
          lambda l, x: -(softmax_np(l) * np.log(softmax_np(x))).sum(-1), [(3, 4), (3, 4)], second_order=True),
     Case("sparse_softmax_xent", lambda x, y: tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=x),

@@ -152,3 +152,25 @@ def sigmoid_xent(xp, g, out, labels, logits):
     if not fused.qualifies(logits, labels, dtypes=fused._FLOATS):
         return None
     return (None, fused.sigmoid_xent_bwd(logits, labels, xp.ascontiguousarray(g)))
+
+
+def layer_norm(xp, g, out, x, gamma, beta, eps):
+    """(dx, dgamma, dbeta) of layer normalization over the last axis in one row pass (CPU twin) or two
+    kernels (GPU: rows, then columns; the row statistics are recomputed from x)."""
+    if x.ndim < 1 or g.shape != x.shape or gamma.dtype != x.dtype:
+        return None
+    cols = x.shape[-1]
+    if isinstance(x, np.ndarray):
+        if not (_cpu_ok(g, x) and gamma.flags.c_contiguous):
+            return None
+        dx, dgamma, dbeta = _twins.layer_norm_bwd(g.reshape(-1, cols), x.reshape(-1, cols), gamma, eps)
+        return (dx.reshape(x.shape), dgamma, dbeta)
+    from accel import fused  # noqa: PLC0415
+
+    if not fused.qualifies(g, x, dtypes=fused._FLOATS) or not gamma.flags.c_contiguous:
+        return None
+    x2, g2 = x.reshape(-1, cols), g.reshape(-1, cols)
+    mean = x2.mean(axis=1)
+    rstd = xp.reciprocal(xp.sqrt(xp.square(x2 - mean[:, None]).mean(axis=1) + x.dtype.type(eps)))
+    dx, dgamma, dbeta = fused.layer_norm_bwd(g2, x2, mean, rstd, gamma)
+    return (dx.reshape(x.shape), dgamma, dbeta)

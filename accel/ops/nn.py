@@ -312,6 +312,50 @@ def moments(x, axes, shift=None, keepdims=False, name=None):
     return mean, var
 
 
+def _ln_stats(F, x, eps):
+    mean = F.mean(x, axis=-1, keepdims=True)
+    xc = x - mean
+    rstd = F.reciprocal(F.sqrt(F.mean(xc * xc, axis=-1, keepdims=True) + eps))
+    return mean, xc * rstd, rstd
+
+
+def _layer_norm_fwd(xp, x, gamma, beta, eps):
+    # Keras 3's order: x * inv + (beta - mean * inv), inv = rsqrt(var + eps) * gamma
+    mean = xp.mean(x, axis=-1, keepdims=True)
+    xc = x - mean
+    inv = xp.reciprocal(xp.sqrt(xp.mean(xc * xc, axis=-1, keepdims=True) + eps)) * gamma
+    return x * inv + (beta - mean * inv)
+
+
+def _layer_norm_dx(F, g, out, x, gamma, beta, eps):
+    _, xhat, rstd = _ln_stats(F, x, eps)
+    gh = g * gamma
+    return rstd * (gh - F.mean(gh, axis=-1, keepdims=True) - xhat * F.mean(gh * xhat, axis=-1, keepdims=True))
+
+
+def _layer_norm_dgamma(F, g, out, x, gamma, beta, eps):
+    return g * _ln_stats(F, x, eps)[1]  # the tape sums it down to gamma's shape
+
+
+_layer_norm = Op("layer_norm", _layer_norm_fwd)
+_layer_norm.defvjp(_layer_norm_dx, _layer_norm_dgamma, lambda F, g, out, x, gamma, beta, eps: g)
+_layer_norm.fused = fusion.layer_norm
+REGISTRY["layer_norm"] = _layer_norm
+
+
+def layer_norm(x, gamma, beta, epsilon=1e-3):
+    """Layer normalization over the last axis with scale gamma and offset beta (both [C]): one op, whose
+    backward is one fused kernel where the inputs qualify (keras.layers.LayerNormalization uses it)."""
+    x, gamma, beta = convert(x), convert(gamma), convert(beta)
+    _check_float("layer_norm", x)
+    cols = x._data.shape[-1] if x._data.ndim else None
+    for nm, t in (("gamma", gamma), ("beta", beta)):
+        if tuple(t._data.shape) != (cols,):
+            raise InvalidArgumentError(None, None, "layer_norm: %s must have shape (%s,) like the last axis of x, "
+                                       "got %s" % (nm, cols, tuple(t._data.shape)))
+    return apply(_layer_norm, (x, gamma, beta), {"eps": float(epsilon)})
+
+
 def dropout(x, rate, noise_shape=None, seed=None, name=None):
     """Zeroes each element with probability `rate` and scales the rest by 1/(1 - rate)."""
     from accel import random as _random  # noqa: PLC0415

@@ -399,3 +399,30 @@ def test_sigmoid_xent_f32_loop_vectorizes():
     a = np.ones(64, np.float32)
     ck.sigmoid_xent_bwd(a, a, a)
     assert vector_float32_problems(ck._sigmoid_xent_f32()) == []
+
+
+# ---- layer normalization backward ----
+
+
+@pytest.mark.parametrize("rows,cols", [(0, 4), (1, 1), (7, 33), (64, 300)])
+@pytest.mark.parametrize("dt", FLOATS, ids=ids(FLOATS))
+def test_layer_norm_twin_matches_float64(dt, rows, cols):
+    rng = np.random.default_rng(rows + cols)
+    x = (rng.standard_normal((rows, cols)) * 2 + 5).astype(dt)
+    g = rng.standard_normal((rows, cols)).astype(dt)
+    gamma = rng.standard_normal(cols).astype(dt)
+    x64, g64 = x.astype(np.float64), g.astype(np.float64)
+    mean = x64.mean(1, keepdims=True)
+    rstd = 1 / np.sqrt(((x64 - mean) ** 2).mean(1, keepdims=True) + 1e-3)
+    xh = (x64 - mean) * rstd
+    gh = g64 * gamma
+    want = (rstd * (gh - gh.mean(1, keepdims=True) - xh * (gh * xh).mean(1, keepdims=True)),
+            (g64 * xh).sum(0), g64.sum(0))
+    tol = dict(rtol=2e-5, atol=2e-5) if dt == np.float32 else dict(rtol=1e-11, atol=1e-11)
+    for impl in ("auto", "strided"):
+        args = (g, x) if impl == "auto" else (np.asfortranarray(g), np.asfortranarray(x))  # NumPy path
+        for got, w in zip(ck.layer_norm_bwd(*args, gamma, 1e-3), want, strict=True):
+            assert got.dtype == dt
+            np.testing.assert_allclose(got, w, **tol)
+    with pytest.raises(ValueError, match="gamma must be a"):
+        ck.layer_norm_bwd(g, x, gamma[:-1] if cols else np.ones(1, dt), 1e-3)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import accel
 from accel.keras import initializers
 from accel.keras.layers.base import Layer
+from accel.ops.nn import layer_norm
 
 
 def _normalize(x, mean, variance, gamma, beta, epsilon):
@@ -60,6 +61,8 @@ class LayerNormalization(Layer):
             self.beta = self.add_weight(shape=shape, initializer=self.beta_initializer, name="beta")
 
     def call(self, inputs):
+        if self._axes == [len(self._broadcast) - 1] and self.gamma is not None and self.beta is not None:
+            return layer_norm(inputs, self.gamma, self.beta, self.epsilon)  # one op, fused backward
         mean, variance = accel.nn.moments(inputs, axes=self._axes, keepdims=True)
         gamma = None if self.gamma is None else accel.reshape(self.gamma, self._broadcast)
         beta = None if self.beta is None else accel.reshape(self.beta, self._broadcast)
