@@ -495,6 +495,9 @@ def _backward(tape, nodes, flat_targets, flat_sources, flat_og):
     array_mode = not tensor_mode
     mode = backend.fused_mode()
     fuse_min = None if mode == "never" else 0 if mode == "always" else fusion.CPU_MIN_SIZE
+    # ids of cotangent arrays this pass allocated by summing and has handed to nothing else: later sums
+    # may go into them in place. Handing one to a rule (which may return it or a view of it) ends that.
+    owned = set()
     while active:
         op, in_ids, out_ids, saved, out, attrs, in_shapes = pop()
         if len(out_ids) == 1:
@@ -502,12 +505,16 @@ def _backward(tape, nodes, flat_targets, flat_sources, flat_og):
             g = cot.get(oid) if oid in src_ids else cot.pop(oid, None)
             if g is None:
                 continue
+            if owned:
+                owned.discard(id(g))
             if type(g) is RowGrad:
                 g = g.dense()
         else:
             g = [cot.get(o) if o in src_ids else cot.pop(o, None) for o in out_ids]
             if all(x is None for x in g):
                 continue
+            for x in g:
+                owned.discard(id(x))
             if tensor_mode:
                 g = [x if x is not None else _zeros_like(o) for x, o in zip(g, out)]
             else:
@@ -553,7 +560,14 @@ def _backward(tape, nodes, flat_targets, flat_sources, flat_og):
             elif tuple(gi._data.shape) != tuple(shape):
                 gi = F.sum_to(gi, shape)
             prev = cot.get(iid)
-            cot[iid] = gi if prev is None else prev + gi
+            if prev is None:
+                cot[iid] = gi
+            elif array_mode and id(prev) in owned and fusion.accumulate(prev, gi, fuse_min):
+                pass  # summed in place
+            else:
+                acc = cot[iid] = prev + gi
+                if array_mode and type(acc) is not RowGrad:
+                    owned.add(id(acc))
     if core._profile is not None:
         core._profile.label = "other"
     result = []

@@ -272,3 +272,29 @@ def test_layer_normalization_layer_uses_the_op_and_matches_keras_formula(monkeyp
     no_center = tf.keras.layers.LayerNormalization(center=False)  # the composite path
     np.testing.assert_allclose(no_center(x).numpy(), (xn - xn.mean(-1, keepdims=True)) / np.sqrt(
         xn.var(-1, keepdims=True) + 1e-3), rtol=1e-5, atol=1e-5)
+
+
+def test_cotangent_sums_go_in_place_without_touching_shared_arrays(monkeypatch):
+    """The third and later contributions to a cotangent are summed in place into the array the tape
+    allocated for the second; arrays a rule passed through (add's g, the caller's output_gradients)
+    are never written."""
+    from accel.ops import fusion
+
+    done = []
+    real = fusion.accumulate
+    monkeypatch.setattr(fusion, "accumulate", lambda acc, g, m: done.append(real(acc, g, m)) or done[-1])
+    x0 = np.linspace(-1, 1, 12).reshape(3, 4)
+    og = np.ones((3, 4))
+    og_before = og.copy()
+    for mode in ("never", "always"):
+        done.clear()
+        with backend.fused(mode):
+            x = tf.constant(x0)
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                s = x + x  # add's rule hands the same g to both inputs
+                y = s + x * 3.0 + tf.sin(x) + x * x
+            gx = tape.gradient(y, x, output_gradients=tf.constant(og)).numpy()
+        np.testing.assert_allclose(gx, 2 + 3 + np.cos(x0) + 2 * x0, rtol=1e-12)
+        assert any(done)  # some sums went in place
+        np.testing.assert_array_equal(og, og_before)

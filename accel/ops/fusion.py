@@ -174,3 +174,27 @@ def layer_norm(xp, g, out, x, gamma, beta, eps):
     rstd = xp.reciprocal(xp.sqrt(xp.square(x2 - mean[:, None]).mean(axis=1) + x.dtype.type(eps)))
     dx, dgamma, dbeta = fused.layer_norm_bwd(g2, x2, mean, rstd, gamma)
     return (dx.reshape(x.shape), dgamma, dbeta)
+
+
+def accumulate(acc, g, fuse_min):
+    """acc += g in place for the tape's cotangent sums (acc an array the tape owns); False when g is
+    not an array of acc's shape and dtype (the caller then adds out of place). The accumulate
+    kernel runs on the GPU and the CPU twin for large host arrays (fuse_min: None = "never")."""
+    if type(g) is not type(acc) or g.shape != acc.shape or g.dtype != acc.dtype:
+        return False
+    if isinstance(acc, np.ndarray):
+        if (fuse_min is not None and acc.size >= fuse_min and _cpu_twins() and acc.flags.c_contiguous
+                and g.flags.c_contiguous and acc.dtype in (np.float32, np.float64)):
+            _twins.accumulate_(acc, g)
+        else:
+            np.add(acc, g, out=acc)
+        return True
+    if isinstance(acc, np.generic):  # 0-d sums come back as NumPy scalars: nothing to write into
+        return False
+    from accel import fused  # noqa: PLC0415
+
+    if fuse_min is not None and fused.qualifies(acc, g):
+        fused.accumulate_(acc, g)
+    else:
+        backend.xp_of(acc).add(acc, g, out=acc)
+    return True
