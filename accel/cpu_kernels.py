@@ -37,9 +37,10 @@ SELU_ALPHA = 1.6732632423543772848170429916717
 _C_GELU = math.sqrt(2.0 / math.pi)
 _K_GELU = 0.044715
 
-# Per-op implementation choice when numba is available, from bench/bench_kernels.py
-# on a 2-core AVX-512 EPYC: numba's scalar tanh/erf are slower than NumPy's SIMD ufuncs.
-PREFER_NUMPY = {"gelu_tanh", "gelu"}  # chunked NumPy: 187 vs 1119 ms and 812 vs 1264 ms (16M f32)
+# float64 gelu: numba's scalar libm tanh/erf lose to NumPy's SIMD ufuncs in chunks, so these take the
+# NumPy twin (bench/bench_kernels.py: 187 vs 1119 ms and 812 vs 1264 ms on 16M). float32 takes the
+# one-pass loops on accel.cpu_math instead (F32_ONE_PASS below).
+PREFER_NUMPY = {"gelu_tanh", "gelu"}
 
 prange = range  # replaced by numba.prange when numba loads (globals bind at compile time)
 # Serial loops by default: on 2 cores numba's OpenMP pool fought BLAS and the other process for the
