@@ -403,13 +403,14 @@ def _f32_loops():
                 hi = q if u >= 0 else p
                 gx[i] = g[i] * (lo + _TWO * x * lo * hi * _C_GELU_F * (_ONE + _K3_GELU_F * x2))
 
-        def silu(gx, g, s):
+        def silu(gx, g, s):  # sigmoid(x) and 1 - sigmoid(x) from one exp, no cancellation
             for i in range(gx.size):
                 x = s[i]
                 e = exp(-abs(x))
                 r = _ONE / (_ONE + e)
-                sg = r if x >= 0 else e * r
-                gx[i] = g[i] * sg * (_ONE + x * (_ONE - sg))
+                er = e * r
+                sg = r if x >= 0 else er
+                gx[i] = g[i] * sg * (_ONE + x * (er if x >= 0 else r))
 
         def softplus(gx, g, s):  # softplus' = sigmoid
             for i in range(gx.size):
