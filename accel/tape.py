@@ -538,7 +538,8 @@ def _backward(tape, nodes, flat_targets, flat_sources, flat_og):
                 profile.label = op.name + " (backward)"
             # the fused path serves only a backward pass that nothing records (see accel/ops/fusion.py);
             # small host arrays skip even the call
-            if op.fused is not None and fuse_min is not None and (type(g) is not np.ndarray or g.size >= fuse_min):
+            if op.fused is not None and fuse_min is not None and (
+                    type(g) is not np.ndarray or g.size >= fuse_min or op.fused_small):
                 fused = op.fused(xp, g, out, *vals, **attrs)
             if profile is not None and fused is None:
                 g, vals, out = _counted_views(g, vals, out)

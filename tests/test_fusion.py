@@ -298,3 +298,18 @@ def test_cotangent_sums_go_in_place_without_touching_shared_arrays(monkeypatch):
         np.testing.assert_allclose(gx, 2 + 3 + np.cos(x0) + 2 * x0, rtol=1e-12)
         assert any(done)  # some sums went in place
         np.testing.assert_array_equal(og, og_before)
+
+
+def test_auto_mode_fuses_multi_pass_rules_at_any_size(monkeypatch):
+    """Ops whose generic rule takes many passes (Op.fused_small) use the CPU twin even for small arrays
+    in mode "auto"; single-pass activations do not."""
+    xent = _dev_twin_calls(monkeypatch, "softmax_xent_bwd")
+    act = _dev_twin_calls(monkeypatch, "activation_bwd")
+    logits = tf.constant(np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32))
+    with backend.fused("auto"):
+        with tf.GradientTape() as tape:
+            tape.watch(logits)
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=tf.constant([0, 2, 1, 1]), logits=tf.nn.relu(logits)))
+        tape.gradient(loss, logits)
+    assert xent == ["softmax_xent_bwd"] and act == []

@@ -48,7 +48,7 @@ _NUMPY = np  # the xp for host arrays (tests swap in a recording proxy to check 
 class Op:
     """An op: its forward on arrays, one gradient rule per input (None: no gradient)."""
 
-    __slots__ = ("name", "forward", "rules", "save_inputs", "save_out", "multi_out", "fused")
+    __slots__ = ("name", "forward", "rules", "save_inputs", "save_out", "multi_out", "fused", "fused_small")
 
     def __init__(self, name, forward, save_inputs=True, save_out=False, multi_out=False):
         self.name = name
@@ -57,7 +57,10 @@ class Op:
         self.save_inputs = save_inputs
         self.save_out = save_out
         self.multi_out = multi_out
-        self.fused = None  # optional (qualifies, run) hook for a fused backward kernel
+        self.fused = None  # optional hook for a fused backward kernel (accel/ops/fusion.py)
+        # True where the generic rule takes many passes, so the CPU twin wins at any size (fused mode
+        # "auto" otherwise keeps host arrays under fusion.CPU_MIN_SIZE elements on NumPy)
+        self.fused_small = False
 
     def defvjp(self, *rules):
         self.rules = rules

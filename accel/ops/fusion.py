@@ -29,11 +29,11 @@ def _cpu_twins():
     return _twins
 
 
-def _cpu_ok(*arrays):
+def _cpu_ok(*arrays, any_size=False):
     """Cheapest checks first: this runs on every hooked op of every backward pass."""
     mode = backend.fused_mode()
     a0 = arrays[0]
-    if mode == "never" or (mode == "auto" and a0.size < CPU_MIN_SIZE) or not _cpu_twins():
+    if mode == "never" or (mode == "auto" and a0.size < CPU_MIN_SIZE and not any_size) or not _cpu_twins():
         return False
     return all(isinstance(a, np.ndarray) and a.shape == a0.shape and a.dtype == a0.dtype and a.flags.c_contiguous
                and a.dtype in (np.float32, np.float64) for a in arrays)
@@ -65,7 +65,7 @@ def sparse_softmax_xent(xp, g, out, labels, logits):
     if logits.ndim != 2:
         return None
     if isinstance(logits, np.ndarray):
-        if not (_cpu_ok(logits) and g.dtype == logits.dtype and labels.flags.c_contiguous):
+        if not (_cpu_ok(logits, any_size=True) and g.dtype == logits.dtype and labels.flags.c_contiguous):
             return None
         return (None, _twins.softmax_xent_bwd(logits, labels, g, sparse=True))
     from accel import fused  # noqa: PLC0415
@@ -81,7 +81,7 @@ def sparse_softmax_xent_fwd(labels, logits):
     if logits.ndim != 2:
         return None
     if isinstance(logits, np.ndarray):
-        if not (_cpu_ok(logits) and labels.flags.c_contiguous):
+        if not (_cpu_ok(logits, any_size=True) and labels.flags.c_contiguous):
             return None
         return _twins.softmax_xent_sparse_fwd(logits, labels)
     from accel import fused  # noqa: PLC0415
@@ -140,7 +140,7 @@ def sigmoid_xent(xp, g, out, labels, logits):
         return None
     # a mean's or sum's cotangent arrives broadcast (stride 0): one copy makes it a plain array
     if isinstance(logits, np.ndarray):
-        if not _cpu_ok(logits, labels):
+        if not _cpu_ok(logits, labels, any_size=True):
             return None
         if not g.flags.c_contiguous:
             from accel import profiler  # noqa: PLC0415
@@ -161,7 +161,7 @@ def layer_norm(xp, g, out, x, gamma, beta, eps):
         return None
     cols = x.shape[-1]
     if isinstance(x, np.ndarray):
-        if not (_cpu_ok(g, x) and gamma.flags.c_contiguous):
+        if not (_cpu_ok(g, x, any_size=True) and gamma.flags.c_contiguous):
             return None
         dx, dgamma, dbeta = _twins.layer_norm_bwd(g.reshape(-1, cols), x.reshape(-1, cols), gamma, eps)
         return (dx.reshape(x.shape), dgamma, dbeta)

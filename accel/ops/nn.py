@@ -212,6 +212,7 @@ def _sparse_xent_rule(F, g, out, labels, logits):
 _sparse_xent = Op("sparse_softmax_cross_entropy_with_logits", _sparse_xent_fwd)
 _sparse_xent.defvjp(None, _sparse_xent_rule)
 _sparse_xent.fused = fusion.sparse_softmax_xent
+_sparse_xent.fused_small = True
 REGISTRY["sparse_softmax_cross_entropy_with_logits"] = _sparse_xent
 
 
@@ -253,6 +254,7 @@ def _sig_xent_g_logits(F, g, out, labels, logits):
 _sig_xent = Op("sigmoid_cross_entropy_with_logits", _sig_xent_fwd)
 _sig_xent.defvjp(lambda F, g, out, labels, logits: -g * logits, _sig_xent_g_logits)
 _sig_xent.fused = fusion.sigmoid_xent
+_sig_xent.fused_small = True
 REGISTRY["sigmoid_cross_entropy_with_logits"] = _sig_xent
 
 
@@ -340,6 +342,7 @@ def _layer_norm_dgamma(F, g, out, x, gamma, beta, eps):
 _layer_norm = Op("layer_norm", _layer_norm_fwd)
 _layer_norm.defvjp(_layer_norm_dx, _layer_norm_dgamma, lambda F, g, out, x, gamma, beta, eps: g)
 _layer_norm.fused = fusion.layer_norm
+_layer_norm.fused_small = True
 REGISTRY["layer_norm"] = _layer_norm
 
 

@@ -485,7 +485,8 @@ class Optimizer:
                 continue
             st = self._states[var._id]
             s = {k: v._data for k, v in st.slots.items()}
-            k = self._kernels(p, g, *s.values())
+            # any size: one call for the whole group beats a dozen NumPy passes per small parameter
+            k = self._kernels(p, g, *s.values(), min_size=0)
             if k is None:
                 rest.append(item)
                 continue
@@ -517,16 +518,16 @@ class Optimizer:
         raise NotImplementedError("%s must define _update" % type(self).__name__)
 
     @staticmethod
-    def _kernels(*arrays):
+    def _kernels(*arrays, min_size=CPU_FUSED_MIN_SIZE):
         """The kernel module for the fused path on these arrays, or None: accel.fused for CuPy arrays,
         accel.cpu_kernels for C-contiguous float32/float64 NumPy arrays when numba is available (in
-        fused mode "auto", only from CPU_FUSED_MIN_SIZE elements; "always" for any size)."""
+        fused mode "auto", only from min_size elements; "always" for any size)."""
         a0 = arrays[0]
         if type(a0) is np.ndarray:
             mode = backend.fused_mode()
             if (
                 mode == "never"
-                or (mode == "auto" and a0.size < CPU_FUSED_MIN_SIZE)
+                or (mode == "auto" and a0.size < min_size)
                 or a0.dtype not in _CPU_FUSED_DTYPES
                 or not cpu_kernels.available()
             ):
