@@ -313,3 +313,22 @@ def test_auto_mode_fuses_multi_pass_rules_at_any_size(monkeypatch):
                 labels=tf.constant([0, 2, 1, 1]), logits=tf.nn.relu(logits)))
         tape.gradient(loss, logits)
     assert xent == ["softmax_xent_bwd"] and act == []
+
+
+def test_layer_norm_rejects_mismatched_gamma_beta_and_handles_empty():
+    from accel.errors import InvalidArgumentError
+
+    x = tf.constant(np.ones((2, 3), np.float32))
+    with pytest.raises(InvalidArgumentError, match=r"gamma must be float32 of shape \(3,\).*got float32 \(4,\)"):
+        _layer_norm(x, tf.constant(np.ones(4, np.float32)), tf.constant(np.zeros(3, np.float32)))
+    with pytest.raises(InvalidArgumentError, match=r"beta must be float32.*got float64 \(3,\)"):
+        _layer_norm(x, tf.constant(np.ones(3, np.float32)), tf.constant(np.zeros(3)))
+    for shape in [(0, 3), (2, 0)]:
+        e = tf.constant(np.ones(shape, np.float32))
+        gamma, beta = tf.constant(np.ones(shape[-1], np.float32)), tf.constant(np.zeros(shape[-1], np.float32))
+        with backend.fused("always"):
+            with tf.GradientTape() as tape:
+                tape.watch([e, gamma, beta])
+                y = _layer_norm(e, gamma, beta)
+            grads = tape.gradient(y, [e, gamma, beta])
+        assert y.shape == shape and [tuple(g.shape) for g in grads] == [shape, shape[-1:], shape[-1:]]

@@ -157,7 +157,7 @@ def sigmoid_xent(xp, g, out, labels, logits):
 def layer_norm(xp, g, out, x, gamma, beta, eps):
     """(dx, dgamma, dbeta) of layer normalization over the last axis in one row pass (CPU twin) or two
     kernels (GPU: rows, then columns; the row statistics are recomputed from x)."""
-    if x.ndim < 1 or g.shape != x.shape or gamma.dtype != x.dtype:
+    if x.ndim < 1 or x.size == 0 or g.shape != x.shape or gamma.dtype != x.dtype:
         return None
     cols = x.shape[-1]
     if isinstance(x, np.ndarray):

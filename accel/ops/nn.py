@@ -353,9 +353,9 @@ def layer_norm(x, gamma, beta, epsilon=1e-3):
     _check_float("layer_norm", x)
     cols = x._data.shape[-1] if x._data.ndim else None
     for nm, t in (("gamma", gamma), ("beta", beta)):
-        if tuple(t._data.shape) != (cols,):
-            raise InvalidArgumentError(None, None, "layer_norm: %s must have shape (%s,) like the last axis of x, "
-                                       "got %s" % (nm, cols, tuple(t._data.shape)))
+        if tuple(t._data.shape) != (cols,) or t._data.dtype != x._data.dtype:
+            raise InvalidArgumentError(None, None, "layer_norm: %s must be %s of shape (%s,) like x's last axis, "
+                                       "got %s %s" % (nm, x._data.dtype, cols, t._data.dtype, tuple(t._data.shape)))
     return apply(_layer_norm, (x, gamma, beta), {"eps": float(epsilon)})
 
 
