@@ -68,6 +68,8 @@ def _numba():
         else:
             _nb = numba
             prange = numba.prange
+            # helpers the numba kernels call: jitted here so the kernels see dispatchers, not Python
+            globals()["_row_max_sumexp"] = numba.njit(inline="always", error_model="numpy")(_row_max_sumexp)
     return _nb or None
 
 
@@ -627,32 +629,31 @@ def adam_multi_update(ps, gs, ms, vs, vhats, alpha, b1, b2, eps, lr, wd=0.0):
 # =============================== losses ===============================
 
 
+def _row_max_sumexp(x, r):
+    """(max, sum of exp(x - max)) of row r: the numba kernels below call its jitted form (see _numba)."""
+    cols = x.shape[1]
+    mx = x[r, 0]
+    for c in range(1, cols):
+        mx = max(mx, x[r, c])
+    total = x.dtype.type(0)
+    for c in range(cols):
+        total += np.exp(x[r, c] - mx)
+    return mx, total
+
+
 def _softmax_xent_sparse_nb(d, x, labels, g):
     rows, cols = x.shape
     for r in range(rows):
-        mx = x[r, 0]
-        for c in range(1, cols):
-            mx = max(mx, x[r, c])
-        total = x.dtype.type(0)
-        for c in range(cols):
-            e = np.exp(x[r, c] - mx)
-            d[r, c] = e
-            total += e
+        mx, total = _row_max_sumexp(x, r)
         scale = g[r] / total
         for c in range(cols):
-            d[r, c] *= scale
+            d[r, c] = np.exp(x[r, c] - mx) * scale
         d[r, labels[r]] -= g[r]
 
 
 def _softmax_xent_sparse_fwd_nb(loss, x, labels):
-    rows, cols = x.shape
-    for r in range(rows):
-        mx = x[r, 0]
-        for c in range(1, cols):
-            mx = max(mx, x[r, c])
-        total = x.dtype.type(0)
-        for c in range(cols):
-            total += np.exp(x[r, c] - mx)
+    for r in range(x.shape[0]):
+        mx, total = _row_max_sumexp(x, r)
         loss[r] = np.log(total) - (x[r, labels[r]] - mx)
 
 
@@ -690,17 +691,10 @@ def _check_labels(fn, labels, rows, cols):
 def _softmax_xent_dense_nb(d, x, labels, g):
     rows, cols = x.shape
     for r in range(rows):
-        mx = x[r, 0]
-        for c in range(1, cols):
-            mx = max(mx, x[r, c])
-        total = x.dtype.type(0)
-        for c in range(cols):
-            e = np.exp(x[r, c] - mx)
-            d[r, c] = e
-            total += e
+        mx, total = _row_max_sumexp(x, r)
         scale = g[r] / total
         for c in range(cols):
-            d[r, c] = d[r, c] * scale - g[r] * labels[r, c]
+            d[r, c] = np.exp(x[r, c] - mx) * scale - g[r] * labels[r, c]
 
 
 def softmax_xent_bwd_numpy(logits, labels, g, sparse, out=None):
