@@ -54,7 +54,7 @@ def is_tensor(x):
 
 from accel import debugging  # noqa: E402, F401
 
-_LAZY = ("keras", "layers", "losses", "metrics", "optimizers", "profiler", "demo")
+_LAZY = ("keras", "layers", "losses", "metrics", "optimizers", "profiler", "demo", "data", "train")
 
 
 def __getattr__(name):
@@ -63,6 +63,8 @@ def __getattr__(name):
 
     if name in _LAZY:
         return importlib.import_module("accel." + name)
+    if name == "Module":
+        return importlib.import_module("accel.module").Module
     if name == "IndexedSlices":
         return importlib.import_module("accel.optimizers.sparse").IndexedSlices
     raise AttributeError("module 'accel' has no attribute %r" % name)
