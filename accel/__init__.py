@@ -11,7 +11,7 @@ from accel import backend, errors  # noqa: F401
 from accel.backend import device, has_gpu  # noqa: F401
 from accel.dtypes import (  # noqa: F401
     DType, as_dtype, bool_ as bool, double, float16, float32, float64, half, int8, int16, int32, int64, uint8)
-from accel.tensor import Tensor, TensorShape  # noqa: F401
+from accel.tensor import Tensor, TensorShape, TensorSpec  # noqa: F401
 from accel.ops.api import *  # noqa: F401, F403
 from accel.ops.api import abs, add, matmul, multiply, pow, range, round, subtract, truediv  # noqa: F401
 from accel.tape import GradientTape, UnconnectedGradients  # noqa: F401

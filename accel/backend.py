@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import warnings
 
 import numpy as np
 
@@ -141,10 +142,41 @@ def current_device() -> Device:
     return default_device()
 
 
+_soft_placement = True
+_soft_warned = False
+
+
+def set_soft_device_placement(enabled):
+    """As tf.config.set_soft_device_placement: when on (the default), `with device("gpu:0")` on a machine
+    without that GPU runs on the CPU with a warning instead of raising."""
+    global _soft_placement
+    _soft_placement = bool(enabled)
+
+
+def get_soft_device_placement():
+    return _soft_placement
+
+
+def _placed(spec):
+    """The device `with device(spec)` uses: spec, or the CPU where spec names a missing GPU and soft
+    placement is on (code written on a GPU machine runs in CPU-only CI)."""
+    try:
+        return parse_device(spec)
+    except RuntimeError as e:
+        if not _soft_placement:
+            raise
+        global _soft_warned
+        if not _soft_warned:  # once per process, as TF logs it
+            _soft_warned = True
+            warnings.warn("%s; soft device placement runs it on the CPU (accel.config.set_soft_device_placement("
+                          "False) makes this an error)" % e, RuntimeWarning, stacklevel=4)
+        return CPU
+
+
 @contextlib.contextmanager
 def device(spec):
     """Places new tensors on `spec` inside the block: `with accel.device("cpu"): ...`."""
-    d = parse_device(spec)
+    d = _placed(spec)
     stack = getattr(_state, "stack", None)
     if stack is None:
         stack = _state.stack = []

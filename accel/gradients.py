@@ -43,7 +43,8 @@ def custom_gradient(f=None):
         finally:
             for t in outer:
                 t._recording = True
-        variables = list(probe.watched_variables())
+        # as TF: a Variable passed as an argument gets its gradient as an input, not through `variables`
+        variables = [v for v in probe.watched_variables() if all(v is not a for a in inputs)]
         takes_vars = "variables" in inspect.signature(grad_fn).parameters
         if variables and not takes_vars:
             raise TypeError("custom_gradient: %s reads variables %s, so its grad_fn must accept a "

@@ -257,6 +257,8 @@ class GradientTape:
         nodes = self._nodes
         grads = self._gradient(flat_targets, flat_sources, flat_og, free=False)
         if any(g is None for g in grads):
+            grads = _targets_that_are_sources(flat_targets, flat_sources, flat_og, grads)
+        if any(g is None for g in grads):
             # keep what explaining needs; the causes are worked out only if someone asks for them
             lazy = debugging.LazyReport(self, [core.convert(t) for t in flat_targets], flat_sources, nodes)
             debugging.remember_missing(flat_sources, grads, lazy)
@@ -416,7 +418,11 @@ def note_cut(opname, inputs, out):
 def note_exit(t, what):
     """A tracked value left the tape (.numpy(), float(), __array__): remembered, and warned once per line."""
     for tape in _state.tapes:
-        if tape._recording and t._id in tape._tracked:
+        if not tape._recording:
+            continue
+        if type(t) is _Variable and t._trainable and tape._watch_accessed:
+            tape._watch_variable(t)  # reading a variable watches it, as in TF (v.numpy() reads it)
+        if t._id in tape._tracked:
             site = debugging.user_site()
             tape._exits.append((t._id, what, site))
             debugging.warn_once(
@@ -437,6 +443,25 @@ def _recording_outside(tape):
         if t is not tape and t._recording:
             return True
     return False
+
+
+def _targets_that_are_sources(flat_targets, flat_sources, flat_og, grads):
+    """As TF: a source that is itself a target gets that target's seed (ones, or its output_gradients)
+    even where the tape never watched it (`tape.gradient(v, v)` is 1, of v's dtype)."""
+    grads = list(grads)
+    for i, (s, g) in enumerate(zip(flat_sources, grads)):
+        if g is not None:
+            continue
+        for k, t in enumerate(flat_targets):
+            if t is not s:
+                continue
+            if flat_og is not None and flat_og[k] is not None:
+                seed = core.convert(flat_og[k])
+            else:
+                seed = core.apply(core.REGISTRY["ones_like"], [s])
+            g = seed if g is None else g + seed
+        grads[i] = g
+    return grads
 
 
 def _backward(tape, nodes, flat_targets, flat_sources, flat_og):

@@ -14,6 +14,7 @@ from accel import backend, dtypes
 
 _next_id = itertools.count(1).__next__
 _OPS = {}  # filled by accel.ops: name -> function
+_SCALARS = (np.generic, bool, int, float, complex)
 
 
 class TensorShape(tuple):
@@ -31,30 +32,97 @@ class TensorShape(tuple):
     __hash__ = tuple.__hash__
 
     def as_list(self):
+        if self.unknown_rank:
+            raise ValueError("as_list() is not defined on an unknown TensorShape")
         return list(self)
 
     @property
     def rank(self):
-        return len(self)
+        return None if self.unknown_rank else len(self)
 
-    @property
-    def ndims(self):
-        return len(self)
+    ndims = rank
+
+    unknown_rank = False  # TensorShape(None): not even the rank is known (a TensorSpec's shape)
+
+    def __new__(cls, dims=()):
+        if dims is None:
+            shape = super().__new__(cls, ())
+            shape.unknown_rank = True
+            return shape
+        return super().__new__(cls, dims)
 
     def num_elements(self):
+        if not self.is_fully_defined():
+            return None
         n = 1
         for d in self:
             n *= d
         return n
 
     def is_fully_defined(self):
-        return True
+        return not self.unknown_rank and None not in self
+
+    def is_compatible_with(self, other):
+        """True when some shape matches both (None matches any size; an unknown rank matches any rank)."""
+        other = other if isinstance(other, TensorShape) else TensorShape(other)
+        if self.unknown_rank or other.unknown_rank:
+            return True
+        return len(self) == len(other) and all(a is None or b is None or a == b for a, b in zip(self, other))
 
     def __repr__(self):
-        return "TensorShape(%s)" % list(self)
+        return "TensorShape(None)" if self.unknown_rank else "TensorShape(%s)" % list(self)
 
     def __str__(self):
+        if self.unknown_rank:
+            return "<unknown>"
         return "(" + ", ".join(str(d) for d in self) + ("," if len(self) == 1 else "") + ")"
+
+
+class TensorSpec:
+    """The shape and dtype of a tensor, as tf.TensorSpec: `TensorSpec(shape=[None, 784], dtype=accel.float32)`.
+    A None dimension matches any size; `shape=None` matches any shape."""
+
+    __slots__ = ("_shape", "_dtype", "_name")
+
+    def __init__(self, shape, dtype=dtypes.float32, name=None):
+        if shape is not None:
+            if isinstance(shape, (int, np.integer)):
+                shape = (shape,)
+            try:
+                dims = tuple(None if d is None else int(d) for d in shape)
+            except (TypeError, ValueError):
+                raise TypeError("TensorSpec: shape must be a list of ints or None, got %r" % (shape,)) from None
+            for d in dims:
+                if d is not None and d < 0:
+                    raise ValueError("TensorSpec: dimension %d of shape %r must be >= 0 or None" % (d, shape))
+            shape = dims
+        self._shape = TensorShape(shape)
+        self._dtype = dtypes.as_dtype(dtype)
+        self._name = name
+
+    @classmethod
+    def from_tensor(cls, tensor, name=None):
+        return cls(tensor.shape, tensor.dtype, name)
+
+    shape = property(lambda self: self._shape)
+    dtype = property(lambda self: self._dtype)
+    name = property(lambda self: self._name)
+
+    def is_compatible_with(self, spec_or_tensor):
+        other = spec_or_tensor
+        if not isinstance(other, (TensorSpec, Tensor)):
+            other = Tensor(to_array(other))
+        return self._dtype == other.dtype and self._shape.is_compatible_with(other.shape)
+
+    def __eq__(self, other):
+        return (isinstance(other, TensorSpec) and self._dtype == other._dtype and self._name == other._name
+                and self._shape.unknown_rank == other._shape.unknown_rank and tuple(self._shape) == tuple(other._shape))
+
+    def __hash__(self):
+        return hash((tuple(self._shape), self._shape.unknown_rank, self._dtype.name, self._name))
+
+    def __repr__(self):
+        return "TensorSpec(shape=%s, dtype=accel.%s, name=%r)" % (self._shape, self._dtype.name, self._name)
 
 
 class Tensor:
@@ -68,6 +136,10 @@ class Tensor:
     __array_priority__ = 100  # NumPy defers `ndarray + Tensor` to Tensor.__radd__
 
     def __init__(self, data):
+        # NumPy returns scalars (np.float32) from ufuncs and reductions on 0-d arrays; a tensor always
+        # holds an array, so every path that makes one (ops, casts, Variable writes) gets 0-d right
+        if type(data) is not np.ndarray and isinstance(data, _SCALARS):
+            data = np.asarray(data)
         self._data = data
         self._id = _next_id()
 

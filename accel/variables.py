@@ -84,6 +84,8 @@ class Variable(Tensor):
 
     def numpy(self):
         """A copy of the current value (later assignments do not change it)."""
+        if _tape._state.tapes:
+            _tape.note_exit(self, "Variable.numpy()")
         a = backend.to_numpy(self._data)
         a = a.copy() if a is self._data else a
         return a if a.ndim else a[()]
@@ -133,6 +135,8 @@ class Variable(Tensor):
         return data
 
     def _write(self, new):
+        if type(new) is not type(self._data):
+            new = np.asarray(new)  # a 0-d NumPy sum (self._data + delta) is a NumPy scalar
         if _tape._state.tapes:
             self._warn_if_watched()
             # a tape may hold the current array for its backward pass: give it a fresh one

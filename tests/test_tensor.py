@@ -1,5 +1,7 @@
 """Tensor protocol, TensorFlow dtype rules, devices and Variables."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -154,10 +156,30 @@ def test_device_placement_and_errors():
     with pytest.raises(ValueError, match="device"):
         with tf.device("tpu:0"):
             pass
-    if not tf.has_gpu():
+
+
+
+def test_soft_device_placement_falls_back_to_the_cpu_once_warned(monkeypatch):
+    from accel import backend
+
+    missing = "gpu:%d" % backend.gpu_count()  # a GPU this machine lacks (gpu:0 in CPU-only CI)
+    monkeypatch.setattr(backend, "_soft_warned", False)
+    assert tf.config.get_soft_device_placement()
+    with pytest.warns(RuntimeWarning, match="soft device placement runs it on the CPU"):
+        with tf.device(missing.upper()):
+            t = tf.constant([1.0]) + 1
+    assert "CPU:0" in t.device
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one warning per process, as TF logs it
+        with tf.device(missing):
+            pass
+    tf.config.set_soft_device_placement(False)
+    try:
         with pytest.raises(RuntimeError, match="GPU"):
-            with tf.device("gpu:0"):
+            with tf.device(missing):
                 pass
+    finally:
+        tf.config.set_soft_device_placement(True)
 
 
 def test_dlpack_round_trip():
