@@ -13,6 +13,11 @@ import warnings
 
 import numpy as np
 
+# log(0), 0/0 and overflow give inf/nan as in TF, which does not warn; NumPy's warnings would point
+# into accel's own files. User code calling NumPy keeps its warnings (the filter matches accel's modules).
+warnings.filterwarnings("ignore", message=r"(divide by zero|invalid value|overflow|underflow) encountered",
+                        category=RuntimeWarning, module=r"accel(\.|$)")
+
 _cupy = None
 _cupy_checked = False
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import threading
 
 import numpy as np
 
@@ -51,9 +52,52 @@ _nb = None
 _jitted = {}
 
 
+_load_lock = threading.Lock()
+_warm = None  # the background thread loading numba for fused mode "auto", once started
+_warmed = False
+
+
 def available() -> bool:
-    """True when the numba loops can be used (numba importable and ACCEL_NUMBA != 0)."""
+    """True when the numba loops can be used (numba importable and ACCEL_NUMBA != 0); loads numba now."""
     return _numba() is not None
+
+
+def warmed() -> bool:
+    """For fused mode "auto": True once numba is loaded and its CPU target initialised. The first call
+    starts that in a background thread and returns False, so a short program (the first `fit` of a
+    process) runs the NumPy paths instead of waiting ~0.5-0.8 s for numba; the twins take over when ready."""
+    global _warm
+    if _warmed:
+        return True
+    if _warm is None and os.environ.get("ACCEL_NUMBA", "1") != "0":
+        with _load_lock:
+            if _warm is None:
+                _warm = threading.Thread(target=_warm_up, name="accel-numba-warm-up", daemon=True)
+                _warm.start()
+    return False
+
+
+def wait_warmed(timeout=None) -> bool:
+    """Blocks until the background load that warmed() starts has finished (benchmarks, tests)."""
+    warmed()
+    if _warm is not None:
+        _warm.join(timeout)
+    return _warmed
+
+
+def _warm_up():
+    global _warmed
+    nb = _numba()
+    if nb is None:
+        return
+    # the first jitted call initialises numba's CPU target (most of the cost); a cached tiny loop does it
+    _jit(_touch)(np.zeros(1, np.float32))
+    _warmed = True
+
+
+def _touch(a):
+    for i in range(a.size):
+        a[i] += 0
 
 
 def _numba():
@@ -61,15 +105,23 @@ def _numba():
     if os.environ.get("ACCEL_NUMBA", "1") == "0":
         return None
     if _nb is None:
+        with _load_lock:
+            return _load_numba()
+    return _nb or None
+
+
+def _load_numba():
+    global _nb, prange
+    if _nb is None:
         try:
             import numba  # noqa: PLC0415
         except ImportError:
             _nb = False
         else:
-            _nb = numba
             prange = numba.prange
             # helpers the numba kernels call: jitted here so the kernels see dispatchers, not Python
             globals()["_row_max_sumexp"] = numba.njit(inline="always", error_model="numpy")(_row_max_sumexp)
+            _nb = numba  # last: other threads read _nb without the lock
     return _nb or None
 
 

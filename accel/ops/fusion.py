@@ -20,11 +20,15 @@ CPU_MIN_SIZE = 1 << 15
 _twins = None  # accel.cpu_kernels once numba is known to load, else False
 
 
-def _cpu_twins():
+def _cpu_twins(mode):
+    """accel.cpu_kernels when its loops can run now, else False. Mode "always" loads numba here; "auto"
+    uses the NumPy rules until a background thread has loaded it (cpu_kernels.warmed)."""
     global _twins
     if _twins is None:
         from accel import cpu_kernels  # noqa: PLC0415
 
+        if mode == "auto" and not cpu_kernels.warmed():
+            return False
         _twins = cpu_kernels if cpu_kernels.available() else False
     return _twins
 
@@ -33,7 +37,7 @@ def _cpu_ok(*arrays, any_size=False):
     """Cheapest checks first: this runs on every hooked op of every backward pass."""
     mode = backend.fused_mode()
     a0 = arrays[0]
-    if mode == "never" or (mode == "auto" and a0.size < CPU_MIN_SIZE and not any_size) or not _cpu_twins():
+    if mode == "never" or (mode == "auto" and a0.size < CPU_MIN_SIZE and not any_size) or not _cpu_twins(mode):
         return False
     return all(isinstance(a, np.ndarray) and a.shape == a0.shape and a.dtype == a0.dtype and a.flags.c_contiguous
                and a.dtype in (np.float32, np.float64) for a in arrays)
@@ -183,8 +187,8 @@ def accumulate(acc, g, fuse_min):
     if type(g) is not type(acc) or g.shape != acc.shape or g.dtype != acc.dtype:
         return False
     if isinstance(acc, np.ndarray):
-        if (fuse_min is not None and acc.size >= fuse_min and _cpu_twins() and acc.flags.c_contiguous
-                and g.flags.c_contiguous and acc.dtype in (np.float32, np.float64)):
+        if (fuse_min is not None and acc.size >= fuse_min and _cpu_twins(backend.fused_mode())
+                and acc.flags.c_contiguous and g.flags.c_contiguous and acc.dtype in (np.float32, np.float64)):
             _twins.accumulate_(acc, g)
         else:
             np.add(acc, g, out=acc)

@@ -529,7 +529,7 @@ class Optimizer:
                 mode == "never"
                 or (mode == "auto" and a0.size < min_size)
                 or a0.dtype not in _CPU_FUSED_DTYPES
-                or not cpu_kernels.available()
+                or not (cpu_kernels.warmed() if mode == "auto" else cpu_kernels.available())
             ):
                 return None
             ok = all(
