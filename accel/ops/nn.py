@@ -223,6 +223,9 @@ def sparse_softmax_cross_entropy_with_logits(labels=None, logits=None, name=None
     logits = convert(logits)
     _check_float("sparse_softmax_cross_entropy_with_logits", logits)
     labels = convert(labels)
+    if logits._data.ndim == 0:
+        raise InvalidArgumentError(None, None, "sparse_softmax_cross_entropy_with_logits: logits must have rank "
+                                   ">= 1 (classes on the last axis), got a scalar")
     if labels._data.dtype.kind not in "iu":
         raise InvalidArgumentError(None, None, "sparse_softmax_cross_entropy_with_logits: labels must be int32 or "
                                    "int64, got %s" % labels._data.dtype)
@@ -351,7 +354,10 @@ def layer_norm(x, gamma, beta, epsilon=1e-3):
     backward is one fused kernel where the inputs qualify (keras.layers.LayerNormalization uses it)."""
     x, gamma, beta = convert(x), convert(gamma), convert(beta)
     _check_float("layer_norm", x)
-    cols = x._data.shape[-1] if x._data.ndim else None
+    if x._data.ndim == 0:
+        raise InvalidArgumentError(None, None, "layer_norm: x must have rank >= 1 (it normalizes the last axis), "
+                                   "got a scalar")
+    cols = x._data.shape[-1]
     for nm, t in (("gamma", gamma), ("beta", beta)):
         if tuple(t._data.shape) != (cols,) or t._data.dtype != x._data.dtype:
             raise InvalidArgumentError(None, None, "layer_norm: %s must be %s of shape (%s,) like x's last axis, "

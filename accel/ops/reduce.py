@@ -23,9 +23,9 @@ def normalize_axis(axis, ndim, opname, argname="axis"):
         if isinstance(a, bool) or not isinstance(a, (int, np.integer)):
             raise TypeError("%s: %s must be an int or a list of ints, got %r" % (opname, argname, axis))
         if not -ndim <= a < max(ndim, 1) or (ndim == 0 and a not in (0, -1)):
+            expected = ("-%d <= %s < %d" % (ndim, argname, ndim)) if ndim else "0, -1 or None for a scalar"
             raise InvalidArgumentError(None, None, "%s: %s %d is out of range for a tensor of rank %d "
-                                       "(expected -%d <= %s < %d)" % (opname, argname, a, ndim, ndim,
-                                                                     argname, ndim))
+                                       "(expected %s)" % (opname, argname, a, ndim, expected))
         out.append(a % ndim if ndim else 0)
     if ndim == 0:
         return ()
@@ -244,6 +244,8 @@ REGISTRY["cumsum"] = _cumsum
 
 def cumsum(x, axis=0, exclusive=False, reverse=False, name=None):
     x = convert(x)
+    if x._data.ndim == 0:
+        raise InvalidArgumentError(None, None, "cumsum: x must have rank >= 1, got a scalar")
     (a,) = normalize_axis(axis, x._data.ndim, "cumsum")
     return apply(_cumsum, (x,), {"axis": a, "exclusive": bool(exclusive), "reverse": bool(reverse)})
 

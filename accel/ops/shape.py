@@ -401,6 +401,9 @@ def gather_nd(params, indices, batch_dims=0, name=None):
     i = convert(indices)
     if batch_dims:
         raise NotImplementedError("gather_nd: batch_dims > 0 is not supported yet")
+    if i._data.ndim == 0:
+        raise InvalidArgumentError(None, None, "gather_nd: indices must have rank >= 1 (its last axis indexes "
+                                   "params), got a scalar %s" % i._data[()])
     k = i._data.shape[-1]
     if k > p._data.ndim:
         raise InvalidArgumentError(None, None, "gather_nd: indices' last dimension %d exceeds params' rank %d"
