@@ -14,7 +14,9 @@ import threading
 import numpy as np
 
 import accel
+from accel import module as _module
 from accel.keras import initializers
+from accel.module import Module, name_scope
 
 _uids: dict[str, int] = {}
 
@@ -66,8 +68,9 @@ def _shapes(x):
 
 
 def _walk(path, value):
-    """(path, obj) for every Layer and Variable in `value`, looking inside lists, tuples and dicts."""
-    if isinstance(value, (Layer, accel.Variable)):
+    """(path, obj) for every Module (Layers included) and Variable in `value`, looking inside lists, tuples
+    and dicts."""
+    if isinstance(value, (Module, accel.Variable)):
         yield path, value
     elif isinstance(value, (list, tuple)):
         for i, v in enumerate(value):
@@ -77,7 +80,7 @@ def _walk(path, value):
             yield from _walk("%s/%s" % (path, k), v)
 
 
-class Layer:
+class Layer(Module):
     """Base class of all layers: override `build(input_shape)` to create weights and `call(inputs)`.
 
     >>> class Scale(Layer):
@@ -99,6 +102,9 @@ class Layer:
         if kwargs:
             raise TypeError("Unrecognized keyword arguments passed to %s: %s" % (type(self).__name__, kwargs))
         self.name = name if name is not None else unique_name(to_snake_case(type(self).__name__))
+        # Keras names need not be Python identifiers, so Module.__init__ (which checks that) is not called
+        with name_scope(self.name) as scope:
+            self._name_scope = name_scope(scope)
         self._dtype = accel.as_dtype("float32" if dtype is None else dtype)
         if not self._dtype.is_floating:
             raise ValueError("%s: dtype must be a float type, got %s" % (self.name, self._dtype.name))
@@ -116,6 +122,22 @@ class Layer:
 
     def __repr__(self):
         return "<%s name=%s, built=%s>" % (type(self).__name__, self.name, self.built)
+
+    @property
+    def name(self):
+        return self._name
+
+    @name.setter
+    def name(self, value):
+        self._name = value
+
+    def _module_leaves(self):
+        """Module's view of a layer: its own weights in Keras order, then its nested layers and modules."""
+        for name, v in self._own_variables():
+            yield (name,), v
+        for path, child in self._children():
+            if isinstance(child, Module):
+                yield tuple(path.split("/")), child
 
     @property
     def dtype(self):
@@ -231,6 +253,7 @@ class Layer:
         self._own_weights.append((name, var))
         if frozen:
             self._frozen.append(var)
+        _module.variables_created(self)
         return var
 
     def _children(self):
