@@ -102,6 +102,7 @@ class _Accel:
 
     def __init__(self, make, mode, n):
         p, self.g = _data(n)
+        cpu_kernels.wait_warmed(300)  # fused mode "auto" loads numba in the background on first use
         self.var = accel.Variable(p)
         self.opt = make()
         self.mode = mode

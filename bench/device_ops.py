@@ -56,6 +56,9 @@ def accel_counts(batch=32):
 
     x, y = make_batch(batch)
     out = {}
+    from accel import cpu_kernels  # noqa: PLC0415
+
+    cpu_kernels.wait_warmed(300)  # the steady state: "auto" uses the CPU twins once numba has loaded
     for mode in ("never", "auto", "always"):
         with accel.config.fused(mode):
             step = accel_impl.MLP["eager"](init_params(), x, y, "cpu")

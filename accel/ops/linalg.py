@@ -55,7 +55,7 @@ def tensordot(a, b, axes, name=None):
         ax_a, ax_b = axes
         ax_a = [ax_a] if isinstance(ax_a, (int, np.integer)) else list(ax_a)
         ax_b = [ax_b] if isinstance(ax_b, (int, np.integer)) else list(ax_b)
-    for t, axes_t, nd, nm in ((a, ax_a, na, "a"), (b, ax_b, nb, "b")):
+    for axes_t, nd, nm in ((ax_a, na, "a"), (ax_b, nb, "b")):
         for x in axes_t:
             if not -nd <= x < nd:
                 raise InvalidArgumentError(None, None, "tensordot: axis %d is out of range for %s of rank %d"
