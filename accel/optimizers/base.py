@@ -25,6 +25,7 @@ import warnings
 import numpy as np
 
 from accel import backend, profiler, cpu_kernels
+from accel import module as _module
 from accel import tape as _tape
 from accel.dtypes import float32, int64
 from accel.optimizers import schedules as _schedules
@@ -223,6 +224,7 @@ class Optimizer:
 
     def build(self, var_list):
         """Creates the slots of every variable in var_list that this optimizer has not seen."""
+        n_states = len(self._states)
         for var in var_list:
             if var._id in self._states:
                 continue
@@ -238,6 +240,8 @@ class Optimizer:
                         Tensor(arr), trainable=False, name="%s/%s_%s" % (self.name, var._name, slot)
                     )
             self._states[var._id] = _VarState(var, len(self._states), slots)
+        if len(self._states) > n_states:
+            _module.variables_created(self)  # a restore may hold values for the new slots
 
     @property
     def variables(self) -> list:
