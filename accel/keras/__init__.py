@@ -12,6 +12,7 @@ _OPTIONAL = {
     "losses": "accel.keras.losses",
     "metrics": "accel.keras.metrics",
     "callbacks": "accel.keras.callbacks",
+    "utils": "accel.keras.utils",
 }
 
 
