@@ -42,6 +42,7 @@ _FORMAT = "accel.train.Checkpoint"
 _VERSION = 1
 _MAX_INDEX_BYTES = 64 << 20
 _STATE_FILE = "checkpoint"
+_now = time.time  # the managers' clock (tests replace it)
 
 
 # ---- the object graph ---------------------------------------------------------------------------------
@@ -306,7 +307,7 @@ class _Restore:
     def apply(self, where):
         """Assigns every pending value whose variable now exists; raises (changing nothing) on a mismatch."""
         current = _walk(self.current_top())
-        targets = {k: current[k] for k in self.pending if k in current}
+        targets = {k: current[k] for k in self.arrays if k in self.pending and k in current}  # file order
         if targets:
             _assign_all(self.file, self.arrays, targets, where)
             self.assigned.update(targets)
@@ -624,7 +625,7 @@ class CheckpointManager:
         self._checkpoint_interval = checkpoint_interval
         self._last_checkpoint_step = last_checkpoint_step
         state = get_checkpoint_state(self._directory)
-        now = time.time()
+        now = _now()
         self._maybe_delete = collections.OrderedDict()
         if state is None:
             self._latest_checkpoint = None
@@ -697,7 +698,7 @@ class CheckpointManager:
             counter.assign_sub(1)
             raise
         self._maybe_delete.pop(path, None)  # an overwritten checkpoint moves to the end of the queue
-        self._maybe_delete[path] = time.time()
+        self._maybe_delete[path] = _now()
         self._latest_checkpoint = path
         self._record_state()  # before deleting, so a crash mid-sweep still finds the new checkpoint
         self._sweep()

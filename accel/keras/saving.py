@@ -38,6 +38,7 @@ def save_weights(layer, filepath):
 
 def _write_atomic(path, arrays):
     directory, base = os.path.split(path)
+    os.makedirs(directory, exist_ok=True)
     tmp = os.path.join(directory, ".%s.%s.tmp" % (base, secrets.token_hex(6)))
     # os.open with mode 0o666 lets the umask decide the permissions, as for any new file
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
