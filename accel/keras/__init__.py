@@ -13,6 +13,7 @@ _OPTIONAL = {
     "metrics": "accel.keras.metrics",
     "callbacks": "accel.keras.callbacks",
     "utils": "accel.keras.utils",
+    "regularizers": "accel.keras.regularizers",
 }
 
 

@@ -16,7 +16,7 @@ from accel.keras import callbacks as callbacks_module
 from accel.keras import losses as losses_module
 from accel.keras import metrics as metrics_module
 from accel import optimizers as optimizers_module
-from accel.ops.api import cast, concat, convert_to_tensor, gather
+from accel.ops.api import add_n, cast, concat, convert_to_tensor, gather, reduce_sum
 from accel.tape import GradientTape
 from accel.tensor import Tensor
 
@@ -215,8 +215,13 @@ class Trainer:
 
     # --- steps (override train_step / test_step to customise fit and evaluate, as in Keras) -------
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """The compiled loss of a batch (override for a custom objective)."""
-        return self._compile_loss(y, y_pred, sample_weight=sample_weight)
+        """The compiled loss of a batch plus the model's `losses` (regularizers, add_loss), as Keras 3 sums
+        them (override for a custom objective)."""
+        loss = self._compile_loss(y, y_pred, sample_weight=sample_weight)
+        extra = self.losses
+        if extra:
+            loss = add_n([loss] + [cast(reduce_sum(e), loss.dtype) for e in extra])
+        return loss
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         """Updates the compiled metrics with a batch and returns `get_metrics_result()`."""

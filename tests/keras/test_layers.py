@@ -96,8 +96,10 @@ def test_dense_activation_callable_no_bias_and_input_checks():
 def test_unsupported_and_unknown_arguments_are_rejected():
     with pytest.raises(TypeError, match="Unrecognized keyword arguments"):
         layers.Dense(2, kernel_size=3)
-    with pytest.raises(NotImplementedError, match="kernel_regularizer"):
-        layers.Dense(2, kernel_regularizer="l2")
+    with pytest.raises(NotImplementedError, match="kernel_constraint"):
+        layers.Dense(2, kernel_constraint="non_neg")
+    with pytest.raises(ValueError, match="regularizer identifier"):
+        layers.Dense(2, kernel_regularizer="l3")
     layers.Dense(2, kernel_regularizer=None, bias_constraint=None)  # None is Keras's default: accepted
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 import accel
 from accel import module as _module
-from accel.keras import initializers
+from accel.keras import initializers, regularizers
 from accel.module import Module, name_scope
 
 _uids: dict[str, int] = {}
@@ -39,12 +39,9 @@ class _CallContext(threading.local):
 
 _context = _CallContext()
 
-# Keras arguments accel accepts only as None: it has no regularizers, and constraints only through add_weight
+# Keras arguments accel accepts only as None: constraints only through add_weight
 _UNSUPPORTED_KWARGS = frozenset(
-    "%s_%s" % (w, kind)
-    for w in ("kernel", "bias", "embeddings", "beta", "gamma", "activity")
-    for kind in ("regularizer", "constraint")
-) - {"activity_constraint"}
+    "%s_constraint" % w for w in ("kernel", "bias", "embeddings", "beta", "gamma", "recurrent", "depthwise"))
 
 
 @functools.lru_cache(maxsize=None)
@@ -65,6 +62,14 @@ def _shapes(x):
     if isinstance(x, dict):
         return {k: _shapes(v) for k, v in x.items()}
     return None
+
+
+def _leaves(x):
+    if isinstance(x, (list, tuple)):
+        return [t for v in x for t in _leaves(v)]
+    if isinstance(x, dict):
+        return [t for v in x.values() for t in _leaves(v)]
+    return [x] if isinstance(x, accel.Tensor) else []
 
 
 def _walk(path, value):
@@ -91,7 +96,7 @@ class Layer(Module):
     """
 
     # attributes that hold bookkeeping, not state to track
-    _NOT_TRACKED = frozenset({"_own_weights", "_frozen"})
+    _NOT_TRACKED = frozenset({"_own_weights", "_frozen", "_weight_regularizers", "_added_losses"})
 
     def __init__(self, trainable=True, name=None, dtype=None, **kwargs):
         input_shape = kwargs.pop("input_shape", None)
@@ -99,6 +104,15 @@ class Layer(Module):
         for key in _UNSUPPORTED_KWARGS & kwargs.keys():
             if kwargs.pop(key) is not None:
                 raise NotImplementedError("%s: accel layers do not support `%s`" % (type(self).__name__, key))
+        # `kernel_regularizer=` etc.: penalties on the weight of that name, summed into `losses`
+        self._regularizers = {}
+        for key in [k for k in kwargs if k.endswith("_regularizer")]:
+            reg = regularizers.get(kwargs.pop(key))
+            if reg is not None:
+                self._regularizers[key[: -len("_regularizer")]] = reg
+        self._activity_regularizer = self._regularizers.pop("activity", None)
+        self._weight_regularizers = []  # (Variable, regularizer)
+        self._added_losses = []  # add_loss() values (and activity penalties) of the latest call
         if kwargs:
             raise TypeError("Unrecognized keyword arguments passed to %s: %s" % (type(self).__name__, kwargs))
         self.name = name if name is not None else unique_name(to_snake_case(type(self).__name__))
@@ -154,6 +168,8 @@ class Layer(Module):
             and any(not layer.built for _, layer in self._iter_layers() if layer is not self)
         ):
             self(self._zeros(input_shape), training=False)
+            for _, layer in self._iter_layers():
+                layer._added_losses = []  # a building call on zeros is not a call of the user's
         self.built = True
 
     def _zeros(self, shape):
@@ -178,10 +194,15 @@ class Layer(Module):
         if not self.built and type(self).build is not Layer.build:
             self.build(_shapes(inputs))
         _context.training = training
+        self._added_losses = []
         try:
             outputs = self.call(inputs, *args, **kwargs)
         finally:
             _context.training = outer
+        if self._activity_regularizer is not None:
+            for out in _leaves(outputs):
+                penalty = self._activity_regularizer(out)
+                self._added_losses.append(penalty / float(out.shape[0]) if out.ndim else penalty)
         self.built = True
         self._last_output_shape = _shapes(outputs)
         return outputs
@@ -234,8 +255,6 @@ class Layer(Module):
             initializer = given.get("initializer", initializer)
             dtype = given.get("dtype", dtype)
             trainable = given.get("trainable", trainable)
-        if regularizer is not None:
-            raise NotImplementedError("add_weight: accel layers do not support regularizers")
         dt = self._dtype if dtype is None else accel.as_dtype(dtype)
         if initializer is None:
             initializer = "glorot_uniform" if dt.is_floating else "zeros"
@@ -251,10 +270,29 @@ class Layer(Module):
             constraint=constraint,
         )
         self._own_weights.append((name, var))
+        if regularizer is None:
+            regularizer = self._regularizers.get(name) or self._regularizers.get(name.removesuffix("_kernel"))
+        if regularizer is not None:
+            self._weight_regularizers.append((var, regularizers.get(regularizer)))
         if frozen:
             self._frozen.append(var)
         _module.variables_created(self)
         return var
+
+    # --- losses ------------------------------------------------------------------------------
+    def add_loss(self, loss):
+        """Adds a value to `losses` (cleared when the layer is called again); fit adds them to the loss."""
+        self._added_losses.append(accel.convert_to_tensor(loss))
+
+    @property
+    def losses(self):
+        """The penalties of this layer and its nested layers: add_loss() values of their latest calls, and
+        each weight regularizer evaluated now (so a tape around the access differentiates it)."""
+        out = []
+        for _, layer in self._iter_layers():
+            out.extend(layer._added_losses)
+            out.extend(reg(v) for v, reg in layer._weight_regularizers)
+        return out
 
     def _children(self):
         """(attribute path, obj) for the Layers and Variables this layer holds, in assignment order."""
