@@ -495,3 +495,24 @@ class CSVLogger(Callback):
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+class LambdaCallback(Callback):
+    """A callback from functions: `LambdaCallback(on_epoch_end=lambda epoch, logs: ...)`; any hook name
+    (`on_train_batch_end`, `on_test_begin`, ...) may be given. `on_batch_begin/end` mean the training batch
+    hooks, as in Keras."""
+
+    def __init__(self, on_epoch_begin=None, on_epoch_end=None, on_train_begin=None, on_train_end=None,
+                 on_train_batch_begin=None, on_train_batch_end=None, **kwargs):
+        super().__init__()
+        hooks = dict(on_epoch_begin=on_epoch_begin, on_epoch_end=on_epoch_end, on_train_begin=on_train_begin,
+                     on_train_end=on_train_end, on_train_batch_begin=on_train_batch_begin,
+                     on_train_batch_end=on_train_batch_end)
+        hooks["on_train_batch_begin"] = kwargs.pop("on_batch_begin", None) or hooks["on_train_batch_begin"]
+        hooks["on_train_batch_end"] = kwargs.pop("on_batch_end", None) or hooks["on_train_batch_end"]
+        hooks.update(kwargs)
+        for name, fn in hooks.items():
+            if not hasattr(Callback, name):
+                raise ValueError("LambdaCallback: unknown hook %r" % name)
+            if fn is not None:
+                setattr(self, name, fn)

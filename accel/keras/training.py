@@ -291,6 +291,8 @@ class Trainer:
                 cbs.on_train_batch_begin(step)
                 logs = _pythonify(self.train_step(_pack(*batch)))
                 cbs.on_train_batch_end(step, logs)
+                if self.stop_training:  # a callback (TerminateOnNaN) may stop within the epoch, as in Keras
+                    break
             logs = dict(logs)
             if val is not None and (epoch + 1) % validation_freq == 0:
                 val_logs = self._run_test(val, cbs)

@@ -96,8 +96,12 @@ def _model(lr=0.01):
 def test_terminate_on_nan_stops_in_the_epoch_it_happens(capsys):
     x = np.ones((64, 2), np.float32)
     y = np.full((64, 1), np.inf, np.float32)
-    hist = _model().fit(x, y, epochs=5, batch_size=8, verbose=0, callbacks=[tf.keras.callbacks.TerminateOnNaN()])
+    seen = []
+    counter = tf.keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: seen.append(batch))
+    hist = _model().fit(x, y, epochs=5, batch_size=8, verbose=0,
+                        callbacks=[tf.keras.callbacks.TerminateOnNaN(), counter])
     assert len(hist.history["loss"]) == 1
+    assert seen == [0]  # stopped after the first batch, not at the end of the epoch
     assert "Invalid loss, terminating training" in capsys.readouterr().out
 
 
