@@ -294,6 +294,7 @@ class _Restore:
         self.top = _top_refs(top)
         self.assigned = set()
         self.pending = set(arrays)
+        self.expect_partial = False
 
     def current_top(self):
         ckpt = self.checkpoint()
@@ -313,6 +314,26 @@ class _Restore:
             self.assigned.update(targets)
             self.pending.difference_update(targets)
         return current
+
+
+def _keep_pending(rec, top, checkpoint):
+    """Keeps `rec` until its values are all assigned or its objects are all gone; then, as TensorFlow does,
+    warns about values never restored unless the status said expect_partial()."""
+    _pending.append(rec)
+    ref = weakref.ref(rec)
+    for obj in {id(o): o for o in [checkpoint] + [o for _, o in top]}.values():
+        weakref.finalize(obj, _object_deleted, ref).atexit = False
+
+
+def _object_deleted(rec_ref):
+    rec = rec_ref()
+    if rec is None or rec not in _pending or rec.alive():
+        return
+    _pending.remove(rec)
+    if rec.pending and not rec.expect_partial:
+        warnings.warn(
+            "Objects restored from %s were deleted with checkpoint values never restored: %s. Use "
+            "`status.expect_partial()` to silence this warning." % (rec.file, _first(rec.pending)), stacklevel=2)
 
 
 def _on_variables_created(owner):
@@ -337,21 +358,11 @@ def _first(keys, n=5):
     return ", ".join(keys[:n]) + (" (and %d more)" % (len(keys) - n) if len(keys) > n else "")
 
 
-def _warn_unrestored(file, rec_ref, expected_partial):
-    rec = rec_ref()
-    if rec is not None and rec.pending and not expected_partial[0]:
-        warnings.warn(
-            "A checkpoint status is being deleted with values from %s never restored: %s. Use "
-            "`status.expect_partial()` to silence this warning." % (file, _first(rec.pending)), stacklevel=2)
-
-
 class CheckpointLoadStatus:
     """What `Checkpoint.restore` returns: checks of how the checkpoint matched the objects."""
 
     def __init__(self, record):
         self._record = record
-        self._expect_partial = [False]
-        weakref.finalize(self, _warn_unrestored, record.file, weakref.ref(record), self._expect_partial)
 
     def _unbound(self):
         current = _walk(self._record.current_top())
@@ -390,8 +401,8 @@ class CheckpointLoadStatus:
         return self
 
     def expect_partial(self):
-        """Silences the warning about unrestored values when this status is deleted."""
-        self._expect_partial[0] = True
+        """Silences the warning about values never restored when the restored objects are deleted."""
+        self._record.expect_partial = True
         return self
 
     def run_restore_ops(self, session=None):
@@ -509,7 +520,7 @@ class Checkpoint:
             if any(r() is not None and id(r()) in top_ids for _, r in old.top) or old.checkpoint() is self:
                 _pending.remove(old)
         if rec.pending:
-            _pending.append(rec)
+            _keep_pending(rec, top, self)
         return CheckpointLoadStatus(rec)
 
     def restore(self, save_path, options=None):
