@@ -92,8 +92,8 @@ def __getattr__(name):
 
     if name in _LAZY:
         return importlib.import_module("accel." + name)
-    if name == "Module":
-        return importlib.import_module("accel.module").Module
+    if name in ("Module", "name_scope"):
+        return getattr(importlib.import_module("accel.module"), name)
     if name == "IndexedSlices":
         return importlib.import_module("accel.optimizers.sparse").IndexedSlices
     raise AttributeError("module 'accel' has no attribute %r" % name)

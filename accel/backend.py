@@ -297,7 +297,9 @@ _deterministic = False
 
 def enable_op_determinism() -> None:
     """Scatter-adds (gather/Embedding gradients) on the GPU sum repeated indices in a fixed order
-    instead of with atomics: bitwise repeatable, somewhat slower. The NumPy path always is."""
+    instead of with atomics: bitwise repeatable, somewhat slower. The NumPy path always is. On the CPU,
+    fused mode "auto" then loads numba before the first fused op instead of in the background, so which
+    path an op takes does not depend on timing."""
     global _deterministic
     _deterministic = True
 

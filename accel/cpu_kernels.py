@@ -65,21 +65,32 @@ def available() -> bool:
 def warmed() -> bool:
     """For fused mode "auto": True once numba is loaded and its CPU target initialised. The first call
     starts that in a background thread and returns False, so a short program (the first `fit` of a
-    process) runs the NumPy paths instead of waiting ~0.5-0.8 s for numba; the twins take over when ready."""
-    global _warm
+    process) runs the NumPy paths instead of waiting ~0.5-0.8 s for numba; the twins take over when ready
+    (their results may differ from the NumPy paths' in the last bits). Under
+    accel.config.experimental.enable_op_determinism() it waits for the load instead."""
     if _warmed:
         return True
+    from accel import backend  # noqa: PLC0415
+
+    if backend.op_determinism_enabled():
+        # the path an op takes must not depend on when a thread finished: load numba now
+        return wait_warmed()
+    _start_warm_up()
+    return False
+
+
+def _start_warm_up():
+    global _warm
     if _warm is None and os.environ.get("ACCEL_NUMBA", "1") != "0":
         with _load_lock:
             if _warm is None:
                 _warm = threading.Thread(target=_warm_up, name="accel-numba-warm-up", daemon=True)
                 _warm.start()
-    return False
 
 
 def wait_warmed(timeout=None) -> bool:
     """Blocks until the background load that warmed() starts has finished (benchmarks, tests)."""
-    warmed()
+    _start_warm_up()
     if _warm is not None:
         _warm.join(timeout)
     return _warmed

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from accel import backend, debugging, tape as _tape
@@ -39,6 +41,9 @@ class Variable(Tensor):
         super().__init__(data)
         self._trainable = bool(trainable) if data.dtype.kind == "f" else bool(trainable) and False
         self._name = name or "Variable"  # as in TF eager, names need not be unique
+        scopes = sys.modules.get("accel.module")  # no name_scope can be open before accel.module loads
+        if scopes is not None:
+            self._name = scopes.current_name_scope() + self._name
         self._constraint = constraint
         self._aggregation = aggregation
         self._site = debugging.user_site()  # where it was created, for gradient diagnostics

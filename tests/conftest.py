@@ -16,6 +16,15 @@ def device(request):
         yield request.param
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _numba_loaded():
+    """Fused mode "auto" loads numba in the background; tests compare runs exactly, so every test sees the
+    steady state (tests of the start-up path run in fresh interpreters)."""
+    from accel import cpu_kernels
+
+    cpu_kernels.wait_warmed(600)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     np.random.seed(0)

@@ -170,3 +170,22 @@ def test_floating_point_warnings_inside_accel_do_not_surface():
              "np.log(np.zeros(1))\n")  # the user's own NumPy call still warns
     assert r.returncode == 0, r.stderr
     assert "accel" not in r.stderr and r.stderr.count("RuntimeWarning") == 1, r.stderr
+
+
+def test_op_determinism_loads_numba_before_the_first_fused_op():
+    r = _run("import numpy as np, accel as tf\n"
+             "tf.config.experimental.enable_op_determinism()\n"
+             "from accel.ops import fusion\n"
+             "print(bool(fusion._cpu_ok(np.zeros(4, np.float32), any_size=True)))\n")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["True"]
+
+
+def test_variable_names_take_the_open_name_scope():
+    # TF 2.21 prints outer/w:0 outer/Variable:0 for this program
+    with tf.name_scope("outer"):
+        v, u = tf.Variable(1.0, name="w"), tf.Variable(1.0)
+        d = tf.keras.layers.Dense(2)
+        d(tf.zeros([1, 3]))
+    assert (v.name, u.name) == ("outer/w:0", "outer/Variable:0")
+    assert d.kernel.name.startswith(d.name + "/kernel")  # Keras names weights by layer, not by scope

@@ -136,3 +136,9 @@ def get_file(fname=None, origin=None, untar=False, md5_hash=None, file_hash=None
             raise ValueError("get_file: %s is not a tar archive" % path)
         return path[: -len(".tar.gz")]
     return path
+
+
+def plot_model(model, to_file="model.png", *args, **kwargs):
+    """Not supported: drawing needs pydot and Graphviz, which accel does not depend on."""
+    raise NotImplementedError("accel.keras.utils.plot_model is not supported (it needs pydot and Graphviz); "
+                              "model.summary() prints the layers, shapes and connections")

@@ -265,10 +265,10 @@ class Layer(Module):
         var = accel.Variable(
             value,
             trainable=bool(trainable) and not frozen,
-            name="%s/%s" % (self.name, name),
             dtype=dt,
             constraint=constraint,
         )
+        var._name = "%s/%s" % (self.name, name)  # Keras names weights by layer, whatever name_scope is open
         self._own_weights.append((name, var))
         if regularizer is None:
             regularizer = self._regularizers.get(name) or self._regularizers.get(name.removesuffix("_kernel"))
