@@ -1,7 +1,8 @@
-"""Conv2D and MaxPooling2D on channels-last (NHWC) inputs, built from differentiable accel ops.
+"""Keras 3's convolution, pooling and spatial layers on the accel.nn conv/pool ops (accel/ops/conv.py).
 
-Both take the kh * kw strided windows of the (padded) input as slices, one per kernel offset: Conv2D
-concatenates them into im2col rows and multiplies by the kernel, MaxPooling2D takes their running maximum.
+Weights have Keras 3's names and shapes (Conv kernel (*kernel_size, in_channels / groups, filters),
+Conv2DTranspose kernel (kh, kw, filters, in_channels), DepthwiseConv2D kernel (kh, kw, in_channels,
+depth_multiplier)), so weights copied from Keras give Keras's outputs.
 """
 
 from __future__ import annotations
@@ -9,91 +10,84 @@ from __future__ import annotations
 import accel
 from accel.keras import activations, initializers
 from accel.keras.layers.base import Layer
-from accel.keras.layers.core import _check_last_axis
+from accel.ops import conv as ops
 
 
-def _pair(value, what):
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and v > 0 for v in pair):
-        raise ValueError("%s must be a positive int or a pair of them, got %r" % (what, value))
-    return pair
+def _tuple(value, n, what, who):
+    vals = (value,) * n if isinstance(value, int) else tuple(value)
+    if len(vals) != n or not all(isinstance(v, int) and v > 0 for v in vals):
+        raise ValueError("%s: %s must be a positive int or a tuple of %d of them, got %r" % (who, what, n, value))
+    return vals
 
 
-def _padding(padding):
+def _padding(padding, who, causal=False):
     p = str(padding).lower()
-    if p not in ("valid", "same"):
-        raise ValueError("padding must be 'valid' or 'same', got %r" % (padding,))
+    allowed = ("valid", "same", "causal") if causal else ("valid", "same")
+    if p not in allowed:
+        raise ValueError("%s: the padding argument must be one of %s, got padding=%r"
+                         % (who, ", ".join(repr(a) for a in allowed), padding))
     return p
 
 
-def _channels_last(data_format, who):
-    if data_format not in (None, "channels_last"):
-        raise NotImplementedError(
-            "%s: only data_format='channels_last' is supported, got %r" % (who, data_format)
-        )
+def _data_format(data_format, who):
+    df = "channels_last" if data_format is None else str(data_format).lower()
+    if df not in ("channels_last", "channels_first"):
+        raise ValueError("%s: data_format must be 'channels_last' or 'channels_first', got %r" % (who, data_format))
+    return df
 
 
-def _windows(x, size, strides, padding, pad_value, who):
-    """The kh * kw window slices of NHWC `x`, each (N, out_h, out_w, C), in row-major kernel order."""
-    if x.ndim != 4:
-        raise ValueError(
-            "%s: expected a 4-D (batch, height, width, channels) input, got shape %s" % (who, x.shape)
-        )
-    _, h, w, _ = x.shape
-    (kh, kw), (sh, sw) = size, strides
-    if padding == "same":
-        # TensorFlow's SAME: out = ceil(in / stride), the odd padded row/column goes at the bottom/right
-        oh, ow = -(-h // sh), -(-w // sw)
-        ph = max((oh - 1) * sh + kh - h, 0)
-        pw = max((ow - 1) * sw + kw - w, 0)
-        if ph or pw:
-            x = accel.pad(
-                x,
-                [[0, 0], [ph // 2, ph - ph // 2], [pw // 2, pw - pw // 2], [0, 0]],
-                constant_values=pad_value,
-            )
-    else:
-        oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
-        if oh <= 0 or ow <= 0:
-            raise ValueError(
-                "%s: a %dx%d window does not fit an input of height %d and width %d with padding "
-                "'valid'" % (who, kh, kw, h, w)
-            )
-    return [
-        x[:, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw, :]
-        for i in range(kh)
-        for j in range(kw)
-    ]
+def _to_last(x, data_format):
+    """The input with channels last (N, *spatial, C)."""
+    if data_format == "channels_first":
+        return accel.transpose(x, (0,) + tuple(range(2, x.ndim)) + (1,))
+    return x
 
 
-class Conv2D(Layer):
-    """2-D convolution (cross-correlation, as in TensorFlow) with a (kh, kw, in_channels, filters) kernel."""
+def _from_last(y, data_format):
+    if data_format == "channels_first":
+        return accel.transpose(y, (0, y.ndim - 1) + tuple(range(1, y.ndim - 1)))
+    return y
 
-    def __init__(
-        self,
-        filters,
-        kernel_size,
-        strides=(1, 1),
-        padding="valid",
-        data_format=None,
-        dilation_rate=(1, 1),
-        groups=1,
-        activation=None,
-        use_bias=True,
-        kernel_initializer="glorot_uniform",
-        bias_initializer="zeros",
-        **kwargs,
-    ):
+
+def _check_rank(layer, x, rank):
+    names = {1: "3-D (batch, steps, channels)", 2: "4-D (batch, height, width, channels)"}
+    if x.ndim != rank + 2:
+        raise ValueError("%s %s: expected a %s input, got shape %s" % (type(layer).__name__, layer.name,
+                                                                       names[rank], tuple(x.shape)))
+
+
+def _as_2d(x, rank):
+    """A channels-last rank-1 input as NHWC with height 1."""
+    return accel.expand_dims(x, 1) if rank == 1 else x
+
+
+def _from_2d(y, rank):
+    return accel.squeeze(y, 1) if rank == 1 else y
+
+
+class _Conv(Layer):
+    rank = 2
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", data_format=None, dilation_rate=1,
+                 groups=1, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", **kwargs):
         super().__init__(**kwargs)
-        _channels_last(data_format, "Conv2D")
-        if _pair(dilation_rate, "Conv2D dilation_rate") != (1, 1) or groups != 1:
-            raise NotImplementedError("Conv2D: only dilation_rate=1 and groups=1 are supported")
+        who = type(self).__name__
         self.filters = int(filters)
         if self.filters <= 0:
-            raise ValueError("Conv2D: filters must be positive, got %r" % (filters,))
-        self.kernel_size = _pair(kernel_size, "Conv2D kernel_size")
-        self.strides = _pair(strides, "Conv2D strides")
-        self.padding = _padding(padding)
+            raise ValueError("%s: filters must be positive, got %r" % (who, filters))
+        self.groups = int(groups)
+        if self.groups <= 0 or self.filters % self.groups:
+            raise ValueError("%s: the number of filters (%d) must be evenly divisible by the number of groups, a "
+                             "positive int, got groups=%r" % (who, self.filters, groups))
+        self.kernel_size = _tuple(kernel_size, self.rank, "kernel_size", who)
+        self.strides = _tuple(strides, self.rank, "strides", who)
+        self.dilation_rate = _tuple(dilation_rate, self.rank, "dilation_rate", who)
+        if max(self.strides) > 1 and max(self.dilation_rate) > 1:
+            raise ValueError("%s: `strides > 1` not supported in conjunction with `dilation_rate > 1`, got "
+                             "strides=%s and dilation_rate=%s" % (who, self.strides, self.dilation_rate))
+        self.padding = _padding(padding, who, causal=self.rank == 1)
+        self.data_format = _data_format(data_format, who)
         self.activation = activations.get(activation)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = initializers.get(kernel_initializer)
@@ -101,51 +95,328 @@ class Conv2D(Layer):
         self.kernel = None
         self.bias = None
 
+    def _channels(self, input_shape):
+        return input_shape[1] if self.data_format == "channels_first" else input_shape[-1]
+
+    def _kernel_shape(self, channels):
+        if channels % self.groups:
+            raise ValueError("%s %s: the number of input channels (%d) must be evenly divisible by the number of "
+                             "groups (%d)" % (type(self).__name__, self.name, channels, self.groups))
+        return self.kernel_size + (channels // self.groups, self.filters)
+
+    def _bias_size(self):
+        return self.filters
+
     def build(self, input_shape):
-        if len(input_shape) != 4 or input_shape[-1] is None:
-            raise ValueError(
-                "Conv2D %s: expected a 4-D input with known channels, got shape %s"
-                % (self.name, tuple(input_shape))
-            )
-        self.kernel = self.add_weight(
-            shape=self.kernel_size + (input_shape[-1], self.filters),
-            initializer=self.kernel_initializer,
-            name="kernel",
-        )
+        input_shape = tuple(input_shape)
+        if len(input_shape) != self.rank + 2 or self._channels(input_shape) is None:
+            raise ValueError("%s %s: expected a %d-D input with known channels, got shape %s"
+                             % (type(self).__name__, self.name, self.rank + 2, input_shape))
+        self.kernel = self.add_weight(shape=self._kernel_shape(self._channels(input_shape)),
+                                      initializer=self.kernel_initializer, name="kernel")
         if self.use_bias:
-            self.bias = self.add_weight(shape=(self.filters,), initializer=self.bias_initializer, name="bias")
+            self.bias = self.add_weight(shape=(self._bias_size(),), initializer=self.bias_initializer, name="bias")
+
+    def _expected_channels(self):
+        return self.kernel.shape[-2] * self.groups
 
     def call(self, inputs):
-        kh, kw, cin, _ = self.kernel.shape
-        _check_last_axis(self, inputs, cin)
-        windows = _windows(inputs, self.kernel_size, self.strides, self.padding, 0.0, self.name)
-        n, oh, ow, _ = windows[0].shape
-        # im2col: row (n, y, x) holds the window at (y, x), ordered (i, j, channel) like the kernel's rows
-        cols = accel.reshape(accel.concat(windows, axis=-1), (n * oh * ow, kh * kw * cin))
-        out = accel.matmul(cols, accel.reshape(self.kernel, (kh * kw * cin, self.filters)))
+        _check_rank(self, inputs, self.rank)
+        x = _to_last(inputs, self.data_format)
+        if x.shape[-1] != self._expected_channels():
+            raise ValueError("Input of layer %s is incompatible with the layer: expected %d channels (axis %d), "
+                             "but received input with shape %s" % (self.name, self._expected_channels(),
+                                                                   1 if self.data_format == "channels_first" else -1,
+                                                                   tuple(inputs.shape)))
+        y = self._convolve(_as_2d(x, self.rank))
         if self.bias is not None:
-            out = out + self.bias
-        return self.activation(accel.reshape(out, (n, oh, ow, self.filters)))
+            y = y + self.bias
+        return self.activation(_from_last(_from_2d(y, self.rank), self.data_format))
+
+    def _geometry(self, x):
+        """(strides, dilations, pads) of the NHWC convolution for this layer's settings."""
+        k = (1,) * (2 - self.rank) + self.kernel_size
+        s = (1,) * (2 - self.rank) + self.strides
+        d = (1,) * (2 - self.rank) + self.dilation_rate
+        hw = tuple(x.shape[1:3])
+        if self.padding == "causal":  # Keras pads the start of the sequence by the dilated kernel's reach
+            pads = ((0, 0), ((k[1] - 1) * d[1], 0))
+        else:
+            pads = ops._pads(self.padding.upper(), hw, k, s, d, "NHWC", self.name)
+        ops._check_out(hw, k, s, d, pads, self.name)
+        return s, d, pads
+
+    def _convolve(self, x):
+        s, d, pads = self._geometry(x)
+        w = self.kernel if self.rank == 2 else accel.expand_dims(self.kernel, 0)
+        return ops._conv_nhwc(x, w, s, d, pads)
 
 
-class MaxPooling2D(Layer):
+class Conv1D(_Conv):
+    """1-D convolution (cross-correlation) with a (kernel_size, in_channels / groups, filters) kernel;
+    padding 'causal' pads only the start, as Keras does."""
+
+    rank = 1
+
+
+class Conv2D(_Conv):
+    """2-D convolution (cross-correlation, as in TensorFlow) with a (kh, kw, in_channels / groups, filters)
+    kernel."""
+
+    rank = 2
+
+    def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", data_format=None,
+                 dilation_rate=(1, 1), groups=1, activation=None, use_bias=True,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
+        super().__init__(filters, kernel_size, strides, padding, data_format, dilation_rate, groups, activation,
+                         use_bias, kernel_initializer, bias_initializer, **kwargs)
+
+
+class Conv2DTranspose(_Conv):
+    """The transpose of Conv2D (the gradient of a convolution with respect to its input), kernel
+    (kh, kw, filters, in_channels); output size as Keras 3 computes it from padding and output_padding."""
+
+    def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", output_padding=None,
+                 data_format=None, dilation_rate=(1, 1), activation=None, use_bias=True,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
+        super().__init__(filters, kernel_size, strides, padding, data_format, dilation_rate, 1, activation,
+                         use_bias, kernel_initializer, bias_initializer, **kwargs)
+        self.output_padding = None if output_padding is None else tuple(
+            (output_padding,) * 2 if isinstance(output_padding, int) else output_padding)
+        if self.output_padding is not None:
+            for op, s in zip(self.output_padding, self.strides):
+                if not 0 <= op < s:
+                    raise ValueError("Conv2DTranspose: each output_padding must be >= 0 and smaller than its "
+                                     "stride, got output_padding=%r and strides=%r" % (output_padding, self.strides))
+
+    def _kernel_shape(self, channels):
+        return self.kernel_size + (self.filters, channels)
+
+    def _expected_channels(self):
+        return self.kernel.shape[-1]
+
+    def _convolve(self, x):
+        out = []
+        for i, (n, k, s, d) in enumerate(zip(x.shape[1:3], self.kernel_size, self.strides, self.dilation_rate)):
+            k = (k - 1) * d + 1
+            op = None if self.output_padding is None else self.output_padding[i]
+            if self.padding == "valid":
+                out.append((n - 1) * s + k + (max(k, s) - k if op is None else op))
+            else:
+                out.append(n * s if op is None else (n - 1) * s + k % 2 + op)
+        shape = (x.shape[0], out[0], out[1], self.filters)
+        return ops.conv2d_transpose(x, self.kernel, shape, self.strides, self.padding.upper(), "NHWC",
+                                    self.dilation_rate)
+
+
+class DepthwiseConv2D(_Conv):
+    """Each input channel convolved with its own depth_multiplier filters: kernel (kh, kw, in_channels,
+    depth_multiplier), output channel c * depth_multiplier + m."""
+
+    def __init__(self, kernel_size, strides=(1, 1), padding="valid", depth_multiplier=1, data_format=None,
+                 dilation_rate=(1, 1), activation=None, use_bias=True, depthwise_initializer="glorot_uniform",
+                 bias_initializer="zeros", **kwargs):
+        self.depth_multiplier = int(depth_multiplier)
+        if self.depth_multiplier <= 0:
+            raise ValueError("DepthwiseConv2D: depth_multiplier must be positive, got %r" % (depth_multiplier,))
+        super().__init__(self.depth_multiplier, kernel_size, strides, padding, data_format, dilation_rate, 1,
+                         activation, use_bias, depthwise_initializer, bias_initializer, **kwargs)
+        self.depthwise_initializer = self.kernel_initializer
+
+    def _kernel_shape(self, channels):
+        return self.kernel_size + (channels, self.depth_multiplier)
+
+    def _bias_size(self):
+        return self.kernel.shape[2] * self.depth_multiplier
+
+    def _expected_channels(self):
+        return self.kernel.shape[2]
+
+    def _convolve(self, x):
+        s, d, pads = self._geometry(x)
+        kh, kw, c, m = self.kernel.shape
+        return ops._conv_nhwc(x, accel.reshape(self.kernel, (kh, kw, 1, c * m)), s, d, pads)
+
+
+# --- pooling -------------------------------------------------------------------------------
+
+
+class _Pool(Layer):
+    rank = 2
+    _op = None
+
+    def __init__(self, pool_size=2, strides=None, padding="valid", data_format=None, **kwargs):
+        super().__init__(**kwargs)
+        who = type(self).__name__
+        self.pool_size = _tuple(pool_size, self.rank, "pool_size", who)
+        self.strides = self.pool_size if strides is None else _tuple(strides, self.rank, "strides", who)
+        self.padding = _padding(padding, who)
+        self.data_format = _data_format(data_format, who)
+
+    def call(self, inputs):
+        _check_rank(self, inputs, self.rank)
+        fmt = {(1, "channels_last"): "NWC", (1, "channels_first"): "NCW", (2, "channels_last"): "NHWC",
+               (2, "channels_first"): "NCHW"}[self.rank, self.data_format]
+        return ops._pool(self.name, self._op, inputs, self.pool_size, self.strides, self.padding.upper(), fmt,
+                         self.rank)
+
+
+class MaxPooling1D(_Pool):
+    """The maximum of each window of steps; the gradient goes to the first maximum, as in TF."""
+
+    rank = 1
+    _op = ops._max_pool
+
+    def __init__(self, pool_size=2, strides=None, padding="valid", data_format=None, **kwargs):
+        super().__init__(pool_size, strides, padding, data_format, **kwargs)
+
+
+class MaxPooling2D(_Pool):
     """The maximum of each pool_size window. On ties the gradient goes to the window's first maximum
     (row-major), as TensorFlow's max_pool does; 'same' padding never wins a window."""
 
+    _op = ops._max_pool
+
     def __init__(self, pool_size=(2, 2), strides=None, padding="valid", data_format=None, **kwargs):
+        super().__init__(pool_size, strides, padding, data_format, **kwargs)
+
+
+class AveragePooling1D(_Pool):
+    """The mean of each window of steps; 'same' windows average only the real steps, as in TF."""
+
+    rank = 1
+    _op = ops._avg_pool
+
+    def __init__(self, pool_size=2, strides=None, padding="valid", data_format=None, **kwargs):
+        super().__init__(pool_size, strides, padding, data_format, **kwargs)
+
+
+class AveragePooling2D(_Pool):
+    """The mean of each pool_size window; 'same' windows average only the input elements, as in TF."""
+
+    _op = ops._avg_pool
+
+    def __init__(self, pool_size=(2, 2), strides=None, padding="valid", data_format=None, **kwargs):
+        super().__init__(pool_size, strides, padding, data_format, **kwargs)
+
+
+class _GlobalPool(Layer):
+    rank = 2
+    _reduce = None
+
+    def __init__(self, data_format=None, keepdims=False, **kwargs):
         super().__init__(**kwargs)
-        _channels_last(data_format, "MaxPooling2D")
-        self.pool_size = _pair(pool_size, "MaxPooling2D pool_size")
-        self.strides = self.pool_size if strides is None else _pair(strides, "MaxPooling2D strides")
-        self.padding = _padding(padding)
+        self.data_format = _data_format(data_format, type(self).__name__)
+        self.keepdims = bool(keepdims)
 
     def call(self, inputs):
-        windows = _windows(inputs, self.pool_size, self.strides, self.padding, float("-inf"), self.name)
-        out = windows[0]
-        for w in windows[1:]:
-            out = accel.maximum(out, w)  # maximum sends a tie's gradient to its first argument
-        return out
+        _check_rank(self, inputs, self.rank)
+        first = 2 if self.data_format == "channels_first" else 1
+        return type(self)._reduce(inputs, axis=list(range(first, first + self.rank)), keepdims=self.keepdims)
 
 
+class GlobalAveragePooling1D(_GlobalPool):
+    rank = 1
+    _reduce = accel.reduce_mean
+
+
+class GlobalAveragePooling2D(_GlobalPool):
+    _reduce = accel.reduce_mean
+
+
+class GlobalMaxPooling1D(_GlobalPool):
+    rank = 1
+    _reduce = accel.reduce_max
+
+
+class GlobalMaxPooling2D(_GlobalPool):
+    _reduce = accel.reduce_max
+
+
+# --- resizing ------------------------------------------------------------------------------
+
+
+def _pairs(value, who, what):
+    """Keras's ((top, bottom), (left, right)) from an int, (symmetric_h, symmetric_w) or two pairs."""
+    if isinstance(value, int):
+        pairs = ((value, value), (value, value))
+    else:
+        value = tuple(value)
+        if len(value) != 2:
+            raise ValueError("%s: %s must be an int, a tuple of 2 ints or a tuple of 2 pairs, got %r"
+                             % (who, what, value))
+        pairs = tuple((v, v) if isinstance(v, int) else tuple(v) for v in value)
+    if any(len(p) != 2 or not all(isinstance(v, int) and v >= 0 for v in p) for p in pairs):
+        raise ValueError("%s: %s must hold non-negative ints, got %r" % (who, what, value))
+    return pairs
+
+
+class UpSampling2D(Layer):
+    """Repeats each row size[0] times and each column size[1] times (nearest-neighbour upsampling)."""
+
+    def __init__(self, size=(2, 2), data_format=None, interpolation="nearest", **kwargs):
+        super().__init__(**kwargs)
+        self.size = _tuple(size, 2, "size", "UpSampling2D")
+        self.data_format = _data_format(data_format, "UpSampling2D")
+        if interpolation != "nearest":
+            raise NotImplementedError("UpSampling2D: only interpolation='nearest' is supported, got %r"
+                                      % (interpolation,))
+        self.interpolation = interpolation
+
+    def call(self, inputs):
+        _check_rank(self, inputs, 2)
+        x = _to_last(inputs, self.data_format)
+        n, h, w, c = x.shape
+        sh, sw = self.size
+        y = accel.broadcast_to(accel.reshape(x, (n, h, 1, w, 1, c)), (n, h, sh, w, sw, c))
+        return _from_last(accel.reshape(y, (n, h * sh, w * sw, c)), self.data_format)
+
+
+class ZeroPadding2D(Layer):
+    """Zeros added around the rows and columns: padding ((top, bottom), (left, right))."""
+
+    def __init__(self, padding=(1, 1), data_format=None, **kwargs):
+        super().__init__(**kwargs)
+        self.padding = _pairs(padding, "ZeroPadding2D", "padding")
+        self.data_format = _data_format(data_format, "ZeroPadding2D")
+
+    def call(self, inputs):
+        _check_rank(self, inputs, 2)
+        spatial = [list(p) for p in self.padding]
+        pads = [[0, 0], [0, 0]] + spatial if self.data_format == "channels_first" else [[0, 0]] + spatial + [[0, 0]]
+        return accel.pad(inputs, pads)
+
+
+class Cropping2D(Layer):
+    """Rows and columns cut off the edges: cropping ((top, bottom), (left, right))."""
+
+    def __init__(self, cropping=((0, 0), (0, 0)), data_format=None, **kwargs):
+        super().__init__(**kwargs)
+        self.cropping = _pairs(cropping, "Cropping2D", "cropping")
+        self.data_format = _data_format(data_format, "Cropping2D")
+
+    def call(self, inputs):
+        _check_rank(self, inputs, 2)
+        first = 2 if self.data_format == "channels_first" else 1
+        (t, b), (lft, r) = self.cropping
+        h, w = inputs.shape[first], inputs.shape[first + 1]
+        if t + b >= h or lft + r >= w:
+            raise ValueError("Cropping2D %s: cropping %s leaves nothing of an input with height %d and width %d"
+                             % (self.name, self.cropping, h, w))
+        key = [slice(None)] * 4
+        key[first] = slice(t, h - b)
+        key[first + 1] = slice(lft, w - r)
+        return inputs[tuple(key)]
+
+
+Convolution1D = Conv1D
 Convolution2D = Conv2D
+Convolution2DTranspose = Conv2DTranspose
+MaxPool1D = MaxPooling1D
 MaxPool2D = MaxPooling2D
+AvgPool1D = AveragePooling1D
+AvgPool2D = AveragePooling2D
+GlobalAvgPool1D = GlobalAveragePooling1D
+GlobalAvgPool2D = GlobalAveragePooling2D
+GlobalMaxPool1D = GlobalMaxPooling1D
+GlobalMaxPool2D = GlobalMaxPooling2D
