@@ -14,3 +14,5 @@ from accel.keras.layers.merging import (  # noqa: F401
     Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract, add, average, concatenate, maximum, minimum,
     multiply, subtract)
 from accel.keras.layers.preprocessing import Normalization, Rescaling  # noqa: F401
+from accel.keras.layers.recurrent import (  # noqa: F401
+    GRU, LSTM, RNN, Bidirectional, GRUCell, LSTMCell, SimpleRNN, SimpleRNNCell)

@@ -10,6 +10,7 @@ import functools
 import inspect
 import re
 import threading
+import weakref
 
 import numpy as np
 
@@ -42,6 +43,28 @@ _context = _CallContext()
 # Keras arguments accel accepts only as None: constraints only through add_weight
 _UNSUPPORTED_KWARGS = frozenset(
     "%s_constraint" % w for w in ("kernel", "bias", "embeddings", "beta", "gamma", "recurrent", "depthwise"))
+
+
+# --- masks (Keras's `_keras_mask`) ---------------------------------------------------------------------
+# A layer output carries its mask to the next layer's `mask=` argument. accel Tensors have __slots__, so the
+# masks live in a side table keyed by id and dropped when the tensor dies.
+_masks: dict[int, tuple] = {}
+
+
+def get_keras_mask(x):
+    """The mask a layer attached to tensor `x`, or None."""
+    entry = _masks.get(id(x))
+    return entry[1] if entry is not None and entry[0]() is x else None
+
+
+def set_keras_mask(x, mask):
+    key = id(x)
+    _masks[key] = (weakref.ref(x, lambda _, key=key: _masks.pop(key, None)), mask)
+
+
+@functools.lru_cache(maxsize=None)
+def _accepts_mask(call):
+    return "mask" in inspect.signature(call).parameters
 
 
 @functools.lru_cache(maxsize=None)
@@ -183,6 +206,13 @@ class Layer(Module):
         raise NotImplementedError("Layer %s (%s) has no call() method" % (self.name, type(self).__name__))
 
     def __call__(self, inputs, *args, **kwargs):
+        # masks: as Keras 3, a single-tensor call gets the mask attached to its input
+        previous_mask = kwargs.get("mask")
+        if previous_mask is None:
+            previous_mask = get_keras_mask(inputs) if isinstance(inputs, accel.Tensor) else None
+            if (previous_mask is not None and _accepts_mask(type(self).call)
+                    and not _leaves([args, {k: v for k, v in kwargs.items() if k != "mask"}])):
+                kwargs["mask"] = previous_mask
         inputs = self._convert_inputs(inputs)
         # Keras's rule: an explicit `training`, else the enclosing layer call's, else call()'s default
         outer = _context.training
@@ -205,7 +235,20 @@ class Layer(Module):
                 self._added_losses.append(penalty / float(out.shape[0]) if out.ndim else penalty)
         self.built = True
         self._last_output_shape = _shapes(outputs)
+        if self.supports_masking:
+            out_masks = self.compute_mask(inputs, previous_mask)
+            flat_out = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+            flat_masks = out_masks if isinstance(out_masks, (list, tuple)) else [out_masks]
+            for out, m in zip(flat_out, flat_masks):
+                if m is not None and isinstance(out, accel.Tensor):
+                    set_keras_mask(out, m)
         return outputs
+
+    supports_masking = False  # whether compute_mask gives the outputs' masks (Keras's flag)
+
+    def compute_mask(self, inputs, mask=None):
+        """The mask of the outputs (Keras 3): the input's mask passed through, for layers that support masking."""
+        return mask if self.supports_masking else None
 
     def _convert_inputs(self, x):
         """Arrays become tensors; float tensors are cast to the layer's dtype (Keras's autocast)."""

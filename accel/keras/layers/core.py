@@ -140,12 +140,14 @@ class Reshape(Layer):
 
 
 class Embedding(Layer):
-    """Rows of an (input_dim, output_dim) table looked up by integer ids; gradients flow to the rows used."""
+    """Rows of an (input_dim, output_dim) table looked up by integer ids; gradients flow to the rows used.
+
+    `mask_zero=True` attaches the mask `ids != 0` to the output, which SimpleRNN, LSTM and GRU consume."""
 
     def __init__(self, input_dim, output_dim, embeddings_initializer="uniform", mask_zero=False, **kwargs):
         super().__init__(**kwargs)
-        if mask_zero:
-            raise NotImplementedError("Embedding: accel has no masking, so mask_zero=True is not supported")
+        self.mask_zero = bool(mask_zero)
+        self.supports_masking = self.mask_zero
         self.input_dim = int(input_dim)
         self.output_dim = int(output_dim)
         self.embeddings_initializer = initializers.get(embeddings_initializer)
@@ -162,3 +164,9 @@ class Embedding(Layer):
         if not inputs.dtype.is_integer:
             inputs = accel.cast(inputs, accel.int32)
         return accel.gather(self.embeddings, inputs)
+
+    def compute_mask(self, inputs, mask=None):
+        """With `mask_zero=True`, `inputs != 0`: id 0 is padding, and recurrent layers skip those steps."""
+        if not self.mask_zero:
+            return None
+        return accel.not_equal(accel.convert_to_tensor(inputs), 0)
