@@ -41,6 +41,10 @@ def cases():
         "LSTM_relu_tanh": dict(units=UNITS, activation="relu", recurrent_activation="tanh",
                                        return_sequences=True),
         "SimpleRNN_relu": dict(units=UNITS, activation="relu", return_sequences=True),
+        "LSTM_implementation1": dict(units=UNITS, implementation=1, return_sequences=True, return_state=True),
+        "GRU_implementation1": dict(units=UNITS, implementation=1, return_sequences=True),
+        "GRU_implementation1_reset_before": dict(units=UNITS, implementation=1, reset_after=False,
+                                                 return_sequences=True),
     }
     for name, kwargs in extra.items():
         out[name] = dict(layer=name.split("_")[0], kwargs=kwargs, mask=False, initial_state=False)

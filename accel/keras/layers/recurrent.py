@@ -56,7 +56,7 @@ class _Cell(Layer):
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal", bias_initializer="zeros",
-                 dropout=0.0, recurrent_dropout=0.0, seed=None, **kwargs):
+                 dropout=0.0, recurrent_dropout=0.0, seed=None, implementation=2, **kwargs):
         super().__init__(**kwargs)
         self.units = int(units)
         if self.units <= 0:
@@ -70,6 +70,11 @@ class _Cell(Layer):
         self.dropout = _rate(dropout, "%s dropout" % type(self).__name__)
         self.recurrent_dropout = _rate(recurrent_dropout, "%s recurrent_dropout" % type(self).__name__)
         self.seed = seed
+        # Keras's implementation 1 (forced by recurrent dropout) draws one dropout mask per gate; the numbers
+        # are otherwise those of implementation 2
+        self.implementation = 1 if self.recurrent_dropout else int(implementation)
+        if self.implementation not in (1, 2):
+            raise ValueError("%s: implementation must be 1 or 2, got %r" % (type(self).__name__, implementation))
         self._mask_draws = 0
         self.kernel = self.recurrent_kernel = self.bias = None
 
@@ -111,8 +116,7 @@ class _Cell(Layer):
     def _prepare(self, batch, training):
         """Per-call constants: dropout masks (one per gate when recurrent dropout is on, Keras's
         implementation 1) and the recurrent kernel split as the step needs it."""
-        per_gate = self.recurrent_dropout > 0
-        count = self._gates if per_gate else 1
+        count = self._gates if self.implementation == 1 else 1
         ctx = {"dp": None, "rec": None}
         if training and 0 < self.dropout < 1:
             ctx["dp"] = self._draw((batch, self.kernel.shape[0]), self.dropout, count)
@@ -161,6 +165,7 @@ class _Cell(Layer):
 class SimpleRNNCell(_Cell):
     def __init__(self, units, activation="tanh", **kwargs):
         kwargs.pop("recurrent_activation", None)
+        kwargs.pop("implementation", None)
         super().__init__(units, activation=activation, **kwargs)
 
     def _step(self, xz, states, ctx):
@@ -248,6 +253,11 @@ def _split_kwargs(kwargs):
     return cell, kwargs
 
 
+_CELL_SETTINGS = frozenset({
+    "units", "activation", "recurrent_activation", "use_bias", "dropout", "recurrent_dropout", "unit_forget_bias",
+    "reset_after", "implementation", "kernel_initializer", "recurrent_initializer", "bias_initializer", "seed"})
+
+
 class RNN(Layer):
     """The time loop around a cell (`SimpleRNNCell`, `LSTMCell`, `GRUCell`).
 
@@ -275,9 +285,7 @@ class RNN(Layer):
 
     def __getattr__(self, name):
         # Keras exposes the cell's settings on the layer (lstm.units, lstm.dropout, ...)
-        if name in ("units", "activation", "recurrent_activation", "use_bias", "dropout", "recurrent_dropout",
-                    "unit_forget_bias", "reset_after", "kernel_initializer", "recurrent_initializer",
-                    "bias_initializer", "seed"):
+        if name in _CELL_SETTINGS:
             cell = self.__dict__.get("cell")
             if cell is not None:
                 return getattr(cell, name)
@@ -387,6 +395,7 @@ class RNN(Layer):
                         recurrent_dropout=cell.recurrent_dropout, seed=cell.seed)
         if not isinstance(cell, SimpleRNNCell):
             cell_cfg["recurrent_activation"] = cell.recurrent_activation
+            cell_cfg["implementation"] = cell.implementation
         if isinstance(cell, LSTMCell):
             cell_cfg["unit_forget_bias"] = cell.unit_forget_bias
         if isinstance(cell, GRUCell):
@@ -420,14 +429,14 @@ class LSTM(RNN):
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal", bias_initializer="zeros",
-                 unit_forget_bias=True, dropout=0.0, recurrent_dropout=0.0, seed=None, **kwargs):
+                 unit_forget_bias=True, dropout=0.0, recurrent_dropout=0.0, seed=None, implementation=2, **kwargs):
         kwargs.pop("use_cudnn", None)
         cell_kwargs, kwargs = _split_kwargs(kwargs)
         cell = LSTMCell(units, activation=activation, recurrent_activation=recurrent_activation, use_bias=use_bias,
                         kernel_initializer=kernel_initializer, recurrent_initializer=recurrent_initializer,
                         bias_initializer=bias_initializer, unit_forget_bias=unit_forget_bias, dropout=dropout,
-                        recurrent_dropout=recurrent_dropout, seed=seed, dtype=kwargs.get("dtype"),
-                        name="lstm_cell", **cell_kwargs)
+                        recurrent_dropout=recurrent_dropout, seed=seed, implementation=implementation,
+                        dtype=kwargs.get("dtype"), name="lstm_cell", **cell_kwargs)
         super().__init__(cell, **kwargs)
 
 
@@ -437,13 +446,14 @@ class GRU(RNN):
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal", bias_initializer="zeros",
-                 dropout=0.0, recurrent_dropout=0.0, seed=None, reset_after=True, **kwargs):
+                 dropout=0.0, recurrent_dropout=0.0, seed=None, reset_after=True, implementation=2, **kwargs):
         kwargs.pop("use_cudnn", None)
         cell_kwargs, kwargs = _split_kwargs(kwargs)
         cell = GRUCell(units, activation=activation, recurrent_activation=recurrent_activation, use_bias=use_bias,
                        kernel_initializer=kernel_initializer, recurrent_initializer=recurrent_initializer,
                        bias_initializer=bias_initializer, dropout=dropout, recurrent_dropout=recurrent_dropout,
-                       seed=seed, reset_after=reset_after, dtype=kwargs.get("dtype"), name="gru_cell", **cell_kwargs)
+                       seed=seed, reset_after=reset_after, implementation=implementation, dtype=kwargs.get("dtype"),
+                       name="gru_cell", **cell_kwargs)
         super().__init__(cell, **kwargs)
 
 
