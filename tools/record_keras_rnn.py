@@ -123,6 +123,16 @@ def record_embedding(store, rng):
     store["embedding/out"] = model(ids).numpy()
     emb = model.layers[0]
     store["embedding/mask"] = emb.compute_mask(ids).numpy()
+    # the mask passes through a Bidirectional returning sequences to the next RNN
+    model = tf.keras.Sequential([tf.keras.layers.Embedding(8, D, mask_zero=True),
+                                 tf.keras.layers.Bidirectional(tf.keras.layers.GRU(UNITS, return_sequences=True)),
+                                 tf.keras.layers.SimpleRNN(UNITS)])
+    model(ids)
+    weights = [(0.5 * rng.standard_normal(w.shape)).astype(np.float32) for w in model.get_weights()]
+    model.set_weights(weights)
+    for i, w in enumerate(weights):
+        store["embedding_bidirectional/w%d" % i] = w
+    store["embedding_bidirectional/out"] = model(ids).numpy()
 
 
 def main():

@@ -83,6 +83,25 @@ def test_embedding_mask_zero_reaches_the_lstm_in_a_sequential():
     assert layers.Embedding(8, 4).compute_mask(ids) is None
 
 
+def test_the_mask_passes_through_bidirectional_to_the_next_rnn():
+    model = Sequential([layers.Embedding(8, 4, mask_zero=True),
+                        layers.Bidirectional(layers.GRU(3, return_sequences=True)), layers.SimpleRNN(3)])
+    ids = DATA["embedding/ids"]
+    model(ids)
+    model.set_weights(_arrays("embedding_bidirectional", "w"))
+    np.testing.assert_allclose(model(ids).numpy(), DATA["embedding_bidirectional/out"], rtol=1e-5, atol=2e-6)
+
+
+def test_bidirectional_takes_a_given_backward_layer():
+    bi = layers.Bidirectional(layers.LSTM(3, return_sequences=True),
+                              backward_layer=layers.GRU(2, return_sequences=True, go_backwards=True))
+    x = RNG.standard_normal((2, 4, 5)).astype(np.float32)
+    out = bi(x).numpy()
+    assert out.shape == (2, 4, 5)
+    np.testing.assert_allclose(out[:, :, 3:], bi.backward_layer(x).numpy()[:, ::-1], rtol=1e-6)
+    np.testing.assert_allclose(out[:, :, :3], bi.forward_layer(x).numpy(), rtol=1e-6)
+
+
 # --- gradients through time against float64 finite differences ----------------------------------------------
 
 GRAD_CASES = [
@@ -226,6 +245,7 @@ def test_a_tiny_lstm_learns_with_fit():
      lambda l: l(np.zeros((2, 4, 5), np.float32), initial_state=[np.zeros((2, 3))] * 2), ValueError, "4 states"),
     (lambda: layers.Bidirectional(layers.GRU(3), merge_mode="max"), None, ValueError, "merge_mode"),
     (lambda: layers.Bidirectional(layers.Dense(3)), None, ValueError, "RNN layer"),
+    (lambda: layers.Bidirectional(layers.GRU(3), backward_layer=layers.GRU(3)), None, ValueError, "go_backwards"),
     (lambda: layers.LSTM(3, stateful=True), None, NotImplementedError, "stateful"),
     (lambda: layers.LSTM(0), None, ValueError, "units"),
     (lambda: layers.GRU(3, dropout=1.5), None, ValueError, "dropout"),
