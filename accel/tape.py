@@ -525,7 +525,7 @@ def _backward(tape, nodes, flat_targets, flat_sources, flat_og):
     owned = set()
     while active:
         op, in_ids, out_ids, saved, out, attrs, in_shapes = pop()
-        if len(out_ids) == 1:
+        if len(out_ids) == 1 and not op.multi_out:  # a one-piece split still gets a list
             oid = out_ids[0]
             g = cot.get(oid) if oid in src_ids else cot.pop(oid, None)
             if g is None:

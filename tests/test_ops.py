@@ -134,6 +134,7 @@ CASES = [
     Case("stack", lambda x, y: tf.stack([x, y], 1), lambda x, y: np.stack([x, y], 1), [(2, 3), (2, 3)]),
     Case("unstack", lambda x: tf.unstack(x, axis=1)[1] * 2, lambda x: x[:, 1] * 2, [(3, 2)]),
     Case("split", lambda x: tf.split(x, [1, 3], axis=1)[1], lambda x: x[:, 1:], [(2, 4)]),
+    Case("split_one_piece", lambda x: tf.split(x, 1, axis=1)[0] * 2, lambda x: x * 2, [(2, 3)], second_order=True),
     Case("tile", lambda x: tf.tile(x, [2, 3]), lambda x: np.tile(x, (2, 3)), [(2, 2)]),
     Case("broadcast_to", lambda x: tf.broadcast_to(x, (3, 4)), lambda x: np.broadcast_to(x, (3, 4)), [(1, 4)]),
     Case("pad", lambda x: tf.pad(x, [[1, 0], [0, 2]]), lambda x: np.pad(x, ((1, 0), (0, 2))), [(2, 3)]),

@@ -76,6 +76,15 @@ def linear(x):
     return x
 
 
+def hard_sigmoid(x):
+    """relu6(x + 3) / 6, Keras 3's piecewise-linear sigmoid."""
+    return relu6(x + 3.0) / 6.0
+
+
+def hard_silu(x):
+    return x * hard_sigmoid(x)
+
+
 _BY_NAME = {
     f.__name__: f
     for f in (
@@ -93,9 +102,12 @@ _BY_NAME = {
         log_softmax,
         exponential,
         linear,
+        hard_sigmoid,
+        hard_silu,
     )
 }
 _BY_NAME["swish"] = swish
+_BY_NAME["hard_swish"] = hard_silu
 
 
 def get(identifier):

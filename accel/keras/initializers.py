@@ -147,6 +147,26 @@ class LecunUniform(VarianceScaling):
         super().__init__(1.0, "fan_in", "uniform", seed)
 
 
+class Orthogonal(Initializer):
+    """Keras 3's orthogonal initializer: Q of the QR decomposition of a normal matrix, signs fixed by diag(R)."""
+
+    def __init__(self, gain=1.0, seed=None):
+        self.gain, self.seed = gain, seed
+
+    def __call__(self, shape, dtype=None):
+        shape = tuple(int(s) for s in shape)
+        if len(shape) < 2:
+            raise ValueError("Orthogonal: the shape must have rank >= 2, got %s" % (shape,))
+        rows, cols = int(np.prod(shape[:-1])), shape[-1]
+        a = accel.random.normal((max(rows, cols), min(rows, cols)), dtype=accel.float64, seed=self.seed)
+        q, r = np.linalg.qr(np.asarray(a.numpy()))
+        q = q * np.sign(np.diag(r))
+        if rows < cols:
+            q = q.T
+        dt = accel.as_dtype("float32" if dtype is None else dtype)
+        return accel.constant((self.gain * q).reshape(shape), dtype=dt)
+
+
 _CLASSES = (
     Zeros,
     Ones,
@@ -161,6 +181,7 @@ _CLASSES = (
     HeUniform,
     LecunNormal,
     LecunUniform,
+    Orthogonal,
 )
 
 

@@ -81,3 +81,17 @@ def test_add_loss_in_a_custom_layer_is_trained_on():
     assert len(layer.losses) == 1  # each call replaces the previous call's losses
     m(x)
     assert len(layer.losses) == 1
+
+
+def test_hard_sigmoid_and_hard_silu_match_keras():
+    x = tf.constant([-4.0, -1.0, 0.0, 0.5, 2.0, 4.0])
+    # recorded from Keras 3.15.1 (TF 2.21's tf.keras.activations)
+    np.testing.assert_allclose(tf.keras.activations.get("hard_sigmoid")(x).numpy(),
+                               [0.0, 0.3333333432674408, 0.5, 0.5833333134651184, 0.8333333134651184, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(tf.keras.activations.get("hard_silu")(x).numpy(),
+                               [0.0, -0.3333333432674408, 0.0, 0.2916666567325592, 1.6666666269302368, 4.0], rtol=1e-6)
+
+
+def test_orthogonal_initializer_is_registered():
+    q = tf.keras.initializers.get("orthogonal")((4, 3)).numpy()
+    np.testing.assert_allclose(q.T @ q, np.eye(3), atol=1e-6)

@@ -15,30 +15,8 @@ from accel.keras import activations, initializers
 from accel.keras.layers.base import Layer
 
 
-class Orthogonal(initializers.Initializer):
-    """Keras 3's orthogonal initializer: Q of the QR decomposition of a normal matrix, signs fixed by diag(R)."""
-
-    def __init__(self, gain=1.0, seed=None):
-        self.gain, self.seed = gain, seed
-
-    def __call__(self, shape, dtype=None):
-        shape = tuple(int(s) for s in shape)
-        if len(shape) < 2:
-            raise ValueError("Orthogonal: the shape must have rank >= 2, got %s" % (shape,))
-        rows, cols = int(np.prod(shape[:-1])), shape[-1]
-        a = accel.random.normal((max(rows, cols), min(rows, cols)), dtype=accel.float64, seed=self.seed)
-        q, r = np.linalg.qr(np.asarray(a.numpy()))
-        q = q * np.sign(np.diag(r))
-        if rows < cols:
-            q = q.T
-        dt = accel.as_dtype("float32" if dtype is None else dtype)
-        return accel.constant((self.gain * q).reshape(shape), dtype=dt)
-
-
-def _initializer(identifier):
-    if isinstance(identifier, str) and identifier.replace("_", "").lower() == "orthogonal":
-        return Orthogonal()
-    return initializers.get(identifier)
+Orthogonal = initializers.Orthogonal
+_initializer = initializers.get
 
 
 def _rate(value, what):
