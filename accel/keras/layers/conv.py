@@ -216,6 +216,8 @@ class DepthwiseConv2D(_Conv):
     def __init__(self, kernel_size, strides=(1, 1), padding="valid", depth_multiplier=1, data_format=None,
                  dilation_rate=(1, 1), activation=None, use_bias=True, depthwise_initializer="glorot_uniform",
                  bias_initializer="zeros", **kwargs):
+        if "depthwise_regularizer" in kwargs:  # Keras's name for the penalty on this layer's `kernel`
+            kwargs["kernel_regularizer"] = kwargs.pop("depthwise_regularizer")
         self.depth_multiplier = int(depth_multiplier)
         if self.depth_multiplier <= 0:
             raise ValueError("DepthwiseConv2D: depth_multiplier must be positive, got %r" % (depth_multiplier,))
