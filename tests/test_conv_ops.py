@@ -269,3 +269,16 @@ def test_conv_ops_call_only_cupy_functions(monkeypatch):
     assert "lib.stride_tricks.as_strided" in log and "matmul" in log, sorted(log)
     problems = [name for name, kws in log.items() if _resolve(name) is None or kws and not _kw_ok(_resolve(name), kws)]
     assert not problems, problems
+
+
+def test_bench_conv_variants_agree():
+    """bench/bench_conv.py times the same step in each variant: accel's, the previous Conv2D and the NumPy floor."""
+    import sys
+
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+    from bench import bench_conv
+
+    want = bench_conv.numpy_floor()()
+    for make in (bench_conv.accel_layer, bench_conv.accel_slices):
+        for got, ref in zip(make()(), want):
+            np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-3, atol=1e-3)
