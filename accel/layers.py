@@ -1,18 +1,7 @@
-"""`accel.layers`: the short name of `accel.keras.layers`."""
+"""`accel.layers`: the short name of `accel.keras.layers` (the same module)."""
 
-from accel.keras.layers import (  # noqa: F401
-    Activation,
-    BatchNormalization,
-    Conv2D,
-    Convolution2D,
-    Dense,
-    Dropout,
-    Embedding,
-    Flatten,
-    Input,
-    Layer,
-    LayerNormalization,
-    MaxPool2D,
-    MaxPooling2D,
-    Reshape,
-)
+import sys
+
+from accel.keras import layers as _layers
+
+sys.modules[__name__] = _layers
