@@ -59,28 +59,21 @@ def _float_dtype(dtype, fn):
 
 
 def normal(shape, mean=0.0, stddev=1.0, dtype=np.float32, seed=None, name=None):
-    dt = _float_dtype(dtype, "normal")
-    z = _rng(seed).standard_normal(_shape(shape, "normal"), dtype=np.float32 if dt == np.float16 else dt)
-    return Tensor((z * stddev + mean).astype(dt, copy=False))
+    return Generator._normal(_rng(seed), shape, mean, stddev, dtype, "normal")
 
 
 def uniform(shape, minval=0, maxval=None, dtype=np.float32, seed=None, name=None):
-    dt = as_dtype(dtype).dtype
-    g = _rng(seed)
-    if dt.kind in "iu":
-        if maxval is None:
-            raise ValueError("random.uniform: maxval is required for integer dtypes")
-        return Tensor(g.integers(int(minval), int(maxval), size=_shape(shape, "uniform"), dtype=dt))
-    maxval = 1.0 if maxval is None else maxval
-    u = g.random(_shape(shape, "uniform"), dtype=np.float32 if dt == np.float16 else dt)
-    return Tensor((u * (maxval - minval) + minval).astype(dt, copy=False))
+    return Generator._uniform(_rng(seed), shape, minval, maxval, dtype, "uniform")
 
 
 def truncated_normal(shape, mean=0.0, stddev=1.0, dtype=np.float32, seed=None, name=None):
     """Normal samples redrawn until within two standard deviations of the mean."""
-    dt = _float_dtype(dtype, "truncated_normal")
-    shp = _shape(shape, "truncated_normal")
-    g = _rng(seed)
+    return _truncated(_rng(seed), shape, mean, stddev, dtype, "truncated_normal")
+
+
+def _truncated(g, shape, mean, stddev, dtype, fn):
+    dt = _float_dtype(dtype, fn)
+    shp = _shape(shape, fn)
     xp = backend.current_device().xp
     z = g.standard_normal(shp, dtype=np.float32 if dt == np.float16 else dt)
     bad = xp.abs(z) > 2
@@ -202,16 +195,7 @@ class Generator:
         return self._uniform(self._rng(), shape, minval, maxval, dtype, "Generator.uniform")
 
     def truncated_normal(self, shape, mean=0.0, stddev=1.0, dtype=np.float32, name=None):
-        dt = _float_dtype(dtype, "Generator.truncated_normal")
-        shp = _shape(shape, "Generator.truncated_normal")
-        g = self._rng()
-        xp = backend.current_device().xp
-        z = g.standard_normal(shp, dtype=np.float32 if dt == np.float16 else dt)
-        bad = xp.abs(z) > 2
-        while bool(bad.any()):
-            z = xp.where(bad, g.standard_normal(shp, dtype=z.dtype), z)
-            bad = xp.abs(z) > 2
-        return Tensor((z * stddev + mean).astype(dt, copy=False))
+        return _truncated(self._rng(), shape, mean, stddev, dtype, "Generator.truncated_normal")
 
     def uniform_full_int(self, shape, dtype=np.int64, name=None):
         dt = as_dtype(dtype).dtype
