@@ -328,6 +328,15 @@ class Dataset:
     def _card(self):
         raise NotImplementedError
 
+    def _slice_data(self):
+        """The arrays when every element is a row of them picked by index (so `batch` can gather rows in one
+        copy), else None. No side effects."""
+        return None
+
+    def _slice_indices(self, peek=False):
+        """The row indices of one pass, in order (only where _slice_data() is not None)."""
+        raise NotImplementedError
+
     @property
     def _cardinality(self):
         """cardinality() as a Python int (what the Keras loop reads)."""
@@ -533,6 +542,12 @@ class _TensorSliceDataset(_SourceDataset):
         for i in range(self._n):
             yield _map_structure(lambda a, i=i: a[i, ...], data)
 
+    def _slice_data(self):
+        return self._data
+
+    def _slice_indices(self, peek=False):
+        return iter(range(self._n))
+
 
 class _TensorDataset(_SourceDataset):
     def __init__(self, tensors):
@@ -684,6 +699,17 @@ class _BatchDataset(_UnaryDataset):
             return n
         return n // self._size if self._drop else -(-n // self._size)
 
+    def _gather(self, data, indices):
+        while True:
+            rows = np.fromiter(itertools.islice(indices, self._size), dtype=np.int64)
+            if not len(rows) or (self._drop and len(rows) < self._size):
+                return
+            if rows[-1] - rows[0] == len(rows) - 1 and (len(rows) < 3 or np.all(np.diff(rows) == 1)):
+                sel = slice(int(rows[0]), int(rows[-1]) + 1)  # in order: one contiguous copy
+                yield _map_structure(lambda a, sel=sel: a[sel].copy(), data)
+            else:
+                yield _map_structure(lambda a, rows=rows: a[rows], data)
+
     def _stack(self, elements):
         flat = [_flatten(e) for e in elements]
         out = []
@@ -698,6 +724,10 @@ class _BatchDataset(_UnaryDataset):
         return _pack_like(elements[0], out)
 
     def _iter(self, peek=False):
+        data = self._input._slice_data()
+        if data is not None:
+            yield from self._gather(data, self._input._slice_indices(peek))
+            return
         buf = []
         for element in self._input._iter(peek):
             buf.append(element)
@@ -751,17 +781,13 @@ class _ShuffleDataset(_UnaryDataset):
         self._reshuffle = reshuffle
         self._epochs = itertools.count()
 
-    def _iter(self, peek=False):
-        if peek:
-            yield from self._input._iter(peek)
-            return
+    def _shuffled(self, source):
         epoch = next(self._epochs) if self._reshuffle else 0
         rng = np.random.default_rng(np.random.SeedSequence([self._seed, epoch]))
         size = self._buffer_size
         if size == UNKNOWN_CARDINALITY:  # TF: the whole dataset
             n = self._input._card()
             size = n if n > 0 else 1 << 62
-        source = self._input._iter()
         buf = list(itertools.islice(source, size))
         draws, k = rng.random(1024), 0
         while buf:
@@ -777,6 +803,19 @@ class _ShuffleDataset(_UnaryDataset):
             else:
                 buf[j] = nxt
             yield element
+
+    def _iter(self, peek=False):
+        if peek:
+            return self._input._iter(peek)
+        return self._shuffled(self._input._iter())
+
+    def _slice_data(self):
+        return self._input._slice_data()
+
+    def _slice_indices(self, peek=False):
+        if peek:
+            return self._input._slice_indices(peek)
+        return self._shuffled(self._input._slice_indices())
 
 
 _END_MARK = object()
@@ -852,11 +891,21 @@ class _RepeatDataset(_UnaryDataset):
             return 0
         return n if n < 0 else n * self._count
 
+    # each over elements (_iter) or, where the input is rows of arrays, over row indices (_slice_indices)
     def _iter(self, peek=False):
+        return self._passes(self._input._iter, peek)
+
+    def _slice_data(self):
+        return self._input._slice_data()
+
+    def _slice_indices(self, peek=False):
+        return self._passes(self._input._slice_indices, peek)
+
+    def _passes(self, stream, peek):
         passes = itertools.count() if self._count < 0 else range(self._count)
         for _ in passes:
             empty = True
-            for element in self._input._iter(peek):
+            for element in stream(peek):
                 empty = False
                 yield element
             if empty:
@@ -877,10 +926,19 @@ class _TakeDataset(_UnaryDataset):
         return n if self._count < 0 else min(n, self._count)
 
     def _iter(self, peek=False):
+        return self._first(self._input._iter, peek)
+
+    def _slice_data(self):
+        return self._input._slice_data()
+
+    def _slice_indices(self, peek=False):
+        return self._first(self._input._slice_indices, peek)
+
+    def _first(self, stream, peek):
         if self._count < 0:
-            yield from self._input._iter(peek)
+            yield from stream(peek)
         elif self._count > 0:
-            gen = self._input._iter(peek)
+            gen = stream(peek)
             try:
                 yield from itertools.islice(gen, self._count)
             finally:
@@ -899,9 +957,18 @@ class _SkipDataset(_UnaryDataset):
         return 0 if self._count < 0 else max(0, n - self._count)
 
     def _iter(self, peek=False):
+        return self._rest(self._input._iter, peek)
+
+    def _slice_data(self):
+        return self._input._slice_data()
+
+    def _slice_indices(self, peek=False):
+        return self._rest(self._input._slice_indices, peek)
+
+    def _rest(self, stream, peek):
         if self._count < 0:
             return
-        yield from itertools.islice(self._input._iter(peek), self._count, None)
+        yield from itertools.islice(stream(peek), self._count, None)
 
 
 class _PrefetchDataset(_UnaryDataset):
