@@ -254,7 +254,6 @@ class Iterator:
     """What `iter(dataset)` returns: yields accel Tensors on the device that was current at `iter()`."""
 
     def __init__(self, dataset, target):
-        self._element_spec = dataset.element_spec if isinstance(dataset, _PrefetchDataset) else None
         self._dataset = dataset
         self._target = None if target is None or target.kind == "cpu" else target
         if isinstance(dataset, _PrefetchDataset) and dataset._depth > 0:
