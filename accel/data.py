@@ -603,14 +603,14 @@ class _GeneratorDataset(Dataset):
                             "output_signature %r: got %r" % (sig, value))
 
         def leaf(spec, v):
-            want = spec.dtype.dtype
-            if isinstance(v, Tensor) or backend.is_cupy_array(v) or isinstance(v, np.ndarray):
-                a = _host_leaf(v, "from_generator")
-            else:
-                a = _host_leaf(v, "from_generator")
-                if a.dtype != want and (a.dtype.kind != "f" or want.kind in "fc") and want.kind != "b":
-                    a = np.asarray(v, dtype=want)
-            if a.dtype != want or not spec.shape.is_compatible_with(a.shape):
+            if isinstance(v, Tensor) or backend.is_cupy_array(v):
+                v = _host_leaf(v, "from_generator")
+            try:  # TF converts with NumPy to the signature's dtype (1.5 -> int64 gives 1)
+                a = np.asarray(v, dtype=spec.dtype.dtype)
+            except (TypeError, ValueError) as e:
+                raise TypeError("from_generator: the generator yielded an element that could not be converted to "
+                                "%s: %r (%s)" % (spec.dtype.name, v, e)) from None
+            if not spec.shape.is_compatible_with(a.shape):
                 raise TypeError("from_generator: the generator yielded an element that does not match "
                                 "output_signature: %r where %r was expected" % (_leaf_spec(a), spec))
             return a
@@ -740,8 +740,12 @@ class _BatchDataset(_UnaryDataset):
 class _UnbatchDataset(_UnaryDataset):
     def __init__(self, input_dataset):
         super().__init__(input_dataset)
-        if any(len(s.shape) == 0 for s in _flatten(input_dataset.element_spec)):
+        specs = _flatten(input_dataset.element_spec)
+        if any(len(s.shape) == 0 for s in specs):
             raise ValueError("unbatch: Cannot unbatch an input with scalar components (element_spec %r)"
+                             % (input_dataset.element_spec,))
+        if len({s.shape[0] for s in specs} - {None}) > 1:
+            raise ValueError("unbatch: the components must have a matching leading dimension, got element_spec %r"
                              % (input_dataset.element_spec,))
 
     def _element_spec(self):
@@ -861,8 +865,7 @@ class _FilterDataset(_UnaryDataset):
         self._predicate = predicate
 
     def _card(self):
-        n = self._input._card()
-        return n if n == 0 else UNKNOWN_CARDINALITY
+        return UNKNOWN_CARDINALITY
 
     def _iter(self, peek=False):
         for element in self._input._iter(peek):
