@@ -11,6 +11,7 @@ thread, which also copies the batches to the GPU when that is the current device
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import queue
@@ -172,6 +173,20 @@ def _card_tensor(n):
     return Tensor(np.asarray(n, dtype=np.int64))
 
 
+@contextlib.contextmanager
+def _host_pipeline():
+    """Where pipeline steps run, as in TF: on the CPU, and never recorded by the caller's GradientTapes."""
+    from accel import tape as tape_module  # noqa: PLC0415
+
+    state = tape_module._state
+    saved, state.tapes = state.tapes, []
+    try:
+        with backend.device("cpu"):
+            yield
+    finally:
+        state.tapes = saved
+
+
 # --- prefetching -------------------------------------------------------------------------------
 
 _ITEM, _END, _ERR = 0, 1, 2
@@ -190,7 +205,7 @@ def _put(q, stop, item):
 def _produce(make_gen, q, stop, target):
     gen = None
     try:
-        with backend.device("cpu"):
+        with _host_pipeline():
             gen = make_gen()
             for element in gen:
                 if target is not None:
@@ -274,7 +289,7 @@ class Iterator:
         if self._prefetcher is not None:
             element = next(self._prefetcher)
         else:
-            with backend.device("cpu"):
+            with _host_pipeline():
                 element = next(self._gen)
             if self._target is not None:
                 element = _map_structure(lambda a: backend.to_device(a, self._target), element)
@@ -577,7 +592,7 @@ class _GeneratorDataset(Dataset):
             self._spec = signature
 
     def _element_spec(self):
-        with backend.device("cpu"):
+        with _host_pipeline():
             gen = self._iter(peek=True)
             try:
                 first = next(gen, _END_MARK)
@@ -835,7 +850,7 @@ class _MapDataset(_UnaryDataset):
     def _element_spec(self):
         # no tracing in eager accel: the spec comes from fn on the first element, with a batch dimension the input
         # leaves unknown (None) left unknown in the outputs too
-        with backend.device("cpu"):
+        with _host_pipeline():
             gen = self._input._iter(peek=True)
             try:
                 first = next(gen, _END_MARK)
