@@ -97,7 +97,11 @@ class CallbackList:
         if name not in _HOOKS:
             raise AttributeError(name)
 
+        arity = 2 if ("batch" in name or "epoch" in name) else 1
+
         def call(*args):
+            if len(args) < arity:  # Keras always hands `logs` over ({} where there are none)
+                args = args + ({},)
             for c in self.callbacks:
                 getattr(c, name)(*args)
 

@@ -75,6 +75,56 @@ class _Batches:
             yield tuple(None if d is None else _map(lambda t, rows=rows: t[rows], d) for d in data)
 
 
+class _DatasetBatches:
+    """The (x, y, sample_weight) batches of an accel.data.Dataset (already batched by the user): `steps` of
+    them per epoch, or all. For training (`persistent`) one iterator runs on across epochs, as Keras does."""
+
+    def __init__(self, dataset, steps=None, what="fit", persistent=False):
+        card = dataset._cardinality
+        if steps is None and card < 0:
+            raise ValueError("%s: the dataset is %s; pass steps_per_epoch (or steps) to say how many batches make "
+                             "an epoch" % (what, "infinite" if card == -1 else "of unknown length"))
+        self.dataset = dataset
+        self.steps = int(steps) if steps is not None else card
+        self._fixed = steps is not None
+        self._persistent = persistent
+        self._it = None
+        self.exhausted = False
+
+    def epoch(self, rng=None):
+        if not self._fixed:
+            for element in self.dataset:
+                yield unpack_x_y_sample_weight(element)
+            return
+        if self._it is None or not self._persistent:
+            self._it = iter(self.dataset)
+        for _ in range(self.steps):
+            element = next(self._it, None)
+            if element is None:
+                self.exhausted = True
+                import warnings  # noqa: PLC0415
+
+                warnings.warn("Your input ran out of data; interrupting training. Make sure the dataset can "
+                              "generate at least steps_per_epoch * epochs batches (use .repeat()).", stacklevel=3)
+                return
+            yield unpack_x_y_sample_weight(element)
+
+
+def _batches_of(x, y, sample_weight, batch_size, steps, what):
+    """_Batches for arrays, _DatasetBatches for an accel.data.Dataset (which must bring its own y)."""
+    from accel.data import Dataset  # noqa: PLC0415
+
+    if isinstance(x, Dataset):
+        if y is not None or sample_weight is not None:
+            raise ValueError("%s: the `y` and `sample_weight` arguments are not supported when x is a dataset "
+                             "(it yields (x, y) or (x, y, sample_weight) batches)" % what)
+        if batch_size is not None:
+            raise ValueError("%s: do not pass batch_size with a dataset: it is batched already (use "
+                             "dataset.batch(n))" % what)
+        return _DatasetBatches(x, steps, what, persistent=what == "fit")
+    return _Batches(x, y, sample_weight, batch_size or 32)
+
+
 def _split_validation(data, validation_split):
     """Keras's split: the last `validation_split` fraction of the samples, taken before shuffling."""
     arrays = [_map(_to_tensor, d) if d is not None else None for d in data]
@@ -256,24 +306,34 @@ class Trainer:
     # --- loops ---------------------------------------------------------------------------------
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
             validation_split=0.0, validation_data=None, shuffle=True, sample_weight=None, initial_epoch=0,
-            validation_batch_size=None, validation_freq=1):
-        """Trains for `epochs` epochs on NumPy arrays or accel tensors; returns the `History`.
+            steps_per_epoch=None, validation_steps=None, validation_batch_size=None, validation_freq=1):
+        """Trains for `epochs` epochs on NumPy arrays, accel tensors or an accel.data.Dataset of (x, y[, w])
+        batches; returns the `History`.
 
         History keys: "loss", one per metric, and "val_loss", "val_<metric>" with validation data.
-        Shuffling draws from accel's global random stream: `accel.random.set_seed` makes it repeat.
+        Shuffling draws from accel's global random stream: `accel.random.set_seed` makes it repeat (a dataset
+        is used in its own order: shuffle it with dataset.shuffle).
         """
+        from accel.data import Dataset  # noqa: PLC0415
+
         self._assert_compiled("fit")
-        if y is None:
-            raise ValueError("fit: pass the targets y (datasets and generators are not supported)")
-        batch_size = batch_size or 32
+        is_dataset = isinstance(x, Dataset)
+        if y is None and not is_dataset:
+            raise ValueError("fit: pass the targets y, or an accel.data.Dataset of (x, y) batches as x")
         if validation_data is None and validation_split:
+            if is_dataset:
+                raise ValueError("fit: validation_split is only supported for arrays and tensors, not datasets; "
+                                 "pass validation_data")
             train_data, validation_data = _split_validation((x, y, sample_weight), validation_split)
             x, y, sample_weight = train_data
-        train = _Batches(x, y, sample_weight, batch_size)
+        train = _batches_of(x, y, sample_weight, batch_size, steps_per_epoch, "fit")
         val = None
         if validation_data is not None:
-            vx, vy, vw = _unpack_validation_data(validation_data)
-            val = _Batches(vx, vy, vw, validation_batch_size or batch_size)
+            if isinstance(validation_data, Dataset):
+                val = _DatasetBatches(validation_data, validation_steps, "fit (validation_data)")
+            else:
+                vx, vy, vw = _unpack_validation_data(validation_data)
+                val = _Batches(vx, vy, vw, validation_batch_size or batch_size or 32)
 
         verbose = _resolve_verbose(verbose)
         cbs = callbacks_module.CallbackList(callbacks, add_history=True, add_progbar=verbose != 0, model=self,
@@ -287,11 +347,19 @@ class Trainer:
         for epoch in range(initial_epoch, epochs):
             self.reset_metrics()
             cbs.on_epoch_begin(epoch)
+            ran = False
             for step, batch in enumerate(train.epoch(rng)):
+                ran = True
                 cbs.on_train_batch_begin(step)
                 logs = _pythonify(self.train_step(_pack(*batch)))
                 cbs.on_train_batch_end(step, logs)
                 if self.stop_training:  # a callback (TerminateOnNaN) may stop within the epoch, as in Keras
+                    break
+            if logs is None:
+                raise ValueError("fit: the training data produced no batches")
+            if getattr(train, "exhausted", False):
+                self.stop_training = True
+                if not ran:
                     break
             logs = dict(logs)
             if val is not None and (epoch + 1) % validation_freq == 0:
@@ -320,19 +388,20 @@ class Trainer:
         values = list(logs.values())  # "loss" first, then the metrics in compile order
         return values[0] if len(values) == 1 else values
 
-    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, callbacks=None,
-                 return_dict=False):
-        """The loss and metrics over the data: a float, a list [loss, *metrics], or a dict."""
+    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
+                 callbacks=None, return_dict=False):
+        """The loss and metrics over the data (arrays or a Dataset): a float, a list [loss, *metrics], or a dict."""
         self._assert_compiled("evaluate")
-        batches = _Batches(x, y, sample_weight, batch_size or 32)
+        batches = _batches_of(x, y, sample_weight, batch_size, steps, "evaluate")
         verbose = _resolve_verbose(verbose)
         cbs = callbacks_module.CallbackList(callbacks, add_progbar=verbose != 0, model=self, verbose=verbose,
                                             epochs=1, steps=batches.steps)
         return self._flatten_logs(self._run_test(batches, cbs), return_dict)
 
-    def predict(self, x, batch_size=None, verbose="auto", callbacks=None):
-        """The model's outputs over `x`, batch by batch, as NumPy (a list or dict for several outputs)."""
-        batches = _Batches(x, batch_size=batch_size or 32)
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
+        """The model's outputs over `x` (arrays, or a Dataset of x or (x, ...) batches), batch by batch, as NumPy
+        (a list or dict for several outputs)."""
+        batches = _batches_of(x, None, None, batch_size, steps, "predict")
         verbose = _resolve_verbose(verbose)
         cbs = callbacks_module.CallbackList(callbacks, add_progbar=verbose != 0, model=self, verbose=verbose,
                                             epochs=1, steps=batches.steps)
