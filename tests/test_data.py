@@ -165,3 +165,96 @@ def test_bad_input(case):
 def test_plain_helper_matches_recorder():
     assert _plain((np.int64(1), {"a": np.float32(2)})) == [{"dtype": "int64", "value": 1},
                                                            {"a": {"dtype": "float32", "value": 2.0}}]
+
+
+# --- batch's row-gather path, tapes, TF 2.21 literals, the GPU copy (second helper's additions) -----------------
+
+GATHER_PIPELINES = [
+    ("batch", lambda d: d.batch(4)),
+    ("batch drop", lambda d: d.batch(4, drop_remainder=True)),
+    ("shuffle batch", lambda d: d.shuffle(5, seed=3).batch(4)),
+    ("shuffle repeat batch", lambda d: d.shuffle(50, seed=3).repeat(2).batch(5)),
+    ("repeat shuffle take skip", lambda d: d.repeat(3).shuffle(7, seed=1).take(30).skip(3).batch(6, True)),
+    ("skip all", lambda d: d.skip(-1).batch(3)),
+    ("take none", lambda d: d.take(0).batch(3)),
+]
+
+
+@pytest.mark.parametrize("pipeline", [p[1] for p in GATHER_PIPELINES], ids=[p[0] for p in GATHER_PIPELINES])
+def test_batch_gathering_rows_matches_batching_elements(pipeline):
+    # an identity map hides the arrays from batch, which then stacks element by element
+    X23, Y23 = np.arange(46, dtype=np.float32).reshape(23, 2), np.arange(23)
+    fast = pipeline(D.from_tensor_slices((X23, Y23)))
+    slow = pipeline(D.from_tensor_slices((X23, Y23)).map(lambda x, y: (x, y)))
+    for _ in range(2):  # the second pass reshuffles, the same way on both paths
+        a, b = [_plain(e) for e in fast.as_numpy_iterator()], [_plain(e) for e in slow.as_numpy_iterator()]
+        assert a == b
+    assert len(a) == int(fast.cardinality())
+
+
+def test_pipeline_runs_outside_gradient_tapes():
+    v = tf.Variable(2.0)
+    ds = D.from_tensor_slices(np.arange(4.0, dtype=np.float32)).map(lambda x: x * v).batch(2)
+    with tf.GradientTape() as tape:
+        total = tf.add_n([tf.reduce_sum(b) for b in ds]) * v
+    assert float(tape.gradient(total, v)) == 12.0  # TF 2.21: 12.0 (the map is not differentiated)
+
+
+# outputs of TF 2.21 for the same calls, taken live with .venv-bench
+TF_LITERALS = [
+    ("filter of empty is unknown", lambda: int(D.range(0).filter(lambda x: x > 0).cardinality()), -2),
+    ("enumerate keeps cardinality", lambda: int(D.range(4).enumerate().cardinality()), 4),
+    ("zip with infinite", lambda: int(D.zip(D.range(3).repeat(), D.range(5)).cardinality()), 5),
+    ("concatenate unknown", lambda: int(D.range(3).filter(lambda x: x > 0).concatenate(D.range(2)).cardinality()),
+     -2),
+    ("take 0 of infinite", lambda: int(D.range(7).repeat().take(0).cardinality()), 0),
+    ("generator converts to the signature", lambda: [int(v) for v in D.from_generator(
+        lambda: iter([1.5]), output_signature=tf.TensorSpec((), tf.int64)).as_numpy_iterator()], [1]),
+    ("generator tuple", lambda: [(int(a), float(b)) for a, b in D.from_generator(
+        lambda: iter([(1, 2.0), (3, 4.0)]), output_signature=(tf.TensorSpec((), tf.int64),
+                                                              tf.TensorSpec((), tf.float32))).as_numpy_iterator()],
+     [(1, 2.0), (3, 4.0)]),
+    ("partial pass is not cached", lambda: (lambda d: ([int(x) for x, _ in zip(d, range(2))], [int(x) for x in d]))(
+        D.range(4).cache()), ([0, 1], [0, 1, 2, 3])),
+    ("reshuffle_each_iteration=False repeats", lambda: (lambda d: [int(x) for x in d] == [int(x) for x in d])(
+        D.range(20).shuffle(20, seed=1, reshuffle_each_iteration=False)), True),
+    ("shuffle().repeat() reshuffles", lambda: (lambda v: v[:20] == v[20:])(
+        [int(x) for x in D.range(20).shuffle(20, seed=1).repeat(2)]), False),
+    ("map returning a list gives a tuple", lambda: type(D.range(3).map(lambda x: [x, x * 2]).element_spec), tuple),
+    ("batched map keeps the batch dim unknown",
+     lambda: D.range(3).batch(2).map(lambda x: tf.reshape(x, [-1, 1])).element_spec, tf.TensorSpec([None, 1],
+                                                                                                    tf.int64)),
+]
+
+
+@pytest.mark.parametrize("case", TF_LITERALS, ids=[c[0] for c in TF_LITERALS])
+def test_matches_tensorflow_literal(case):
+    _, fn, want = case
+    assert fn() == want
+
+
+def test_unbatch_rejects_mismatched_static_first_dimensions():
+    with pytest.raises(ValueError, match="matching leading dimension"):  # TF 2.21: ValueError at unbatch()
+        D.from_tensors((np.zeros((2, 1)), np.zeros(3))).unbatch()
+
+
+def test_batches_are_copied_to_the_current_gpu_by_the_prefetch_thread(monkeypatch):
+    from accel import backend
+
+    moved = []
+
+    def fake_to_device(a, dev):  # no GPU here: record who copies where, keep the NumPy array
+        moved.append((threading.current_thread().name, dev.kind))
+        return a
+
+    monkeypatch.setattr(backend, "to_device", fake_to_device)
+    monkeypatch.setattr(backend, "current_device", lambda: backend.Device("gpu", 0))
+    ds = D.from_tensor_slices((X, Y)).batch(4)
+    assert len(list(ds.prefetch(2))) == 3
+    assert set(moved) == {("accel-data-prefetch", "gpu")} and len(moved) == 6  # two components, three batches
+    moved.clear()
+    assert len(list(ds)) == 3  # without prefetch the iterating thread copies
+    assert set(moved) == {(threading.current_thread().name, "gpu")}
+    moved.clear()
+    list(ds.prefetch(2).as_numpy_iterator())  # NumPy output stays on the host
+    assert moved == []
