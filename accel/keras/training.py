@@ -98,14 +98,20 @@ class _DatasetBatches:
             return
         if self._it is None or not self._persistent:
             self._it = iter(self.dataset)
-        for _ in range(self.steps):
+        for step in range(self.steps):
             element = next(self._it, None)
+            if element is None and step == 0 and self.dataset._cardinality > 0:
+                self._it = iter(self.dataset)  # a dataset of known length starts over (Keras's EpochIterator)
+                element = next(self._it, None)
             if element is None:
-                self.exhausted = True
                 import warnings  # noqa: PLC0415
 
                 warnings.warn("Your input ran out of data; interrupting training. Make sure the dataset can "
                               "generate at least steps_per_epoch * epochs batches (use .repeat()).", stacklevel=3)
+                if self.dataset._cardinality > 0:
+                    self._it = None  # this epoch ends short; the next one starts a fresh pass, as in Keras
+                else:
+                    self.exhausted = True  # of unknown length: nothing more to train on
                 return
             yield unpack_x_y_sample_weight(element)
 
@@ -118,9 +124,7 @@ def _batches_of(x, y, sample_weight, batch_size, steps, what):
         if y is not None or sample_weight is not None:
             raise ValueError("%s: the `y` and `sample_weight` arguments are not supported when x is a dataset "
                              "(it yields (x, y) or (x, y, sample_weight) batches)" % what)
-        if batch_size is not None:
-            raise ValueError("%s: do not pass batch_size with a dataset: it is batched already (use "
-                             "dataset.batch(n))" % what)
+        # batch_size is ignored with a dataset (it is batched already), as in Keras 3
         return _DatasetBatches(x, steps, what, persistent=what == "fit")
     return _Batches(x, y, sample_weight, batch_size or 32)
 

@@ -48,17 +48,36 @@ def test_steps_per_epoch_runs_one_iterator_across_epochs():
     assert len(hist.history["loss"]) == 3 and seen == [0, 1] * 3
 
 
-def test_running_out_of_data_warns_and_stops():
+def test_running_out_of_data_warns_and_starts_over_when_the_length_is_known():
+    # Keras 3.15.1 (checked live): a 5-batch dataset, epochs=4, steps_per_epoch=2 gives 4 epochs (the third
+    # ends after one step, the fourth starts a fresh pass)
     m = _model()
-    ds = tf.data.Dataset.from_tensor_slices((X, Y)).batch(32)  # 2 batches in all
+    seen = []
+    cb = tf.keras.callbacks.LambdaCallback(on_train_batch_begin=lambda batch, logs: seen.append(batch))
+    ds = tf.data.Dataset.from_tensor_slices((X[:40], Y[:40])).batch(8)
+    with pytest.warns(UserWarning, match="ran out of data"):
+        hist = m.fit(ds, epochs=4, steps_per_epoch=2, verbose=0, callbacks=[cb])
+    assert len(hist.history["loss"]) == 4 and seen == [0, 1, 0, 1, 0, 0, 1]
+
+
+def test_running_out_of_data_of_unknown_length_stops():
+    m = _model()
+    ds = tf.data.Dataset.from_tensor_slices((X, Y)).batch(32).filter(lambda x, y: True)  # 2 batches, length unknown
     with pytest.warns(UserWarning, match="ran out of data"):
         hist = m.fit(ds, epochs=5, steps_per_epoch=1, verbose=0)
     assert len(hist.history["loss"]) == 2
 
 
+def test_batch_size_is_ignored_with_a_dataset_as_in_keras():
+    a, b = _model(), _model()
+    ds = tf.data.Dataset.from_tensor_slices((X, Y)).batch(16)
+    ha = a.fit(ds, epochs=1, verbose=0)
+    hb = b.fit(ds, batch_size=4, epochs=1, verbose=0)
+    assert ha.history == hb.history
+
+
 @pytest.mark.parametrize("call, match", [
     (lambda m, ds: m.fit(ds, Y, verbose=0), "not supported when x is a dataset"),
-    (lambda m, ds: m.fit(ds, batch_size=8, verbose=0), "batched already"),
     (lambda m, ds: m.fit(ds, validation_split=0.2, verbose=0), "validation_split"),
     (lambda m, ds: m.fit(ds.repeat(), epochs=1, verbose=0), "infinite"),
     (lambda m, ds: m.evaluate(ds.filter(lambda x, y: True), verbose=0), "unknown length"),
