@@ -72,6 +72,9 @@ def plot_history(history, path):
 def run(epochs, out_dir, learning_rate, batch_size, min_accuracy):
     x_train, x_test, y_train, y_test = load_data()
     accel.random.set_seed(SEED)  # weights and shuffling repeat from run to run
+    # the checkpoint check below wants bit-identical results: every op takes the same path from the first
+    # step (fused mode "auto" otherwise switches to the CPU twins whenever numba has loaded in the background)
+    accel.config.experimental.enable_op_determinism()
     model = build_model(learning_rate)
     device = accel.backend.current_device().short_name
     print("accel demo: MLP 64-%s-10, Adam(lr=%g), batch %d, on scikit-learn digits: %d train "
