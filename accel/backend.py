@@ -268,26 +268,40 @@ if _fused_mode not in _FUSED_MODES:
     raise ValueError("ACCEL_FUSED must be one of %s, got %r" % (_FUSED_MODES, _fused_mode))
 
 
+class _FusedOverride(threading.local):
+    mode = None  # this thread's `with fused(...)` mode, or None for the process default
+
+
+_fused_override = _FusedOverride()
+
+
 def fused_mode() -> str:
-    return _fused_mode
+    return _fused_override.mode or _fused_mode
+
+
+def _check_fused_mode(mode):
+    if mode not in _FUSED_MODES:
+        raise ValueError("fused mode must be one of %s, got %r" % (_FUSED_MODES, mode))
 
 
 def set_fused_mode(mode: str) -> None:
+    """Sets the process-wide default (threads inside a `with fused(...)` block keep theirs)."""
     global _fused_mode
-    if mode not in _FUSED_MODES:
-        raise ValueError("fused mode must be one of %s, got %r" % (_FUSED_MODES, mode))
+    _check_fused_mode(mode)
     _fused_mode = mode
 
 
 @contextlib.contextmanager
 def fused(mode: str):
-    """Temporarily sets the fused-kernel switch: `with accel.config.fused("never"): ...`."""
-    old = _fused_mode
-    set_fused_mode(mode)
+    """Sets the fused-kernel switch for this thread inside the block, like a tape or a device scope:
+    `with accel.config.fused("never"): ...` leaves other threads' runs alone."""
+    _check_fused_mode(mode)
+    old = _fused_override.mode
+    _fused_override.mode = mode
     try:
         yield
     finally:
-        set_fused_mode(old)
+        _fused_override.mode = old
 
 
 # --- op determinism (TensorFlow's tf.config.experimental.enable_op_determinism) -----------

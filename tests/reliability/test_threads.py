@@ -204,3 +204,30 @@ def test_many_threads_independent_gradients():
         t.join(120)
     for k in range(n):
         np.testing.assert_array_equal(results[k], np.full(5, 3.0 * (k + 1) ** 2))
+
+
+def test_fused_mode_blocks_are_per_thread():
+    """`with accel.config.fused(...)` in one thread leaves another thread's mode alone (as tapes do)."""
+    from accel import backend
+
+    seen = {}
+    inside = threading.Event()
+    checked = threading.Event()
+
+    def other():
+        inside.wait(10)
+        seen["other"] = backend.fused_mode()
+        checked.set()
+
+    default = backend.fused_mode()
+    t = threading.Thread(target=other)
+    t.start()
+    with tf.config.fused("never" if default != "never" else "always"):
+        seen["mine"] = backend.fused_mode()
+        inside.set()
+        checked.wait(10)
+    t.join(10)
+    assert seen["other"] == default and seen["mine"] != default and backend.fused_mode() == default
+    with pytest.raises(ValueError, match="fused mode"):
+        with tf.config.fused("sometimes"):
+            pass
