@@ -34,6 +34,11 @@ def to_snake_case(name):
     return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
+# --- functional API and serialization hooks: set by accel/keras/functional.py and serialization.py ---
+symbolic_hook = None  # (layer, inputs, args, kwargs) -> outputs, or NotImplemented for a call on real tensors
+# --- end hooks ---
+
+
 class _CallContext(threading.local):
     training = None  # the `training` value of the innermost layer call in progress
 
@@ -206,6 +211,12 @@ class Layer(Module):
         raise NotImplementedError("Layer %s (%s) has no call() method" % (self.name, type(self).__name__))
 
     def __call__(self, inputs, *args, **kwargs):
+        # --- functional API: a call on KerasTensors records a graph node (accel/keras/functional.py) ---
+        if symbolic_hook is not None:
+            out = symbolic_hook(self, inputs, args, kwargs)
+            if out is not NotImplemented:
+                return out
+        # --- end functional API ---
         # masks: as Keras 3, a single-tensor call gets the mask attached to its input
         previous_mask = kwargs.get("mask")
         if previous_mask is None:
@@ -413,6 +424,21 @@ class Layer(Module):
                     v._trainable = False
                 layer._frozen += now
             layer._trainable = value
+
+    # --- configs: accel/keras/serialization.py ---
+    def get_config(self):
+        """The constructor arguments as JSON-able values, as Keras's `get_config()`."""
+        from accel.keras import serialization  # noqa: PLC0415
+
+        return serialization.layer_config(self)
+
+    @classmethod
+    def from_config(cls, config):
+        from accel.keras import serialization  # noqa: PLC0415
+
+        return serialization.layer_from_config(cls, config)
+
+    # --- end configs ---
 
     def count_params(self):
         if not self.built:

@@ -9,23 +9,16 @@ from accel.keras import activations, initializers
 from accel.keras.layers.base import Layer
 
 
-class Input:
-    """The shape (and dtype) of a model's input, without data: `Sequential([Input(shape=(784,)), ...])`.
+# --- functional API: Input is accel/keras/functional.py's (a symbolic KerasTensor, also Sequential's first item)
+def Input(shape=None, batch_size=None, dtype=None, sparse=None, batch_shape=None, name=None, tensor=None,
+          optional=False):
+    """A symbolic input with `shape` (without the batch axis): feed it to layers, then to `Model(inputs, outputs)`,
+    or put it first in a `Sequential`. `.shape` includes the batch axis (None unless `batch_size` is given)."""
+    from accel.keras import functional  # noqa: PLC0415 (functional imports this package)
 
-    `shape` excludes the batch axis; `.shape` includes it (None unless `batch_size` is given).
-    """
-
-    def __init__(self, shape=None, batch_size=None, dtype=None, name=None, batch_shape=None):
-        if (shape is None) == (batch_shape is None):
-            raise ValueError("Input: give exactly one of `shape` and `batch_shape`")
-        if batch_shape is None:
-            batch_shape = (batch_size,) + tuple(shape)
-        self.shape = tuple(None if d is None else int(d) for d in batch_shape)
-        self.dtype = accel.as_dtype("float32" if dtype is None else dtype).name
-        self.name = name
-
-    def __repr__(self):
-        return "<Input shape=%s, dtype=%s>" % (self.shape, self.dtype)
+    return functional.Input(shape=shape, batch_size=batch_size, dtype=dtype, sparse=sparse, batch_shape=batch_shape,
+                            name=name, tensor=tensor, optional=optional)
+# --- end functional API
 
 
 def _check_last_axis(layer, inputs, expected):
