@@ -229,12 +229,40 @@ def keras_weight_tree(obj):
     return out
 
 
+class _Slot:
+    """One dataset of Keras's layout: a Variable, stored with `file_shape` (which may differ from the variable's
+    by axes of size 1), or a constant accel does not keep (`var` None: written as `value`, skipped on load)."""
+
+    def __init__(self, var=None, file_shape=None, value=None):
+        self.var = var
+        self.value = value
+        if file_shape is None:
+            file_shape = var.shape if var is not None else np.shape(value)
+        self.shape = tuple(file_shape)
+        self.dtype = var.dtype.dtype if var is not None else np.asarray(value).dtype
+        self.name = var.name.split("/")[-1].split(":")[0] if var is not None else "count"
+
+    def numpy(self):
+        return np.asarray(self.var.numpy() if self.var is not None else self.value).reshape(self.shape)
+
+    def assign(self, a):
+        if self.var is not None:
+            self.var.assign(np.asarray(a).reshape(tuple(self.var.shape)))
+
+
 def _keras_vars(layer):
-    if type(layer).__name__ == "Normalization" and getattr(layer, "input_mean", None) is not None:
-        return []  # Keras keeps statistics given as arguments in the config, not in variables
     if getattr(layer, "_is_op", False):
         return []
-    return [v for _, v in layer._own_variables()]
+    variables = [v for _, v in layer._own_variables()]
+    if type(layer).__name__ == "Normalization" and type(layer).__module__.startswith("accel."):
+        if getattr(layer, "input_mean", None) is not None:
+            return []  # Keras keeps statistics given as arguments in the config, not in variables
+        if not variables:
+            return []
+        # Keras: mean and variance over the kept axes only, then an int64 sample count accel does not keep
+        keep = getattr(layer, "_keep", [])
+        return [_Slot(v, tuple(v.shape[a] for a in keep)) for v in variables] + [_Slot(value=np.int64(0))]
+    return [_Slot(v) for v in variables]
 
 
 def _write_h5(target, layer):
@@ -244,7 +272,7 @@ def _write_h5(target, layer):
             g = h.require_group(path)
             for i, v in enumerate(variables):
                 ds = g.create_dataset(str(i), data=np.ascontiguousarray(v.numpy()))
-                ds.attrs["name"] = v.name.split("/")[-1].split(":")[0]
+                ds.attrs["name"] = v.name
 
 
 def _get_safe(h5py, root, path):
@@ -286,7 +314,7 @@ def _read_h5(h, where, layer, skip_mismatch):
                 problems.append("%s: external or virtual datasets are not read" % full)
                 continue
             if tuple(ds.shape) != tuple(v.shape):
-                message = "%s: file has shape %s, %s has %s" % (full, tuple(ds.shape), v.name, tuple(v.shape))
+                message = "%s: file has shape %s, weight %s has %s" % (full, tuple(ds.shape), v.name, v.shape)
                 if skip_mismatch:
                     warnings.warn("skipping " + message, stacklevel=3)
                     continue
@@ -306,7 +334,7 @@ def _read_h5(h, where, layer, skip_mismatch):
         a = ds[()]
         if bf16:
             a = (np.frombuffer(a.tobytes(), np.uint16).astype(np.uint32) << 16).view(np.float32).reshape(ds.shape)
-        pairs.append((v, np.asarray(a).astype(v.dtype.dtype, copy=False)))
+        pairs.append((v, np.asarray(a).astype(v.dtype, copy=False)))
     return pairs
 
 

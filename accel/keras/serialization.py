@@ -429,6 +429,7 @@ def _deserialize(entry):
     build = entry.get("build_config")
     if isinstance(obj, Layer) and not obj.built and isinstance(build, dict) and build.get("input_shape") is not None:
         obj.build(_shape(build["input_shape"]))
+        obj.built = True
     return obj
 
 
@@ -617,7 +618,8 @@ def _node_call(node, tensors):
         if not isinstance(args, list) or not isinstance(kwargs, dict) or not args:
             raise ValueError("a node needs 'args' (a non-empty list) and 'kwargs' (an object), got %r"
                              % (_short(node),))
-        return [sub(a) for a in args], {k: sub(v) for k, v in kwargs.items()}
+        # Keras records `mask=None` on every call of a layer whose call() takes a mask
+        return [sub(a) for a in args], {k: sub(v) for k, v in kwargs.items() if not (k == "mask" and v is None)}
     if isinstance(node, list):  # Keras 2: [[name, node, tensor, kwargs], ...]
         ins = [tensors[(r[0], int(r[1]), int(r[2]))] for r in node]
         kwargs = node[0][3] if node and len(node[0]) > 3 and isinstance(node[0][3], dict) else {}
