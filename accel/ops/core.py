@@ -325,6 +325,37 @@ class ArrayNS:
     def dtype(self, x):
         return x.dtype
 
+    # linear algebra for the rules in accel/ops/linalg.py (the array code lives there)
+    def solve(self, a, b, adjoint=False):
+        from accel.ops import linalg  # noqa: PLC0415
+
+        return linalg.solve_array(self.xp, a, b, adjoint)
+
+    def triangular_solve(self, a, b, lower=True, adjoint=False):
+        from accel.ops import linalg  # noqa: PLC0415
+
+        return linalg.triangular_solve_array(self.xp, a, b, lower, adjoint)
+
+    def inv(self, a, adjoint=False):
+        from accel.ops import linalg  # noqa: PLC0415
+
+        return linalg.inv_array(self.xp, a, adjoint)
+
+    def band_part(self, x, num_lower, num_upper):
+        from accel.ops import linalg  # noqa: PLC0415
+
+        return linalg.band_part_array(self.xp, x, num_lower, num_upper)
+
+    def matrix_diag(self, d, k=0, num_rows=-1, num_cols=-1):
+        from accel.ops import linalg  # noqa: PLC0415
+
+        return linalg.diag_array(self.xp, d, k, num_rows, num_cols)
+
+    def matrix_diag_part(self, x, k=0):
+        from accel.ops import linalg  # noqa: PLC0415
+
+        return linalg.diag_part_array(self.xp, x, k)
+
 
 def erf_array(xp, x):
     if xp is np or isinstance(x, np.ndarray):

@@ -163,6 +163,31 @@ class TensorNS:
     def dtype(x):
         return x._data.dtype
 
+    # linear algebra for the rules in accel/ops/linalg.py, as differentiable ops
+    @staticmethod
+    def solve(a, b, adjoint=False):
+        return linalg.solve(a, b, adjoint)
+
+    @staticmethod
+    def triangular_solve(a, b, lower=True, adjoint=False):
+        return linalg.triangular_solve(a, b, lower, adjoint)
+
+    @staticmethod
+    def inv(a, adjoint=False):
+        return linalg.inv(a, adjoint)
+
+    @staticmethod
+    def band_part(x, num_lower, num_upper):
+        return linalg.band_part(x, num_lower, num_upper)
+
+    @staticmethod
+    def matrix_diag(d, k=0, num_rows=-1, num_cols=-1):
+        return linalg.diag(d, k=k, num_rows=num_rows, num_cols=num_cols)
+
+    @staticmethod
+    def matrix_diag_part(x, k=0):
+        return linalg.diag_part(x, k)
+
     @staticmethod
     def sum_to(g, shape):
         shape = tuple(shape)
