@@ -227,11 +227,11 @@ def solve_array(xp, a, b, adjoint=False):
     return out
 
 
-_SUBSTITUTION_MAX_N = 32  # up to this size, row-by-row substitution over the whole batch beats a per-matrix loop
+_SUBSTITUTION_MAX_N = 32  # on the CPU up to this size, row-by-row substitution over the whole batch beats a loop
 
 
 def triangular_solve_array(xp, a, b, lower=True, adjoint=False):
-    """Solves a x = b (or a^H x = b) reading only a's lower (or upper) triangle; batch dimensions broadcast.
+    """Solves a x = b (or a^T x = b) reading only a's lower (or upper) triangle; batch dimensions broadcast.
     A zero on the diagonal gives inf/NaN, as in TF (no error)."""
     batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     a = xp.broadcast_to(a, batch + a.shape[-2:])
@@ -240,29 +240,28 @@ def triangular_solve_array(xp, a, b, lower=True, adjoint=False):
         a = _mT(xp, a)
         lower = not lower
     n = a.shape[-1]
+    if b.size == 0:
+        return xp.zeros(b.shape, b.dtype)
+    if xp is not np:
+        try:  # cuBLAS trsm, batched (CuPy >= 13); it divides by a zero pivot like TF
+            return backend.cupyx().scipy.linalg.solve_triangular(a, b, lower=lower)
+        except ValueError:
+            return _substitute(xp, a, b, lower)
     if n > _SUBSTITUTION_MAX_N:
-        solver = _triangular_solver(xp)
-        if solver is not None:
-            fa = a.reshape((-1, n, n))
-            fb = b.reshape((-1,) + b.shape[-2:])
-            out = xp.empty(fb.shape, b.dtype)
-            for i in range(fa.shape[0]):
-                try:
-                    out[i] = solver(fa[i], fb[i], lower=lower)
-                except _LinAlgError:  # SciPy refuses an exactly singular matrix; TF divides by zero
-                    out[i] = _substitute(xp, fa[i], fb[i], lower)
-            return out.reshape(b.shape)
-    return _substitute(xp, a, b, lower)
-
-
-def _triangular_solver(xp):
-    if xp is np:
         try:
             from scipy.linalg import solve_triangular  # noqa: PLC0415
         except ImportError:
-            return None
-        return lambda a, b, lower: solve_triangular(a, b, lower=lower, check_finite=False)
-    return backend.cupyx().scipy.linalg.solve_triangular
+            return _substitute(xp, a, b, lower)
+        fa = a.reshape((-1, n, n))
+        fb = b.reshape((-1,) + b.shape[-2:])
+        out = np.empty(fb.shape, b.dtype)
+        for i in range(fa.shape[0]):
+            try:
+                out[i] = solve_triangular(fa[i], fb[i], lower=lower, check_finite=False)
+            except _LinAlgError:  # SciPy refuses an exactly singular matrix; TF divides by zero
+                out[i] = _substitute(xp, fa[i], fb[i], lower)
+        return out.reshape(b.shape)
+    return _substitute(xp, a, b, lower)
 
 
 def _substitute(xp, a, b, lower):
