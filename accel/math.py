@@ -9,6 +9,9 @@ from accel.ops.api import (  # noqa: F401
     squared_difference, subtract, tan, tanh, top_k, truediv)
 from accel.ops.elementwise import inv  # noqa: F401
 from accel.ops.nn import l2_normalize  # noqa: F401
+from accel.ops.api import add_n  # noqa: F401
+from accel.ops.scatter import cumprod, segment_sum, unsorted_segment_sum  # noqa: F401
+
 
 def divide_no_nan(x, y, name=None):
     """x / y, and 0 where y == 0 (with a finite gradient)."""

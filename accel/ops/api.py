@@ -22,3 +22,6 @@ from accel.ops.shape import (  # noqa: F401
     squeeze, stack, tile, transpose, unstack)
 from accel.ops.clipping import clip_by_global_norm, clip_by_norm, global_norm  # noqa: F401
 from accel.ops.sorting import add_n, argsort, sort  # noqa: F401, E402
+from accel.ops.scatter import (  # noqa: F401, E402
+    meshgrid, scatter_nd, slice, strided_slice, tensor_scatter_nd_add, tensor_scatter_nd_max, tensor_scatter_nd_min,
+    tensor_scatter_nd_sub, tensor_scatter_nd_update)
