@@ -290,3 +290,14 @@ def test_diagonal_and_band_ops_take_integers_like_tensorflow(f, want):
 def test_band_part_takes_integer_tensors():
     got = tf.linalg.band_part(tf.ones((2, 2)), tf.constant(0), tf.constant(-1))
     np.testing.assert_array_equal(got.numpy(), [[1.0, 1.0], [0.0, 1.0]])
+
+
+def test_result_tuples_are_named_like_tensorflows():
+    x = tf.constant([[2.0, 1.0], [1.0, 3.0]])
+    q, r = tf.linalg.qr(x)
+    res = tf.linalg.qr(x)
+    assert res._fields == ("q", "r") and res.q is res[0] and res.r is res[1]
+    np.testing.assert_allclose((res.q @ res.r).numpy(), x.numpy(), rtol=1e-6)
+    ld = tf.linalg.slogdet(x)
+    assert ld._fields == ("sign", "log_abs_determinant")
+    np.testing.assert_allclose([float(ld.sign), float(ld.log_abs_determinant)], [1.0, np.log(5.0)], rtol=1e-6)

@@ -3,6 +3,8 @@ cholesky, eigh), solves, inverse, determinants, diagonals and bands, each with i
 
 from __future__ import annotations
 
+import collections
+
 import numpy as np
 
 from accel import backend
@@ -145,6 +147,8 @@ def einsum(equation, *inputs, **kwargs):
 # et al. 2020 for qr; Townsend 2016 for svd), with real dtypes only: accel has no complex dtypes.
 
 _LinAlgError = np.linalg.LinAlgError  # CuPy raises NumPy's class too
+Qr = collections.namedtuple("Qr", ["q", "r"])
+LogMatrixDeterminant = collections.namedtuple("LogMatrixDeterminant", ["sign", "log_abs_determinant"])
 _F32_F64 = (np.dtype(np.float32), np.dtype(np.float64))
 _WITH_F16 = (np.dtype(np.float16),) + _F32_F64
 
@@ -475,7 +479,7 @@ REGISTRY["log_matrix_determinant"] = _slogdet
 def slogdet(input, name=None):  # noqa: A002
     """tf.linalg.slogdet: (sign, log_abs_determinant) of each square matrix; a singular one gives (0, -inf)."""
     x = _check_matrix(convert(input), "slogdet")
-    return apply(_slogdet, (x,))
+    return LogMatrixDeterminant(*apply(_slogdet, (x,)))
 
 
 def _cholesky_fwd(xp, a):
@@ -526,8 +530,11 @@ def logdet(matrix, name=None):
 
 
 def _eigh_fwd(xp, a):
-    e, v = xp.linalg.eigh(a)
-    if _any(xp, xp.isnan(v)):
+    try:
+        e, v = xp.linalg.eigh(a)
+    except _LinAlgError:
+        v = None
+    if v is None or _any(xp, xp.isnan(v)):
         raise InvalidArgumentError(None, None, "eigh: Self-adjoint eigen decomposition was not successful. The "
                                    "input might not be valid (NaN in the lower triangle of a matrix)")
     return e, v
@@ -676,7 +683,7 @@ def qr(input, full_matrices=False, name=None):  # noqa: A002
     """tf.linalg.qr: (q, r) with input = q r, q [..., M, P] orthonormal columns and r [..., P, N] upper
     triangular, P = min(M, N) (P = M with full_matrices=True). Signs follow LAPACK (Householder)."""
     x = _check_matrix(convert(input), "qr", square=False, dtypes=_WITH_F16)
-    return apply(_qr, (x,), {"full_matrices": bool(full_matrices)})
+    return Qr(*apply(_qr, (x,), {"full_matrices": bool(full_matrices)}))
 
 
 # --- diagonals and bands (any dtype, like TF) ---
@@ -720,7 +727,7 @@ _diag_part.defvjp(lambda F, g, out, x, k, shape: F.matrix_diag(g, k, shape[0], s
 REGISTRY["matrix_diag_part"] = _diag_part
 
 
-def diag_part(input, k=0, padding_value=0, align="RIGHT_LEFT", name=None):  # noqa: A002
+def diag_part(input, name="diag_part", k=0, padding_value=0, align="RIGHT_LEFT"):  # noqa: A002
     """tf.linalg.diag_part: diagonal k of each matrix ([..., M, N] -> [..., len]); one diagonal only (a (lo, hi)
     band of diagonals is not supported)."""
     x = convert(input)

@@ -186,7 +186,7 @@ class TensorNS:
 
     @staticmethod
     def matrix_diag_part(x, k=0):
-        return linalg.diag_part(x, k)
+        return linalg.diag_part(x, k=k)
 
     @staticmethod
     def sum_to(g, shape):
