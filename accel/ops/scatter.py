@@ -264,9 +264,9 @@ def _minmax_updates_rule(F, g, out, tensor, flat, updates, shape, k, upd_shape):
 _pass_tensor = (lambda F, g, out, tensor, flat, updates, shape, k, upd_shape: g)  # noqa: E731
 
 _tsu = _op("tensor_scatter_nd_update", _tsu_fwd, _tsu_tensor_rule, None, _updates_rule)
-_tsa = _op("tensor_scatter_nd_add", _tsa_fwd, _pass_tensor, None, _updates_rule, save_inputs=False)
+_tsa = _op("tensor_scatter_nd_add", _tsa_fwd, _pass_tensor, None, _updates_rule)
 _tss = _op("tensor_scatter_nd_sub", lambda xp, *a, **kw: _tsa_fwd(xp, *a, **kw, sign=-1),
-           _pass_tensor, None, _tss_updates_rule, save_inputs=False)
+           _pass_tensor, None, _tss_updates_rule)
 _tsmin = _op("tensor_scatter_nd_min", _minmax_fwd("minimum"), _minmax_tensor_rule, None, _minmax_updates_rule,
              save_out=True)
 _tsmax = _op("tensor_scatter_nd_max", _minmax_fwd("maximum"), _minmax_tensor_rule, None, _minmax_updates_rule,
