@@ -98,6 +98,8 @@ CASES += [
     C("strided_default_strides", "strided_slice", X234, [0, 1], [1, 3]),
     C("strided_rev_all", "strided_slice", rand(5), [-1], [-6], [-2]),
     C("strided_empty", "strided_slice", rand(5), [3], [1], [1]),
+    C("strided_shrink_ignores_begin_mask", "strided_slice", X234, [-1], [0], [2], begin_mask=1, end_mask=1,
+      shrink_axis_mask=1),
 ]
 for ex in (False, True):
     for rv in (False, True):
@@ -197,6 +199,25 @@ BAD += [
     C("add_n_empty", "math.add_n", [], names=["add_n"]),
 ]
 
+X345 = f32(np.arange(60).reshape(3, 4, 5))
+
+
+def random_strided_slices(n):
+    """Random begin/end/strides and masks on a 3x4x5 tensor: cases TF accepts, and the ones it refuses."""
+    good, bad = [], []
+    for i in range(n):
+        k = int(RNG.integers(1, 5))
+        kw = {m: (int(RNG.integers(0, 1 << k)) if RNG.random() < 0.4 else 0) for m in
+              ("begin_mask", "end_mask", "ellipsis_mask", "new_axis_mask", "shrink_axis_mask")}
+        args = (X345, RNG.integers(-6, 6, k).tolist(), RNG.integers(-6, 6, k).tolist(),
+                [int(v) for v in RNG.choice([-2, -1, 1, 2, 3], k)])
+        try:
+            tf.strided_slice(*[tf.constant(a["array"]) if isinstance(a, dict) else a for a in args], **kw)
+            good.append(C("strided_random_%d" % i, "strided_slice", *args, **kw))
+        except tf.errors.InvalidArgumentError:
+            bad.append(C("strided_random_%d" % i, "strided_slice", *args, names=[], **kw))
+    return good, bad
+
 
 def resolve(module, dotted):
     for part in dotted.split("."):
@@ -204,11 +225,16 @@ def resolve(module, dotted):
     return module
 
 
+SEEN = {}  # (dtype, shape, bytes) -> the key an equal input array is stored under
+
+
 def materialize(spec, store, key, make):
-    """Replaces {"array": ndarray} leaves with make(array) and records the array under key."""
+    """Replaces {"array": ndarray} leaves with make(array) and records the array under key (once per value)."""
     if isinstance(spec, dict) and "array" in spec:
-        store[key] = spec["array"]
-        return make(spec["array"]), {"array": key}
+        a = spec["array"]
+        key = SEEN.setdefault((a.dtype.str, a.shape, a.tobytes()), key)
+        store[key] = a
+        return make(a), {"array": key}
     if isinstance(spec, list):
         pairs = [materialize(s, store, "%s.%d" % (key, i), make) for i, s in enumerate(spec)]
         return [p[0] for p in pairs], [p[1] for p in pairs]
@@ -226,6 +252,9 @@ def tensor_leaves(args):
 
 
 def main():
+    good, bad = random_strided_slices(120)
+    CASES.extend(good)
+    BAD.extend(bad)
     out = {}
     table = {"cases": [], "bad": []}
     for case in CASES:

@@ -525,7 +525,7 @@ def strided_slice(input_, begin, end, strides=None, begin_mask=0, end_mask=0, el
             if st[i] < 0:
                 raise InvalidArgumentError(None, None, "strided_slice: only stride 1 is allowed on an axis that "
                                            "shrink_axis_mask removes (strides[%d] = %d)" % (i, st[i]))
-            at = 0 if begin_mask & bit[i] else b[i]
+            at = b[i]  # TF ignores begin_mask on a shrunk axis
             if not -shape[dim] <= at < shape[dim]:
                 raise InvalidArgumentError(None, None, "strided_slice: slice index %d of dimension %d out of bounds "
                                            "(size %d)" % (at, dim, shape[dim]))
