@@ -81,6 +81,7 @@ CASES += [
     C("meshgrid_2d_arg", "meshgrid", rand(2, 2), rand(3)),
     C("meshgrid_empty_arg", "meshgrid", rand(0), rand(3)),
     C("meshgrid_int", "meshgrid", i32([1, 2, 3]), i32([4, 5])),
+    C("meshgrid_no_args", "meshgrid"),
     C("slice_basic", "slice", X234, [0, 1, 1], [2, -1, 2]),
     C("slice_all_minus1", "slice", X234, [1, 0, 3], [-1, -1, -1]),
     C("slice_size0", "slice", X234, [0, 3, 1], [2, 0, 2]),
