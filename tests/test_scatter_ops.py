@@ -10,7 +10,7 @@ import pytest
 
 import accel
 from accel.errors import InvalidArgumentError
-from gradcheck import check_grads
+from tests.gradcheck import check_grads
 
 DATA = np.load(os.path.join(os.path.dirname(__file__), "data", "tf_scatter.npz"))
 TABLE = json.loads(str(DATA["table"]))
