@@ -73,7 +73,7 @@ def test_matches_tf(case, device):
 
 
 # add_n sums with `+`, so a dtype mismatch is reported by "add:" (accel/ops/sorting.py checks only shapes)
-KNOWN_GAPS = {"add_n_dtypes": "add_n's dtype error names 'add', not 'add_n'"}
+KNOWN_GAPS = {}  # bad-input rows where accel is known to differ from TF (none now)
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.xfail(reason=KNOWN_GAPS[c["name"]], strict=True))

@@ -51,6 +51,9 @@ def add_n(inputs, name=None):
         raise InvalidArgumentError(None, None, "add_n: inputs is empty")
     shape = tuple(ts[0]._data.shape)
     for i, t in enumerate(ts):
+        if t._data.dtype != ts[0]._data.dtype:
+            raise InvalidArgumentError(None, None, "add_n: input %d has dtype %s, input 0 has %s"
+                                       % (i, t._data.dtype, ts[0]._data.dtype))
         if tuple(t._data.shape) != shape:
             raise InvalidArgumentError(None, None, "add_n: input %d has shape %s, input 0 has %s"
                                        % (i, tuple(t._data.shape), shape))

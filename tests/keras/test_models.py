@@ -149,11 +149,6 @@ def test_nested_models_and_freezing_a_submodel():
     assert len(outer.non_trainable_weights) == 2
 
 
-def test_functional_model_is_not_supported():
-    with pytest.raises(NotImplementedError, match="functional"):
-        Model(Input(shape=(3,)), None)
-
-
 def test_summary_table():
     model = Sequential(
         [
