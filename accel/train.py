@@ -19,7 +19,6 @@ import io
 import json
 import math
 import os
-import secrets
 import time
 import warnings
 import weakref
@@ -30,6 +29,7 @@ import numpy as np
 from accel import backend, errors
 from accel import module as _module
 from accel.dtypes import int64
+from accel.files import write_atomically
 from accel.module import Module, _flatten_value
 from accel.optimizers.base import Optimizer
 from accel.variables import Variable
@@ -118,36 +118,6 @@ def _data_file(prefix):
     return os.fspath(prefix) + SUFFIX
 
 
-def _fsync_dir(directory):
-    if os.name == "posix":  # makes the rename itself durable
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _write_atomic(path, write):
-    """Calls write(binary file) on a temporary file beside `path`, then renames it to `path`."""
-    path = os.path.abspath(path)
-    directory, base = os.path.split(path)
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, ".%s.%s.tmp" % (base, secrets.token_hex(6)))
-    # mode 0o666 lets the umask decide the permissions, as for any new file
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(directory)
-
-
 def _write_member(zf, name, array):
     with zf.open(name, "w", force_zip64=True) as member:
         np.lib.format.write_array(member, array, allow_pickle=False)
@@ -164,7 +134,7 @@ def _write_checkpoint(path, arrays):
             for entry, a in zip(index["values"], arrays.values()):
                 _write_member(zf, entry["member"], a)
 
-    _write_atomic(path, write)
+    write_atomically(path, write)
 
 
 def _check_entry(entry, members):
@@ -565,7 +535,7 @@ def _write_state(directory, latest, paths, timestamps=(), last_preserved=0.0):
         "all_model_checkpoint_timestamps": list(timestamps),
         "last_preserved_timestamp": last_preserved,
     }
-    _write_atomic(os.path.join(directory, _STATE_FILE), lambda f: f.write(json.dumps(state, indent=1).encode()))
+    write_atomically(os.path.join(directory, _STATE_FILE), lambda f: f.write(json.dumps(state, indent=1).encode()))
 
 
 def get_checkpoint_state(checkpoint_dir, latest_filename=None):

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import io
 import os
-import secrets
 import zipfile
 
 import numpy as np
+
+from accel.files import replace_atomically, write_atomically
 
 
 def weight_paths(layer):
@@ -41,41 +42,24 @@ def save_weights(layer, filepath, overwrite=True):
         if not layer.built:
             raise ValueError("save_weights: %s is not built yet, so it has no weights; call it on data first"
                              % layer.name)
-        _atomic(path, lambda f: _write_h5(f, layer))
+        replace_atomically(path, lambda f: _write_h5(f, layer))
         return
     if not layer.built:
         raise ValueError(
             "save_weights: %s is not built yet, so it has no weights; call it on data first" % layer.name
         )
     arrays = {path: np.ascontiguousarray(v.numpy()) for path, v in weight_paths(layer).items()}
-    _write_atomic(os.path.abspath(os.fspath(filepath)), arrays)
+    _write_npz(filepath, arrays)
 
 
-def _write_atomic(path, arrays):
-    directory, base = os.path.split(path)
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, ".%s.%s.tmp" % (base, secrets.token_hex(6)))
-    # os.open with mode 0o666 lets the umask decide the permissions, as for any new file
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-                for key, a in arrays.items():
-                    with zf.open(key + ".npy", "w", force_zip64=True) as member:
-                        np.lib.format.write_array(member, a, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    if os.name == "posix":  # make the rename itself durable
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+def _write_npz(path, arrays):
+    def write(f):
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for key, a in arrays.items():
+                with zf.open(key + ".npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, a, allow_pickle=False)
+
+    write_atomically(path, write)
 
 
 def _read_npy(f, size, member):
@@ -183,28 +167,6 @@ def _kind(path, what, loading=False):
         raise ValueError("%s: %s: Keras 3 weight files must end in .weights.h5 (legacy Keras 2 .h5 files are not "
                          "supported)" % (what, path))
     return "npz"
-
-
-def _atomic(path, write):
-    """Runs write(tmp_path) for a temp file next to `path`, then renames it over `path`."""
-    directory, base = os.path.split(path)
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, ".%s.%s.tmp" % (base, secrets.token_hex(6)))
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    if os.name == "posix":
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
 
 
 def keras_weight_tree(obj):
@@ -470,7 +432,7 @@ def save_model(model, filepath, overwrite=True):
             zf.writestr("config.json", json_text)
             zf.writestr("model.weights.h5", buffer.getvalue())
 
-    _atomic(path, write)
+    replace_atomically(path, write)
 
 
 def _version():
