@@ -13,24 +13,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tests.keras.keras_layer_cases import adapt_data, cases  # noqa: E402
+from tests.keras.keras_layer_cases import adapt_data, cases, run_case  # noqa: E402
 
 out = {}
 for name, (make, inputs, weights) in cases(tf.keras).items():
-    layer = make()
-    xs = [tf.constant(x) for x in inputs]
-    arg = xs if len(xs) > 1 else xs[0]
-    layer(arg)
-    if weights is not None:
-        layer.set_weights(weights)
-    with tf.GradientTape() as tape:
-        tape.watch(xs)
-        y = layer(arg)
-        r = tf.constant(np.random.default_rng(9).standard_normal(y.shape).astype(np.float32))
-        proj = tf.reduce_sum(y * r)
-    out[name + "/out"] = y.numpy()
-    for i, g in enumerate(tape.gradient(proj, xs)):
-        out["%s/grad%d" % (name, i)] = g.numpy()
+    out[name + "/out"], grads = run_case(tf, make, inputs, weights)
+    for i, g in enumerate(grads):
+        out["%s/grad%d" % (name, i)] = g
 norm = tf.keras.layers.Normalization()
 norm.adapt(adapt_data())
 out["adapt/mean"] = np.asarray(norm.mean)

@@ -47,3 +47,19 @@ def cases(keras):
 
 def adapt_data():
     return np.random.default_rng(5).standard_normal((50, 3)).astype(np.float32) * [1.0, 3.0, 0.5] + [0.0, 2.0, -1.0]
+
+
+def run_case(tf, make, inputs, weights):
+    """(output, input gradients of a fixed random projection) of one case, on either framework."""
+    layer = make()
+    xs = [tf.constant(x) for x in inputs]
+    arg = xs if len(xs) > 1 else xs[0]
+    layer(arg)
+    if weights is not None:
+        layer.set_weights(weights)
+    with tf.GradientTape() as tape:
+        tape.watch(xs)
+        y = layer(arg)
+        r = tf.constant(np.random.default_rng(9).standard_normal(tuple(y.shape)).astype(np.float32))
+        proj = tf.reduce_sum(y * r)
+    return y.numpy(), [g.numpy() for g in tape.gradient(proj, xs)]

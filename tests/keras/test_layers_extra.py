@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import accel as tf
-from tests.keras.keras_layer_cases import adapt_data, cases
+from tests.keras.keras_layer_cases import adapt_data, cases, run_case
 
 REC = np.load(os.path.join(os.path.dirname(__file__), "..", "data", "keras_layers.npz"))
 CASES = cases(tf.keras)
@@ -15,21 +15,10 @@ CASES = cases(tf.keras)
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_matches_keras(name, device):
-    make, inputs, weights = CASES[name]
-    layer = make()
-    xs = [tf.constant(x) for x in inputs]
-    arg = xs if len(xs) > 1 else xs[0]
-    layer(arg)
-    if weights is not None:
-        layer.set_weights(weights)
-    with tf.GradientTape() as tape:
-        tape.watch(xs)
-        y = layer(arg)
-        r = tf.constant(np.random.default_rng(9).standard_normal(tuple(y.shape)).astype(np.float32))
-        proj = tf.reduce_sum(y * r)
-    np.testing.assert_allclose(y.numpy(), REC[name + "/out"], rtol=1e-5, atol=1e-6)
-    for i, g in enumerate(tape.gradient(proj, xs)):
-        np.testing.assert_allclose(g.numpy(), REC["%s/grad%d" % (name, i)], rtol=1e-5, atol=1e-6,
+    y, grads = run_case(tf, *CASES[name])
+    np.testing.assert_allclose(y, REC[name + "/out"], rtol=1e-5, atol=1e-6)
+    for i, g in enumerate(grads):
+        np.testing.assert_allclose(g, REC["%s/grad%d" % (name, i)], rtol=1e-5, atol=1e-6,
                                    err_msg="gradient of input %d" % i)
 
 
