@@ -16,6 +16,7 @@ import numpy as np
 
 import accel
 from accel import module as _module
+from accel import tape as _tape
 from accel.keras import initializers, regularizers
 from accel.module import Module, name_scope
 
@@ -93,11 +94,8 @@ def _shapes(x):
 
 
 def _leaves(x):
-    if isinstance(x, (list, tuple)):
-        return [t for v in x for t in _leaves(v)]
-    if isinstance(x, dict):
-        return [t for v in x.values() for t in _leaves(v)]
-    return [x] if isinstance(x, accel.Tensor) else []
+    """The tensors in a structure of tensors and other values."""
+    return [t for t in _tape._flatten(x) if isinstance(t, accel.Tensor)]
 
 
 def _walk(path, value):
