@@ -45,26 +45,51 @@ def cut(opname, inputs, out):
 _NUMPY = np  # the xp for host arrays (tests swap in a recording proxy to check CuPy's namespace)
 
 
+_SAVES = {"inputs": (True, False), "out": (False, True), "inputs+out": (True, True), "none": (False, False)}
+_DTYPE_POLICIES = {"any": None, "float": "f", "bool": "b"}
+
+
 class Op:
-    """An op: its forward on arrays, one gradient rule per input (None: no gradient)."""
+    """An op as data: its forward on arrays, one gradient rule per input (None: no gradient), what
+    the rules read (`save`), the input dtypes it takes, whether it is elementwise (the kernel
+    generator and accel.function read that), and an optional fused backward hook."""
 
-    __slots__ = ("name", "forward", "rules", "save_inputs", "save_out", "multi_out", "fused", "fused_small")
+    __slots__ = ("name", "forward", "rules", "save_inputs", "save_out", "multi_out", "fused", "fused_small",
+                 "elementwise", "dtypes")
 
-    def __init__(self, name, forward, save_inputs=True, save_out=False, multi_out=False):
+    def __init__(self, name, forward, save="inputs", multi_out=False, elementwise=False, dtypes="any",
+                 fused=None, fused_small=False, save_inputs=None, save_out=None):
+        if save_inputs is not None or save_out is not None:  # TRANSITION: removed once every op uses save=
+            save = {(True, False): "inputs", (False, True): "out", (True, True): "inputs+out",
+                    (False, False): "none"}[(save_inputs is not False, bool(save_out))]
+        if save not in _SAVES:
+            raise ValueError("defop(%r): save must be one of %s, got %r" % (name, ", ".join(_SAVES), save))
+        if dtypes not in _DTYPE_POLICIES:
+            raise ValueError("defop(%r): dtypes must be one of %s, got %r" % (name, ", ".join(_DTYPE_POLICIES), dtypes))
         self.name = name
         self.forward = forward
         self.rules = None
-        self.save_inputs = save_inputs
-        self.save_out = save_out
+        self.save_inputs, self.save_out = _SAVES[save]
+        self.save_out = self.save_out or multi_out
         self.multi_out = multi_out
-        self.fused = None  # optional hook for a fused backward kernel (accel/ops/fusion.py)
+        self.elementwise = elementwise
+        self.dtypes = dtypes
+        self.fused = fused  # hook for a fused backward (accel/ops/fusion.py): (xp, g, out, *inputs, **attrs)
         # True where the generic rule takes many passes, so the CPU twin wins at any size (fused mode
         # "auto" otherwise keeps host arrays under fusion.CPU_MIN_SIZE elements on NumPy)
-        self.fused_small = False
+        self.fused_small = fused_small
 
     def defvjp(self, *rules):
         self.rules = rules
         return self
+
+    def check_dtype(self, t):
+        """Raises TF's error when Tensor t's dtype is outside this op's policy."""
+        kind = _DTYPE_POLICIES[self.dtypes]
+        if kind is not None and t._data.dtype.kind != kind:
+            what = {"f": "a floating-point tensor (float16/32/64)", "b": "bool tensors"}[kind]
+            hint = "; cast it with accel.cast(x, accel.float32)" if kind == "f" else ""
+            raise InvalidArgumentError(None, None, "%s: expected %s, got %s%s" % (self.name, what, t._data.dtype, hint))
 
     def __repr__(self):
         return "Op(%s)" % self.name
@@ -73,15 +98,21 @@ class Op:
 REGISTRY: dict[str, Op] = {}
 
 
-def defop(name, save_inputs=True, save_out=False, multi_out=False):
-    """Decorator: `@defop("tanh", save_out=True) def _tanh(xp, x): return xp.tanh(x)`."""
-
-    def wrap(forward):
-        op = Op(name, forward, save_inputs, save_out, multi_out)
-        REGISTRY[name] = op
-        return op
-
-    return wrap
+def defop(name, forward=None, *rules, **options):
+    """The one way to declare an op: `defop(name, forward, *rules, save=..., ...)` registers and returns
+    the Op. forward(xp, *arrays, **attrs) -> array; rule(F, g, out, *inputs, **attrs) -> the cotangent
+    of one input (None for an input without a gradient). Options are Op's: save ("inputs", "out",
+    "inputs+out", "none": what the rules read), multi_out, elementwise, dtypes ("any", "float", "bool"),
+    fused, fused_small. Without `forward` it is a decorator: `@defop("tanh", save="out")`."""
+    if forward is None:
+        return lambda f: defop(name, f, *rules, **options)
+    if name in REGISTRY:
+        raise ValueError("defop: an op named %r is already declared" % name)
+    op = Op(name, forward, **options)
+    if rules:
+        op.defvjp(*rules)
+    REGISTRY[name] = op
+    return op
 
 
 def _xp_of_datas(datas, opname):
