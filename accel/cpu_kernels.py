@@ -12,36 +12,12 @@ Same argument order, formulas and in-place semantics as accel.fused.
 from __future__ import annotations
 
 import functools
-import math
 import os
 import threading
 
 import numpy as np
 
-# Every saved value the activation backward kernels read (see kernels/activations.cu).
-ACTIVATIONS = {
-    "relu": "x",
-    "relu6": "x",
-    "leaky_relu": "x",
-    "elu": "out",
-    "selu": "out",
-    "gelu": "x",
-    "gelu_tanh": "x",
-    "silu": "x",
-    "sigmoid": "out",
-    "tanh": "out",
-    "softplus": "x",
-}
-DEFAULT_ALPHA = {"leaky_relu": 0.2, "elu": 1.0}
-SELU_SCALE = 1.0507009873554804934193349852946
-SELU_ALPHA = 1.6732632423543772848170429916717
-_C_GELU = math.sqrt(2.0 / math.pi)
-_K_GELU = 0.044715
-
-# float64 gelu: numba's scalar libm tanh/erf lose to NumPy's SIMD ufuncs in chunks, so these take the
-# NumPy twin (bench/bench_kernels.py: 187 vs 1119 ms and 812 vs 1264 ms on 16M). float32 takes the
-# one-pass loops on accel.cpu_math instead (F32_ONE_PASS below).
-PREFER_NUMPY = {"gelu_tanh", "gelu"}
+from accel.ops import generated_loops
 
 prange = range  # replaced by numba.prange when numba loads (globals bind at compile time)
 # Serial loops by default: on 2 cores numba's OpenMP pool fought BLAS and the other process for the
@@ -174,88 +150,25 @@ def _check(fn, **arrays):
             )
 
 
-# =============================== activations ===============================
-# numba loop bodies: gx, g, s (saved), a (alpha; unused by most)
+# ====================== elementwise backward loops generated from the rules ======================
+# accel/ops/generated_loops.py (tools/gen_kernels.py): one loop per kernel and float dtype
 
 
-def _relu_nb(gx, g, s, a):
-    for i in prange(gx.size):
-        gx[i] = g[i] if s[i] > 0 else 0
+def _generated_loop(name, dtype):
+    fn = _jitted.get((name, dtype))
+    if fn is None:
+        with _load_lock:
+            if not _jitted.get("generated_bound"):
+                from accel import cpu_math  # noqa: PLC0415
 
-
-def _relu6_nb(gx, g, s, a):
-    for i in prange(gx.size):
-        gx[i] = g[i] if (s[i] > 0 and s[i] < 6) else 0
-
-
-def _leaky_relu_nb(gx, g, s, a):
-    for i in prange(gx.size):
-        gx[i] = g[i] if s[i] > 0 else g[i] * a
-
-
-def _elu_nb(gx, g, s, a):
-    for i in prange(gx.size):
-        gx[i] = g[i] if s[i] > 0 else g[i] * (s[i] + a)
-
-
-def _selu_nb(gx, g, s, a):
-    sa = SELU_SCALE * SELU_ALPHA
-    for i in prange(gx.size):
-        gx[i] = g[i] * (s[i] + sa) if s[i] < 0 else g[i] * SELU_SCALE
-
-
-def _gelu_nb(gx, g, s, a):
-    for i in prange(gx.size):
-        x = s[i]
-        gx[i] = g[i] * (
-            0.5 * (1.0 + math.erf(x * 0.7071067811865476)) + x * 0.3989422804014327 * math.exp(-0.5 * x * x)
-        )
-
-
-def _gelu_tanh_nb(gx, g, s, a):
-    for i in prange(gx.size):
-        x = s[i]
-        x2 = x * x
-        t = math.tanh(_C_GELU * (x + _K_GELU * x2 * x))
-        gx[i] = g[i] * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _C_GELU * (1.0 + 3.0 * _K_GELU * x2))
-
-
-def _silu_nb(gx, g, s, a):
-    for i in prange(gx.size):
-        x = s[i]
-        sg = 1.0 / (1.0 + math.exp(-x))
-        gx[i] = g[i] * sg * (1.0 + x * (1.0 - sg))
-
-
-def _sigmoid_nb(gx, g, s, a):
-    for i in prange(gx.size):
-        gx[i] = g[i] * s[i] * (1 - s[i])
-
-
-def _tanh_nb(gx, g, s, a):
-    for i in prange(gx.size):
-        gx[i] = g[i] * (1 - s[i] * s[i])
-
-
-def _softplus_nb(gx, g, s, a):
-    for i in prange(gx.size):
-        x = s[i]
-        e = math.exp(-abs(x))
-        gx[i] = g[i] * (1.0 / (1.0 + e) if x > 0 else e / (1.0 + e))
-
-
-_ACT_NB = {n: globals()["_%s_nb" % n] for n in ACTIVATIONS}
-
-
-# NumPy twins: f(g, s, a, out) -> out, float32 math stays float32 (NEP 50 weak scalars)
-
-
-def _erf(x):
-    try:
-        from scipy.special import erf  # noqa: PLC0415
-    except ImportError:
-        return np.vectorize(math.erf, otypes=[x.dtype])(x)
-    return erf(x)
+                m = cpu_math.build()
+                generated_loops.exp_f32, generated_loops.tanh_f32 = m.exp_f32, m.tanh_f32
+                generated_loops.erf_f32 = m.erf_f32
+                generated_loops.prange = prange
+                _jitted["generated_bound"] = True
+        suffix = "f32" if dtype == np.float32 else "f64"
+        fn = _jitted[(name, dtype)] = _jit(getattr(generated_loops, "%s_bwd_%s" % (name, suffix)))
+    return fn
 
 
 def _sigmoid_np(x, out):
@@ -263,255 +176,26 @@ def _sigmoid_np(x, out):
     return np.divide(np.where(x > 0, 1, e), 1 + e, out=out)
 
 
-def _act_np(name, g, s, a, out):
-    if name == "relu":
-        return np.multiply(g, s > 0, out=out)
-    if name == "relu6":
-        return np.multiply(g, (s > 0) & (s < 6), out=out)
-    if name == "leaky_relu":
-        t = s.dtype.type
-        return np.multiply(g, np.where(s > 0, t(1), t(a)), out=out)
-    if name == "elu":
-        return np.multiply(g, np.where(s > 0, s.dtype.type(1), s + s.dtype.type(a)), out=out)
-    if name == "selu":
-        d = np.where(s < 0, s + s.dtype.type(SELU_SCALE * SELU_ALPHA), s.dtype.type(SELU_SCALE))
-        return np.multiply(g, d, out=out)
-    if name == "gelu":
-        t = np.multiply(s, 0.7071067811865476)
-        t = _erf(t)
-        t += 1
-        t *= 0.5
-        e = np.multiply(s, s)
-        e *= -0.5
-        np.exp(e, out=e)
-        e *= s
-        e *= 0.3989422804014327
-        t += e
-        return np.multiply(g, t, out=out)
-    if name == "gelu_tanh":
-        x2 = np.multiply(s, s)
-        t = np.multiply(x2, _K_GELU)
-        t *= s
-        t += s
-        t *= _C_GELU
-        np.tanh(t, out=t)
-        d = np.multiply(t, t)  # t^2
-        np.subtract(1, d, out=d)  # 1 - t^2
-        d *= s
-        d *= 0.5 * _C_GELU
-        x2 *= 3 * _K_GELU
-        x2 += 1
-        d *= x2
-        t += 1
-        t *= 0.5
-        d += t
-        return np.multiply(g, d, out=out)
-    if name == "silu":
-        sg = _sigmoid_np(s, None)
-        d = np.subtract(1, sg)
-        d *= s
-        d += 1
-        d *= sg
-        return np.multiply(g, d, out=out)
-    if name == "sigmoid":
-        d = np.subtract(1, s)
-        d *= s
-        return np.multiply(g, d, out=out)
-    if name == "tanh":
-        d = np.multiply(s, s)
-        np.subtract(1, d, out=d)
-        return np.multiply(g, d, out=out)
-    if name == "softplus":
-        return np.multiply(g, _sigmoid_np(s, None), out=out)
-    raise ValueError("activation_bwd: unknown activation %r (known: %s)" % (name, ", ".join(ACTIVATIONS)))
-
-
-def _act_args(name, g, saved, alpha, out):
-    if name not in ACTIVATIONS:
-        raise ValueError("activation_bwd: unknown activation %r (known: %s)" % (name, ", ".join(ACTIVATIONS)))
-    _check("activation_bwd", g=g, saved=saved, out=out)
-    a = DEFAULT_ALPHA.get(name, 0.0) if alpha is None else alpha
-    return a, (np.empty_like(g) if out is None else out)
-
-
-# NumPy twins run in chunks of CHUNK elements: the temporaries stay in L2 and under
-# glibc's mmap threshold (128 KB), so no page faults (see PERF-NOTES): gelu_tanh
-# went from 237 ms to the figure in bench/bench_kernels.py on 16M float32.
-CHUNK = 16384
-
-
-def activation_bwd_numpy(name, g, saved, alpha=None, out=None):
-    """g * f'(saved) with NumPy ufuncs (float16 computes in float32)."""
-    a, out = _act_args(name, g, saved, alpha, out)
-    gf, sf, of = g.reshape(-1), saved.reshape(-1), out.reshape(-1)
-    if not out.flags.c_contiguous:  # reshape would copy, and the result would be lost
-        raise ValueError("activation_bwd_numpy: out must be C-contiguous")
-    for i in range(0, gf.size, CHUNK):
-        j = i + CHUNK
-        if g.dtype == np.float16:
-            of[i:j] = _act_np(name, gf[i:j].astype(np.float32), sf[i:j].astype(np.float32), a, None)
-        else:
-            _act_np(name, gf[i:j], sf[i:j], a, of[i:j])
-    return out
-
-
-def activation_bwd_numba(name, g, saved, alpha=None, out=None):
-    a, out = _act_args(name, g, saved, alpha, out)
-    if not _numba_ok(g, saved, out):
-        raise ValueError("activation_bwd_numba: needs numba and C-contiguous float32/float64 arrays")
-    _jit(_ACT_NB[name])(*_flat(out, g, saved), g.dtype.type(a))
-    return out
-
-
-# Split twins for activations whose derivative needs one transcendental: numba has only scalar
-# libm (no SVML), NumPy's tanh/exp are SIMD. Per chunk held in L2: a numba pass writes the
-# transcendental's argument, NumPy applies it in place, a second numba pass finishes g * f'(x).
-
-
-def _gelu_tanh_pre(u, x):
-    c = x.dtype.type(_C_GELU)
-    k = x.dtype.type(_K_GELU)
-    for i in range(x.size):
-        xi = x[i]
-        u[i] = c * (xi + k * xi * xi * xi)
-
-
-def _gelu_tanh_post(gx, g, x, t):
-    one = x.dtype.type(1)
-    half = x.dtype.type(0.5)
-    c = x.dtype.type(_C_GELU)
-    k3 = x.dtype.type(3 * _K_GELU)
-    for i in range(x.size):
-        xi = x[i]
-        ti = t[i]
-        gx[i] = g[i] * (half * (one + ti) + half * xi * (one - ti * ti) * c * (one + k3 * xi * xi))
-
-
-def _neg(u, x):
-    for i in range(x.size):
-        u[i] = -x[i]
-
-
-def _silu_post(gx, g, x, e):  # e = exp(-x)
-    one = x.dtype.type(1)
-    for i in range(x.size):
-        sg = one / (one + e[i])
-        gx[i] = g[i] * sg * (one + x[i] * (one - sg))
-
-
-def _softplus_post(gx, g, x, e):  # e = exp(-x); softplus' = sigmoid(x)
-    one = x.dtype.type(1)
-    for i in range(x.size):
-        gx[i] = g[i] / (one + e[i])
-
-
-_SPLIT = {"gelu_tanh": (_gelu_tanh_pre, np.tanh, _gelu_tanh_post),
-          "silu": (_neg, np.exp, _silu_post),
-          "softplus": (_neg, np.exp, _softplus_post)}
-
-
-def activation_bwd_split(name, g, saved, alpha=None, out=None):
-    """g * f'(x) for gelu_tanh, silu, softplus: numba passes around NumPy's SIMD tanh/exp, per chunk."""
-    a, out = _act_args(name, g, saved, alpha, out)
-    if name not in _SPLIT or not _numba_ok(g, saved, out):
-        raise ValueError("activation_bwd_split: needs numba, C-contiguous float32/float64 arrays and one of %s"
-                         % ", ".join(_SPLIT))
-    pre, fn, post = _SPLIT[name]
-    pre, post = _jit(pre), _jit(post)
-    gf, xf, of = _flat(g, saved, out)
-    buf = np.empty(min(CHUNK, gf.size), g.dtype)
-    for i in range(0, gf.size, CHUNK):
-        j = min(i + CHUNK, gf.size)
-        u = buf[: j - i]
-        pre(u, xf[i:j])
-        fn(u, out=u)
-        post(of[i:j], gf[i:j], xf[i:j], u)
-    return out
-
-
-# float32 twins in one vectorized pass: accel.cpu_math's exp/erf (plain float32 arithmetic that LLVM
-# vectorizes) in place of numba's scalar libm calls. Every constant is float32: one float64 literal
-# would promote the loop and halve the vector width (tests/kernels/test_cpu_math.py checks the IR).
-_F = np.float32
-_HALF, _ONE, _TWO = _F(0.5), _F(1), _F(2)
-_RSQRT2 = _F(1 / math.sqrt(2))
-_RSQRT_2PI = _F(1 / math.sqrt(2 * math.pi))
-_C_GELU_F, _K_GELU_F, _K3_GELU_F = _F(_C_GELU), _F(_K_GELU), _F(3 * _K_GELU)
-
-
-def _f32_loops():
-    loops = _jitted.get("f32")
-    if loops is None:
-        from accel import cpu_math  # noqa: PLC0415
-
-        m = cpu_math.build()
-        exp, erf_gauss = m.exp_f32, m.erf_gauss_f32
-        jit = _numba().njit(error_model="numpy", fastmath=False)
-
-        def gelu(gx, g, s):  # Phi(x) + x phi(x); erf(x/sqrt2) and exp(-x^2/2) from one call
-            for i in range(gx.size):
-                x = s[i]
-                e, gauss = erf_gauss(x * _RSQRT2)
-                gx[i] = g[i] * (_HALF * (_ONE + e) + x * _RSQRT_2PI * gauss)
-
-        def gelu_tanh(gx, g, s):
-            # t = tanh(u) through p = sigmoid(2|u|), q = 1 - p from one exp with no cancellation:
-            # 0.5 (1 + t) = sigmoid(2u) and 0.5 (1 - t^2) = 2 sigmoid(2u) sigmoid(-2u)
-            for i in range(gx.size):
-                x = s[i]
-                x2 = x * x
-                u = _C_GELU_F * (x + _K_GELU_F * x2 * x)
-                e = exp(-_TWO * abs(u))
-                p = _ONE / (_ONE + e)
-                q = e * p
-                lo = p if u >= 0 else q
-                hi = q if u >= 0 else p
-                gx[i] = g[i] * (lo + _TWO * x * lo * hi * _C_GELU_F * (_ONE + _K3_GELU_F * x2))
-
-        def silu(gx, g, s):  # sigmoid(x) and 1 - sigmoid(x) from one exp, no cancellation
-            for i in range(gx.size):
-                x = s[i]
-                e = exp(-abs(x))
-                r = _ONE / (_ONE + e)
-                er = e * r
-                sg = r if x >= 0 else er
-                gx[i] = g[i] * sg * (_ONE + x * (er if x >= 0 else r))
-
-        def softplus(gx, g, s):  # softplus' = sigmoid
-            for i in range(gx.size):
-                x = s[i]
-                e = exp(-abs(x))
-                r = _ONE / (_ONE + e)
-                gx[i] = g[i] * (r if x >= 0 else e * r)
-
-        loops = _jitted["f32"] = {"gelu": jit(gelu), "gelu_tanh": jit(gelu_tanh), "silu": jit(silu),
-                                  "softplus": jit(softplus)}
-    return loops
-
-
-F32_ONE_PASS = ("gelu", "gelu_tanh", "silu", "softplus")
-
-
-def activation_bwd_f32(name, g, saved, alpha=None, out=None):
-    """g * f'(x) for gelu, gelu_tanh, silu, softplus on float32 in one vectorized numba pass."""
-    a, out = _act_args(name, g, saved, alpha, out)
-    if name not in F32_ONE_PASS or g.dtype != np.float32 or not _numba_ok(g, saved, out):
-        raise ValueError("activation_bwd_f32: needs numba, C-contiguous float32 arrays and one of %s"
-                         % ", ".join(F32_ONE_PASS))
-    _f32_loops()[name](*_flat(out, g, saved))
-    return out
+_ONE = np.float32(1)
 
 
 def activation_bwd(name, g, saved, alpha=None, out=None):
-    """gx = g * f'(.) for activation `name`; `saved` is x or out, per ACTIVATIONS[name]."""
-    if _numba_ok(g, saved, *(() if out is None else (out,))):
-        if g.dtype == np.float32 and name in F32_ONE_PASS:
-            return activation_bwd_f32(name, g, saved, alpha, out)
-        if name in _SPLIT:
-            return activation_bwd_split(name, g, saved, alpha, out)
-        if name not in PREFER_NUMPY:
-            return activation_bwd_numba(name, g, saved, alpha, out)
-    return activation_bwd_numpy(name, g, saved, alpha, out)
+    """gx = the rule of op `name` per element, by the numba loop generated from it; `saved` is the x
+    or out that generated_loops.KERNELS[name] names, alpha the kernel's scalar where it takes one."""
+    spec = generated_loops.KERNELS.get(name)
+    if spec is None:
+        known = ", ".join(generated_loops.KERNELS)
+        raise ValueError("activation_bwd: unknown kernel %r (generated: %s)" % (name, known))
+    _check("activation_bwd", g=g, saved=saved, out=out)
+    if bool(spec["scalars"]) != (alpha is not None):
+        raise ValueError("activation_bwd: kernel %r takes %s, got alpha=%r" % (
+            name, "the scalar " + spec["scalars"][0] if spec["scalars"] else "no scalar", alpha))
+    out = np.empty_like(g) if out is None else out
+    if not _numba_ok(g, saved, out):
+        raise ValueError("activation_bwd: needs numba and C-contiguous float32 or float64 arrays, got %s" % g.dtype)
+    args = _flat(out, g, saved) + ([g.dtype.type(alpha)] if alpha is not None else [])
+    _generated_loop(name, g.dtype.type)(*args)
+    return out
 
 
 # =============================== optimizers ===============================

@@ -17,7 +17,8 @@ import numpy as np
 
 from accel import backend
 from accel import kernel_registry as reg
-from accel.cpu_kernels import ACTIVATIONS, DEFAULT_ALPHA, adam_alpha  # noqa: F401  (re-exported)
+from accel.cpu_kernels import adam_alpha  # noqa: F401  (re-exported)
+from accel.ops.generated_loops import KERNELS as GENERATED
 
 launches: collections.Counter = collections.Counter()  # kernel name -> launches
 _modules: dict = {}  # (family, device id) -> cupy.RawModule
@@ -125,23 +126,27 @@ def _ptr(a):
     return _NULL if a is None else a
 
 
-# ---- activations ----
+# ---- elementwise backward kernels generated from the ops' rules (kernels/elementwise.cu) ----
 
 
 def activation_bwd(name, g, saved, alpha=None, out=None):
-    """gx = g * f'(.) for activation `name` (saved = x or out, per cpu_kernels.ACTIVATIONS)."""
+    """gx = the rule of op `name` per element (saved: the x or out that GENERATED[name] names; alpha:
+    the kernel's scalar, for kernels that take one)."""
     fn = "activation_bwd"
-    if name not in ACTIVATIONS:
-        raise ValueError("%s: unknown activation %r (known: %s)" % (fn, name, ", ".join(ACTIVATIONS)))
+    spec = GENERATED.get(name)
+    if spec is None:
+        raise ValueError("%s: unknown kernel %r (generated: %s)" % (fn, name, ", ".join(GENERATED)))
     _check(fn, "g", g, _WITH_HALF)
     _check(fn, "saved", saved, like=g)
+    if bool(spec["scalars"]) != (alpha is not None):
+        raise ValueError("%s: kernel %r takes %s, got alpha=%r" % (
+            fn, name, "the scalar " + spec["scalars"][0] if spec["scalars"] else "no scalar", alpha))
     gx = _out(fn, out, g)
     n = g.size
     if n:
         args = (gx, g, saved)
-        if name in DEFAULT_ALPHA:
-            a = DEFAULT_ALPHA[name] if alpha is None else alpha
-            args += (_scalar_type(g.dtype)(a),)
+        if alpha is not None:
+            args += (_scalar_type(g.dtype)(alpha),)
         _launch(name + "_bwd", (g.dtype,), _grid(n), (BLOCK,), args + (np.int64(n),))
     return gx
 

@@ -13,6 +13,8 @@ import pathlib
 import re
 from dataclasses import dataclass, field
 
+from accel.ops import generated_loops
+
 # C++ spelling of each NumPy dtype name a kernel template may take.
 CTYPE = {"float16": "__half", "float32": "float", "float64": "double", "int32": "int", "int64": "long long"}
 DTYPE_OF_CTYPE = {c: d for d, c in CTYPE.items()}
@@ -54,12 +56,14 @@ def _k(names, args, **budget):
     return tuple(Kernel(n, args, **budget) for n in names.split())
 
 
-ACTIVATIONS = ("relu relu6 leaky_relu elu selu gelu gelu_tanh silu sigmoid tanh softplus").split()
+# kernels/elementwise.cu is generated from the ops' gradient rules (tools/gen_kernels.py); its kernels
+# are the ones accel/ops/generated_loops.py lists
+ELEMENTWISE = tuple(generated_loops.KERNELS)
 
 # Budgets: measured maximum over sm_75..sm_120 (NVRTC 13.5) plus headroom;
 # a kernel that outgrows its budget should be looked at, not silently bumped.
 FAMILIES = {
-    "activations": Family(_k(" ".join(a + "_bwd" for a in ACTIVATIONS), (WITH_HALF,), max_regs=48)),
+    "elementwise": Family(_k(" ".join(a + "_bwd" for a in ELEMENTWISE), (WITH_HALF,), max_regs=48)),
     "losses": Family(
         _k("softmax_xent_dense_bwd", (FLOATS,), max_regs=48, max_smem=256)
         + _k("softmax_xent_sparse_bwd", (FLOATS, INDEX), max_regs=48, max_smem=256)

@@ -111,6 +111,9 @@ def defop(name, forward=None, *rules, **options):
     op = Op(name, forward, **options)
     if rules:
         op.defvjp(*rules)
+    bind = getattr(op.fused, "bind", None)  # a fused hook that needs its op (fusion.Generated)
+    if bind is not None:
+        bind(op)
     REGISTRY[name] = op
     return op
 

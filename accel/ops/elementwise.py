@@ -12,7 +12,7 @@ import numpy as np
 
 from accel.errors import InvalidArgumentError
 from accel.ops import fusion
-from accel.ops.core import _SCALAR_CACHE, Op, REGISTRY, apply, convert, convert_pair, cut, erf_array, scalar_like
+from accel.ops.core import _SCALAR_CACHE, apply, convert, convert_pair, cut, defop, erf_array, scalar_like
 from accel.tensor import Tensor
 
 
@@ -22,18 +22,16 @@ def _check_float(name, t):
                                    "cast it with accel.cast(x, accel.float32)" % (name, t._data.dtype))
 
 
-def unary(name, forward, rule=None, save_inputs=True, save_out=False, float_only=True):
-    """Declares a one-input op and returns its public function."""
-    op = Op(name, forward, save_inputs=save_inputs, save_out=save_out)
-    if rule is not None:
-        op.defvjp(rule)
-    REGISTRY[name] = op
+def unary(name, forward, rule=None, save="inputs", dtypes="float", fused=None):
+    """Declares a one-input elementwise op (defop) and returns its public function."""
+    op = defop(name, forward, *(() if rule is None else (rule,)), save=save, dtypes=dtypes, elementwise=True,
+               fused=fused)
 
     def fn(x, name=None):
         if not isinstance(x, Tensor):
             x = convert(x)
-        if float_only and x._data.dtype.kind != "f":
-            _check_float(op.name, x)
+        if op.dtypes != "any":
+            op.check_dtype(x)
         return apply(op, (x,))
 
     fn.__name__ = fn.__qualname__ = name
@@ -41,12 +39,10 @@ def unary(name, forward, rule=None, save_inputs=True, save_out=False, float_only
     return fn
 
 
-def binary(name, forward, rule_x=None, rule_y=None, save_inputs=True, save_out=False, float_only=False):
-    """Declares a two-input broadcasting op and returns its public function."""
-    op = Op(name, forward, save_inputs=save_inputs, save_out=save_out)
-    if rule_x is not None or rule_y is not None:
-        op.defvjp(rule_x, rule_y)
-    REGISTRY[name] = op
+def binary(name, forward, rule_x=None, rule_y=None, save="inputs", dtypes="any"):
+    """Declares a two-input broadcasting elementwise op (defop) and returns its public function."""
+    rules = (rule_x, rule_y) if rule_x is not None or rule_y is not None else ()
+    op = defop(name, forward, *rules, save=save, dtypes=dtypes, elementwise=True)
 
     def fn(x, y, name=None):
         # fast path: a tensor with a Python scalar (the commonest case in user code)
@@ -55,8 +51,8 @@ def binary(name, forward, rule_x=None, rule_y=None, save_inputs=True, save_out=F
             y = c if c is not None else scalar_like(y, x, op.name)
         else:
             x, y = convert_pair(x, y, op.name)
-        if float_only and x._data.dtype.kind != "f":
-            _check_float(op.name, x)
+        if op.dtypes != "any":
+            op.check_dtype(x)
         return apply(op, (x, y))
 
     fn.__name__ = fn.__qualname__ = name
@@ -67,14 +63,14 @@ def binary(name, forward, rule_x=None, rule_y=None, save_inputs=True, save_out=F
 # --- arithmetic ----------------------------------------------------------------------------
 
 add = binary("add", lambda xp, x, y: x + y,
-             lambda F, g, out, x, y: g, lambda F, g, out, x, y: g, save_inputs=False)
+             lambda F, g, out, x, y: g, lambda F, g, out, x, y: g, save="none")
 subtract = binary("subtract", lambda xp, x, y: x - y,
-                  lambda F, g, out, x, y: g, lambda F, g, out, x, y: -g, save_inputs=False)
+                  lambda F, g, out, x, y: g, lambda F, g, out, x, y: -g, save="none")
 multiply = binary("multiply", lambda xp, x, y: x * y,
                   lambda F, g, out, x, y: g * y, lambda F, g, out, x, y: g * x)
 _div = binary("divide", lambda xp, x, y: x / y,
-              lambda F, g, out, x, y: g / y, lambda F, g, out, x, y: -g * x / (y * y), float_only=True)
-negative = unary("negative", lambda xp, x: -x, lambda F, g, out, x: -g, save_inputs=False, float_only=False)
+              lambda F, g, out, x, y: g / y, lambda F, g, out, x, y: -g * x / (y * y), dtypes="float")
+negative = unary("negative", lambda xp, x: -x, lambda F, g, out, x: -g, save="none", dtypes="any")
 
 
 def truediv(x, y, name=None):
@@ -133,8 +129,8 @@ def _pow_gy(F, g, out, x, y):
     return g * out * F.where(x > 0, F.log(safe), 0)
 
 
-pow = binary("pow", _pow_fwd, _pow_gx, _pow_gy, save_out=True)  # noqa: A001
-square = unary("square", lambda xp, x: x * x, lambda F, g, out, x: g * 2 * x, float_only=False)
+pow = binary("pow", _pow_fwd, _pow_gx, _pow_gy, save="inputs+out")  # noqa: A001
+square = unary("square", lambda xp, x: x * x, lambda F, g, out, x: g * 2 * x, dtypes="any")
 
 
 def _sqrt_rule(F, g, out):
@@ -143,31 +139,30 @@ def _sqrt_rule(F, g, out):
 
 
 sqrt = unary("sqrt", lambda xp, x: xp.sqrt(x), lambda F, g, out, x: _sqrt_rule(F, g, out),
-             save_inputs=False, save_out=True)
+             save="out")
 rsqrt = unary("rsqrt", lambda xp, x: 1 / xp.sqrt(x),
-              lambda F, g, out, x: g * -0.5 * out * out * out, save_inputs=False, save_out=True)
-exp = unary("exp", lambda xp, x: xp.exp(x), lambda F, g, out, x: g * out, save_inputs=False, save_out=True)
+              lambda F, g, out, x: g * -0.5 * out * out * out, save="out")
+exp = unary("exp", lambda xp, x: xp.exp(x), lambda F, g, out, x: g * out, save="out")
 expm1 = unary("expm1", lambda xp, x: xp.expm1(x), lambda F, g, out, x: g * (out + 1),
-              save_inputs=False, save_out=True)
+              save="out")
 log = unary("log", lambda xp, x: xp.log(x), lambda F, g, out, x: g / x)
 log1p = unary("log1p", lambda xp, x: xp.log1p(x), lambda F, g, out, x: g / (1 + x))
 reciprocal = unary("reciprocal", lambda xp, x: 1 / x, lambda F, g, out, x: -g * out * out,
-                   save_inputs=False, save_out=True)
+                   save="out")
 inv = reciprocal
-abs = unary("abs", lambda xp, x: xp.abs(x), lambda F, g, out, x: g * F.sign(x), float_only=False)  # noqa: A001
+abs = unary("abs", lambda xp, x: xp.abs(x), lambda F, g, out, x: g * F.sign(x), dtypes="any")  # noqa: A001
 sign = unary("sign", lambda xp, x: xp.sign(x), lambda F, g, out, x: F.zeros_like(g),
-             save_inputs=False, float_only=False)
+             save="none", dtypes="any")
 sin = unary("sin", lambda xp, x: xp.sin(x), lambda F, g, out, x: g * F.cos(x))
 cos = unary("cos", lambda xp, x: xp.cos(x), lambda F, g, out, x: -g * F.sin(x))
-tan = unary("tan", lambda xp, x: xp.tan(x), lambda F, g, out, x: g * (1 + out * out), save_out=True)
+tan = unary("tan", lambda xp, x: xp.tan(x), lambda F, g, out, x: g * (1 + out * out), save="out")
 sinh = unary("sinh", lambda xp, x: xp.sinh(x), lambda F, g, out, x: g * F.cosh(x))
 cosh = unary("cosh", lambda xp, x: xp.cosh(x), lambda F, g, out, x: g * F.sinh(x))
 asin = unary("asin", lambda xp, x: xp.arcsin(x), lambda F, g, out, x: g / F.sqrt(1 - x * x))
 acos = unary("acos", lambda xp, x: xp.arccos(x), lambda F, g, out, x: -g / F.sqrt(1 - x * x))
 atan = unary("atan", lambda xp, x: xp.arctan(x), lambda F, g, out, x: g / (1 + x * x))
 tanh = unary("tanh", lambda xp, x: xp.tanh(x), lambda F, g, out, x: g * (1 - out * out),
-             save_inputs=False, save_out=True)
-tanh.op.fused = fusion.activation("tanh", "out")
+             save="out", fused=fusion.Generated())
 
 
 def _sigmoid_fwd(xp, x):
@@ -177,16 +172,14 @@ def _sigmoid_fwd(xp, x):
 
 
 sigmoid = unary("sigmoid", _sigmoid_fwd, lambda F, g, out, x: g * out * (1 - out),
-                save_inputs=False, save_out=True)
-sigmoid.op.fused = fusion.activation("sigmoid", "out")
+                save="out", fused=fusion.Generated())
 
 
 def _softplus_fwd(xp, x):
     return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
 
 
-softplus = unary("softplus", _softplus_fwd, lambda F, g, out, x: g * sigmoid_of(F, x))
-softplus.op.fused = fusion.activation("softplus", "x")
+softplus = unary("softplus", _softplus_fwd, lambda F, g, out, x: g * sigmoid_of(F, x), fused=fusion.Generated())
 
 
 def sigmoid_of(F, x):
@@ -221,31 +214,10 @@ greater = binary("greater", lambda xp, x, y: x > y)
 greater_equal = binary("greater_equal", lambda xp, x, y: x >= y)
 
 
-def _bool_binary(name, fwd):
-    f = binary(name, fwd)
-
-    def fn(x, y, name=None):
-        x, y = convert_pair(x, y, f.op.name)
-        if x._data.dtype.kind != "b":
-            raise InvalidArgumentError(None, None, "%s: expected bool tensors, got %s" % (f.op.name, x._data.dtype))
-        return apply(f.op, (x, y))
-
-    fn.__name__ = name
-    fn.op = f.op
-    return fn
-
-
-logical_and = _bool_binary("logical_and", lambda xp, x, y: xp.logical_and(x, y))
-logical_or = _bool_binary("logical_or", lambda xp, x, y: xp.logical_or(x, y))
-logical_xor = _bool_binary("logical_xor", lambda xp, x, y: xp.logical_xor(x, y))
-_logical_not = unary("logical_not", lambda xp, x: xp.logical_not(x), float_only=False)
-
-
-def logical_not(x, name=None):
-    x = convert(x)
-    if x._data.dtype.kind != "b":
-        raise InvalidArgumentError(None, None, "logical_not: expected a bool tensor, got %s" % x._data.dtype)
-    return _logical_not(x)
+logical_and = binary("logical_and", lambda xp, x, y: xp.logical_and(x, y), dtypes="bool")
+logical_or = binary("logical_or", lambda xp, x, y: xp.logical_or(x, y), dtypes="bool")
+logical_xor = binary("logical_xor", lambda xp, x, y: xp.logical_xor(x, y), dtypes="bool")
+logical_not = unary("logical_not", lambda xp, x: xp.logical_not(x), dtypes="bool")
 
 
 is_nan = unary("is_nan", lambda xp, x: xp.isnan(x))
@@ -255,9 +227,9 @@ is_finite = unary("is_finite", lambda xp, x: xp.isfinite(x))
 
 # --- where, clip, cast -----------------------------------------------------------------------
 
-_where = Op("where", lambda xp, c, x, y: xp.where(c, x, y))
-_where.defvjp(None, lambda F, g, out, c, x, y: F.where(c, g, 0), lambda F, g, out, c, x, y: F.where(c, 0, g))
-REGISTRY["where"] = _where
+_where = defop("where", lambda xp, c, x, y: xp.where(c, x, y),
+               None, lambda F, g, out, c, x, y: F.where(c, g, 0), lambda F, g, out, c, x, y: F.where(c, 0, g),
+               elementwise=True)
 
 
 def where(condition, x=None, y=None, name=None):
@@ -284,9 +256,9 @@ def _cast_fwd(xp, x, dtype):
     return x.astype(dtype)
 
 
-_cast = Op("cast", _cast_fwd)
-_cast.defvjp(lambda F, g, out, x, dtype: F.astype(g, F.dtype(x)) if F.dtype(x).kind == "f" else None)
-REGISTRY["cast"] = _cast
+_cast = defop("cast", _cast_fwd,
+              lambda F, g, out, x, dtype: F.astype(g, F.dtype(x)) if F.dtype(x).kind == "f" else None,
+              elementwise=True)
 
 
 def cast(x, dtype, name=None):
@@ -308,11 +280,11 @@ def _clip_fwd(xp, x, lo, hi):
     return xp.minimum(xp.maximum(x, lo), hi)
 
 
-_clip = Op("clip_by_value", _clip_fwd)
-_clip.defvjp(lambda F, g, out, x, lo, hi: F.where((x >= lo) & (x <= hi), g, 0),
-             lambda F, g, out, x, lo, hi: F.where(x < lo, g, 0),
-             lambda F, g, out, x, lo, hi: F.where(x > hi, g, 0))
-REGISTRY["clip_by_value"] = _clip
+_clip = defop("clip_by_value", _clip_fwd,
+              lambda F, g, out, x, lo, hi: F.where((x >= lo) & (x <= hi), g, 0),
+              lambda F, g, out, x, lo, hi: F.where(x < lo, g, 0),
+              lambda F, g, out, x, lo, hi: F.where(x > hi, g, 0),
+              elementwise=True)
 
 
 def clip_by_value(t, clip_value_min, clip_value_max, name=None):

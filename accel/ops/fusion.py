@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from accel import backend
+from accel.ops import generated_loops
 
 # Below this many elements the generic NumPy rule wins on the CPU: a numba call costs
 # about 1-2 µs, more than a small array pass (bench/bench_kernels.py).
@@ -43,16 +44,42 @@ def _cpu_ok(*arrays, any_size=False):
                and a.dtype in (np.float32, np.float64) for a in arrays)
 
 
-def activation(kernel, saved, alpha_attr=None):
-    """Hook for a one-input activation whose backward kernel reads `saved` ("x" or "out")."""
+class Generated:
+    """`fused=` of an elementwise op whose backward kernel is generated from the op's own rule
+    (accel.ops.codegen; tools/gen_kernels.py writes the numba loops and kernels/elementwise.cu).
+    variants: {kernel name: the static attributes it fixes} for ops whose rule branches on an
+    attribute (gelu's `approximate`); by default one kernel named after the op. scalars: runtime
+    attributes passed to the kernel (leaky_relu's alpha). host_float64=False keeps float64 host
+    arrays on the NumPy rule where numba's scalar libm loses to NumPy's SIMD ufuncs."""
 
-    def hook(xp, g, out, x, **attrs):
-        s = out if saved == "out" else x
+    generated = True
+
+    def __init__(self, variants=None, scalars=(), host_float64=True):
+        self.variants = variants
+        self.scalars = tuple(scalars)
+        self.host_float64 = host_float64
+
+    def bind(self, op):
+        if self.variants is None:
+            self.variants = {op.name: {}}
+
+    def kernel_for(self, attrs):
+        for name, static in self.variants.items():
+            if all(attrs.get(k) == v for k, v in static.items()):
+                return name
+        return None
+
+    def __call__(self, xp, g, out, x, **attrs):
+        kernel = self.kernel_for(attrs)
+        if kernel is None:
+            return None
+        (which,) = generated_loops.KERNELS[kernel]["saved"]
+        s = x if which == "x" else out
         if s is None:
             return None
-        alpha = attrs.get(alpha_attr) if alpha_attr else None
+        alpha = attrs[self.scalars[0]] if self.scalars else None
         if isinstance(g, np.ndarray):  # accel.profiler's counting views are ndarray subclasses
-            if not _cpu_ok(g, s):
+            if not _cpu_ok(g, s) or (g.dtype == np.float64 and not self.host_float64):
                 return None
             return (_twins.activation_bwd(kernel, g, s, alpha),)
         from accel import fused  # noqa: PLC0415
@@ -60,8 +87,6 @@ def activation(kernel, saved, alpha_attr=None):
         if not fused.qualifies(g, s):
             return None
         return (fused.activation_bwd(kernel, g, s, alpha),)
-
-    return hook
 
 
 def sparse_softmax_xent(xp, g, out, labels, logits):

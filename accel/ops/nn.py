@@ -8,18 +8,16 @@ import math
 from accel import backend
 from accel.errors import InvalidArgumentError
 from accel.ops import fusion
-from accel.ops.core import Op, REGISTRY, apply, convert, convert_pair, erf_array
+from accel.ops.core import Op, REGISTRY, apply, defop, convert, convert_pair, erf_array
 from accel.ops.elementwise import _check_float, _sigmoid_fwd, sigmoid_of, unary
 from accel.ops.reduce import normalize_axis, reduce_mean, reduce_sum
 from accel.tensor import Tensor
 
 # TensorFlow's subgradient at the kinks: relu'(0) = 0, relu6'(6) = 0
 relu = unary("relu", lambda xp, x: xp.maximum(x, 0), lambda F, g, out, x: F.where(out > 0, g, 0),
-             save_inputs=False, save_out=True, float_only=False)
+             save="out", dtypes="any", fused=fusion.Generated())
 relu6 = unary("relu6", lambda xp, x: xp.minimum(xp.maximum(x, 0), 6),
-              lambda F, g, out, x: F.where((x > 0) & (x < 6), g, 0))
-relu.op.fused = fusion.activation("relu", "out")  # relu'(x) > 0 exactly where out > 0
-relu6.op.fused = fusion.activation("relu6", "x")
+              lambda F, g, out, x: F.where((x > 0) & (x < 6), g, 0), fused=fusion.Generated())
 
 _SELU_ALPHA = 1.6732632423543772848170429916717
 _SELU_SCALE = 1.0507009873554804934193349852946
@@ -29,24 +27,20 @@ def _elu_fwd(xp, x, alpha=1.0):
     return xp.where(x > 0, x, alpha * xp.expm1(xp.minimum(x, 0)))
 
 
-_elu = unary("elu", _elu_fwd, lambda F, g, out, x: F.where(x > 0, g, g * (out + 1)), save_out=True)
-elu = _elu
-elu.op.fused = fusion.activation("elu", "out")
+# TF's EluGrad and SeluGrad, from the output alone (out < 0 exactly where x < 0)
+elu = unary("elu", _elu_fwd, lambda F, g, out, x: F.where(out < 0, g * (out + 1), g), save="out",
+            fused=fusion.Generated())
 selu = unary("selu", lambda xp, x: _SELU_SCALE * _elu_fwd(xp, x, _SELU_ALPHA),
-             lambda F, g, out, x: F.where(x > 0, g * _SELU_SCALE, g * (out + _SELU_SCALE * _SELU_ALPHA)),
-             save_out=True)
-selu.op.fused = fusion.activation("selu", "out")
-
-
-_leaky = Op("leaky_relu", lambda xp, x, alpha: xp.where(x > 0, x, x * alpha))
-_leaky.defvjp(lambda F, g, out, x, alpha: F.where(x > 0, g, g * alpha))
-_leaky.fused = fusion.activation("leaky_relu", "x", alpha_attr="alpha")
-REGISTRY["leaky_relu"] = _leaky
+             lambda F, g, out, x: F.where(out < 0, g * (out + _SELU_SCALE * _SELU_ALPHA), g * _SELU_SCALE),
+             save="out", fused=fusion.Generated())
+_leaky = defop("leaky_relu", lambda xp, x, alpha: xp.where(x > 0, x, x * alpha),
+               lambda F, g, out, x, alpha: F.where(x > 0, g, g * alpha),
+               elementwise=True, dtypes="float", fused=fusion.Generated(scalars=("alpha",)))
 
 
 def leaky_relu(features, alpha=0.2, name=None):
     x = convert(features)
-    _check_float("leaky_relu", x)
+    _leaky.check_dtype(x)
     return apply(_leaky, (x,), {"alpha": float(alpha)})
 
 
@@ -59,8 +53,7 @@ def _silu_rule(F, g, out, x):
     return g * (s * (1 + x * (1 - s)))
 
 
-silu = unary("silu", _silu_fwd, _silu_rule)
-silu.op.fused = fusion.activation("silu", "x")
+silu = unary("silu", _silu_fwd, _silu_rule, fused=fusion.Generated())
 
 
 def swish(features, beta=1.0, name=None):
@@ -92,18 +85,13 @@ def _gelu_rule(F, g, out, x, approximate):
     return g * (cdf + x * pdf)
 
 
-_gelu = Op("gelu", _gelu_fwd)
-_gelu.defvjp(_gelu_rule)
-_gelu_exact_hook = fusion.activation("gelu", "x")
-_gelu_tanh_hook = fusion.activation("gelu_tanh", "x")
-_gelu.fused = lambda xp, g, out, x, approximate: (_gelu_tanh_hook if approximate else _gelu_exact_hook)(
-    xp, g, out, x)
-REGISTRY["gelu"] = _gelu
+_gelu = defop("gelu", _gelu_fwd, _gelu_rule, elementwise=True, dtypes="float",
+              fused=fusion.Generated({"gelu": {"approximate": False}, "gelu_tanh": {"approximate": True}}))
 
 
 def gelu(features, approximate=False, name=None):
     x = convert(features)
-    _check_float("gelu", x)
+    _gelu.check_dtype(x)
     return apply(_gelu, (x,), {"approximate": bool(approximate)})
 
 

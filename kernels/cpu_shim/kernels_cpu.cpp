@@ -4,7 +4,7 @@
 // tests/kernels/cpu_build.py: one ENTRY(name expression) per instantiation.
 #include "cuda_cpu_shim.h"
 
-#include "activations.cu"
+#include "elementwise.cu"
 #include "losses.cu"
 #include "reductions.cu"
 #include "optimizers.cu"

@@ -15,13 +15,13 @@ SELU_ALPHA = 1.6732632423543772848170429916717
 
 # name: (saved value, forward f(x, alpha) in float64, f' in terms of the saved value)
 ACTIVATIONS = {
-    "relu": ("x", lambda x, a: np.maximum(x, 0), lambda s, a: (s > 0) * 1.0),
+    "relu": ("out", lambda x, a: np.maximum(x, 0), lambda s, a: (s > 0) * 1.0),
     "relu6": ("x", lambda x, a: np.clip(x, 0, 6), lambda s, a: ((s > 0) & (s < 6)) * 1.0),
     "leaky_relu": ("x", lambda x, a: np.where(x > 0, x, a * x), lambda s, a: np.where(s > 0, 1.0, a)),
     "elu": (
         "out",
-        lambda x, a: np.where(x > 0, x, a * np.expm1(np.minimum(x, 0))),
-        lambda s, a: np.where(s > 0, 1.0, s + a),
+        lambda x, a: np.where(x > 0, x, np.expm1(np.minimum(x, 0))),
+        lambda s, a: np.where(s > 0, 1.0, s + 1),
     ),
     "selu": (
         "out",
@@ -36,7 +36,7 @@ ACTIVATIONS = {
     "softplus": ("x", None, lambda s, a: _sigmoid(s)),
 }
 CANCELS = {"gelu", "gelu_tanh"}  # f' formula cancels for x << 0
-ALPHA = {"leaky_relu": 0.2, "elu": 0.7}  # non-default alphas catch a dropped parameter
+ALPHA = {"leaky_relu": 0.3}  # a non-default alpha catches a dropped parameter
 
 
 def _sigmoid(x):

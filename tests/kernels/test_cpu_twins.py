@@ -1,10 +1,12 @@
-"""accel.cpu_kernels: the numba loops equal the NumPy twins, and both equal an
-independent float64 formula (activations) or Keras' op order (optimizers)."""
+"""accel.cpu_kernels: the generated activation loops equal the ops' rules and an independent float64
+formula; the optimizer loops equal Keras' op order."""
 
 import numpy as np
 import pytest
 
 from accel import cpu_kernels as ck
+from accel.ops import core, generated_loops
+from accel.ops.core import REGISTRY
 
 import references as R
 
@@ -24,43 +26,31 @@ REF_TOL = {
 }
 
 
-def test_saved_value_table_matches_references():
-    assert ck.ACTIVATIONS == {k: v[0] for k, v in R.ACTIVATIONS.items()}
+def test_generated_kernels_are_the_referenced_activations_reading_the_same_saved_value():
+    assert {k: v["saved"] for k, v in generated_loops.KERNELS.items()} == {k: (v[0],) for k, v in R.ACTIVATIONS.items()}
 
 
-@pytest.mark.parametrize("n", SIZES)
-@pytest.mark.parametrize("dt", ALL, ids=ids(ALL))
-@pytest.mark.parametrize("act", list(ck.ACTIVATIONS))
-def test_activation_numpy_twin_matches_float64_formula(act, dt, n):
-    g, saved = R.act_inputs(act, n, dt, np.random.default_rng(n))
-    out = ck.activation_bwd_numpy(act, g, saved, alpha=R.ALPHA.get(act))
-    assert out.dtype == dt and out.shape == (n,)
-    np.testing.assert_allclose(out, R.act_grad_ref(act, g, saved), **REF_TOL[dt])
+def _rule_on_numpy(act, g, saved):
+    """The op's own gradient rule on NumPy arrays: the generic path the generated loop replaces."""
+    spec = generated_loops.KERNELS[act]
+    op = REGISTRY[spec["op"]]
+    attrs = dict(spec["attrs"], **({"alpha": R.ALPHA[act]} if act in R.ALPHA else {}))
+    x, out = (saved, None) if spec["saved"] == ("x",) else (None, saved)
+    return op.rules[0](core.array_ns(np), g, out, x, **attrs)
 
 
 @needs_numba
 @pytest.mark.parametrize("n", SIZES)
 @pytest.mark.parametrize("dt", FLOATS, ids=ids(FLOATS))
-@pytest.mark.parametrize("act", list(ck.ACTIVATIONS))
-def test_activation_numba_twin_equals_numpy_twin(act, dt, n):
+@pytest.mark.parametrize("act", list(generated_loops.KERNELS))
+def test_generated_loop_equals_the_rule_and_the_float64_formula(act, dt, n):
     g, saved = R.act_inputs(act, n, dt, np.random.default_rng(n))
-    a = ck.activation_bwd_numba(act, g, saved, alpha=R.ALPHA.get(act))
-    b = ck.activation_bwd_numpy(act, g, saved, alpha=R.ALPHA.get(act))
-    np.testing.assert_allclose(a, b, **(TRANSC_TOL[dt] if act in TRANSCENDENTAL else ULP_TOL[dt]))
-    np.testing.assert_allclose(a, R.act_grad_ref(act, g, saved), **REF_TOL[dt])
-
-
-@needs_numba
-@pytest.mark.parametrize("n", SIZES + [ck.CHUNK + 7])
-@pytest.mark.parametrize("dt", FLOATS, ids=ids(FLOATS))
-@pytest.mark.parametrize("act", sorted(ck._SPLIT))
-def test_activation_split_twin_equals_numpy_twin(act, dt, n):
-    g, saved = R.act_inputs(act, n, dt, np.random.default_rng(n))
-    a = ck.activation_bwd_split(act, g, saved)
-    b = ck.activation_bwd_numpy(act, g, saved)
-    np.testing.assert_allclose(a, b, **TRANSC_TOL[dt])
-    np.testing.assert_allclose(a, R.act_grad_ref(act, g, saved), **REF_TOL[dt])
-    assert a.dtype == dt
+    got = ck.activation_bwd(act, g, saved, alpha=R.ALPHA.get(act))
+    assert got.dtype == dt and got.shape == (n,)
+    with np.errstate(all="ignore"):
+        rule = _rule_on_numpy(act, g, saved)
+    np.testing.assert_allclose(got, rule, **(TRANSC_TOL[dt] if act in TRANSCENDENTAL else ULP_TOL[dt]))
+    np.testing.assert_allclose(got, R.act_grad_ref(act, g, saved), **REF_TOL[dt])
 
 
 F32_SPECIAL = np.array([0.0, -0.0, 1e-30, -1e-30, 0.5, -0.75, 3.0, -3.0, 9.5, -9.5, 20.0, -20.0, 88.0, -88.0,
@@ -69,42 +59,52 @@ F32_SPECIAL = np.array([0.0, -0.0, 1e-30, -1e-30, 0.5, -0.75, 3.0, -3.0, 9.5, -9
 
 @needs_numba
 @pytest.mark.parametrize("n", SIZES + [4099])
-@pytest.mark.parametrize("act", ck.F32_ONE_PASS)
-def test_activation_f32_one_pass_twin_matches_float64(act, n):
-    """accel.cpu_math's float32 exp/erf against the float64 formula: 2e-6 of the largest |f'| plus 2e-6
-    relative, on random values and at the edges (saturation, tiny, huge, infinities)."""
+@pytest.mark.parametrize("act", sorted(TRANSCENDENTAL))
+def test_generated_f32_loop_matches_float64_at_the_edges(act, n):
+    """accel.cpu_math's float32 exp/erf/tanh in the generated loop against the float64 loop: 2e-6 of the
+    largest |f'| plus 2e-6 relative, on random values and at the edges (saturation, tiny, huge, inf)."""
     rng = np.random.default_rng(n)
     x = np.concatenate([(rng.standard_normal(n) * 4).astype(np.float32), F32_SPECIAL if n > 31 else []])
     x = x.astype(np.float32)
     g = np.ones_like(x)
-    got = ck.activation_bwd_f32(act, g, x)
+    got = ck.activation_bwd(act, g, x)
     with np.errstate(invalid="ignore", over="ignore"):
-        want = ck.activation_bwd_numpy(act, g.astype(np.float64), x.astype(np.float64))
+        want = ck.activation_bwd(act, g.astype(np.float64), x.astype(np.float64))
     finite = np.isfinite(want)
     scale = max(1.0, np.abs(want[finite]).max(initial=0))
     np.testing.assert_allclose(got[finite], want[finite], rtol=2e-6, atol=2e-6 * scale)
     assert np.array_equal(np.isnan(got), np.isnan(want))
-    assert np.isnan(ck.activation_bwd_f32(act, np.ones(1, np.float32), np.array([np.nan], np.float32)))[0]
+    assert np.isnan(ck.activation_bwd(act, np.ones(1, np.float32), np.array([np.nan], np.float32)))[0]
 
 
 @needs_numba
-@pytest.mark.parametrize("act", ck.F32_ONE_PASS)
-def test_activation_f32_one_pass_twin_vectorizes(act):
+@pytest.mark.parametrize("act", list(generated_loops.KERNELS))
+def test_generated_f32_loop_vectorizes(act):
     from llvm_ir import vector_float32_problems
 
-    ck.activation_bwd_f32(act, np.ones(64, np.float32), np.ones(64, np.float32))
-    assert vector_float32_problems(ck._f32_loops()[act]) == []
+    import numba
+
+    ck._generated_loop(act, np.float32)  # binds accel.cpu_math's functions into the generated module
+    loop = numba.njit(error_model="numpy")(getattr(generated_loops, act + "_bwd_f32"))  # uncached: inspectable
+    ones = np.ones(64, np.float32)
+    loop(np.empty_like(ones), ones, ones, *((np.float32(R.ALPHA[act]),) if act in R.ALPHA else ()))
+    assert vector_float32_problems(loop) == []
 
 
-def test_activation_out_buffer_is_used_and_unknown_name_rejected():
+@needs_numba
+def test_activation_out_buffer_is_used_and_bad_calls_rejected():
     g, x = np.ones(4, np.float32), np.arange(4, dtype=np.float32) - 1
     out = np.empty(4, np.float32)
     assert ck.activation_bwd("relu", g, x, out=out) is out
     np.testing.assert_array_equal(out, [0, 0, 1, 1])
-    with pytest.raises(ValueError, match="unknown activation 'rleu'"):
+    with pytest.raises(ValueError, match="unknown kernel 'rleu'"):
         ck.activation_bwd("rleu", g, x)
     with pytest.raises(ValueError, match="saved has shape"):
         ck.activation_bwd("relu", g, x[:3])
+    with pytest.raises(ValueError, match="takes the scalar alpha, got alpha=None"):
+        ck.activation_bwd("leaky_relu", g, x)
+    with pytest.raises(ValueError, match="needs numba and C-contiguous float32 or float64"):
+        ck.activation_bwd("relu", g.astype(np.float16), x.astype(np.float16))
 
 
 # ---- optimizers ----
@@ -354,11 +354,9 @@ def test_accumulate(dt, n):
 def test_accel_numba_0_forces_numpy(monkeypatch):
     monkeypatch.setenv("ACCEL_NUMBA", "0")
     assert not ck.available()
-    called = []
-    monkeypatch.setattr(ck, "activation_bwd_numba", lambda *a, **k: called.append(1))
     g = np.ones(8, np.float32)
-    ck.activation_bwd("relu", g, g)
-    assert called == []
+    with pytest.raises(ValueError, match="needs numba"):  # the dispatcher then runs the op's rule
+        ck.activation_bwd("relu", g, g)
 
 
 # ---- dropout and sigmoid cross-entropy backward ----

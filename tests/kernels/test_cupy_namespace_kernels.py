@@ -162,7 +162,7 @@ BAD_CALLS = [
         "saved has dtype float64, expected float32",
     ),
     (lambda: fused.activation_bwd("relu", A(4, 4), A(4, 8)[:, ::2]), "saved must be C-contiguous"),
-    (lambda: fused.activation_bwd("swish2", A(4), A(4)), "unknown activation 'swish2'"),
+    (lambda: fused.activation_bwd("swish2", A(4), A(4)), "unknown kernel 'swish2'"),
     (
         lambda: fused.softmax_xent_bwd(A(3, 5), A(3, dt=np.float32), A(3), sparse=True),
         "labels has dtype float32",

@@ -240,7 +240,7 @@ def test_accumulate_and_scatter(dt, deterministic):
 
 def test_compiled_once_per_device():
     fused.activation_bwd("relu", cp.ones(4, cp.float32), cp.ones(4, cp.float32))
-    key = ("activations", cp.cuda.Device().id)
+    key = ("elementwise", cp.cuda.Device().id)
     mod = fused._modules[key]
     fused.activation_bwd("tanh", cp.ones(4, cp.float32), cp.ones(4, cp.float32))
     assert fused._modules[key] is mod

@@ -83,21 +83,21 @@ def test_source_is_self_contained():
     for fam in reg.FAMILIES:
         src = reg.source(fam)
         assert '#include "' not in src, fam
-        assert "block_reduce" in src or fam in ("activations", "optimizers", "accumulate")
+        assert "block_reduce" in src or fam in ("elementwise", "optimizers", "accumulate")
 
 
 # ---- negative controls: each check must be able to fail ----
 
 
 def test_broken_source_fails():
-    src = reg.source("activations") + "\n__global__ void broken(float* y) { y[0] = not_a_function(1.f); }\n"
+    src = reg.source("elementwise") + "\n__global__ void broken(float* y) { y[0] = not_a_function(1.f); }\n"
     with pytest.raises(nvrtc.CompileError, match="not_a_function"):
-        compile_family("activations", "80", source=src)
+        compile_family("elementwise", "80", source=src)
 
 
 def test_unknown_instantiation_fails():
     with pytest.raises(nvrtc.CompileError):
-        compile_family("activations", "80", names=["relu_bwd<signed char>"])
+        compile_family("elementwise", "80", names=["relu_bwd<signed char>"])
 
 
 def test_tight_maxrregcount_is_caught_as_spills():

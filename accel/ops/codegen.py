@@ -1,0 +1,186 @@
+"""Kernels generated from the ops' own gradient rules: one scalar expression, two renderings.
+
+An op declared with `fused=fusion.Generated(...)` gets its backward kernel from its rule: the rule is
+traced once with accel.ops.symbolic's namespace, and the expression is rendered as a numba loop
+(accel/ops/generated_loops.py, float32 math through accel.cpu_math so LLVM vectorizes it) and as a
+CUDA template (kernels/elementwise.cu). tools/gen_kernels.py writes both files; a test checks that
+they are what the rules give today.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from accel.ops import symbolic
+from accel.ops.symbolic import postorder, var
+
+SAVED_ORDER = ("x", "out")  # the arrays a backward kernel may read besides g, in argument order
+
+
+@dataclass(frozen=True)
+class BackwardKernel:
+    name: str  # e.g. "gelu_tanh": CUDA gelu_tanh_bwd<T>, numba gelu_tanh_bwd_f32 / _f64
+    op: str
+    attrs: tuple  # the static attributes this variant fixes, ((name, value), ...)
+    saved: tuple  # what it reads besides g: a subset of SAVED_ORDER
+    scalars: tuple  # runtime scalar attributes, passed as kernel arguments
+    expr: symbolic.Expr
+
+
+def trace_backward(op, name, static=(), scalars=()):
+    """The BackwardKernel of a one-input elementwise op's rule, for one variant."""
+    if op.rules is None or len(op.rules) != 1:
+        raise symbolic.NotElementwise("%s: a generated backward needs exactly one rule" % op.name)
+    attrs = dict(static)
+    attrs.update({s: var(s) for s in scalars})
+    expr = symbolic.const(op.rules[0](symbolic.NS, var("g"), var("out"), var("x"), **attrs))
+    used = {n.value for n in postorder(expr) if n.op == "var"}
+    saved = tuple(v for v in SAVED_ORDER if v in used)
+    declared = {"x": op.save_inputs, "out": op.save_out}
+    for v in saved:
+        if not declared[v]:
+            raise ValueError("%s: its rule reads %r but the op does not save it (defop save=)" % (op.name, v))
+    return BackwardKernel(name, op.name, tuple(sorted(dict(static).items())), saved, tuple(scalars), expr)
+
+
+def backward_kernels(registry):
+    """Every generated backward kernel of the registry's ops, in a stable order."""
+    out = []
+    for op in registry.values():
+        gen = op.fused
+        if getattr(gen, "generated", False):
+            for name, static in gen.variants.items():
+                out.append(trace_backward(op, name, tuple(static.items()), gen.scalars))
+    return sorted(out, key=lambda k: k.name)
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+_BINARY = {"add": "+", "sub": "-", "mul": "*", "div": "/", "gt": ">", "ge": ">=", "lt": "<", "le": "<=",
+           "eq": "==", "ne": "!="}
+# float32 loops call accel.cpu_math where it has the function (vectorizable), numba's libm otherwise
+_NB_F32 = {"exp": "exp_f32", "tanh": "tanh_f32", "erf": "erf_f32"}
+# NaN propagates through maximum/minimum, as in np.maximum: a NaN first operand is kept, a NaN second
+# operand fails the comparison and is taken
+_PY = {
+    "where": lambda c, a, b: "(%s if %s else %s)" % (a, c, b),
+    "max": lambda a, b: "(%s if (%s >= %s or %s != %s) else %s)" % (a, a, b, a, a, b),
+    "min": lambda a, b: "(%s if (%s <= %s or %s != %s) else %s)" % (a, a, b, a, a, b),
+    "and": lambda a, b: "(%s & %s)" % (a, b),
+    "or": lambda a, b: "(%s | %s)" % (a, b),
+    "not": lambda a: "(not %s)" % a,
+    "neg": lambda a: "-%s" % a,
+}
+_C = {
+    "where": lambda c, a, b: "(%s ? %s : %s)" % (c, a, b),
+    "max": lambda a, b: "((%s >= %s || %s != %s) ? %s : %s)" % (a, b, a, a, a, b),
+    "min": lambda a, b: "((%s <= %s || %s != %s) ? %s : %s)" % (a, b, a, a, a, b),
+    "and": lambda a, b: "(%s && %s)" % (a, b),
+    "or": lambda a, b: "(%s || %s)" % (a, b),
+    "not": lambda a: "(!%s)" % a,
+    "neg": lambda a: "-%s" % a,
+}
+
+
+def _lines(k, dialect, const, call):
+    """(temporaries as [(name, is_bool, code)], the result's code): one line per interior node."""
+    names, lines = {}, []
+    for n in postorder(k.expr):
+        if n.op == "var":
+            names[id(n)] = n.value + "_" if n.value in ("g",) + SAVED_ORDER else n.value
+            continue
+        if n.op == "const":
+            names[id(n)] = const(n.value)
+            continue
+        a = [names[id(x)] for x in n.args]
+        if n.op in dialect:
+            code = dialect[n.op](*a)
+        elif n.op in _BINARY:
+            code = "%s %s %s" % (a[0], _BINARY[n.op], a[1])
+        else:
+            code = "%s(%s)" % (call(n.op), a[0])
+        t = "t%d" % len(lines)
+        lines.append((t, n.is_bool, code))
+        names[id(n)] = t
+    return lines, names[id(k.expr)]
+
+
+def _py_float(v, f32):
+    if isinstance(v, bool):
+        return repr(v)
+    if v != v or v in (float("inf"), float("-inf")):
+        raise ValueError("generated kernels embed finite constants only, got %r" % v)
+    return "F32(%r)" % v if f32 else repr(v)
+
+
+def _nb_call(fn, f32):
+    if fn == "abs":
+        return "abs"
+    return _NB_F32[fn] if f32 and fn in _NB_F32 else "math." + fn
+
+
+def render_numba(kernels):
+    """The Python module of numba loop bodies (not jitted: accel.cpu_kernels binds and jits them)."""
+    out = [
+        '"""Generated by tools/gen_kernels.py from the gradient rules in accel/ops; do not edit.',
+        "",
+        "Backward loops of elementwise ops: gx[i] = rule(g[i], saved[i], scalars). accel.cpu_kernels binds",
+        "accel.cpu_math's float32 functions and prange here, then jits the loops. float32 loops stay",
+        "float32: every constant is an F32.",
+        '"""',
+        "",
+        "import math",
+        "",
+        "import numpy as np",
+        "",
+        "F32 = np.float32",
+        "prange = range",
+        "exp_f32 = tanh_f32 = erf_f32 = None",
+        "",
+        "KERNELS = {",
+    ]
+    for k in kernels:
+        out.append('    %r: {"op": %r, "attrs": %r, "saved": %r, "scalars": %r},' % (
+            k.name, k.op, dict(k.attrs), k.saved, k.scalars))
+    out.append("}")
+    for k in kernels:
+        for f32 in (True, False):
+            lines, res = _lines(k, _PY, lambda v, f=f32: _py_float(v, f), lambda fn, f=f32: _nb_call(fn, f))
+            params = ", ".join(("gx", "g") + k.saved + k.scalars)
+            out += ["", "", "# " + _title(k), "def %s_bwd_%s(%s):" % (k.name, "f32" if f32 else "f64", params),
+                    "    for i in prange(gx.size):"]
+            out += ["        %s_ = %s[i]" % (v, v) for v in ("g",) + k.saved]
+            out += ["        %s = %s" % (t, code) for t, _, code in lines]
+            out.append("        gx[i] = %s" % res)
+    return "\n".join(out) + "\n"
+
+
+def render_cuda(kernels):
+    """kernels/elementwise.cu: one template per kernel, gx = rule(...) in the accumulator type."""
+    out = [
+        "// Generated by tools/gen_kernels.py from the gradient rules in accel/ops: do not edit.",
+        "// Backward kernels of elementwise ops, gx[i] = rule(g[i], saved[i], scalars), computed in ACC(T)",
+        "// (float for __half). Signature: output, upstream g, the saved arrays, the scalars, n.",
+        '#include "common.cuh"',
+    ]
+    for k in kernels:
+        lines, res = _lines(k, _C, _c_const, lambda fn: "m_" + fn)
+        params = ["T* gx", "const T* g"] + ["const T* " + s for s in k.saved] + ["ACC(T) " + s for s in k.scalars]
+        out += ["", "// " + _title(k), "template <typename T>",
+                "__global__ void %s_bwd(%s, long long n) {" % (k.name, ", ".join(params)),
+                "  typedef ACC(T) A;", "  GRID_STRIDE(i, n) {"]
+        out += ["    const A %s_ = ld(%s, i);" % (v, v) for v in ("g",) + k.saved]
+        out += ["    const %s %s = %s;" % ("bool" if b else "A", t, code) for t, b, code in lines]
+        out += ["    st(gx, i, %s);" % res, "  }", "}"]
+    return "\n".join(out) + "\n"
+
+
+def _title(k):
+    attrs = ", ".join("%s=%r" % kv for kv in k.attrs)
+    return "the gradient rule of %s%s" % (k.op, " (%s)" % attrs if attrs else "")
+
+
+def _c_const(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return "A(%s)" % _py_float(v, False)
