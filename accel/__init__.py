@@ -21,19 +21,12 @@ from accel import config, linalg, math, nn, random  # noqa: F401
 from accel.printing import print_ as print  # noqa: F401, A001
 from accel import tensor as _tensor
 
-_tensor._OPS.update({
+_tensor.bind_operators({
     name: globals()[name] for name in (
         "add", "subtract", "multiply", "truediv", "floordiv", "mod", "pow", "matmul", "negative", "abs",
         "logical_not", "logical_and", "logical_or", "logical_xor", "equal", "not_equal", "less", "less_equal",
         "greater", "greater_equal", "getitem")
 })
-
-# the forward operators call the ops directly (one Python frame less on the hottest path)
-Tensor.__add__ = add
-Tensor.__sub__ = subtract
-Tensor.__mul__ = multiply
-Tensor.__truediv__ = truediv
-Tensor.__matmul__ = matmul
 
 newaxis = None
 __version__ = "0.1.0"

@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import inspect
 import linecache
-import os
 import re
 import sys
 import threading
-import warnings
 
-_PKG_DIR = os.path.dirname(os.path.abspath(__file__))
-
-
-class TapeWarning(UserWarning):
-    """A likely autodiff mistake at the moment it happens. Silence with
-    `warnings.filterwarnings("ignore", category=accel.debugging.TapeWarning)`."""
+from accel import backend
+from accel.errors import InvalidArgumentError
+from accel.ops.core import convert
+from accel.recorder import IN_IDS, OUT_IDS, hooks
+from accel.sites import TapeWarning, format_site, user_frame, user_site, warn_once  # noqa: F401  (public here)
+from accel.tensor import _next_id
+from accel.variables import Variable
 
 
 class MissingGradientError(ValueError):
@@ -31,70 +30,19 @@ class MissingGradientError(ValueError):
         self.report = report
 
 
-# --- where in the user's code --------------------------------------------------------------
-
-def user_frame():
-    """The innermost frame outside the accel package (the user's line)."""
-    f = sys._getframe(1)
-    while f is not None and f.f_code.co_filename.startswith(_PKG_DIR):
-        f = f.f_back
-    return f
-
-
-def user_site():
-    f = user_frame()
-    return None if f is None else (f.f_code.co_filename, f.f_lineno)
-
-
-def format_site(site):
-    if site is None:
-        return "an unknown line"
-    fn, ln = site
-    code = linecache.getline(fn, ln).strip()
-    return "%s:%d%s" % (os.path.relpath(fn) if not fn.startswith("<") else fn, ln,
-                        " (`%s`)" % code if code else "")
-
-
-_warn_registry: dict = {}
-
-
-def warn_once(message):
-    """Warns at the user's line, once per line (the warnings module's default)."""
-    f = user_frame()
-    if f is None:
-        warnings.warn(message, TapeWarning, stacklevel=3)
-        return
-    warnings.warn_explicit(message, TapeWarning, f.f_code.co_filename, f.f_lineno,
-                           module=f.f_globals.get("__name__", "?"), registry=f.f_globals.setdefault(
-                               "__warningregistry__", {}))
-
-
 # --- numerics -------------------------------------------------------------------------------
 
-_check_numerics = False
-
-
 def enable_check_numerics(stack_height_limit=30, path_length_limit=50):
-    """Makes the first op (forward or backward) that produces NaN or Inf raise, naming the op and line."""
-    global _check_numerics
-    _check_numerics = True
-    from accel.ops import core  # noqa: PLC0415
-
-    core.set_numerics_check(_numerics_hook)
+    """Makes the first op (forward or backward) of this thread that produces NaN or Inf raise, naming the
+    op and line (per thread, as accel's tapes: other threads' ops are not checked)."""
+    hooks.set_numerics_check(_numerics_hook)
 
 
 def disable_check_numerics():
-    global _check_numerics
-    _check_numerics = False
-    from accel.ops import core  # noqa: PLC0415
-
-    core.set_numerics_check(None)
+    hooks.set_numerics_check(None)
 
 
 def _numerics_hook(opname, arrays, phase):
-    from accel import backend  # noqa: PLC0415
-    from accel.errors import InvalidArgumentError  # noqa: PLC0415
-
     for a in arrays:
         if a is None or not hasattr(a, "dtype") or a.dtype.kind != "f":
             continue
@@ -109,10 +57,6 @@ def _numerics_hook(opname, arrays, phase):
 
 def check_numerics(tensor, message, name=None):
     """Returns `tensor` unchanged, or raises InvalidArgumentError with `message` if it holds NaN or Inf."""
-    from accel import backend  # noqa: PLC0415
-    from accel.errors import InvalidArgumentError  # noqa: PLC0415
-    from accel.ops.core import convert  # noqa: PLC0415
-
     t = convert(tensor)
     a = t._data
     if a.dtype.kind != "f":
@@ -194,8 +138,6 @@ class _Where:
 
 def source_names(objs, frame):
     """The Python names the caller uses for objs (for reports), else a description of each."""
-    from accel.variables import Variable  # noqa: PLC0415
-
     found = {}
     if frame is not None:
         wanted = {id(o) for o in objs}
@@ -252,8 +194,6 @@ class _TapeFacts:
         self._exits = list(tape._exits)
 
     def _stop_id_or_now(self):
-        from accel.tensor import _next_id  # noqa: PLC0415
-
         return self._stop_id if self._stop_id is not None and not self._recording else _next_id()
 
 
@@ -262,12 +202,10 @@ class LazyReport:
     (an optimizer's error, explain, or unconnected_gradients="raise")."""
 
     def __init__(self, tape, targets, sources, nodes):
-        from accel import tape as tape_mod  # noqa: PLC0415
-
         self._facts = _TapeFacts(tape)
         self._targets = targets
         self._sources = sources
-        self._nodes = None if nodes is None else [(None, n[tape_mod.IN_IDS], n[tape_mod.OUT_IDS]) for n in nodes]
+        self._nodes = None if nodes is None else [(None, n[IN_IDS], n[OUT_IDS]) for n in nodes]
         frame = user_frame()
         self._where = None if frame is None else _Where(frame)
         self._names = source_names(sources, frame)
@@ -282,9 +220,6 @@ class LazyReport:
 
 def explain(tape, targets, sources, nodes, names=None, where=None):
     """Classifies each source: connected, or the reason it is not. Used by `GradientTape.explain`."""
-    from accel import tape as tape_mod  # noqa: PLC0415
-    from accel.variables import Variable  # noqa: PLC0415
-
     if names is None or where is None:
         frame = user_frame()
         names = names or source_names(sources, frame)
@@ -300,8 +235,8 @@ def explain(tape, targets, sources, nodes, names=None, where=None):
         return report
     forward = {}
     for node in nodes:
-        for i in node[tape_mod.IN_IDS]:
-            forward.setdefault(i, []).extend(node[tape_mod.OUT_IDS])
+        for i in node[IN_IDS]:
+            forward.setdefault(i, []).extend(node[OUT_IDS])
     for c in tape._cuts:
         for i in c[1]:
             forward.setdefault(i, []).append(c[2])

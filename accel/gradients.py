@@ -6,6 +6,7 @@ import functools
 import inspect
 
 from accel import tape as _tape
+from accel.recorder import state as _rec
 from accel.ops.core import Op, apply, convert
 from accel.tensor import Tensor
 
@@ -33,7 +34,7 @@ def custom_gradient(f=None):
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
         inputs = [convert(a) if not isinstance(a, Tensor) else a for a in args]
-        outer = [t for t in _tape._state.tapes if t._recording]
+        outer = [t for t in _rec.tapes if t._recording]
         probe = _tape.GradientTape(watch_accessed_variables=True)
         for t in outer:
             t._recording = False

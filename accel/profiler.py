@@ -10,16 +10,26 @@ counts as one. Outside a profile block nothing is wrapped and nothing is counted
         train_step()
     print(prof)            # a Markdown table by op
     prof.total_ops, prof.total_bytes
+
+A profile counts only its own thread's work (it installs itself through accel.recorder.hooks, which
+are per thread, as the tapes are): another thread's ops run uncounted and unwrapped meanwhile.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
+import threading
 
 import numpy as np
 
-_active = None  # the Profile being filled, or None
+from accel.recorder import hooks
+
+
+def active():
+    """The Profile this thread is filling, or None."""
+    return hooks.profile
 
 
 class Profile:
@@ -41,6 +51,14 @@ class Profile:
     @property
     def total_bytes(self):
         return sum(r[1] for r in self.table.values())
+
+    def counted(self, a):
+        """A counting view of host array `a` (a itself when it is not one)."""
+        return a.view(_Counted) if type(a) is np.ndarray else a
+
+    @staticmethod
+    def plain(a):
+        return _plain(a)
 
     def rows(self):
         return sorted(((k, v[0], v[1]) for k, v in self.table.items()), key=lambda r: (-r[1], r[0]))
@@ -87,32 +105,37 @@ class _Counted(np.ndarray):
         if "out" in kwargs:
             kwargs["out"] = tuple(_plain(o) for o in kwargs["out"])
         res = getattr(ufunc, method)(*args, **kwargs)
-        if _active is not None:
-            _active.note(_nbytes(args) + _nbytes(res if isinstance(res, tuple) else (res,)))
+        prof = hooks.profile
+        if prof is not None:
+            prof.note(_nbytes(args) + _nbytes(res if isinstance(res, tuple) else (res,)))
         return _wrap(res)
 
     def __array_function__(self, func, types, args, kwargs):
         args = tuple(_plain(a) for a in args)
         kwargs = {k: _plain(v) for k, v in kwargs.items()}
         res = func(*args, **kwargs)
-        if _active is not None and func.__name__ not in _VIEW_FUNCTIONS:
-            _active.note(_nbytes(args) + _nbytes(res if isinstance(res, tuple) else (res,)))
+        prof = hooks.profile
+        if prof is not None and func.__name__ not in _VIEW_FUNCTIONS:
+            prof.note(_nbytes(args) + _nbytes(res if isinstance(res, tuple) else (res,)))
         return _wrap(res)
 
     def copy(self, order="C"):
-        if _active is not None:
-            _active.note(2 * self.nbytes)
+        prof = hooks.profile
+        if prof is not None:
+            prof.note(2 * self.nbytes)
         return np.ndarray.copy(self, order)
 
     def astype(self, dtype, order="K", casting="unsafe", subok=True, copy=True):
         res = np.ndarray.astype(self.view(np.ndarray), dtype, order, casting, subok, copy)
-        if _active is not None and res is not self and not np.shares_memory(res, self):
-            _active.note(self.nbytes + res.nbytes)
+        prof = hooks.profile
+        if prof is not None and res is not self and not np.shares_memory(res, self):
+            prof.note(self.nbytes + res.nbytes)
         return _wrap(res)
 
     def __setitem__(self, key, value):
-        if _active is not None:
-            _active.note(_nbytes((value,)) + (self.nbytes if not isinstance(key, (int, slice)) else 0))
+        prof = hooks.profile
+        if prof is not None:
+            prof.note(_nbytes((value,)) + (self.nbytes if not isinstance(key, (int, slice)) else 0))
         np.ndarray.__setitem__(self.view(np.ndarray), _plain(key), _plain(value))
 
 
@@ -122,8 +145,8 @@ _VIEW_FUNCTIONS = {"reshape", "transpose", "swapaxes", "moveaxis", "expand_dims"
 
 
 def counted(a):
-    """A counting view of host array `a` while profiling (a itself otherwise)."""
-    if _active is not None and type(a) is np.ndarray:
+    """A counting view of host array `a` while this thread profiles (a itself otherwise)."""
+    if type(a) is np.ndarray and hooks.profile is not None:
         return a.view(_Counted)
     return a
 
@@ -135,15 +158,16 @@ def plain(a):
 @contextlib.contextmanager
 def scope(label):
     """Attributes the device ops inside to `label` (e.g. 'optimizer:Adam')."""
-    if _active is None:
+    prof = hooks.profile
+    if prof is None:
         yield
         return
-    old = _active.label
-    _active.label = label
+    old = prof.label
+    prof.label = label
     try:
         yield
     finally:
-        _active.label = old
+        prof.label = old
 
 
 def _counting_kernel(name, fn):
@@ -151,8 +175,10 @@ def _counting_kernel(name, fn):
     def run(*args, **kwargs):
         args = tuple(_plain(a) for a in args)
         kwargs = {k: _plain(v) for k, v in kwargs.items()}
-        if _active is not None:
-            _active.note(_nbytes(args) + _nbytes(list(kwargs.values())))
+        prof = hooks.profile
+        if prof is None:  # another thread profiles: this call is not counted, and returns plain arrays
+            return fn(*args, **kwargs)
+        prof.note(_nbytes(args) + _nbytes(list(kwargs.values())))
         return _wrap(fn(*args, **kwargs))
 
     return run
@@ -170,33 +196,51 @@ _KERNEL_FUNCTIONS = {
 }
 
 
+# the kernel entry points are wrapped while at least one thread profiles; the wrappers count for the
+# calling thread's profile only
+_patch_lock = threading.Lock()
+_patch_users = 0
+_patched = []
+
+
+def _patch_kernels():
+    global _patch_users
+    with _patch_lock:
+        _patch_users += 1
+        if _patch_users > 1:
+            return
+        for modname, names in _KERNEL_FUNCTIONS.items():
+            try:
+                mod = importlib.import_module(modname)
+            except ImportError:
+                continue
+            for name in names:
+                fn = getattr(mod, name)
+                _patched.append((mod, name, fn))
+                setattr(mod, name, _counting_kernel(name, fn))
+
+
+def _unpatch_kernels():
+    global _patch_users
+    with _patch_lock:
+        _patch_users -= 1
+        if _patch_users:
+            return
+        for mod, name, fn in _patched:
+            setattr(mod, name, fn)
+        _patched.clear()
+
+
 @contextlib.contextmanager
 def profile():
-    """Counts device ops and bytes by op inside the block; yields the Profile."""
-    global _active
-    import importlib  # noqa: PLC0415
-
-    from accel.ops import core  # noqa: PLC0415
-
-    if _active is not None:
+    """Counts this thread's device ops and bytes by op inside the block; yields the Profile."""
+    if hooks.profile is not None:
         raise RuntimeError("accel.profiler.profile() blocks do not nest")
     prof = Profile()
-    patched = []
-    for modname, names in _KERNEL_FUNCTIONS.items():
-        try:
-            mod = importlib.import_module(modname)
-        except ImportError:
-            continue
-        for name in names:
-            fn = getattr(mod, name)
-            patched.append((mod, name, fn))
-            setattr(mod, name, _counting_kernel(name, fn))
-    _active = prof
-    core.set_profiler(prof)
+    _patch_kernels()
+    hooks.set_profile(prof)
     try:
         yield prof
     finally:
-        _active = None
-        core.set_profiler(None)
-        for mod, name, fn in patched:
-            setattr(mod, name, fn)
+        hooks.set_profile(None)
+        _unpatch_kernels()

@@ -7,25 +7,20 @@ order: no recursion, linear in the number of recorded ops. Tapes are thread-loca
 from __future__ import annotations
 
 import enum
-import threading
 
 import numpy as np
 
-from accel import backend, debugging, tensor as _tensor_mod
-from accel.ops import core, fusion
+from accel import backend, debugging, profiler, tensor as _tensor_mod
+from accel.indexed_slices import IndexedSlices
+from accel.ops import api, core, fusion
 from accel.ops.shape import RowGrad
+from accel.ops.tensor_ns import TENSOR_NS
+from accel.recorder import (  # noqa: F401  (IN_IDS...: a recorded node's fields, read here and by explain)
+    ATTRS, IN_IDS, IN_SHAPES, OP, OUT, OUT_IDS, SAVED, hooks, note_cut, note_exit, record, state as _state)
 from accel.tensor import Tensor
+from accel.variables import Variable
 
 _now = _tensor_mod._next_id  # tensor ids grow monotonically: an id is also a timestamp
-
-
-class _State(threading.local):
-    def __init__(self):
-        self.tapes = []  # active tapes of this thread, innermost last
-
-
-_state = _State()
-core._state = _state
 
 
 class UnconnectedGradients(enum.Enum):
@@ -33,85 +28,8 @@ class UnconnectedGradients(enum.Enum):
     ZERO = "zero"
 
 
-# A recorded op is a tuple (op, in_ids, out_ids, saved, out, attrs, in_shapes): tuples are the
-# cheapest records to build, and building them is on every recorded op's path.
-OP, IN_IDS, OUT_IDS, SAVED, OUT, ATTRS, IN_SHAPES = range(7)
-
-
-def record(op, inputs, out, attrs, tapes):
-    """Adds one op application to every active tape (of `tapes`) that tracks one of its inputs."""
-    node = None
-    for tape in tapes:
-        if not tape._recording:
-            continue
-        tracked = tape._tracked
-        hit = False
-        for t in inputs:
-            if t._id in tracked:
-                hit = True
-            elif type(t) is _Variable and t._trainable and tape._watch_accessed:
-                tape._watch_variable(t)
-                hit = True
-        if not hit:
-            if tape._shadow:
-                _shadow_edge(tape, inputs, out, op)
-            continue
-        if node is None:
-            if len(inputs) == 2:
-                a, b = inputs
-                in_ids = (a._id, b._id)
-                in_shapes = (a._data.shape, b._data.shape)
-                # a Variable is saved as a snapshot of its current array under the same id, so a later
-                # assign does not change what the backward pass sees, and outer tapes still track it
-                saved = ((_snapshot(a) if type(a) is _Variable else a, _snapshot(b) if type(b) is _Variable else b)
-                         if op.save_inputs else None)
-            elif len(inputs) == 1:
-                a = inputs[0]
-                in_ids = (a._id,)
-                in_shapes = (a._data.shape,)
-                saved = (_snapshot(a) if type(a) is _Variable else a,) if op.save_inputs else None
-            else:
-                in_ids = tuple([t._id for t in inputs])
-                in_shapes = tuple([t._data.shape for t in inputs])
-                saved = tuple([_snapshot(t) if type(t) is _Variable else t for t in inputs]) \
-                    if op.save_inputs else None
-            if op.multi_out:
-                out_ids = tuple([o._id for o in out])
-            else:
-                out_ids = (out._id,)
-            node = (op, in_ids, out_ids, saved, out if op.save_out else None, attrs, in_shapes)
-        tape._nodes.append(node)
-        if op.multi_out:
-            tracked.update(node[OUT_IDS])
-        else:
-            tracked.add(out._id)
-
-
-def _shadow_edge(tape, inputs, out, op):
-    """Follows values downstream of a cut (stop_gradient, argmax, ...) by id only, so explain() can
-    name the op that broke the path. Costs nothing unless a cut happened on this tape."""
-    shadow = tape._shadow
-    for t in inputs:
-        if t._id in shadow:
-            outs = tuple(o._id for o in out) if op.multi_out else (out._id,)
-            tape._shadow_edges.append((tuple(t._id for t in inputs), outs))
-            shadow.update(outs)
-            return
-
-
-def _snapshot(v):
-    t = Tensor.__new__(Tensor)
-    t._data = v._data
-    t._id = v._id
-    return t
-
-
-core._record = record
-_Variable = None  # accel.variables.Variable, bound there
-
-
 def _is_variable(x):
-    return _Variable is not None and isinstance(x, _Variable)
+    return isinstance(x, Variable)
 
 
 class GradientTape:
@@ -317,8 +235,6 @@ class GradientTape:
         if not self._persistent:
             self._used = True
             self._nodes = None
-        from accel.ops import api  # noqa: PLC0415
-
         out = []
         for s, r in zip(flat_sources, rows):
             if all(g is None for g in r):
@@ -354,8 +270,6 @@ class GradientTape:
         if not self._persistent:
             self._used = True
             self._nodes = None
-        from accel.ops import api  # noqa: PLC0415
-
         if all(g is None for g in cols):
             if unconnected is UnconnectedGradients.NONE:
                 return None
@@ -398,43 +312,7 @@ def _unconnected_mode(value):
                      "got %r" % (value,))
 
 
-def note_cut(opname, inputs, out):
-    """An op without a gradient consumed a tracked value: remembered so explain() can name it."""
-    site = None
-    for tape in _state.tapes:
-        if not tape._recording:
-            continue
-        for t in inputs:
-            if type(t) is _Variable and t._trainable and tape._watch_accessed:
-                tape._watch_variable(t)  # reading a variable watches it, whatever the op
-        ids = tuple(t._id for t in inputs if isinstance(t, Tensor))
-        if any(i in tape._tracked or i in tape._shadow for i in ids):
-            if site is None:
-                site = debugging.user_site()
-            tape._cuts.append((opname, ids, out._id, site))
-            tape._shadow.add(out._id)
-
-
-def note_exit(t, what):
-    """A tracked value left the tape (.numpy(), float(), __array__): remembered, and warned once per line."""
-    for tape in _state.tapes:
-        if not tape._recording:
-            continue
-        if type(t) is _Variable and t._trainable and tape._watch_accessed:
-            tape._watch_variable(t)  # reading a variable watches it, as in TF (v.numpy() reads it)
-        if t._id in tape._tracked:
-            site = debugging.user_site()
-            tape._exits.append((t._id, what, site))
-            debugging.warn_once(
-                "%s on a tensor that a GradientTape is recording: the value leaves the tape here, and anything "
-                "computed from the result is a new constant with no gradient path. Use accel ops instead, or "
-                "do this after the `with` block." % what)
-            return
-
-
 def _zeros_like(s):
-    from accel.ops import api  # noqa: PLC0415
-
     return api.zeros_like(s)
 
 
@@ -509,14 +387,14 @@ def _backward(tape, nodes, flat_targets, flat_sources, flat_og):
         return [None] * len(flat_sources)
 
     if tensor_mode:
-        from accel.ops.tensor_ns import TENSOR_NS as F  # noqa: PLC0415
+        F = TENSOR_NS
     else:
         F = core.array_ns(core._NUMPY if xp is np else xp)
     del nodes
     empty = {}
     pop = active.pop
-    profile = core._profile
-    check = core._numerics_check
+    profile = hooks.profile
+    check = hooks.numerics_check
     array_mode = not tensor_mode
     mode = backend.fused_mode()
     fuse_min = None if mode == "never" else 0 if mode == "always" else fusion.CPU_MIN_SIZE
@@ -594,18 +472,16 @@ def _backward(tape, nodes, flat_targets, flat_sources, flat_og):
                 acc = cot[iid] = prev + gi
                 if array_mode and type(acc) is not RowGrad:
                     owned.add(id(acc))
-    if core._profile is not None:
-        core._profile.label = "other"
+    if profile is not None:
+        profile.label = "other"
     result = []
     for s in flat_sources:
         if s._id in src_ids:
             g = cot.get(s._id)
             if type(g) is RowGrad:
-                from accel.optimizers.sparse import IndexedSlices  # noqa: PLC0415
-
                 g = IndexedSlices(Tensor(g.values), Tensor(g.indices), np.asarray(g.shape, np.int64))
             elif g is not None and not tensor_mode:
-                g = Tensor(core.as_array(g if core._profile is None else _plain_view(g)))
+                g = Tensor(core.as_array(g if profile is None else profiler.plain(g)))
             result.append(g)
         else:
             result.append(None)
@@ -613,19 +489,11 @@ def _backward(tape, nodes, flat_targets, flat_sources, flat_og):
 
 
 def _counted_views(g, vals, out):
-    from accel import profiler  # noqa: PLC0415
-
     c = profiler.counted
     g = [c(x) for x in g] if isinstance(g, list) else c(g)
     vals = [c(v) for v in vals]
     out = tuple(c(o) for o in out) if isinstance(out, tuple) else c(out)
     return g, vals, out
-
-
-def _plain_view(a):
-    from accel import profiler  # noqa: PLC0415
-
-    return profiler.plain(a)
 
 
 def sum_to_array(g, shape):
@@ -679,12 +547,3 @@ def _pack(s, it):
     if isinstance(s, (list, tuple)):
         return type(s)(_pack(v, it) for v in s)
     return next(it)
-
-
-def _leaving_tape(t, what):
-    if _state.tapes:
-        note_exit(t, what)
-
-
-_tensor_mod._warn_hook = _leaving_tape
-core._note_cut = note_cut

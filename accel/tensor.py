@@ -11,9 +11,10 @@ import numbers
 import numpy as np
 
 from accel import backend, dtypes
+from accel.recorder import leaving as _warn_leaving_tape
 
 _next_id = itertools.count(1).__next__
-_OPS = {}  # filled by accel.ops: name -> function
+_OPS = {}  # name -> op function, bound by bind_operators
 _SCALARS = (np.generic, bool, int, float, complex)
 
 
@@ -134,6 +135,9 @@ class Tensor:
 
     __slots__ = ("_data", "_id", "__weakref__")
     __array_priority__ = 100  # NumPy defers `ndarray + Tensor` to Tensor.__radd__
+    # what the recorder asks of an input (accel.recorder): a Variable overrides both
+    _is_variable = False  # saved as a snapshot of its current array
+    _trainable = False  # watched by a tape that watches accessed variables when an op reads it
 
     def __init__(self, data):
         # NumPy returns scalars (np.float32) from ufuncs and reductions on 0-d arrays; a tensor always
@@ -379,12 +383,17 @@ def _array_repr(data):
     return np.array_repr(a)
 
 
-_warn_hook = None  # set by accel.tape: warns when a value leaves a recording tape
+# the forward arithmetic operators are the op functions themselves (one Python frame less on the hottest path)
+_DIRECT_OPERATORS = {"__add__": "add", "__sub__": "subtract", "__mul__": "multiply", "__truediv__": "truediv",
+                     "__matmul__": "matmul"}
 
 
-def _warn_leaving_tape(t, what):
-    if _warn_hook is not None:
-        _warn_hook(t, what)
+def bind_operators(ops):
+    """Connects Tensor's operators to the ops, {name: function}: Tensor sits below the ops, so accel's
+    package init hands them over once they exist."""
+    _OPS.update(ops)
+    for method, name in _DIRECT_OPERATORS.items():
+        setattr(Tensor, method, ops[name])
 
 
 # --- conversion --------------------------------------------------------------------------

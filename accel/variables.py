@@ -6,10 +6,13 @@ import sys
 
 import numpy as np
 
-from accel import backend, debugging, tape as _tape
+from accel import backend, sites
 from accel.dtypes import as_dtype
 from accel.errors import InvalidArgumentError
+from accel.ops.creation import identity
+from accel.recorder import note_exit, state as _rec
 from accel.tensor import Tensor, TensorShape, to_array
+
 
 class Variable(Tensor):
     """A mutable tensor that GradientTape watches automatically when trainable.
@@ -20,6 +23,7 @@ class Variable(Tensor):
     """
 
     __slots__ = ("_trainable", "_name", "_aggregation", "_constraint", "_site")
+    _is_variable = True
 
     def __init__(self, initial_value=None, trainable=True, name=None, dtype=None, shape=None,
                  constraint=None, synchronization=None, aggregation=None, validate_shape=True,
@@ -46,7 +50,7 @@ class Variable(Tensor):
             self._name = scopes.current_name_scope() + self._name
         self._constraint = constraint
         self._aggregation = aggregation
-        self._site = debugging.user_site()  # where it was created, for gradient diagnostics
+        self._site = sites.user_site()  # where it was created, for gradient diagnostics
 
     # --- metadata -----------------------------------------------------------------------
     @property
@@ -75,9 +79,7 @@ class Variable(Tensor):
     def read_value(self):
         """A snapshot of the current value; later assignments do not change it."""
         out = Tensor(self._data.copy())
-        if _tape._state.tapes:
-            from accel.ops.creation import identity  # noqa: PLC0415
-
+        if _rec.tapes:
             # recorded so gradients flow to the variable through the snapshot
             snap = identity(self)
             snap._data = out._data
@@ -89,8 +91,8 @@ class Variable(Tensor):
 
     def numpy(self):
         """A copy of the current value (later assignments do not change it)."""
-        if _tape._state.tapes:
-            _tape.note_exit(self, "Variable.numpy()")
+        if _rec.tapes:
+            note_exit(self, "Variable.numpy()")
         a = backend.to_numpy(self._data)
         a = a.copy() if a is self._data else a
         return a if a.ndim else a[()]
@@ -111,6 +113,14 @@ class Variable(Tensor):
 
     def deref(self):
         return self
+
+    def _snapshot(self):
+        """A Tensor holding the current array under this variable's id: what a tape saves for the
+        backward pass, so a later assign does not change it (accel.recorder.record)."""
+        t = Tensor.__new__(Tensor)
+        t._data = self._data
+        t._id = self._id
+        return t
 
     # --- assignment ------------------------------------------------------------------------
     def _coerce(self, value, what):
@@ -142,7 +152,7 @@ class Variable(Tensor):
     def _write(self, new):
         if type(new) is not type(self._data):
             new = np.asarray(new)  # a 0-d NumPy sum (self._data + delta) is a NumPy scalar
-        if _tape._state.tapes:
+        if _rec.tapes:
             self._warn_if_watched()
             # a tape may hold the current array for its backward pass: give it a fresh one
             self._data = new.copy() if new is self._data else new
@@ -158,9 +168,9 @@ class Variable(Tensor):
         return self if read_value else None
 
     def _warn_if_watched(self):
-        for t in _tape._state.tapes:
+        for t in _rec.tapes:
             if t._recording and self._id in t._tracked:
-                debugging.warn_once(
+                sites.warn_once(
                     "assigning to Variable %r while a GradientTape watches it: assignments are not "
                     "differentiable, so the path through the new value is cut (apply updates after the "
                     "`with` block)" % self.name)
@@ -168,7 +178,7 @@ class Variable(Tensor):
 
     def assign_add(self, delta, use_locking=None, name=None, read_value=True):
         data = self._coerce(delta, "assign_add")
-        if _tape._state.tapes:
+        if _rec.tapes:
             self._write(self._data + data)
         else:
             self._data += data
@@ -176,7 +186,7 @@ class Variable(Tensor):
 
     def assign_sub(self, delta, use_locking=None, name=None, read_value=True):
         data = self._coerce(delta, "assign_sub")
-        if _tape._state.tapes:
+        if _rec.tapes:
             self._write(self._data - data)
         else:
             self._data -= data
@@ -185,5 +195,3 @@ class Variable(Tensor):
     def scatter_nd_update(self, indices, updates):
         raise NotImplementedError("Variable.scatter_nd_update is not supported yet")
 
-
-_tape._Variable = Variable

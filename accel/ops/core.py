@@ -13,28 +13,8 @@ import numpy as np
 
 from accel import backend
 from accel.errors import InvalidArgumentError
+from accel.recorder import hooks as _hooks, note_cut as _note_cut, record as _record, state as _state
 from accel.tensor import Tensor, to_array
-
-_state = None  # accel.tape._state, bound at import of accel.tape
-_record = None  # accel.tape.record
-_note_cut = None  # accel.tape.note_cut
-_numerics_check = None  # set by accel.debugging.enable_check_numerics
-
-
-_profile = None  # the active accel.profiler.Profile, or None
-_plain = True  # neither a profiler nor a numerics check is active: apply's fast path may run
-
-
-def set_profiler(prof):
-    global _profile, _plain
-    _profile = prof
-    _plain = _profile is None and _numerics_check is None
-
-
-def set_numerics_check(hook):
-    global _numerics_check, _plain
-    _numerics_check = hook
-    _plain = _profile is None and _numerics_check is None
 
 
 def cut(opname, inputs, out):
@@ -147,8 +127,8 @@ def _device_mismatch(datas, opname):
 def apply(op: Op, inputs, attrs=None):
     """Runs op's forward on Tensors `inputs`, wraps the result, and records it on active tapes."""
     n = len(inputs)
-    if _plain and n <= 2 and not op.multi_out:
-        # the hot path: host arrays, no profiler, no numerics check (errors go the slow way below)
+    if not _hooks.active and n <= 2 and not op.multi_out:
+        # the hot path: host arrays, no thread has a profiler or numerics check (errors go the slow way below)
         a = inputs[0]._data
         b = inputs[1]._data if n == 2 else a
         if type(a) is np.ndarray and type(b) is np.ndarray:
@@ -176,11 +156,13 @@ def apply(op: Op, inputs, attrs=None):
     else:
         datas = [t._data for t in inputs]
         xp = _xp_of_datas(datas, op.name)
-    if _profile is not None:
-        from accel import profiler  # noqa: PLC0415
-
-        datas = [profiler.counted(d) for d in datas]
-        _profile.label = op.name
+    prof = check = None
+    if _hooks.active:  # some thread observes: this thread's profiler and numerics check, if any
+        prof = _hooks.profile
+        check = _hooks.numerics_check
+    if prof is not None:
+        datas = [prof.counted(d) for d in datas]
+        prof.label = op.name
     try:
         res = op.forward(xp, *datas, **attrs) if attrs else op.forward(xp, *datas)
     except (ValueError, TypeError, IndexError) as e:
@@ -188,18 +170,16 @@ def apply(op: Op, inputs, attrs=None):
             raise
         raise InvalidArgumentError(None, None, "%s: %s (inputs: %s)" % (
             op.name, e, ", ".join("%s %s" % (d.dtype, tuple(d.shape)) for d in datas))) from None
-    if _profile is not None:
-        from accel import profiler  # noqa: PLC0415
-
-        res = profiler.plain(res) if not op.multi_out else [profiler.plain(r) for r in res]
+    if prof is not None:
+        res = prof.plain(res) if not op.multi_out else [prof.plain(r) for r in res]
     if op.multi_out:
         out = tuple(Tensor(as_array(r)) for r in res)
     else:
         out = Tensor(res if type(res) is np.ndarray else as_array(res))
     if _state.tapes:
         _record_or_cut(op, inputs, out, attrs)
-    if _numerics_check is not None:
-        _numerics_check(op.name, [o._data for o in out] if op.multi_out else [out._data], "the output")
+    if check is not None:
+        check(op.name, [o._data for o in out] if op.multi_out else [out._data], "the output")
     return out
 
 
@@ -224,15 +204,8 @@ def convert(x, dtype=None):
     if isinstance(x, Tensor):
         return x
     if hasattr(x, "indices") and hasattr(x, "dense_shape"):  # IndexedSlices: densify
-        return _densify(x)
+        return x._dense()
     return Tensor(to_array(x, dtype))
-
-
-def _densify(s):
-    from accel.ops.tensor_ns import TENSOR_NS  # noqa: PLC0415
-
-    shape = tuple(int(d) for d in backend.to_numpy(s.dense_shape._data))
-    return TENSOR_NS.scatter_add(shape, s.values._data.dtype, s.indices, s.values, 0)
 
 
 def convert_pair(x, y, opname):

@@ -62,9 +62,7 @@ def convert_to_tensor(value, dtype=None, dtype_hint=None, name=None):
         if dtype is not None and value._data.dtype != as_dtype(dtype).dtype:
             raise ValueError("convert_to_tensor: requested dtype %s for a tensor of dtype %s"
                              % (as_dtype(dtype).name, value.dtype.name))
-        from accel.variables import Variable  # noqa: PLC0415
-
-        if isinstance(value, Variable):
+        if value._is_variable:
             return value.read_value()
         return value
     if hasattr(value, "indices") and hasattr(value, "dense_shape"):  # IndexedSlices
@@ -184,12 +182,7 @@ REGISTRY["identity"] = _identity
 
 
 def identity(input, name=None):  # noqa: A002
-    x = convert(input)
-    from accel.variables import Variable  # noqa: PLC0415
-
-    if isinstance(x, Variable):
-        return apply(_identity, (x,))
-    return apply(_identity, (x,))
+    return apply(_identity, (convert(input),))
 
 
 def stop_gradient(input, name=None):  # noqa: A002

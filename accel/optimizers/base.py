@@ -26,7 +26,7 @@ import numpy as np
 
 from accel import backend, profiler, cpu_kernels
 from accel import module as _module
-from accel import tape as _tape
+from accel.recorder import state as _rec
 from accel.dtypes import float32, int64
 from accel.optimizers import schedules as _schedules
 from accel.optimizers.sparse import IndexedSlices, has_duplicates, scatter_rows
@@ -350,8 +350,9 @@ class Optimizer:
                 stacklevel=2,
             )
 
-        if profiler._active is not None:
-            profiler._active.label = "optimizer:" + type(self).__name__
+        prof = profiler.active()
+        if prof is not None:
+            prof.label = "optimizer:" + type(self).__name__
         lr = self._lr_value()
         step = int(self._iterations._data) + 1
         scales = self._grad_scales([g for _, g in present])
@@ -456,7 +457,7 @@ class Optimizer:
 
     def _apply_one(self, st, g, scale, lr, step):
         var = st.var
-        if _tape._state.tapes:
+        if _rec.tapes:
             var._data = var._data.copy()  # an active tape may hold the old array for its backward pass
         p = var._data
         g, fg = self._dense_grad(p, g, scale)
@@ -465,7 +466,7 @@ class Optimizer:
         if fg is None and self._fused_update(p, g, s, lr, step, wd):
             return
         bufs = [self._buf(p, _SCRATCH + i) for i in range(self._scratch)]
-        if profiler._active is not None:  # count the generic update's array passes (views, same memory)
+        if profiler.active() is not None:  # count the generic update's array passes (views, same memory)
             p, g, bufs = profiler.counted(p), profiler.counted(g), [profiler.counted(b) for b in bufs]
             s = {k: profiler.counted(v) for k, v in s.items()}
         if wd:
@@ -502,7 +503,7 @@ class Optimizer:
                 continue
             ps = []
             for _, st, _, _ in members:
-                if _tape._state.tapes:
+                if _rec.tapes:
                     st.var._data = st.var._data.copy()  # an active tape may hold the old array
                 ps.append(st.var._data)
             self._multi_update(k, ps, [m[2] for m in members], [m[3] for m in members], lr, step, wd)

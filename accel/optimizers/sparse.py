@@ -11,53 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from accel import backend
+from accel.indexed_slices import IndexedSlices, is_indexed_slices  # noqa: F401  (this module's public names)
 from accel.ops import fusion
-from accel.dtypes import int64
-from accel.ops.creation import convert_to_tensor
-from accel.tensor import TensorShape
-
-
-class IndexedSlices:
-    """A gradient that is zero outside the rows `indices`: dense[indices[i]] += values[i].
-
-    values: [n, *row_shape]; indices: [n] int32/int64; dense_shape: the full shape
-    [N, *row_shape] (or None when unknown).
-    """
-
-    __slots__ = ("values", "indices", "dense_shape")
-
-    def __init__(self, values, indices, dense_shape=None):
-        self.values = convert_to_tensor(values)
-        self.indices = convert_to_tensor(indices)
-        if self.indices._data.dtype.kind not in "iu":
-            raise TypeError("IndexedSlices: indices must be integers, got %s" % self.indices.dtype.name)
-        self.dense_shape = None if dense_shape is None else convert_to_tensor(dense_shape, dtype=int64)
-
-    @property
-    def dtype(self):
-        return self.values.dtype
-
-    @property
-    def shape(self):
-        """The dense shape (TensorShape), or the values' row shape with an unknown first dimension."""
-        if self.dense_shape is None:
-            return TensorShape((None,) + tuple(self.values.shape[1:]))
-        return TensorShape(int(d) for d in backend.to_numpy(self.dense_shape._data))
-
-    @property
-    def device(self):
-        return self.values.device
-
-    def __repr__(self):
-        return "IndexedSlices(indices=%s, values=%s, dense_shape=%s)" % (
-            self.indices,
-            self.values,
-            self.dense_shape,
-        )
-
-
-def is_indexed_slices(g) -> bool:
-    return isinstance(g, IndexedSlices)
 
 
 def scatter_rows(out, indices, values):
