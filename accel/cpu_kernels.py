@@ -163,7 +163,7 @@ def _generated_loop(name, dtype):
 
                 m = cpu_math.build()
                 generated_loops.exp_f32, generated_loops.tanh_f32 = m.exp_f32, m.tanh_f32
-                generated_loops.erf_f32 = m.erf_f32
+                generated_loops.erf_f32, generated_loops.erf_gauss_f32 = m.erf_f32, m.erf_gauss_f32
                 generated_loops.prange = prange
                 _jitted["generated_bound"] = True
         suffix = "f32" if dtype == np.float32 else "f64"

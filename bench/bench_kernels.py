@@ -1,8 +1,12 @@
-"""Bandwidth of the CPU twins (accel.cpu_kernels): numba loop vs NumPy `out=` vs
-naive NumPy, against the copy bandwidth of this machine.
+"""Bandwidth of the CPU twins (accel.cpu_kernels) against the copy bandwidth of this machine:
+activation backward loops generated from the ops' rules vs the rule itself on NumPy (the generic
+path) vs naive NumPy, and optimizer updates (numba loop vs NumPy `out=` vs naive).
 
-    python -m bench.bench_kernels [--reps 7] [--n-act 16M] [--n-opt 10M]
+    python -m bench.bench_kernels [--reps 7] [--n-act 16M] [--n-opt 10M] [--baseline-rev REV]
     pytest bench/bench_kernels.py --benchmark-only
+
+--baseline-rev REV adds the accel/cpu_kernels.py of git revision REV (e.g. 7a5f2f6, the last with
+hand-written activation twins) as a column, in the same interleaved run.
 
 GB/s counts every array read and written once (an in-place update of p reads
 and writes p). Implementations are interleaved in one process; medians.
@@ -16,11 +20,18 @@ import json
 import math
 import pathlib
 import statistics
+import importlib.util
+import subprocess
+import tempfile
 import time
 
 import numpy as np
 
 from accel import cpu_kernels as ck
+from accel.ops import core, generated_loops
+from accel.ops.core import REGISTRY
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 N_ACT = 16 * 2**20
 N_OPT = 10_000_000
@@ -38,7 +49,7 @@ NAIVE_ACT = {
     "relu6": lambda g, s: g * ((s > 0) & (s < 6)),
     "leaky_relu": lambda g, s: np.where(s > 0, g, g * 0.2),
     "elu": lambda g, s: np.where(s > 0, g, g * (s + 1)),
-    "selu": lambda g, s: np.where(s < 0, g * (s + ck.SELU_SCALE * ck.SELU_ALPHA), g * ck.SELU_SCALE),
+    "selu": lambda g, s: np.where(s < 0, g * (s + 1.7580993408473766), g * 1.0507009873554805),
     "gelu": None,  # needs erf: no naive NumPy form
     "gelu_tanh": lambda g, s: (
         g
@@ -149,21 +160,47 @@ def copy_bandwidth(reps=7):
     return 2 * COPY_BYTES / t / 1e9
 
 
-def bench_activations(n, reps):
+ALPHA = {"leaky_relu": 0.2}
+
+
+def _rule(name):
+    """The op's own gradient rule on NumPy arrays: what the tape runs when nothing is fused."""
+    spec = generated_loops.KERNELS[name]
+    op, attrs = REGISTRY[spec["op"]], dict(spec["attrs"], **({"alpha": ALPHA[name]} if name in ALPHA else {}))
+    ns = core.array_ns(np)
+    if spec["saved"] == ("x",):
+        return lambda g, s: op.rules[0](ns, g, None, s, **attrs)
+    return lambda g, s: op.rules[0](ns, g, s, None, **attrs)
+
+
+def load_baseline(rev):
+    """accel/cpu_kernels.py as it was at git revision `rev`, imported as a separate module."""
+    src = subprocess.check_output(["git", "show", "%s:accel/cpu_kernels.py" % rev], cwd=ROOT, text=True)
+    path = pathlib.Path(tempfile.mkdtemp()) / "cpu_kernels_baseline.py"
+    path.write_text(src)
+    spec = importlib.util.spec_from_file_location("cpu_kernels_baseline", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def bench_activations(n, reps, baseline=None):
     rng = np.random.default_rng(0)
     g = rng.standard_normal(n, np.float32)
     x = (rng.standard_normal(n, np.float32) * 3).astype(np.float32)
     out = np.empty_like(g)
     rows = {}
-    for name, saved_kind in ck.ACTIVATIONS.items():
-        s = x if saved_kind == "x" else np.tanh(x) if name == "tanh" else np.clip(x, -0.99, 5)
+    for name, spec in generated_loops.KERNELS.items():
+        s = x if spec["saved"] == ("x",) else np.tanh(x) if name == "tanh" else np.clip(x, -0.99, 5)
+        a = ALPHA.get(name)
         impls = {
-            "dispatch": lambda name=name, s=s: ck.activation_bwd(name, g, s, out=out),
-            "numba": lambda name=name, s=s: ck.activation_bwd_numba(name, g, s, out=out),
-            "numpy_out": lambda name=name, s=s: ck.activation_bwd_numpy(name, g, s, out=out),
+            "generated": lambda name=name, s=s, a=a: ck.activation_bwd(name, g, s, a, out=out),
+            "rule": lambda name=name, s=s, r=_rule(name): r(g, s),
         }
-        if NAIVE_ACT[name] is not None:
+        if NAIVE_ACT.get(name) is not None:
             impls["naive"] = lambda name=name, s=s: NAIVE_ACT[name](g, s)
+        if baseline is not None and name in getattr(baseline, "ACTIVATIONS", {}):
+            impls["baseline"] = lambda name=name, s=s, a=a: baseline.activation_bwd(name, g, s, a, out=out)
         for f in impls.values():  # warm up (numba compile), outside the clock
             f()
         times = {k: [] for k in impls}
@@ -171,19 +208,7 @@ def bench_activations(n, reps):
             for k, f in impls.items():
                 times[k] += _time(f, 1)
         rows[name] = {k: 3 * 4 * n / statistics.median(v) / 1e9 for k, v in times.items()}
-        rows[name]["chosen"] = _dispatched(name)
     return rows
-
-
-def _dispatched(name):
-    """Which twin ck.activation_bwd runs for float32 arrays of this size (see its dispatch)."""
-    if not ck.available():
-        return "numpy_out"
-    if name in ck.F32_ONE_PASS:
-        return "numba one pass, accel.cpu_math"
-    if name in ck._SPLIT:
-        return "split numba/NumPy"
-    return "numpy_out" if name in ck.PREFER_NUMPY else "numba"
 
 
 def bench_optimizers(n, reps):
@@ -204,26 +229,20 @@ def bench_optimizers(n, reps):
 
 
 def report(copy_gbs, acts, opts):
-    lines = [
-        "copy bandwidth (np.copyto 256 MB, read+write): %.1f GB/s" % copy_gbs,
-        "%-14s %10s %10s %10s %10s   %s" % ("op", "dispatch", "numba", "numpy_out", "naive", "dispatch/copy"),
-    ]
-    for title, rows in (("activation backward, 16M float32", acts), ("optimizer update, 10M float32", opts)):
-        lines.append("-- " + title)
-        for name, r in rows.items():
-            best = r["dispatch"] if "dispatch" in r else max(v for k, v in r.items() if k != "chosen")
-            lines.append(
-                "%-14s %10s %10.1f %10.1f %10s   %.2fx%s"
-                % (
-                    name,
-                    "%.1f" % r["dispatch"] if "dispatch" in r else "-",
-                    r.get("numba", float("nan")),
-                    r["numpy_out"],
-                    "%.1f" % r["naive"] if "naive" in r else "-",
-                    best / copy_gbs,
-                    "  (%s)" % r["chosen"] if "chosen" in r else "",
-                )
-            )
+    lines = ["copy bandwidth (np.copyto 256 MB, read+write): %.1f GB/s" % copy_gbs,
+             "-- activation backward, float32 (GB/s)",
+             "%-14s %10s %10s %10s %10s   %s" % ("op", "generated", "rule", "naive", "baseline",
+                                                 "generated/copy, /baseline")]
+    for name, r in acts.items():
+        lines.append("%-14s %10.1f %10.1f %10s %10s   %.2fx%s" % (
+            name, r["generated"], r["rule"], "%.1f" % r["naive"] if "naive" in r else "-",
+            "%.1f" % r["baseline"] if "baseline" in r else "-", r["generated"] / copy_gbs,
+            ", %.2fx" % (r["generated"] / r["baseline"]) if "baseline" in r else ""))
+    lines += ["-- optimizer update, float32 (GB/s)",
+              "%-14s %10s %10s %10s   %s" % ("op", "numba", "numpy_out", "naive", "numba/copy")]
+    for name, r in opts.items():
+        lines.append("%-14s %10.1f %10.1f %10.1f   %.2fx" % (name, r["numba"], r["numpy_out"], r["naive"],
+                                                            r["numba"] / copy_gbs))
     return "\n".join(lines)
 
 
@@ -232,17 +251,19 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--n-act", type=int, default=N_ACT)
     ap.add_argument("--n-opt", type=int, default=N_OPT)
+    ap.add_argument("--baseline-rev", default=None)
     args = ap.parse_args(argv)
     if not ck.available():
         print("numba unavailable: numba column is the NumPy fallback")
     copy_gbs = copy_bandwidth(args.reps)
-    acts = bench_activations(args.n_act, args.reps)
+    baseline = load_baseline(args.baseline_rev) if args.baseline_rev else None
+    acts = bench_activations(args.n_act, args.reps, baseline)
     opts = bench_optimizers(args.n_opt, args.reps)
     print(report(copy_gbs, acts, opts))
     out = pathlib.Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)
     (out / "kernels.json").write_text(
-        json.dumps({"copy_gbs": copy_gbs, "activations_16M_f32": acts, "optimizers_10M_f32": opts}, indent=1)
+        json.dumps({"copy_gbs": copy_gbs, "activations_f32": acts, "optimizers_f32": opts}, indent=1)
     )
 
 
@@ -253,32 +274,35 @@ def _bench_act(benchmark, name, impl, n=N_ACT):
     rng = np.random.default_rng(0)
     g, x = rng.standard_normal(n, np.float32), rng.standard_normal(n, np.float32)
     out = np.empty_like(g)
-    f = {"dispatch": ck.activation_bwd, "numba": ck.activation_bwd_numba, "numpy_out": ck.activation_bwd_numpy}[impl]
-    f(name, g, x, out=out)
-    benchmark(f, name, g, x, out=out)
+    if impl == "generated":
+        ck.activation_bwd(name, g, x, ALPHA.get(name), out=out)
+        benchmark(ck.activation_bwd, name, g, x, ALPHA.get(name), out=out)
+    else:
+        r = _rule(name)
+        benchmark(r, g, x)
 
 
 def _params():
     import pytest  # noqa: PLC0415
 
-    return pytest.mark.parametrize("impl", ["dispatch", "numba", "numpy_out"]), pytest.mark.parametrize(
-        "name", ["relu", "sigmoid", "tanh", "gelu_tanh", "gelu", "silu", "softplus"]
-    )
+    return (pytest.mark.parametrize("impl", ["numba", "numpy_out"]),
+            pytest.mark.parametrize("impl", ["generated", "rule"]),
+            pytest.mark.parametrize("name", list(generated_loops.KERNELS)))
 
 
 try:
-    _impl_p, _name_p = _params()
+    _opt_p, _impl_p, _name_p = _params()
 
     @_impl_p
     @_name_p
     def test_activation_bwd(benchmark, name, impl):
-        if impl != "numpy_out" and not ck.available():
+        if impl == "generated" and not ck.available():
             import pytest  # noqa: PLC0415
 
             pytest.skip("numba not installed")
         _bench_act(benchmark, name, impl)
 
-    @_impl_p
+    @_opt_p
     def test_adam_update(benchmark, impl):
         rng = np.random.default_rng(1)
         p, g, m = (rng.standard_normal(N_OPT, np.float32) * 0.01 for _ in range(3))

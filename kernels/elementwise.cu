@@ -29,8 +29,8 @@ __global__ void gelu_bwd(T* gx, const T* g, const T* x, long long n) {
     const A t1 = m_erf(t0);
     const A t2 = A(1.0) + t1;
     const A t3 = A(0.5) * t2;
-    const A t4 = A(-0.5) * x_;
-    const A t5 = t4 * x_;
+    const A t4 = t0 * t0;
+    const A t5 = -t4;
     const A t6 = m_exp(t5);
     const A t7 = t6 / A(2.5066282746310002);
     const A t8 = x_ * t7;
@@ -51,22 +51,29 @@ __global__ void gelu_tanh_bwd(T* gx, const T* g, const T* x, long long n) {
     const A t1 = t0 * x_;
     const A t2 = t1 * x_;
     const A t3 = x_ + t2;
-    const A t4 = A(0.7978845608028654) * t3;
-    const A t5 = m_tanh(t4);
-    const A t6 = A(1.0) + t5;
-    const A t7 = A(0.5) * t6;
-    const A t8 = A(0.5) * x_;
-    const A t9 = t5 * t5;
-    const A t10 = A(1.0) - t9;
-    const A t11 = t8 * t10;
-    const A t12 = A(0.134145) * x_;
-    const A t13 = t12 * x_;
-    const A t14 = A(1.0) + t13;
-    const A t15 = A(0.7978845608028654) * t14;
-    const A t16 = t11 * t15;
-    const A t17 = t7 + t16;
-    const A t18 = g_ * t17;
-    st(gx, i, t18);
+    const A t4 = A(1.5957691216057308) * t3;
+    const bool t5 = t4 >= A(0.0);
+    const A t6 = m_abs(t4);
+    const A t7 = -t6;
+    const A t8 = m_exp(t7);
+    const A t9 = A(1.0) + t8;
+    const A t10 = A(1.0) / t9;
+    const A t11 = t8 / t9;
+    const A t12 = (t5 ? t10 : t11);
+    const A t13 = A(2.0) * x_;
+    const A t14 = t13 * t12;
+    const A t15 = -t4;
+    const bool t16 = t15 >= A(0.0);
+    const A t17 = (t16 ? t10 : t11);
+    const A t18 = t14 * t17;
+    const A t19 = t18 * A(0.7978845608028654);
+    const A t20 = A(0.134145) * x_;
+    const A t21 = t20 * x_;
+    const A t22 = A(1.0) + t21;
+    const A t23 = t19 * t22;
+    const A t24 = t12 + t23;
+    const A t25 = g_ * t24;
+    st(gx, i, t25);
   }
 }
 

@@ -82,10 +82,45 @@ _C = {
 }
 
 
-def _lines(k, dialect, const, call):
+def _erf_gauss_pairs(order):
+    """{id(erf node): exp node} where erf(u) and exp(-(u*u)) both occur: accel.cpu_math.erf_gauss_f32
+    computes the two from one exp, bit-identical to erf_f32(u) and exp_f32(-(u*u))."""
+    erfs = {id(n.args[0]): n for n in order if n.op == "erf"}
+    pairs = {}
+    for n in order:
+        if n.op == "exp" and n.args[0].op == "neg":
+            sq = n.args[0].args[0]
+            if sq.op == "mul" and sq.args[0] is sq.args[1] and id(sq.args[0]) in erfs:
+                pairs[id(erfs[id(sq.args[0])])] = n
+    return pairs
+
+
+def _lines(k, dialect, const, call, erf_gauss=False):
     """(temporaries as [(name, is_bool, code)], the result's code): one line per interior node."""
     names, lines = {}, []
-    for n in postorder(k.expr):
+    order = postorder(k.expr)
+    pairs = _erf_gauss_pairs(order) if erf_gauss else {}
+    by_id = {id(n): n for n in order}
+    partner = {}
+    for erf_id, ex in pairs.items():
+        partner[erf_id], partner[id(ex)] = ex, by_id[erf_id]
+    needed, stack = set(), [k.expr]  # an exp that erf_gauss supplies needs none of its operands
+    while stack:
+        n = stack.pop()
+        if id(n) not in needed:
+            needed.add(id(n))
+            if not (n.op == "exp" and id(n) in partner):
+                stack.extend(n.args)
+    for n in order:
+        if id(n) in names or id(n) not in needed:  # named with its erf_gauss partner, or unused
+            continue
+        other = partner.get(id(n))
+        if other is not None:
+            erf, ex = (n, other) if n.op == "erf" else (other, n)
+            t = "t%d" % len(lines)
+            lines.append(("%s, %s_g" % (t, t), False, "erf_gauss_f32(%s)" % names[id(erf.args[0])]))
+            names[id(erf)], names[id(ex)] = t, t + "_g"
+            continue
         if n.op == "var":
             names[id(n)] = n.value + "_" if n.value in ("g",) + SAVED_ORDER else n.value
             continue
@@ -135,7 +170,7 @@ def render_numba(kernels):
         "",
         "F32 = np.float32",
         "prange = range",
-        "exp_f32 = tanh_f32 = erf_f32 = None",
+        "exp_f32 = tanh_f32 = erf_f32 = erf_gauss_f32 = None",
         "",
         "KERNELS = {",
     ]
@@ -145,7 +180,8 @@ def render_numba(kernels):
     out.append("}")
     for k in kernels:
         for f32 in (True, False):
-            lines, res = _lines(k, _PY, lambda v, f=f32: _py_float(v, f), lambda fn, f=f32: _nb_call(fn, f))
+            lines, res = _lines(k, _PY, lambda v, f=f32: _py_float(v, f), lambda fn, f=f32: _nb_call(fn, f),
+                                erf_gauss=f32)
             params = ", ".join(("gx", "g") + k.saved + k.scalars)
             out += ["", "", "# " + _title(k), "def %s_bwd_%s(%s):" % (k.name, "f32" if f32 else "f64", params),
                     "    for i in prange(gx.size):"]

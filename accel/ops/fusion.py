@@ -49,15 +49,13 @@ class Generated:
     (accel.ops.codegen; tools/gen_kernels.py writes the numba loops and kernels/elementwise.cu).
     variants: {kernel name: the static attributes it fixes} for ops whose rule branches on an
     attribute (gelu's `approximate`); by default one kernel named after the op. scalars: runtime
-    attributes passed to the kernel (leaky_relu's alpha). host_float64=False keeps float64 host
-    arrays on the NumPy rule where numba's scalar libm loses to NumPy's SIMD ufuncs."""
+    attributes passed to the kernel (leaky_relu's alpha)."""
 
     generated = True
 
-    def __init__(self, variants=None, scalars=(), host_float64=True):
+    def __init__(self, variants=None, scalars=()):
         self.variants = variants
         self.scalars = tuple(scalars)
-        self.host_float64 = host_float64
 
     def bind(self, op):
         if self.variants is None:
@@ -79,7 +77,7 @@ class Generated:
             return None
         alpha = attrs[self.scalars[0]] if self.scalars else None
         if isinstance(g, np.ndarray):  # accel.profiler's counting views are ndarray subclasses
-            if not _cpu_ok(g, s) or (g.dtype == np.float64 and not self.host_float64):
+            if not _cpu_ok(g, s):
                 return None
             return (_twins.activation_bwd(kernel, g, s, alpha),)
         from accel import fused  # noqa: PLC0415

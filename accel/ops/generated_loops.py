@@ -11,7 +11,7 @@ import numpy as np
 
 F32 = np.float32
 prange = range
-exp_f32 = tanh_f32 = erf_f32 = None
+exp_f32 = tanh_f32 = erf_f32 = erf_gauss_f32 = None
 
 KERNELS = {
     'elu': {"op": 'elu', "attrs": {}, "saved": ('out',), "scalars": ()},
@@ -58,17 +58,14 @@ def gelu_bwd_f32(gx, g, x):
         g_ = g[i]
         x_ = x[i]
         t0 = x_ / F32(1.4142135623730951)
-        t1 = erf_f32(t0)
+        t1, t1_g = erf_gauss_f32(t0)
         t2 = F32(1.0) + t1
         t3 = F32(0.5) * t2
-        t4 = F32(-0.5) * x_
-        t5 = t4 * x_
-        t6 = exp_f32(t5)
-        t7 = t6 / F32(2.5066282746310002)
-        t8 = x_ * t7
-        t9 = t3 + t8
-        t10 = g_ * t9
-        gx[i] = t10
+        t4 = t1_g / F32(2.5066282746310002)
+        t5 = x_ * t4
+        t6 = t3 + t5
+        t7 = g_ * t6
+        gx[i] = t7
 
 
 # the gradient rule of gelu (approximate=False)
@@ -80,8 +77,8 @@ def gelu_bwd_f64(gx, g, x):
         t1 = math.erf(t0)
         t2 = 1.0 + t1
         t3 = 0.5 * t2
-        t4 = -0.5 * x_
-        t5 = t4 * x_
+        t4 = t0 * t0
+        t5 = -t4
         t6 = math.exp(t5)
         t7 = t6 / 2.5066282746310002
         t8 = x_ * t7
@@ -99,22 +96,29 @@ def gelu_tanh_bwd_f32(gx, g, x):
         t1 = t0 * x_
         t2 = t1 * x_
         t3 = x_ + t2
-        t4 = F32(0.7978845608028654) * t3
-        t5 = tanh_f32(t4)
-        t6 = F32(1.0) + t5
-        t7 = F32(0.5) * t6
-        t8 = F32(0.5) * x_
-        t9 = t5 * t5
-        t10 = F32(1.0) - t9
-        t11 = t8 * t10
-        t12 = F32(0.134145) * x_
-        t13 = t12 * x_
-        t14 = F32(1.0) + t13
-        t15 = F32(0.7978845608028654) * t14
-        t16 = t11 * t15
-        t17 = t7 + t16
-        t18 = g_ * t17
-        gx[i] = t18
+        t4 = F32(1.5957691216057308) * t3
+        t5 = t4 >= F32(0.0)
+        t6 = abs(t4)
+        t7 = -t6
+        t8 = exp_f32(t7)
+        t9 = F32(1.0) + t8
+        t10 = F32(1.0) / t9
+        t11 = t8 / t9
+        t12 = (t10 if t5 else t11)
+        t13 = F32(2.0) * x_
+        t14 = t13 * t12
+        t15 = -t4
+        t16 = t15 >= F32(0.0)
+        t17 = (t10 if t16 else t11)
+        t18 = t14 * t17
+        t19 = t18 * F32(0.7978845608028654)
+        t20 = F32(0.134145) * x_
+        t21 = t20 * x_
+        t22 = F32(1.0) + t21
+        t23 = t19 * t22
+        t24 = t12 + t23
+        t25 = g_ * t24
+        gx[i] = t25
 
 
 # the gradient rule of gelu (approximate=True)
@@ -126,22 +130,29 @@ def gelu_tanh_bwd_f64(gx, g, x):
         t1 = t0 * x_
         t2 = t1 * x_
         t3 = x_ + t2
-        t4 = 0.7978845608028654 * t3
-        t5 = math.tanh(t4)
-        t6 = 1.0 + t5
-        t7 = 0.5 * t6
-        t8 = 0.5 * x_
-        t9 = t5 * t5
-        t10 = 1.0 - t9
-        t11 = t8 * t10
-        t12 = 0.134145 * x_
-        t13 = t12 * x_
-        t14 = 1.0 + t13
-        t15 = 0.7978845608028654 * t14
-        t16 = t11 * t15
-        t17 = t7 + t16
-        t18 = g_ * t17
-        gx[i] = t18
+        t4 = 1.5957691216057308 * t3
+        t5 = t4 >= 0.0
+        t6 = abs(t4)
+        t7 = -t6
+        t8 = math.exp(t7)
+        t9 = 1.0 + t8
+        t10 = 1.0 / t9
+        t11 = t8 / t9
+        t12 = (t10 if t5 else t11)
+        t13 = 2.0 * x_
+        t14 = t13 * t12
+        t15 = -t4
+        t16 = t15 >= 0.0
+        t17 = (t10 if t16 else t11)
+        t18 = t14 * t17
+        t19 = t18 * 0.7978845608028654
+        t20 = 0.134145 * x_
+        t21 = t20 * x_
+        t22 = 1.0 + t21
+        t23 = t19 * t22
+        t24 = t12 + t23
+        t25 = g_ * t24
+        gx[i] = t25
 
 
 # the gradient rule of leaky_relu

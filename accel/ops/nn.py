@@ -76,12 +76,14 @@ def _gelu_fwd(xp, x, approximate):
 
 def _gelu_rule(F, g, out, x, approximate):
     if approximate:
-        inner = _SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)
-        t = F.tanh(inner)
-        d_inner = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x)
-        return g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * d_inner)
-    cdf = 0.5 * (1 + F.erf(x / math.sqrt(2.0)))
-    pdf = F.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+        # 0.5 (1 + tanh v) = sigmoid(2v) and 0.5 (1 - tanh(v)^2) = 2 sigmoid(2v) sigmoid(-2v): one exp, and
+        # no cancellation for x << 0
+        v2 = 2 * _SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)
+        s, s_neg = sigmoid_of(F, v2), sigmoid_of(F, -v2)
+        return g * (s + 2 * x * s * s_neg * _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x))
+    u = x / math.sqrt(2.0)  # Phi(x) = (1 + erf(u)) / 2, phi(x) = exp(-u^2) / sqrt(2 pi)
+    cdf = 0.5 * (1 + F.erf(u))
+    pdf = F.exp(-(u * u)) / math.sqrt(2 * math.pi)
     return g * (cdf + x * pdf)
 
 

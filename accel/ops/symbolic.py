@@ -140,6 +140,8 @@ def _unary(name, a):
         return const(UNARY[name](a.value))
     if name == "neg" and a.op == "neg":
         return a.args[0]
+    if name == "abs" and a.op == "neg":
+        return _unary("abs", a.args[0])
     return Expr(name, (a,))
 
 

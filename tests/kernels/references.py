@@ -1,6 +1,6 @@
 """NumPy references for the kernel tests, written independently of accel.
 
-act_grad(name, saved, alpha) -> f'(.) in float64 from the saved value.
+ACTIVATIONS: name -> (saved value, forward, f'(.) in float64 from the saved value).
 keras_* : optimizer steps in Keras 3's operation order and precision (every
 op rounded to the variable dtype; Python-float hyperparameters combined in
 double first, as Python does before ops.cast), returning new arrays.
@@ -36,7 +36,6 @@ ACTIVATIONS = {
     "softplus": ("x", None, lambda s, a: _sigmoid(s)),
 }
 CANCELS = {"gelu", "gelu_tanh"}  # f' formula cancels for x << 0
-ALPHA = {"leaky_relu": 0.3}  # a non-default alpha catches a dropped parameter
 
 
 def _sigmoid(x):
@@ -54,23 +53,6 @@ def _gelu_tanh_grad(x):
     c, k = math.sqrt(2 / math.pi), 0.044715
     t = np.tanh(c * (x + k * x**3))
     return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * c * (1 + 3 * k * x * x)
-
-
-def act_inputs(name, n, dtype, rng):
-    """(g, saved) for activation `name`: x spans both sides of every kink, and the
-    first entries hit the conventions at the kinks exactly (x = 0, x = 6)."""
-    x = rng.standard_normal(n) * 4
-    x[: min(n, 3)] = [0.0, 6.0, -1.5][: min(n, 3)]
-    saved_kind, fwd, _ = ACTIVATIONS[name]
-    saved = x if saved_kind == "x" else fwd(x, ALPHA.get(name))
-    g = rng.standard_normal(n)
-    return g.astype(dtype), saved.astype(dtype)
-
-
-def act_grad_ref(name, g, saved):
-    """g*f' in float64 from the (already rounded) inputs."""
-    d = ACTIVATIONS[name][2](saved.astype(np.float64), ALPHA.get(name))
-    return g.astype(np.float64) * d
 
 
 # ---- optimizers (Keras 3 update_step, keras/src/optimizers/*.py) ----

@@ -14,6 +14,7 @@ import pytest
 from accel import kernel_registry as reg
 
 import cpu_build
+import generated_refs as GR
 import references as R
 
 pytestmark = pytest.mark.skipif(not shutil.which("g++"), reason="g++ not installed")
@@ -51,23 +52,23 @@ def test_every_registry_instantiation_is_in_the_shim(lib):
 
 @pytest.mark.parametrize("n,grid,block", SIZES)
 @pytest.mark.parametrize("dt", DTYPES.values(), ids=DTYPES.keys())
-@pytest.mark.parametrize("act", list(R.ACTIVATIONS))
+@pytest.mark.parametrize("act", GR.KERNELS)
 def test_activation_bwd(lib, act, dt, n, grid, block):
     rng = np.random.default_rng(n)
-    g, saved = R.act_inputs(act, n, dt, rng)
+    g, saved = GR.act_inputs(act, n, dt, rng)
     gx = np.full(n + 1, np.nan, dt)  # one guard element past the end
-    args = (gx, g, saved) + ((R.ALPHA[act],) if act in R.ALPHA else ()) + (n,)
+    args = (gx, g, saved) + ((GR.alpha(act),) if GR.alpha(act) is not None else ()) + (n,)
     lib.launch(name(act + "_bwd", dt), grid, block, *args)
     if act in R.CANCELS and dt != np.float16:
         # f' = a - b with a ~ b in the tails: float32/64 math loses absolute accuracy there
         np.testing.assert_allclose(
             gx[:n],
-            R.act_grad_ref(act, g, saved),
+            GR.act_grad_ref(act, g, saved),
             rtol=TOL[dt]["rtol"],
             atol=1e-5 if dt == np.float32 else 1e-13,
         )
     else:
-        close(gx[:n], R.act_grad_ref(act, g, saved), dt)
+        close(gx[:n], GR.act_grad_ref(act, g, saved), dt)
     assert np.isnan(gx[n]), "wrote past n"
 
 

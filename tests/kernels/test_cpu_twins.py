@@ -8,6 +8,7 @@ from accel import cpu_kernels as ck
 from accel.ops import core, generated_loops
 from accel.ops.core import REGISTRY
 
+import generated_refs as GR
 import references as R
 
 SIZES = [0, 1, 31, 1000]
@@ -27,14 +28,15 @@ REF_TOL = {
 
 
 def test_generated_kernels_are_the_referenced_activations_reading_the_same_saved_value():
-    assert {k: v["saved"] for k, v in generated_loops.KERNELS.items()} == {k: (v[0],) for k, v in R.ACTIVATIONS.items()}
+    for name, (saved, _, _) in R.ACTIVATIONS.items():
+        assert generated_loops.KERNELS[name]["saved"] == (saved,), name
 
 
 def _rule_on_numpy(act, g, saved):
     """The op's own gradient rule on NumPy arrays: the generic path the generated loop replaces."""
     spec = generated_loops.KERNELS[act]
     op = REGISTRY[spec["op"]]
-    attrs = dict(spec["attrs"], **({"alpha": R.ALPHA[act]} if act in R.ALPHA else {}))
+    attrs = dict(spec["attrs"], **{s: GR.SCALAR for s in spec["scalars"]})
     x, out = (saved, None) if spec["saved"] == ("x",) else (None, saved)
     return op.rules[0](core.array_ns(np), g, out, x, **attrs)
 
@@ -42,15 +44,15 @@ def _rule_on_numpy(act, g, saved):
 @needs_numba
 @pytest.mark.parametrize("n", SIZES)
 @pytest.mark.parametrize("dt", FLOATS, ids=ids(FLOATS))
-@pytest.mark.parametrize("act", list(generated_loops.KERNELS))
+@pytest.mark.parametrize("act", GR.KERNELS)
 def test_generated_loop_equals_the_rule_and_the_float64_formula(act, dt, n):
-    g, saved = R.act_inputs(act, n, dt, np.random.default_rng(n))
-    got = ck.activation_bwd(act, g, saved, alpha=R.ALPHA.get(act))
+    g, saved = GR.act_inputs(act, n, dt, np.random.default_rng(n))
+    got = ck.activation_bwd(act, g, saved, alpha=GR.alpha(act))
     assert got.dtype == dt and got.shape == (n,)
     with np.errstate(all="ignore"):
         rule = _rule_on_numpy(act, g, saved)
     np.testing.assert_allclose(got, rule, **(TRANSC_TOL[dt] if act in TRANSCENDENTAL else ULP_TOL[dt]))
-    np.testing.assert_allclose(got, R.act_grad_ref(act, g, saved), **REF_TOL[dt])
+    np.testing.assert_allclose(got, GR.act_grad_ref(act, g, saved), **REF_TOL[dt])
 
 
 F32_SPECIAL = np.array([0.0, -0.0, 1e-30, -1e-30, 0.5, -0.75, 3.0, -3.0, 9.5, -9.5, 20.0, -20.0, 88.0, -88.0,
@@ -78,7 +80,7 @@ def test_generated_f32_loop_matches_float64_at_the_edges(act, n):
 
 
 @needs_numba
-@pytest.mark.parametrize("act", list(generated_loops.KERNELS))
+@pytest.mark.parametrize("act", GR.KERNELS)
 def test_generated_f32_loop_vectorizes(act):
     from llvm_ir import vector_float32_problems
 
@@ -87,7 +89,7 @@ def test_generated_f32_loop_vectorizes(act):
     ck._generated_loop(act, np.float32)  # binds accel.cpu_math's functions into the generated module
     loop = numba.njit(error_model="numpy")(getattr(generated_loops, act + "_bwd_f32"))  # uncached: inspectable
     ones = np.ones(64, np.float32)
-    loop(np.empty_like(ones), ones, ones, *((np.float32(R.ALPHA[act]),) if act in R.ALPHA else ()))
+    loop(np.empty_like(ones), ones, ones, *((np.float32(GR.alpha(act)),) if GR.alpha(act) is not None else ()))
     assert vector_float32_problems(loop) == []
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from accel import backend
 
+import generated_refs as GR
 import references as R
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not backend.has_gpu(), reason="no CUDA device")]
@@ -53,12 +54,12 @@ def ran(kernel):
 
 @pytest.mark.parametrize("n", SIZES)
 @pytest.mark.parametrize("dt", ALL, ids=ids(ALL))
-@pytest.mark.parametrize("act", list(R.ACTIVATIONS))
+@pytest.mark.parametrize("act", GR.KERNELS)
 def test_activation_bwd(act, dt, n):
-    g, saved = R.act_inputs(act, n, dt, np.random.default_rng(n))
+    g, saved = GR.act_inputs(act, n, dt, np.random.default_rng(n))
     with ran(act + "_bwd"):
-        gx = fused.activation_bwd(act, cp.asarray(g), cp.asarray(saved), alpha=R.ALPHA.get(act))
-    close(gx, R.act_grad_ref(act, g, saved), dt)
+        gx = fused.activation_bwd(act, cp.asarray(g), cp.asarray(saved), alpha=GR.alpha(act))
+    close(gx, GR.act_grad_ref(act, g, saved), dt)
 
 
 @pytest.mark.parametrize("rows,cols", [(1, 1), (5, 10), (64, 1000), (3, 5000)])
