@@ -39,10 +39,6 @@ def module_files(root=ROOT):
     return out
 
 
-def _is_package(name, path):
-    return path.endswith("__init__.py") or False
-
-
 def _resolve(name, modules):
     """The longest prefix of dotted `name` that is a module of ours (or a namespace package)."""
     parts = name.split(".")
@@ -204,53 +200,54 @@ def noqa_count(root=ROOT):
     return n
 
 
+def _import_time_statements(body):
+    """The statements that run when the module is imported: not those inside a function body."""
+    for node in body:
+        yield node
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for field in ("body", "orelse", "finalbody", "handlers"):
+            inner = getattr(node, field, None)
+            if isinstance(inner, list):
+                yield from _import_time_statements(inner)
+
+
+def _foreign_target(t, foreign):
+    return isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id in foreign
+
+
 def foreign_assignments(root=ROOT):
-    """Statements that assign into another accel module's namespace: `mod.name = ...`, `mod.name += ...`,
-    `del mod.name` or `setattr(mod, ...)` where `mod` is bound by an import of an accel module, and the
-    same on a class imported from one (`from accel.tensor import Tensor; Tensor.x = ...`).
-    [(module, line, text)]."""
-    modules = module_files(root)
+    """Statements that, at import, assign into another accel module's namespace: `mod.name = ...`,
+    `mod.name += ...`, `del mod.name` or `setattr(mod, ...)` where `mod` is a name bound by an import
+    from accel (a module, or a class such as Tensor). [(module, line, text)]."""
     found = []
-    for name, path in modules.items():
+    for name, path in module_files(root).items():
         with open(path, encoding="utf-8") as f:
             src = f.read()
         tree = ast.parse(src, path)
         foreign = set()
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
-                for a in node.names:
-                    if a.name.startswith("accel"):
-                        foreign.add(a.asname or a.name.split(".")[0])
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("accel") and not node.level:
-                for a in node.names:
-                    foreign.add(a.asname or a.name)
-
-        def hit(target):
-            while isinstance(target, ast.Attribute):
-                if isinstance(target.value, ast.Name):
-                    return target.value.id in foreign
-                target = target.value
-            return False
-
-        for node in ast.walk(tree):
+                foreign.update(a.asname or a.name.split(".")[0] for a in node.names if a.name.startswith("accel"))
+            elif isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("accel")):
+                foreign.update(a.asname or a.name for a in node.names)
+        for node in _import_time_statements(tree.body):
             targets = []
-            if isinstance(node, ast.Assign):
+            if isinstance(node, (ast.Assign, ast.Delete)):
                 targets = node.targets
             elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
                 targets = [node.target]
-            elif isinstance(node, ast.Delete):
-                targets = node.targets
-            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in (
-                    "setattr", "delattr") and node.args and isinstance(node.args[0], ast.Name)
-                  and node.args[0].id in foreign):
-                found.append((name, node.lineno, ast.get_source_segment(src, node)))
+            elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+                c = node.value
+                if (isinstance(c.func, ast.Name) and c.func.id in ("setattr", "delattr") and c.args
+                        and isinstance(c.args[0], ast.Name) and c.args[0].id in foreign):
+                    found.append((name, node.lineno, ast.get_source_segment(src, node)))
                 continue
             flat = []
             for t in targets:
                 flat.extend(t.elts if isinstance(t, (ast.Tuple, ast.List)) else [t])
-            for t in flat:
-                if isinstance(t, ast.Attribute) and hit(t):
-                    found.append((name, node.lineno, ast.get_source_segment(src, node).splitlines()[0]))
+            if any(_foreign_target(t, foreign) for t in flat):
+                found.append((name, node.lineno, ast.get_source_segment(src, node).splitlines()[0]))
     return sorted(found)
 
 
