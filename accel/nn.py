@@ -1,5 +1,6 @@
 """`accel.nn.*`: TensorFlow's neural-network namespace."""
 
+from accel.ops.nn import mish  # noqa: F401  (Keras 3's activations.mish; not in tf.nn)
 from accel.ops.api import (  # noqa: F401
     bias_add, dropout, elu, gelu, l2_loss, l2_normalize, leaky_relu, log_softmax, moments, relu, relu6, selu,
     sigmoid, sigmoid_cross_entropy_with_logits, silu, softmax, softmax_cross_entropy_with_logits, softplus,

@@ -91,6 +91,42 @@ __global__ void leaky_relu_bwd(T* gx, const T* g, const T* x, ACC(T) alpha, long
   }
 }
 
+// the gradient rule of mish
+template <typename T>
+__global__ void mish_bwd(T* gx, const T* g, const T* x, long long n) {
+  typedef ACC(T) A;
+  GRID_STRIDE(i, n) {
+    const A g_ = ld(g, i);
+    const A x_ = ld(x, i);
+    const bool t0 = x_ > A(0.0);
+    const A t1 = m_abs(x_);
+    const A t2 = -t1;
+    const A t3 = m_exp(t2);
+    const A t4 = A(2.0) * t3;
+    const A t5 = A(1.0) + t4;
+    const A t6 = t4 * t3;
+    const A t7 = t5 + t6;
+    const A t8 = t5 / t7;
+    const A t9 = t3 + A(2.0);
+    const A t10 = t3 * t9;
+    const A t11 = t10 + A(2.0);
+    const A t12 = t10 / t11;
+    const A t13 = (t0 ? t8 : t12);
+    const A t14 = t13 * t13;
+    const A t15 = A(1.0) - t14;
+    const A t16 = x_ * t15;
+    const bool t17 = x_ >= A(0.0);
+    const A t18 = A(1.0) + t3;
+    const A t19 = A(1.0) / t18;
+    const A t20 = t3 / t18;
+    const A t21 = (t17 ? t19 : t20);
+    const A t22 = t16 * t21;
+    const A t23 = t13 + t22;
+    const A t24 = g_ * t23;
+    st(gx, i, t24);
+  }
+}
+
 // the gradient rule of relu
 template <typename T>
 __global__ void relu_bwd(T* gx, const T* g, const T* out, long long n) {

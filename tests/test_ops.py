@@ -164,6 +164,7 @@ CASES = [
     Case("gelu_tanh", lambda x: tf.nn.gelu(x, approximate=True),
          lambda x: 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3))), [(6,)]),
     Case("silu", tf.nn.silu, lambda x: x * sig(x), [(6,)], second_order=True),
+    Case("mish", tf.nn.mish, lambda x: x * np.tanh(np.log1p(np.exp(x))), [(6,)], second_order=True),
     Case("softmax", tf.nn.softmax, softmax_np, [(3, 4)], second_order=True),
     Case("softmax_axis0", lambda x: tf.nn.softmax(x, axis=0), lambda x: softmax_np(x, 0), [(3, 4)]),
     Case("log_softmax", tf.nn.log_softmax, lambda x: np.log(softmax_np(x)), [(3, 4)], second_order=True),

@@ -18,6 +18,7 @@ KERNELS = {
     'gelu': {"op": 'gelu', "attrs": {'approximate': False}, "saved": ('x',), "scalars": ()},
     'gelu_tanh': {"op": 'gelu', "attrs": {'approximate': True}, "saved": ('x',), "scalars": ()},
     'leaky_relu': {"op": 'leaky_relu', "attrs": {}, "saved": ('x',), "scalars": ('alpha',)},
+    'mish': {"op": 'mish', "attrs": {}, "saved": ('x',), "scalars": ()},
     'relu': {"op": 'relu', "attrs": {}, "saved": ('out',), "scalars": ()},
     'relu6': {"op": 'relu6', "attrs": {}, "saved": ('x',), "scalars": ()},
     'selu': {"op": 'selu', "attrs": {}, "saved": ('out',), "scalars": ()},
@@ -175,6 +176,72 @@ def leaky_relu_bwd_f64(gx, g, x, alpha):
         t1 = g_ * alpha
         t2 = (g_ if t0 else t1)
         gx[i] = t2
+
+
+# the gradient rule of mish
+def mish_bwd_f32(gx, g, x):
+    for i in prange(gx.size):
+        g_ = g[i]
+        x_ = x[i]
+        t0 = x_ > F32(0.0)
+        t1 = abs(x_)
+        t2 = -t1
+        t3 = exp_f32(t2)
+        t4 = F32(2.0) * t3
+        t5 = F32(1.0) + t4
+        t6 = t4 * t3
+        t7 = t5 + t6
+        t8 = t5 / t7
+        t9 = t3 + F32(2.0)
+        t10 = t3 * t9
+        t11 = t10 + F32(2.0)
+        t12 = t10 / t11
+        t13 = (t8 if t0 else t12)
+        t14 = t13 * t13
+        t15 = F32(1.0) - t14
+        t16 = x_ * t15
+        t17 = x_ >= F32(0.0)
+        t18 = F32(1.0) + t3
+        t19 = F32(1.0) / t18
+        t20 = t3 / t18
+        t21 = (t19 if t17 else t20)
+        t22 = t16 * t21
+        t23 = t13 + t22
+        t24 = g_ * t23
+        gx[i] = t24
+
+
+# the gradient rule of mish
+def mish_bwd_f64(gx, g, x):
+    for i in prange(gx.size):
+        g_ = g[i]
+        x_ = x[i]
+        t0 = x_ > 0.0
+        t1 = abs(x_)
+        t2 = -t1
+        t3 = math.exp(t2)
+        t4 = 2.0 * t3
+        t5 = 1.0 + t4
+        t6 = t4 * t3
+        t7 = t5 + t6
+        t8 = t5 / t7
+        t9 = t3 + 2.0
+        t10 = t3 * t9
+        t11 = t10 + 2.0
+        t12 = t10 / t11
+        t13 = (t8 if t0 else t12)
+        t14 = t13 * t13
+        t15 = 1.0 - t14
+        t16 = x_ * t15
+        t17 = x_ >= 0.0
+        t18 = 1.0 + t3
+        t19 = 1.0 / t18
+        t20 = t3 / t18
+        t21 = (t19 if t17 else t20)
+        t22 = t16 * t21
+        t23 = t13 + t22
+        t24 = g_ * t23
+        gx[i] = t24
 
 
 # the gradient rule of relu

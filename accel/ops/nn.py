@@ -56,6 +56,24 @@ def _silu_rule(F, g, out, x):
 silu = unary("silu", _silu_fwd, _silu_rule, fused=fusion.Generated())
 
 
+def _tanh_softplus(xp, x):
+    """tanh(softplus(x)) from one exp(-|x|) and no overflow: with e = exp(-|x|), (1 + 2e) / (1 + 2e + 2e^2)
+    for x > 0 and (e^2 + 2e) / (e^2 + 2e + 2) otherwise."""
+    e = xp.exp(-xp.abs(x))
+    p = 1 + 2 * e
+    q = e * (e + 2)
+    return xp.where(x > 0, p / (p + 2 * e * e), q / (q + 2))
+
+
+def _mish_rule(F, g, out, x):
+    t = _tanh_softplus(F, x)  # mish' = tanh(sp) + x (1 - tanh(sp)^2) sigmoid(x), sp = softplus(x)
+    return g * (t + x * (1 - t * t) * sigmoid_of(F, x))
+
+
+# Keras 3's activations.mish, x * tanh(softplus(x))
+mish = unary("mish", lambda xp, x: x * _tanh_softplus(xp, x), _mish_rule, fused=fusion.Generated())
+
+
 def swish(features, beta=1.0, name=None):
     if beta == 1.0:
         return silu(features)
