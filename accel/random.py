@@ -7,6 +7,7 @@ import numpy as np
 from accel import backend
 from accel.dtypes import as_dtype
 from accel.errors import InvalidArgumentError
+from accel.ops.shape import gather
 from accel.tensor import Tensor
 
 _global_seed = None
@@ -84,8 +85,6 @@ def _truncated(g, shape, mean, stddev, dtype, fn):
 
 
 def shuffle(value, seed=None, name=None):
-    from accel.ops.shape import gather  # noqa: PLC0415
-
     t = value if isinstance(value, Tensor) else Tensor(np.asarray(value))
     n = t._data.shape[0]
     perm = np.random.default_rng(None if seed is None else int(seed)).permutation(n)

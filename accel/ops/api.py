@@ -16,12 +16,12 @@ from accel.ops.nn import (  # noqa: F401
     sparse_softmax_cross_entropy_with_logits, swish)
 from accel.ops.reduce import (  # noqa: F401
     argmax, argmin, cumsum, norm, reduce_all, reduce_any, reduce_logsumexp, reduce_max, reduce_mean, reduce_min,
-    reduce_prod, reduce_std, reduce_sum, reduce_variance, top_k)
+    reduce_prod, reduce_std, reduce_sum, reduce_variance)
 from accel.ops.shape import (  # noqa: F401
     boolean_mask, broadcast_to, concat, expand_dims, gather, gather_nd, getitem, pad, reshape, reverse, split,
     squeeze, stack, tile, transpose, unstack)
 from accel.ops.clipping import clip_by_global_norm, clip_by_norm, global_norm  # noqa: F401
-from accel.ops.sorting import add_n, argsort, sort  # noqa: F401, E402
+from accel.ops.sorting import add_n, argsort, sort, top_k  # noqa: F401, E402
 from accel.ops.scatter import (  # noqa: F401, E402
     meshgrid, scatter_nd, slice, strided_slice, tensor_scatter_nd_add, tensor_scatter_nd_max, tensor_scatter_nd_min,
     tensor_scatter_nd_sub, tensor_scatter_nd_update)

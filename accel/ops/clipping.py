@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 
 from accel.ops.core import convert
-from accel.ops.elementwise import maximum, sqrt
+from accel.ops.creation import ones_like
+from accel.ops.elementwise import maximum, sqrt, where
 from accel.ops.reduce import reduce_sum
 
 
@@ -14,9 +15,6 @@ def clip_by_norm(t, clip_norm, axes=None, name=None):
     x = convert(t)
     l2sum = reduce_sum(x * x, axes, keepdims=True)
     pred = l2sum > 0
-    from accel.ops.elementwise import where  # noqa: PLC0415
-    from accel.ops.creation import ones_like  # noqa: PLC0415
-
     safe = where(pred, l2sum, ones_like(l2sum))
     norm = where(pred, sqrt(safe), l2sum)
     return x * clip_norm / maximum(norm, clip_norm)

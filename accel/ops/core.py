@@ -9,6 +9,8 @@ with operators and the small vocabulary below, and serves both.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from accel import backend
@@ -332,36 +334,22 @@ class ArrayNS:
     def dtype(self, x):
         return x.dtype
 
-    # linear algebra for the rules in accel/ops/linalg.py (the array code lives there)
-    def solve(self, a, b, adjoint=False):
-        from accel.ops import linalg  # noqa: PLC0415
+    def __getattr__(self, name):
+        """A name an op module added with add_array_functions (linalg's F.solve, ...), bound to this xp."""
+        fn = _ARRAY_FUNCTIONS.get(name)
+        if fn is None:
+            raise AttributeError("the rule vocabulary on arrays has no %r" % name)
+        bound = self.__dict__[name] = functools.partial(fn, self.xp)
+        return bound
 
-        return linalg.solve_array(self.xp, a, b, adjoint)
 
-    def triangular_solve(self, a, b, lower=True, adjoint=False):
-        from accel.ops import linalg  # noqa: PLC0415
+_ARRAY_FUNCTIONS = {}  # name -> fn(xp, *args): array code of op modules above this one
 
-        return linalg.triangular_solve_array(self.xp, a, b, lower, adjoint)
 
-    def inv(self, a, adjoint=False):
-        from accel.ops import linalg  # noqa: PLC0415
-
-        return linalg.inv_array(self.xp, a, adjoint)
-
-    def band_part(self, x, num_lower, num_upper):
-        from accel.ops import linalg  # noqa: PLC0415
-
-        return linalg.band_part_array(self.xp, x, num_lower, num_upper)
-
-    def matrix_diag(self, d, k=0, num_rows=-1, num_cols=-1):
-        from accel.ops import linalg  # noqa: PLC0415
-
-        return linalg.diag_array(self.xp, d, k, num_rows, num_cols)
-
-    def matrix_diag_part(self, x, k=0):
-        from accel.ops import linalg  # noqa: PLC0415
-
-        return linalg.diag_part_array(self.xp, x, k)
+def add_array_functions(**fns):
+    """Adds fn(xp, *args) to the vocabulary rules use on raw arrays as F.<name>(*args): an op module hands
+    its array code down (as accel/ops/linalg.py does for F.solve), so core never imports an op module."""
+    _ARRAY_FUNCTIONS.update(fns)
 
 
 def erf_array(xp, x):

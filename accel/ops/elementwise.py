@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 
+from accel import backend
+from accel.dtypes import as_dtype
 from accel.errors import InvalidArgumentError
 from accel.ops import fusion
 from accel.ops.core import _SCALAR_CACHE, apply, convert, convert_pair, cut, defop, erf_array, scalar_like
@@ -247,8 +249,6 @@ def where(condition, x=None, y=None, name=None):
 
 
 def _xp(t):
-    from accel import backend  # noqa: PLC0415
-
     return backend.xp_of(t._data)
 
 
@@ -263,8 +263,6 @@ _cast = defop("cast", _cast_fwd,
 
 def cast(x, dtype, name=None):
     """Converts x to `dtype`; float-to-float casts pass gradients, casts to int or bool cut them."""
-    from accel.dtypes import as_dtype  # noqa: PLC0415
-
     x = convert(x)
     dt = as_dtype(dtype).dtype
     if x._data.dtype == dt:

@@ -8,8 +8,10 @@ import collections
 import numpy as np
 
 from accel import backend
-from accel.errors import InvalidArgumentError
-from accel.ops.core import Op, REGISTRY, apply, convert, convert_pair
+from accel.errors import InvalidArgumentError, NotFoundError
+from accel.ops.core import Op, REGISTRY, add_array_functions, apply, convert, convert_pair
+from accel.ops.elementwise import log
+from accel.ops.reduce import reduce_sum
 from accel.ops.shape import reshape, transpose
 from accel.tensor import Tensor
 
@@ -159,8 +161,6 @@ def _check_matrix(t, fname, square=True, dtypes=_F32_F64, what="input"):
     if dt not in dtypes:
         names = ", ".join(d.name for d in dtypes)
         if dt.kind == "f":  # TF has no CPU kernel for these: NotFoundError ("Could not find device for node")
-            from accel.errors import NotFoundError  # noqa: PLC0415
-
             raise NotFoundError(None, None, "%s: no kernel for dtype %s (TF 2.21 has none either); %s must be one "
                                 "of %s: cast it first" % (fname, dt, what, names))
         raise InvalidArgumentError(None, None, "%s: %s has dtype %s, which is not in the list of allowed values: %s"
@@ -331,6 +331,11 @@ def _diag_size(length, k, num_rows, num_cols):
 
 
 # --- helpers for the rules (F: ArrayNS or TensorNS) ---
+
+# the array code the rules reach through F on raw arrays (F.solve, F.band_part, ...)
+add_array_functions(solve=solve_array, triangular_solve=triangular_solve_array, inv=inv_array,
+                    band_part=band_part_array, matrix_diag=diag_array, matrix_diag_part=diag_part_array)
+
 
 def _safe_reciprocal(x, epsilon=1e-20):
     """TF's Lorentz-broadened 1/x: 0 at x == 0, so degenerate eigen/singular values give 0, not inf."""
@@ -522,9 +527,6 @@ def cholesky(input, name=None):  # noqa: A002
 def logdet(matrix, name=None):
     """tf.linalg.logdet: log(det(matrix)) of Hermitian positive-definite matrices, through the Cholesky factor
     (NaN where not positive definite, as in TF)."""
-    from accel.ops.elementwise import log  # noqa: PLC0415
-    from accel.ops.reduce import reduce_sum  # noqa: PLC0415
-
     chol = cholesky(matrix)
     return 2.0 * reduce_sum(log(diag_part(chol)), axis=-1)
 
@@ -776,8 +778,6 @@ def diag(diagonal, name="diag", k=0, num_rows=-1, num_cols=-1, padding_value=0, 
 
 def trace(x, name=None):
     """tf.linalg.trace: the sum of each matrix's main diagonal ([..., M, N] -> [...])."""
-    from accel.ops.reduce import reduce_sum  # noqa: PLC0415
-
     t = convert(x)
     if t._data.ndim < 2:
         raise InvalidArgumentError(None, None, "trace: input must be at least 2-dim, got shape %s"

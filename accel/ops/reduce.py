@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from accel import backend
+from accel.dtypes import as_dtype
 from accel.errors import InvalidArgumentError
 from accel.ops.core import Op, REGISTRY, apply, as_array, convert, cut
+from accel.ops.creation import stop_gradient
+from accel.ops.elementwise import abs as _abs, sqrt, square
 from accel.tensor import Tensor
 
 
@@ -172,8 +176,6 @@ def _lse_rule(F, g, out, x, axes, keepdims, shape):
     # when out is so large that log(n) is below its last digit
     m = F.max(x, axis=axes, keepdims=True)
     if isinstance(m, Tensor):
-        from accel.ops.creation import stop_gradient  # noqa: PLC0415
-
         m = stop_gradient(m)
     e = F.exp(x - m)
     return _expand_g(F, g, shape, axes) * (e / F.sum(e, axis=axes, keepdims=True))
@@ -186,29 +188,21 @@ def reduce_variance(input_tensor, axis=None, keepdims=False, name=None):
     x = convert(input_tensor)
     if x._data.dtype.kind != "f":
         raise InvalidArgumentError(None, None, "reduce_variance: expected a float tensor, got %s" % x._data.dtype)
-    from accel.ops.elementwise import square  # noqa: PLC0415
-
     m = reduce_mean(x, axis, keepdims=True)
     return reduce_mean(square(x - m), axis, keepdims=keepdims)
 
 
 def reduce_std(input_tensor, axis=None, keepdims=False, name=None):
-    from accel.ops.elementwise import sqrt  # noqa: PLC0415
-
     return sqrt(reduce_variance(input_tensor, axis, keepdims))
 
 
 def _arg_extreme(name, fn):
     def f(input, axis=None, output_type=np.int64, name=None):
-        from accel.dtypes import as_dtype  # noqa: PLC0415
-
         x = convert(input)
         ax = 0 if axis is None else axis
         (a,) = normalize_axis(ax, x._data.ndim, name_) or (0,)
         if x._data.ndim and x._data.shape[a] == 0:
             raise InvalidArgumentError(None, None, "%s: axis %d has size 0" % (name_, a))
-        from accel import backend  # noqa: PLC0415
-
         xp = backend.xp_of(x._data)
         res = getattr(xp, fn)(x._data, axis=a if x._data.ndim else None)
         out = Tensor(as_array(res).astype(as_dtype(output_type).dtype))
@@ -250,34 +244,7 @@ def cumsum(x, axis=0, exclusive=False, reverse=False, name=None):
     return apply(_cumsum, (x,), {"axis": a, "exclusive": bool(exclusive), "reverse": bool(reverse)})
 
 
-def top_k(input, k=1, sorted=True, name=None):  # noqa: A002
-    """The k largest entries along the last axis and their indices (values differentiable)."""
-    from accel import backend  # noqa: PLC0415
-    from accel.ops.shape import gather  # noqa: PLC0415
-
-    x = convert(input)
-    if x._data.ndim < 1:
-        raise InvalidArgumentError(None, None, "top_k: input must have rank >= 1, got a scalar")
-    n = x._data.shape[-1]
-    if not 0 <= int(k) <= n:
-        raise InvalidArgumentError(None, None, "top_k: k must be in [0, %d] (last dimension), got %r" % (n, k))
-    xp = backend.xp_of(x._data)
-    idx = xp.argsort(-x._data, axis=-1, kind="stable")[..., : int(k)].astype(np.int32)
-    values = gather(x, Tensor(idx), axis=-1, batch_dims=x._data.ndim - 1)
-    return TopKV2(values, Tensor(idx))
-
-
-class TopKV2(tuple):
-    def __new__(cls, values, indices):
-        return tuple.__new__(cls, (values, indices))
-
-    values = property(lambda self: self[0])
-    indices = property(lambda self: self[1])
-
-
 def norm(tensor, ord="euclidean", axis=None, keepdims=False, name=None):  # noqa: A002
-    from accel.ops.elementwise import abs as _abs, sqrt  # noqa: PLC0415
-
     x = convert(tensor)
     if ord in ("euclidean", "fro", 2, 2.0):
         return sqrt(reduce_sum(x * x, axis, keepdims))

@@ -9,7 +9,7 @@ from accel.dtypes import as_dtype
 from accel.errors import InvalidArgumentError
 from accel.ops.core import convert, cut
 from accel.ops.reduce import normalize_axis
-from accel.ops.shape import gather
+from accel.ops.shape import gather, transpose
 from accel.tensor import Tensor
 
 
@@ -36,8 +36,6 @@ def sort(values, axis=-1, direction="ASCENDING", name=None):
 
 
 def _sort_general(x, idx, a, perm):
-    from accel.ops.shape import transpose  # noqa: PLC0415
-
     perm[a], perm[-1] = perm[-1], perm[a]
     xt = transpose(x, perm)
     it = transpose(idx, perm)
@@ -61,3 +59,25 @@ def add_n(inputs, name=None):
     for t in ts[1:]:
         out = out + t
     return out
+
+
+def top_k(input, k=1, sorted=True, name=None):  # noqa: A002
+    """The k largest entries along the last axis and their indices (values differentiable)."""
+    x = convert(input)
+    if x._data.ndim < 1:
+        raise InvalidArgumentError(None, None, "top_k: input must have rank >= 1, got a scalar")
+    n = x._data.shape[-1]
+    if not 0 <= int(k) <= n:
+        raise InvalidArgumentError(None, None, "top_k: k must be in [0, %d] (last dimension), got %r" % (n, k))
+    xp = backend.xp_of(x._data)
+    idx = xp.argsort(-x._data, axis=-1, kind="stable")[..., : int(k)].astype(np.int32)
+    values = gather(x, Tensor(idx), axis=-1, batch_dims=x._data.ndim - 1)
+    return TopKV2(values, Tensor(idx))
+
+
+class TopKV2(tuple):
+    def __new__(cls, values, indices):
+        return tuple.__new__(cls, (values, indices))
+
+    values = property(lambda self: self[0])
+    indices = property(lambda self: self[1])
