@@ -212,8 +212,16 @@ def _import_time_statements(body):
                 yield from _import_time_statements(inner)
 
 
-def _foreign_target(t, foreign):
-    return isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id in foreign
+def _foreign_target(t, foreign, packages):
+    """`name.attr` on a name imported from accel, or `accel.x.y.attr` through a plain `import accel.x.y`."""
+    if not isinstance(t, ast.Attribute):
+        return False
+    if isinstance(t.value, ast.Name):
+        return t.value.id in foreign
+    v = t.value
+    while isinstance(v, ast.Attribute):
+        v = v.value
+    return isinstance(v, ast.Name) and v.id in packages
 
 
 def foreign_assignments(root=ROOT):
@@ -225,10 +233,14 @@ def foreign_assignments(root=ROOT):
         with open(path, encoding="utf-8") as f:
             src = f.read()
         tree = ast.parse(src, path)
-        foreign = set()
+        foreign, packages = set(), set()
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
-                foreign.update(a.asname or a.name.split(".")[0] for a in node.names if a.name.startswith("accel"))
+                for a in node.names:
+                    if a.name.startswith("accel"):
+                        foreign.add(a.asname or a.name.split(".")[0])
+                        if not a.asname:
+                            packages.add(a.name.split(".")[0])
             elif isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("accel")):
                 foreign.update(a.asname or a.name for a in node.names)
         for node in _import_time_statements(tree.body):
@@ -246,7 +258,7 @@ def foreign_assignments(root=ROOT):
             flat = []
             for t in targets:
                 flat.extend(t.elts if isinstance(t, (ast.Tuple, ast.List)) else [t])
-            if any(_foreign_target(t, foreign) for t in flat):
+            if any(_foreign_target(t, foreign, packages) for t in flat):
                 found.append((name, node.lineno, ast.get_source_segment(src, node).splitlines()[0]))
     return sorted(found)
 
