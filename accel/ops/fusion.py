@@ -34,6 +34,19 @@ def _cpu_twins(mode):
     return _twins
 
 
+def kernels_for(*arrays, any_size=False):
+    """The one choice between an op's (or an optimizer's) two paths: the kernel module of the fused path
+    for these arrays, or None for the generic one. Host arrays get accel.cpu_kernels when numba is loaded
+    and they are C-contiguous float32/float64 of one shape and dtype (fused mode "auto": from
+    CPU_MIN_SIZE elements, or any size with any_size=True; "always": any size); CuPy arrays get
+    accel.fused when fused.qualifies them."""
+    if isinstance(arrays[0], np.ndarray):
+        return _twins if _cpu_ok(*arrays, any_size=any_size) else None
+    from accel import fused  # noqa: PLC0415
+
+    return fused if fused.qualifies(*arrays) else None
+
+
 def _cpu_ok(*arrays, any_size=False):
     """Cheapest checks first: this runs on every hooked op of every backward pass."""
     mode = backend.fused_mode()
@@ -75,16 +88,10 @@ class Generated:
         s = x if which == "x" else out
         if s is None:
             return None
-        alpha = attrs[self.scalars[0]] if self.scalars else None
-        if isinstance(g, np.ndarray):  # accel.profiler's counting views are ndarray subclasses
-            if not _cpu_ok(g, s):
-                return None
-            return (_twins.activation_bwd(kernel, g, s, alpha),)
-        from accel import fused  # noqa: PLC0415
-
-        if not fused.qualifies(g, s):
+        k = kernels_for(g, s)
+        if k is None:
             return None
-        return (fused.activation_bwd(kernel, g, s, alpha),)
+        return (k.activation_bwd(kernel, g, s, attrs[self.scalars[0]] if self.scalars else None),)
 
 
 def sparse_softmax_xent(xp, g, out, labels, logits):

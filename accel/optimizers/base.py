@@ -24,7 +24,8 @@ import warnings
 
 import numpy as np
 
-from accel import backend, profiler, cpu_kernels
+from accel import backend, profiler
+from accel.ops import fusion
 from accel import module as _module
 from accel.recorder import state as _rec
 from accel.dtypes import float32, int64
@@ -35,11 +36,6 @@ from accel.tensor import Tensor
 from accel.variables import Variable
 
 _name_uids: dict[str, itertools.count] = {}
-_CPU_FUSED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-# Smaller NumPy arrays take the generic path: starting numba's parallel loop costs tens of
-# microseconds on an idle machine and milliseconds on an oversubscribed one (measured: 4-8 ms per
-# launch at load 8 on 2 cores), more than a dozen NumPy passes over a small array.
-CPU_FUSED_MIN_SIZE = 1 << 16
 
 # Pool slots of the per-(device, dtype) scratch buffers.
 _G, _FG, _SCRATCH = 0, 1, 2
@@ -491,7 +487,7 @@ class Optimizer:
             st = self._states[var._id]
             s = {k: v._data for k, v in st.slots.items()}
             # any size: one call for the whole group beats a dozen NumPy passes per small parameter
-            k = self._kernels(p, g, *s.values(), min_size=0)
+            k = self._kernels(p, g, *s.values(), any_size=True)
             if k is None:
                 rest.append(item)
                 continue
@@ -523,28 +519,9 @@ class Optimizer:
         raise NotImplementedError("%s must define _update" % type(self).__name__)
 
     @staticmethod
-    def _kernels(*arrays, min_size=CPU_FUSED_MIN_SIZE):
-        """The kernel module for the fused path on these arrays, or None: accel.fused for CuPy arrays,
-        accel.cpu_kernels for C-contiguous float32/float64 NumPy arrays when numba is available (in
-        fused mode "auto", only from min_size elements; "always" for any size)."""
-        a0 = arrays[0]
-        if type(a0) is np.ndarray:
-            mode = backend.fused_mode()
-            if (
-                mode == "never"
-                or (mode == "auto" and a0.size < min_size)
-                or a0.dtype not in _CPU_FUSED_DTYPES
-                or not (cpu_kernels.warmed() if mode == "auto" else cpu_kernels.available())
-            ):
-                return None
-            ok = all(
-                type(a) is np.ndarray and a.dtype == a0.dtype and a.shape == a0.shape and a.flags.c_contiguous
-                for a in arrays
-            )
-            return cpu_kernels if ok else None
-        from accel import fused  # noqa: PLC0415  (CuPy arrays only)
-
-        return fused if fused.qualifies(*arrays) else None
+    def _kernels(*arrays, any_size=False):
+        """The kernel module of the fused update for these arrays, or None (accel.ops.fusion.kernels_for)."""
+        return fusion.kernels_for(*arrays, any_size=any_size)
 
     # ---- moving average of the weights ------------------------------------------------------
     def _update_ema(self, step):

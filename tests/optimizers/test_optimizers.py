@@ -19,7 +19,7 @@ import accel
 from accel import backend, cpu_kernels
 from accel import optimizers as O
 from accel.optimizers import schedules as S
-from accel.optimizers.base import CPU_FUSED_MIN_SIZE
+from accel.ops.fusion import CPU_MIN_SIZE as CPU_FUSED_MIN_SIZE
 
 RTOL = {np.float32: 1e-5, np.float64: 1e-10}
 ATOL = {np.float32: 1e-6, np.float64: 1e-12}
