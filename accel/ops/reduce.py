@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from accel import backend
 from accel.dtypes import as_dtype
 from accel.errors import InvalidArgumentError
-from accel.ops.core import Op, REGISTRY, apply, as_array, convert, cut
+from accel.ops.core import apply, convert, defop
 from accel.ops.creation import stop_gradient
 from accel.ops.elementwise import abs as _abs, sqrt, square
 from accel.tensor import Tensor
@@ -48,20 +47,17 @@ def _expand_g(F, g, shape, axes):
     return F.broadcast_to(F.reshape(g, _kept_shape(shape, axes)), shape)
 
 
-def _reduction(name, forward, rule, save_inputs=False, save_out=False, float_only=False):
-    op = Op(name, forward, save_inputs=save_inputs, save_out=save_out)
-    if rule is not None:
-        op.defvjp(rule)
-    REGISTRY[name] = op
+def _reduction(op):
+    """The public function of a reduction op: axis normalized, attrs (axes, keepdims, shape)."""
 
     def fn(input_tensor, axis=None, keepdims=False, name=None):
         x = convert(input_tensor)
-        if float_only and x._data.dtype.kind != "f":
-            raise InvalidArgumentError(None, None, "%s: expected a float tensor, got %s" % (op.name, x._data.dtype))
+        if op.dtypes != "any":
+            op.check_dtype(x)
         axes = normalize_axis(axis, x._data.ndim, op.name)
         return apply(op, (x,), {"axes": axes, "keepdims": bool(keepdims), "shape": tuple(x._data.shape)})
 
-    fn.__name__ = name
+    fn.__name__ = fn.__qualname__ = op.name
     fn.op = op
     return fn
 
@@ -72,8 +68,8 @@ def _sum_fwd(xp, x, axes, keepdims, shape):
     return xp.sum(x, axis=axes, keepdims=keepdims, dtype=x.dtype)  # int32 stays int32, as in TF
 
 
-reduce_sum = _reduction("reduce_sum", _sum_fwd,
-                        lambda F, g, out, x, axes, keepdims, shape: _expand_g(F, g, shape, axes))
+reduce_sum = _reduction(defop("reduce_sum", _sum_fwd,
+                              lambda F, g, out, x, axes, keepdims, shape: _expand_g(F, g, shape, axes), save="none"))
 
 
 def _count(shape, axes):
@@ -89,9 +85,9 @@ def _mean_fwd(xp, x, axes, keepdims, shape):
     return xp.mean(x, axis=axes, keepdims=keepdims)
 
 
-reduce_mean = _reduction("reduce_mean", _mean_fwd,
-                         lambda F, g, out, x, axes, keepdims, shape:
-                         _expand_g(F, g / max(_count(shape, axes), 1), shape, axes))
+reduce_mean = _reduction(defop("reduce_mean", _mean_fwd,
+                               lambda F, g, out, x, axes, keepdims, shape:
+                               _expand_g(F, g / max(_count(shape, axes), 1), shape, axes), save="none"))
 
 
 def _extreme_rule(F, g, out, x, axes, keepdims, shape):
@@ -119,8 +115,8 @@ def _min_fwd(xp, x, axes, keepdims, shape):
     return xp.min(x, axis=axes, keepdims=keepdims)
 
 
-reduce_max = _reduction("reduce_max", _max_fwd, _extreme_rule, save_inputs=True, save_out=True)
-reduce_min = _reduction("reduce_min", _min_fwd, _extreme_rule, save_inputs=True, save_out=True)
+reduce_max = _reduction(defop("reduce_max", _max_fwd, _extreme_rule, save="inputs+out"))
+reduce_min = _reduction(defop("reduce_min", _min_fwd, _extreme_rule, save="inputs+out"))
 
 
 def _prod_fwd(xp, x, axes, keepdims, shape):
@@ -146,7 +142,7 @@ def _prod_rule(F, g, out, x, axes, keepdims, shape):
     return _expand_g(F, g, shape, axes) * others
 
 
-reduce_prod = _reduction("reduce_prod", _prod_fwd, _prod_rule, save_inputs=True, save_out=True)
+reduce_prod = _reduction(defop("reduce_prod", _prod_fwd, _prod_rule, save="inputs+out"))
 
 
 def _any_fwd(xp, x, axes, keepdims, shape):
@@ -157,8 +153,8 @@ def _all_fwd(xp, x, axes, keepdims, shape):
     return xp.all(x, axis=axes, keepdims=keepdims)
 
 
-reduce_any = _reduction("reduce_any", _any_fwd, None)
-reduce_all = _reduction("reduce_all", _all_fwd, None)
+reduce_any = _reduction(defop("reduce_any", _any_fwd, save="none"))
+reduce_all = _reduction(defop("reduce_all", _all_fwd, save="none"))
 
 
 def _lse_fwd(xp, x, axes, keepdims, shape):
@@ -181,7 +177,7 @@ def _lse_rule(F, g, out, x, axes, keepdims, shape):
     return _expand_g(F, g, shape, axes) * (e / F.sum(e, axis=axes, keepdims=True))
 
 
-reduce_logsumexp = _reduction("reduce_logsumexp", _lse_fwd, _lse_rule, save_inputs=True, float_only=True)
+reduce_logsumexp = _reduction(defop("reduce_logsumexp", _lse_fwd, _lse_rule, dtypes="float"))
 
 
 def reduce_variance(input_tensor, axis=None, keepdims=False, name=None):
@@ -196,25 +192,26 @@ def reduce_std(input_tensor, axis=None, keepdims=False, name=None):
     return sqrt(reduce_variance(input_tensor, axis, keepdims))
 
 
-def _arg_extreme(name, fn):
-    def f(input, axis=None, output_type=np.int64, name=None):
+def _arg_extreme(op):
+    """The public function of argmax/argmin (ops without a gradient: a tape notes the cut)."""
+
+    def fn(input, axis=None, output_type=np.int64, name=None):  # noqa: A002
         x = convert(input)
-        ax = 0 if axis is None else axis
-        (a,) = normalize_axis(ax, x._data.ndim, name_) or (0,)
-        if x._data.ndim and x._data.shape[a] == 0:
-            raise InvalidArgumentError(None, None, "%s: axis %d has size 0" % (name_, a))
-        xp = backend.xp_of(x._data)
-        res = getattr(xp, fn)(x._data, axis=a if x._data.ndim else None)
-        out = Tensor(as_array(res).astype(as_dtype(output_type).dtype))
-        return cut(name_, (x,), out)
+        nd = x._data.ndim
+        (a,) = normalize_axis(0 if axis is None else axis, nd, op.name) or (0,)
+        if nd and x._data.shape[a] == 0:
+            raise InvalidArgumentError(None, None, "%s: axis %d has size 0" % (op.name, a))
+        return apply(op, (x,), {"axis": a if nd else None, "dtype": as_dtype(output_type).dtype})
 
-    name_ = name
-    f.__name__ = name
-    return f
+    fn.__name__ = fn.__qualname__ = op.name
+    fn.op = op
+    return fn
 
 
-argmax = _arg_extreme("argmax", "argmax")
-argmin = _arg_extreme("argmin", "argmin")
+argmax = _arg_extreme(defop("argmax", lambda xp, x, axis, dtype: xp.asarray(xp.argmax(x, axis=axis)).astype(dtype),
+                            save="none"))
+argmin = _arg_extreme(defop("argmin", lambda xp, x, axis, dtype: xp.asarray(xp.argmin(x, axis=axis)).astype(dtype),
+                            save="none"))
 
 
 def _cumsum_fwd(xp, x, axis, exclusive, reverse):
@@ -231,9 +228,7 @@ def _cumsum_rule(F, g, out, x, axis, exclusive, reverse):
         _cumsum_fwd(F.xp, g, axis, exclusive, not reverse)
 
 
-_cumsum = Op("cumsum", _cumsum_fwd, save_inputs=False)
-_cumsum.defvjp(_cumsum_rule)
-REGISTRY["cumsum"] = _cumsum
+_cumsum = defop("cumsum", _cumsum_fwd, _cumsum_rule, save="none")
 
 
 def cumsum(x, axis=0, exclusive=False, reverse=False, name=None):
