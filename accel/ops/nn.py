@@ -5,12 +5,14 @@ from __future__ import annotations
 import math
 
 
-from accel import backend
+from accel import backend, random as _random
 from accel.errors import InvalidArgumentError
 from accel.ops import fusion
 from accel.ops.core import Op, REGISTRY, apply, defop, convert, convert_pair, erf_array
-from accel.ops.elementwise import _check_float, _sigmoid_fwd, sigmoid_of, unary
+from accel.ops.creation import one_hot
+from accel.ops.elementwise import _check_float, _sigmoid_fwd, maximum, rsqrt, sigmoid, sigmoid_of, square, unary
 from accel.ops.reduce import normalize_axis, reduce_mean, reduce_sum
+from accel.ops.shape import squeeze
 from accel.tensor import Tensor
 
 # TensorFlow's subgradient at the kinks: relu'(0) = 0, relu6'(6) = 0
@@ -77,8 +79,6 @@ mish = unary("mish", lambda xp, x: x * _tanh_softplus(xp, x), _mish_rule, fused=
 def swish(features, beta=1.0, name=None):
     if beta == 1.0:
         return silu(features)
-    from accel.ops.elementwise import sigmoid  # noqa: PLC0415
-
     x = convert(features)
     return x * sigmoid(x * beta)
 
@@ -205,8 +205,6 @@ def _sparse_xent_fwd(xp, labels, logits):
 
 def _sparse_xent_rule(F, g, out, labels, logits):
     if isinstance(logits, Tensor):
-        from accel.ops.creation import one_hot  # noqa: PLC0415
-
         sm = softmax(logits, -1)
         return F.expand_dims(g, -1) * (sm - one_hot(labels, logits._data.shape[-1], dtype=logits._data.dtype))
     xp = F.xp
@@ -312,14 +310,10 @@ def bias_add(value, bias, data_format=None, name=None):
 
 def moments(x, axes, shift=None, keepdims=False, name=None):
     """Mean and variance over `axes` (both differentiable)."""
-    from accel.ops.elementwise import square  # noqa: PLC0415
-
     x = convert(x)
     mean = reduce_mean(x, axes, keepdims=True)
     var = reduce_mean(square(x - mean), axes, keepdims=True)
     if not keepdims:
-        from accel.ops.shape import squeeze  # noqa: PLC0415
-
         ax = normalize_axis(axes, x._data.ndim, "moments")
         mean, var = squeeze(mean, ax), squeeze(var, ax)
     return mean, var
@@ -375,8 +369,6 @@ def layer_norm(x, gamma, beta, epsilon=1e-3):
 
 def dropout(x, rate, noise_shape=None, seed=None, name=None):
     """Zeroes each element with probability `rate` and scales the rest by 1/(1 - rate)."""
-    from accel import random as _random  # noqa: PLC0415
-
     x = convert(x)
     _check_float("dropout", x)
     rate = float(rate)
@@ -402,8 +394,6 @@ REGISTRY["dropout"] = _dropout
 
 
 def normalize(x, axis, epsilon=1e-12):
-    from accel.ops.elementwise import maximum, rsqrt  # noqa: PLC0415
-
     x = convert(x)
     return x * rsqrt(maximum(reduce_sum(x * x, axis, keepdims=True), epsilon))
 

@@ -24,7 +24,7 @@ import warnings
 
 import numpy as np
 
-from accel import backend, profiler
+from accel import backend, debugging, profiler
 from accel.ops import fusion
 from accel import module as _module
 from accel.recorder import state as _rec
@@ -45,6 +45,24 @@ def f32(x) -> float:
     """A hyperparameter as Keras' ops.cast(x, variable.dtype) sees it: tf.cast turns a Python float
     into a float32 tensor first, so float64 variables get float64(float32(x))."""
     return float(np.float32(x))
+
+
+# The fused optimizer updates: kernel name -> (rule, arrays, scalars, static attributes). Each rule is
+# the optimizer's Keras-order step written once against a namespace: the generic path runs it on arrays
+# (Optimizer._apply_rule), tools/gen_kernels.py turns it into the numba loops of accel.cpu_kernels.
+UPDATES: dict = {}
+
+
+def defupdate(name, rule, arrays, scalars, **static):
+    """Declares the fused update `name`: rule(xp, *arrays, **scalars, **static) -> {array: new value}."""
+    if name in UPDATES:
+        raise ValueError("defupdate: an update named %r is already declared" % name)
+    UPDATES[name] = (rule, tuple(arrays), tuple(scalars), tuple(sorted(static.items())))
+
+
+def decayed(xp, p, wd, lr):
+    """Keras' decoupled weight decay, p - p * wd * lr where wd != 0 (a select in generated loops)."""
+    return xp.where(wd != 0, p - p * wd * lr, p)
 
 
 def _auto_name(cls_name):
@@ -519,6 +537,18 @@ class Optimizer:
         raise NotImplementedError("%s must define _update" % type(self).__name__)
 
     @staticmethod
+    def _apply_rule(name, arrays, gg=None, **scalars):
+        """The generic path of a fused update: its rule (UPDATES[name]) on the arrays, written back in
+        place, scalars in the parameter's dtype; weight decay is already applied (wd = 0 here)."""
+        rule, names, _, static = UPDATES[name]
+        p = arrays["p"]
+        dt = p.dtype.type
+        new = rule(backend.xp_of(p), *(arrays[n] for n in names), gg=gg, wd=dt(0),
+                   **{k: dt(v) for k, v in scalars.items()}, **dict(static))
+        for n, value in new.items():
+            arrays[n][...] = value
+
+    @staticmethod
     def _kernels(*arrays, any_size=False):
         """The kernel module of the fused update for these arrays, or None (accel.ops.fusion.kernels_for)."""
         return fusion.kernels_for(*arrays, any_size=any_size)
@@ -687,8 +717,6 @@ def _sum_squares(g) -> float:
 
 def _causes(variables):
     """One line per variable: why its gradient is None, from the tape that produced it (accel.debugging)."""
-    from accel import debugging  # noqa: PLC0415
-
     lines = []
     for v in variables:
         r = debugging.missing_gradient_cause(v)
