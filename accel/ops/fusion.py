@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from accel import backend
+from accel import backend, profiler
 from accel.ops import generated_loops
 
 # Below this many elements the generic NumPy rule wins on the CPU: a numba call costs
@@ -177,8 +177,6 @@ def sigmoid_xent(xp, g, out, labels, logits):
         if not _cpu_ok(logits, labels, any_size=True):
             return None
         if not g.flags.c_contiguous:
-            from accel import profiler  # noqa: PLC0415
-
             g = profiler.counted(g).copy()  # a device op: counted when profiling
         return (None, _twins.sigmoid_xent_bwd(logits, labels, g))
     from accel import fused  # noqa: PLC0415
