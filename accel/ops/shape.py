@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from accel import backend
 from accel.errors import InvalidArgumentError
 from accel.ops import fusion
-from accel.ops.core import Op, REGISTRY, apply, convert
+from accel.ops.core import apply, convert, defop
 from accel.ops.reduce import normalize_axis
 from accel.tensor import Tensor
-
-
-def _op(name, forward, *rules, save_inputs=False, save_out=False, multi_out=False):
-    op = Op(name, forward, save_inputs=save_inputs, save_out=save_out or multi_out, multi_out=multi_out)
-    if rules:
-        op.defvjp(*rules)
-    REGISTRY[name] = op
-    return op
 
 
 def _ints(value, what, opname):
@@ -35,8 +29,8 @@ def _ints(value, what, opname):
 
 # --- reshape / transpose ------------------------------------------------------------------
 
-_reshape = _op("reshape", lambda xp, x, shape, in_shape: xp.reshape(x, shape),
-               lambda F, g, out, x, shape, in_shape: F.reshape(g, in_shape))
+_reshape = defop("reshape", lambda xp, x, shape, in_shape: xp.reshape(x, shape),
+                 lambda F, g, out, x, shape, in_shape: F.reshape(g, in_shape), save="none")
 
 
 def reshape(tensor, shape, name=None):
@@ -60,8 +54,8 @@ def reshape(tensor, shape, name=None):
     return apply(_reshape, (x,), {"shape": shape, "in_shape": tuple(x._data.shape)})
 
 
-_transpose = _op("transpose", lambda xp, x, perm: xp.transpose(x, perm),
-                 lambda F, g, out, x, perm: F.transpose(g, tuple(np.argsort(perm))))
+_transpose = defop("transpose", lambda xp, x, perm: xp.transpose(x, perm),
+                   lambda F, g, out, x, perm: F.transpose(g, tuple(np.argsort(perm))), save="none")
 
 
 def transpose(a, perm=None, conjugate=False, name=None):
@@ -102,8 +96,8 @@ def squeeze(input, axis=None, name=None):  # noqa: A002
     return reshape(x, new)
 
 
-_broadcast_to = _op("broadcast_to", lambda xp, x, shape: xp.broadcast_to(x, shape),
-                    lambda F, g, out, x, shape: g)  # the tape sums g back to x's shape
+_broadcast_to = defop("broadcast_to", lambda xp, x, shape: xp.broadcast_to(x, shape),
+                      lambda F, g, out, x, shape: g, save="none")  # the tape sums g back to x's shape
 
 
 def broadcast_to(input, shape, name=None):  # noqa: A002
@@ -127,19 +121,16 @@ def _concat_rule(k):
     return rule
 
 
-_concat_rules = {}
+# one declaration; n > 2 inputs take a copy of the op with one rule per input (the tape zips inputs with rules)
+_concat = defop("concat", _concat_fwd, _concat_rule(0), _concat_rule(1), save="none")
+_concat_n = {2: _concat}
 
 
 def _concat_op(n):
-    op = _concat_rules.get(n)
+    op = _concat_n.get(n)
     if op is None:
-        op = Op("concat", _concat_fwd, save_inputs=False)
-        op.defvjp(*[_concat_rule(k) for k in range(n)])
-        _concat_rules[n] = op
+        op = _concat_n[n] = copy.copy(_concat).defvjp(*[_concat_rule(k) for k in range(n)])
     return op
-
-
-REGISTRY["concat"] = _concat_op(2)
 
 
 def _same_dtype(ts, opname):
@@ -195,7 +186,7 @@ def _split_rule(F, g, out, x, axis, sizes):
     return F.concatenate(list(g), axis=axis)
 
 
-_split = _op("split", _split_fwd, _split_rule, multi_out=True)
+_split = defop("split", _split_fwd, _split_rule, save="none", multi_out=True)
 
 
 def split(value, num_or_size_splits, axis=0, num=None, name=None):
@@ -231,7 +222,7 @@ def unstack(value, num=None, axis=0, name=None):
     return [squeeze(p, a) for p in split(x, n, a)]
 
 
-def _tile_fwd(xp, x, multiples):
+def _tile_fwd(xp, x, multiples, shape):
     return xp.tile(x, multiples)
 
 
@@ -243,7 +234,7 @@ def _tile_rule(F, g, out, x, multiples, shape):
     return F.sum(F.reshape(g, tuple(inter)), axis=tuple(range(0, 2 * len(shape), 2)))
 
 
-_tile = _op("tile", lambda xp, x, multiples, shape: xp.tile(x, multiples), _tile_rule)
+_tile = defop("tile", _tile_fwd, _tile_rule, save="none")
 
 
 def tile(input, multiples, name=None):  # noqa: A002
@@ -268,7 +259,7 @@ def _pad_rule(F, g, out, x, pads, mode, value):
     return F.getitem(g, idx)
 
 
-_pad = _op("pad", _pad_fwd, _pad_rule, save_inputs=True)
+_pad = defop("pad", _pad_fwd, _pad_rule)
 
 
 def pad(tensor, paddings, mode="CONSTANT", constant_values=0, name=None):
@@ -286,7 +277,8 @@ def pad(tensor, paddings, mode="CONSTANT", constant_values=0, name=None):
                              "value": constant_values})
 
 
-_reverse = _op("reverse", lambda xp, x, axes: xp.flip(x, axes), lambda F, g, out, x, axes: F.flip(g, axes))
+_reverse = defop("reverse", lambda xp, x, axes: xp.flip(x, axes), lambda F, g, out, x, axes: F.flip(g, axes),
+                 save="none")
 
 
 def reverse(tensor, axis, name=None):
@@ -374,7 +366,7 @@ def _gather_rule(F, g, out, params, indices, axis, batch_dims):
     return res.reshape(shape)
 
 
-_gather = _op("gather", _gather_fwd, _gather_rule, None, save_inputs=True)
+_gather = defop("gather", _gather_fwd, _gather_rule, None)
 
 
 def gather(params, indices, validate_indices=None, axis=None, batch_dims=0, name=None):
@@ -436,7 +428,7 @@ def boolean_mask(tensor, mask, axis=None, name=None):
     return gather(flat, Tensor(idx), axis=a)
 
 
-def _getitem_fwd(xp, x, key):
+def _getitem_fwd(xp, x, key, shape, advanced):
     return x[key]
 
 
@@ -446,7 +438,7 @@ def _getitem_rule(F, g, out, x, key, shape, advanced):
     return F.setitem_zeros(shape, F.dtype(g), key, g)
 
 
-_getitem = _op("getitem", lambda xp, x, key, shape, advanced: x[key], _getitem_rule)
+_getitem = defop("getitem", _getitem_fwd, _getitem_rule, save="none")
 
 
 def _normalize_key(key, x):
