@@ -15,20 +15,13 @@ import numpy as np
 from accel import backend
 from accel.errors import InvalidArgumentError
 from accel.ops import fusion
-from accel.ops.core import Op, REGISTRY, apply, convert
+from accel.ops.core import apply, convert, defop
 from accel.ops.reduce import _cumsum_fwd, cumsum, normalize_axis
 from accel.ops.shape import getitem, reshape
 from accel.tensor import Tensor, to_array
 
 
 _py_slice = builtins.slice  # `slice` below is TF's op
-
-
-def _op(name, forward, *rules, save_inputs=True, save_out=False):
-    op = Op(name, forward, save_inputs=save_inputs, save_out=save_out)
-    op.defvjp(*rules)
-    REGISTRY[name] = op
-    return op
 
 
 def _prod(shape):
@@ -131,7 +124,7 @@ def _rows(shape, k):
     return _prod(shape[:k]), _prod(shape[k:])
 
 
-def _scatter_nd_fwd(xp, updates, flat, shape, k):
+def _scatter_nd_fwd(xp, updates, flat, shape, k, upd_shape):
     p, r = _rows(shape, k)
     out = xp.zeros((p, r), updates.dtype)
     _add_rows(xp, out, flat, updates.reshape(flat.shape[0], r))
@@ -143,10 +136,9 @@ def _gather_rows(F, g, flat, shape, k, upd_shape):
     return F.reshape(F.take(F.reshape(g, _rows(shape, k)), flat, 0), upd_shape)
 
 
-_scatter_nd = _op("scatter_nd", lambda xp, updates, flat, shape, k, upd_shape: _scatter_nd_fwd(xp, updates, flat,
-                                                                                                 shape, k),
-                  lambda F, g, out, updates, flat, shape, k, upd_shape: _gather_rows(F, g, flat, shape, k, upd_shape),
-                  None)
+_scatter_nd = defop("scatter_nd", _scatter_nd_fwd,
+                    lambda F, g, out, updates, flat, shape, k, upd_shape: _gather_rows(F, g, flat, shape, k, upd_shape),
+                    None)
 
 
 def _shape_arg(shape, opname):
@@ -263,14 +255,15 @@ def _minmax_updates_rule(F, g, out, tensor, flat, updates, shape, k, upd_shape):
 
 _pass_tensor = (lambda F, g, out, tensor, flat, updates, shape, k, upd_shape: g)  # noqa: E731
 
-_tsu = _op("tensor_scatter_nd_update", _tsu_fwd, _tsu_tensor_rule, None, _updates_rule)
-_tsa = _op("tensor_scatter_nd_add", _tsa_fwd, _pass_tensor, None, _updates_rule)
-_tss = _op("tensor_scatter_nd_sub", lambda xp, *a, **kw: _tsa_fwd(xp, *a, **kw, sign=-1),
-           _pass_tensor, None, _tss_updates_rule)
-_tsmin = _op("tensor_scatter_nd_min", _minmax_fwd("minimum"), _minmax_tensor_rule, None, _minmax_updates_rule,
-             save_out=True)
-_tsmax = _op("tensor_scatter_nd_max", _minmax_fwd("maximum"), _minmax_tensor_rule, None, _minmax_updates_rule,
-             save_out=True)
+# the rules read the row ids (input 1) and, for min/max, the values and the output
+_tsu = defop("tensor_scatter_nd_update", _tsu_fwd, _tsu_tensor_rule, None, _updates_rule)
+_tsa = defop("tensor_scatter_nd_add", _tsa_fwd, _pass_tensor, None, _updates_rule)
+_tss = defop("tensor_scatter_nd_sub", lambda xp, *a, **kw: _tsa_fwd(xp, *a, **kw, sign=-1),
+             _pass_tensor, None, _tss_updates_rule)
+_tsmin = defop("tensor_scatter_nd_min", _minmax_fwd("minimum"), _minmax_tensor_rule, None, _minmax_updates_rule,
+               save="inputs+out")
+_tsmax = defop("tensor_scatter_nd_max", _minmax_fwd("maximum"), _minmax_tensor_rule, None, _minmax_updates_rule,
+               save="inputs+out")
 
 
 def _tensor_scatter(op, tensor, indices, updates):
@@ -335,8 +328,8 @@ def _segment_rule(F, g, out, data, ids, num, rest, has_neg):
     return F.reshape(_where_rows(F, (raw < 0).reshape(-1, 1), taken), shape)
 
 
-_segment_sum = _op("segment_sum", _segment_fwd, _segment_rule, None)
-_unsorted_segment_sum = _op("unsorted_segment_sum", _segment_fwd, _segment_rule, None)
+_segment_sum = defop("segment_sum", _segment_fwd, _segment_rule, None)
+_unsorted_segment_sum = defop("unsorted_segment_sum", _segment_fwd, _segment_rule, None)
 
 
 def segment_sum(data, segment_ids, name=None):
@@ -425,7 +418,7 @@ def _cumprod_rule(F, g, out, x, axis, exclusive, reverse):
     return F.where(zero, F.zeros_like(s), s / F.where(zero, F.ones_like(x), x))
 
 
-_cumprod = _op("cumprod", _cumprod_fwd, _cumprod_rule, save_out=True)
+_cumprod = defop("cumprod", _cumprod_fwd, _cumprod_rule, save="inputs+out")
 
 
 def cumprod(x, axis=0, exclusive=False, reverse=False, name=None):
@@ -440,9 +433,9 @@ def cumprod(x, axis=0, exclusive=False, reverse=False, name=None):
 
 # --- meshgrid, slice, strided_slice -------------------------------------------------------------
 
-_grid = _op("meshgrid", lambda xp, x, shape: xp.broadcast_to(x, shape).copy(),
-            lambda F, g, out, x, shape: g,  # the tape sums g back over the broadcast axes
-            save_inputs=False)
+_grid = defop("meshgrid", lambda xp, x, shape: xp.broadcast_to(x, shape).copy(),
+              lambda F, g, out, x, shape: g,  # the tape sums g back over the broadcast axes
+              save="none")
 
 
 def meshgrid(*args, **kwargs):
