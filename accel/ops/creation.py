@@ -7,7 +7,7 @@ import numpy as np
 from accel import backend
 from accel.dtypes import as_dtype
 from accel.errors import InvalidArgumentError
-from accel.ops.core import Op, REGISTRY, apply, convert, cut
+from accel.ops.core import apply, convert, defop
 from accel.tensor import Tensor, to_array
 
 
@@ -93,8 +93,7 @@ def fill(dims, value, name=None):
     return Tensor(xp.full(_shape_arg(dims, "fill"), v._data.reshape(()), v._data.dtype))
 
 
-_ones_like = Op("ones_like", lambda xp, x: xp.ones_like(x), save_inputs=False)
-REGISTRY["ones_like"] = _ones_like
+_ones_like = defop("ones_like", lambda xp, x: xp.ones_like(x), save="none")  # the tape's seed on a higher-order pass
 
 
 def zeros_like(input, dtype=None, name=None, layout=None):  # noqa: A002
@@ -176,19 +175,19 @@ def rank(input, name=None):  # noqa: A002
     return Tensor(np.asarray(convert(input)._data.ndim, dtype=np.int32))
 
 
-_identity = Op("identity", lambda xp, x: x, save_inputs=False)
-_identity.defvjp(lambda F, g, out, x: g)
-REGISTRY["identity"] = _identity
+_identity = defop("identity", lambda xp, x: x, lambda F, g, out, x: g, save="none")
 
 
 def identity(input, name=None):  # noqa: A002
     return apply(_identity, (convert(input),))
 
 
+_stop_gradient = defop("stop_gradient", lambda xp, x: x, save="none")  # no rule: tapes note the cut
+
+
 def stop_gradient(input, name=None):  # noqa: A002
     """The same values, cut from every tape: no gradient flows through."""
-    x = convert(input)
-    return cut("stop_gradient", (x,), Tensor(x._data))
+    return apply(_stop_gradient, (convert(input),))
 
 
 def _to_device_rule(F, g, out, x, device, source):
@@ -197,9 +196,8 @@ def _to_device_rule(F, g, out, x, device, source):
     return backend.to_device(g, source)
 
 
-_to_device = Op("to_device", lambda xp, x, device, source: backend.to_device(x, device), save_inputs=False)
-_to_device.defvjp(_to_device_rule)
-REGISTRY["to_device"] = _to_device
+_to_device = defop("to_device", lambda xp, x, device, source: backend.to_device(x, device), _to_device_rule,
+                   save="none")
 
 
 def to_device(x, device):

@@ -7,13 +7,13 @@ ops, so gradients of gradients come out of the same rules.
 from __future__ import annotations
 
 from accel.ops import creation, elementwise as ew, linalg, nn, reduce, shape as sh
-from accel.ops.core import Op, REGISTRY, apply, scatter_add_array
+from accel.ops.core import apply, defop, scatter_add_array
 from accel.tensor import Tensor
 
 
-_scatter_add = Op("scatter_add", lambda xp, src, idx, shape, axis: scatter_add_array(xp, src, idx, shape, axis))
-_scatter_add.defvjp(lambda F, g, out, src, idx, shape, axis: F.take(g, idx, axis), None)
-REGISTRY["scatter_add"] = _scatter_add
+# the ops below serve rules on Tensors only (a backward pass that an outer tape records)
+_scatter_add = defop("scatter_add", lambda xp, src, idx, shape, axis: scatter_add_array(xp, src, idx, shape, axis),
+                     lambda F, g, out, src, idx, shape, axis: F.take(g, idx, axis), None)
 
 
 def _setitem_zeros_fwd(xp, src, shape, key):
@@ -22,9 +22,8 @@ def _setitem_zeros_fwd(xp, src, shape, key):
     return out
 
 
-_setitem_zeros = Op("setitem_zeros", _setitem_zeros_fwd, save_inputs=False)
-_setitem_zeros.defvjp(lambda F, g, out, src, shape, key: F.getitem(g, key))
-REGISTRY["setitem_zeros"] = _setitem_zeros
+_setitem_zeros = defop("setitem_zeros", _setitem_zeros_fwd, lambda F, g, out, src, shape, key: F.getitem(g, key),
+                       save="none")
 
 
 def _scatter_index_fwd(xp, src, shape, key):
@@ -33,9 +32,8 @@ def _scatter_index_fwd(xp, src, shape, key):
     return out
 
 
-_scatter_index = Op("scatter_index", _scatter_index_fwd, save_inputs=False)
-_scatter_index.defvjp(lambda F, g, out, src, shape, key: F.getitem(g, key))
-REGISTRY["scatter_index"] = _scatter_index
+_scatter_index = defop("scatter_index", _scatter_index_fwd, lambda F, g, out, src, shape, key: F.getitem(g, key),
+                       save="none")
 
 
 def _axes(axis, nd):
