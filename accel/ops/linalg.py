@@ -9,10 +9,10 @@ import numpy as np
 
 from accel import backend
 from accel.errors import InvalidArgumentError, NotFoundError
-from accel.ops.core import Op, REGISTRY, add_array_functions, apply, convert, convert_pair
+from accel.ops.core import add_array_functions, apply, convert, convert_pair, defop
 from accel.ops.elementwise import log
 from accel.ops.reduce import reduce_sum
-from accel.ops.shape import reshape, transpose
+from accel.ops.shape import n_ary, reshape, transpose
 from accel.tensor import Tensor
 
 
@@ -20,11 +20,10 @@ def _mT(F, a):
     return F.swapaxes(a, -1, -2)
 
 
-_matmul = Op("matmul", lambda xp, a, b: xp.matmul(a, b))
 # batch dimensions that were broadcast are summed back by the tape
-_matmul.defvjp(lambda F, g, out, a, b: F.matmul(g, _mT(F, b)),
-               lambda F, g, out, a, b: F.matmul(_mT(F, a), g))
-REGISTRY["matmul"] = _matmul
+_matmul = defop("matmul", lambda xp, a, b: xp.matmul(a, b),
+                lambda F, g, out, a, b: F.matmul(g, _mT(F, b)),
+                lambda F, g, out, a, b: F.matmul(_mT(F, a), g))
 
 
 def _swap_last(t):
@@ -121,7 +120,11 @@ def _einsum_rule(k):
     return rule
 
 
-_einsum_ops = {}
+def _einsum_fwd(xp, *xs, ins, out_sub, sizes):
+    return xp.einsum(",".join(ins) + "->" + out_sub, *xs)
+
+
+_einsum = defop("einsum", _einsum_fwd, _einsum_rule(0))  # n inputs: n_ary gives it n rules
 
 
 def einsum(equation, *inputs, **kwargs):
@@ -135,12 +138,7 @@ def einsum(equation, *inputs, **kwargs):
         for c, s in zip(sub, t._data.shape):
             if sizes.setdefault(c, s) != s:
                 raise InvalidArgumentError(None, None, "einsum: index %r has sizes %d and %d" % (c, sizes[c], s))
-    op = _einsum_ops.get(len(ts))
-    if op is None:
-        op = Op("einsum", lambda xp, *xs, ins, out_sub, sizes: xp.einsum(",".join(ins) + "->" + out_sub, *xs))
-        op.defvjp(*[_einsum_rule(k) for k in range(len(ts))])
-        _einsum_ops[len(ts)] = op
-        REGISTRY.setdefault("einsum", op)
+    op = n_ary(_einsum, _einsum_rule, len(ts))
     return apply(op, tuple(ts), {"ins": tuple(ins), "out_sub": out_sub, "sizes": sizes})
 
 
@@ -372,8 +370,7 @@ def _inv_rule(F, g, out, a, adjoint):
     return -F.matmul(_mT(F, out), F.matmul(g, _mT(F, out)))
 
 
-_inv = Op("matrix_inverse", _inv_fwd, save_inputs=False, save_out=True).defvjp(_inv_rule)
-REGISTRY["matrix_inverse"] = _inv
+_inv = defop("matrix_inverse", _inv_fwd, _inv_rule, save="out")
 
 
 def inv(input, adjoint=False, name=None):  # noqa: A002
@@ -396,9 +393,8 @@ def _solve_rule_a(F, g, out, a, b, adjoint):
     return -F.matmul(out, _mT(F, gb)) if adjoint else -F.matmul(gb, _mT(F, out))
 
 
-_solve = Op("matrix_solve", _solve_fwd, save_out=True).defvjp(
-    _solve_rule_a, lambda F, g, out, a, b, adjoint: _solve_grad_b(F, g, a, adjoint))
-REGISTRY["matrix_solve"] = _solve
+_solve = defop("matrix_solve", _solve_fwd,
+               _solve_rule_a, lambda F, g, out, a, b, adjoint: _solve_grad_b(F, g, a, adjoint), save="inputs+out")
 
 
 def solve(matrix, rhs, adjoint=False, name=None):
@@ -430,9 +426,11 @@ def _trisolve_rule_a(F, g, out, a, b, lower, adjoint):
     return F.band_part(ga, -1, 0) if lower else F.band_part(ga, 0, -1)
 
 
-_trisolve = Op("matrix_triangular_solve", _trisolve_fwd, save_out=True).defvjp(
-    _trisolve_rule_a, lambda F, g, out, a, b, lower, adjoint: F.triangular_solve(a, g, lower, not adjoint))
-REGISTRY["matrix_triangular_solve"] = _trisolve
+def _trisolve_rule_b(F, g, out, a, b, lower, adjoint):
+    return F.triangular_solve(a, g, lower, not adjoint)
+
+
+_trisolve = defop("matrix_triangular_solve", _trisolve_fwd, _trisolve_rule_a, _trisolve_rule_b, save="inputs+out")
 
 
 def triangular_solve(matrix, rhs, lower=True, adjoint=False, name=None):
@@ -457,8 +455,7 @@ def _det_rule(F, g, out, a):
     return _col(F, _col(F, g * out)) * F.inv(a, True)
 
 
-_det = Op("matrix_determinant", lambda xp, a: xp.linalg.det(a), save_out=True).defvjp(_det_rule)
-REGISTRY["matrix_determinant"] = _det
+_det = defop("matrix_determinant", lambda xp, a: xp.linalg.det(a), _det_rule, save="inputs+out")
 
 
 def det(input, name=None):  # noqa: A002
@@ -477,8 +474,7 @@ def _slogdet_rule(F, g, out, a):
     return _col(F, _col(F, g[1])) * F.inv(a, True)
 
 
-_slogdet = Op("log_matrix_determinant", _slogdet_fwd, save_out=True, multi_out=True).defvjp(_slogdet_rule)
-REGISTRY["log_matrix_determinant"] = _slogdet
+_slogdet = defop("log_matrix_determinant", _slogdet_fwd, _slogdet_rule, multi_out=True)
 
 
 def slogdet(input, name=None):  # noqa: A002
@@ -513,8 +509,7 @@ def _cholesky_rule(F, g, out, a):
     return 0.5 * (ga + _mT(F, ga))
 
 
-_cholesky = Op("cholesky", _cholesky_fwd, save_inputs=False, save_out=True).defvjp(_cholesky_rule)
-REGISTRY["cholesky"] = _cholesky
+_cholesky = defop("cholesky", _cholesky_fwd, _cholesky_rule, save="out")
 
 
 def cholesky(input, name=None):  # noqa: A002
@@ -553,8 +548,7 @@ def _eigh_rule(F, g, out, a):
     return ga - 0.5 * F.matrix_diag(F.matrix_diag_part(ga))
 
 
-_eigh = Op("self_adjoint_eig", _eigh_fwd, save_inputs=False, save_out=True, multi_out=True).defvjp(_eigh_rule)
-REGISTRY["self_adjoint_eig"] = _eigh
+_eigh = defop("self_adjoint_eig", _eigh_fwd, _eigh_rule, save="out", multi_out=True)
 
 
 def eigh(tensor, name=None):
@@ -614,8 +608,7 @@ def _svd_rule(F, g, out, a, full_matrices):
     return _mT(F, ga) if use_adjoint else ga
 
 
-_svd = Op("svd", _svd_fwd, save_out=True, multi_out=True).defvjp(_svd_rule)
-REGISTRY["svd"] = _svd
+_svd = defop("svd", _svd_fwd, _svd_rule, save="inputs+out", multi_out=True)
 
 
 def svd(tensor, full_matrices=False, compute_uv=True, name=None):
@@ -677,8 +670,7 @@ def _qr_rule(F, g, out, a, full_matrices):
     return F.concatenate([dx, F.matmul(q, dv)], axis=-1)
 
 
-_qr = Op("qr", _qr_fwd, save_out=True, multi_out=True).defvjp(_qr_rule)
-REGISTRY["qr"] = _qr
+_qr = defop("qr", _qr_fwd, _qr_rule, save="inputs+out", multi_out=True)
 
 
 def qr(input, full_matrices=False, name=None):  # noqa: A002
@@ -700,10 +692,8 @@ def _int_arg(value, what, fname):
     raise TypeError("%s: %s must be an int, got %r" % (fname, what, value))
 
 
-_band_part = Op("matrix_band_part", lambda xp, x, num_lower, num_upper: band_part_array(xp, x, num_lower, num_upper),
-                save_inputs=False)
-_band_part.defvjp(lambda F, g, out, x, num_lower, num_upper: F.band_part(g, num_lower, num_upper))
-REGISTRY["matrix_band_part"] = _band_part
+_band_part = defop("matrix_band_part", lambda xp, x, num_lower, num_upper: band_part_array(xp, x, num_lower, num_upper),
+                   lambda F, g, out, x, num_lower, num_upper: F.band_part(g, num_lower, num_upper), save="none")
 
 
 def band_part(input, num_lower, num_upper, name=None):  # noqa: A002
@@ -724,9 +714,8 @@ def band_part(input, num_lower, num_upper, name=None):  # noqa: A002
     return apply(_band_part, (x,), {"num_lower": lo, "num_upper": up})
 
 
-_diag_part = Op("matrix_diag_part", lambda xp, x, k, shape: diag_part_array(xp, x, k), save_inputs=False)
-_diag_part.defvjp(lambda F, g, out, x, k, shape: F.matrix_diag(g, k, shape[0], shape[1]))
-REGISTRY["matrix_diag_part"] = _diag_part
+_diag_part = defop("matrix_diag_part", lambda xp, x, k, shape: diag_part_array(xp, x, k),
+                   lambda F, g, out, x, k, shape: F.matrix_diag(g, k, shape[0], shape[1]), save="none")
 
 
 def diag_part(input, name="diag_part", k=0, padding_value=0, align="RIGHT_LEFT"):  # noqa: A002
@@ -757,9 +746,8 @@ def _diag_fwd(xp, d, k, num_rows, num_cols, padding_value):
     return diag_array(xp, d, k, num_rows, num_cols, padding_value)
 
 
-_diag = Op("matrix_diag", _diag_fwd, save_inputs=False)
-_diag.defvjp(lambda F, g, out, d, k, num_rows, num_cols, padding_value: F.matrix_diag_part(g, k))
-REGISTRY["matrix_diag"] = _diag
+_diag = defop("matrix_diag", _diag_fwd,
+              lambda F, g, out, d, k, num_rows, num_cols, padding_value: F.matrix_diag_part(g, k), save="none")
 
 
 def diag(diagonal, name="diag", k=0, num_rows=-1, num_cols=-1, padding_value=0, align="RIGHT_LEFT"):

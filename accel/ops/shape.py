@@ -121,16 +121,20 @@ def _concat_rule(k):
     return rule
 
 
-# one declaration; n > 2 inputs take a copy of the op with one rule per input (the tape zips inputs with rules)
 _concat = defop("concat", _concat_fwd, _concat_rule(0), _concat_rule(1), save="none")
-_concat_n = {2: _concat}
+_N_ARY = {}
 
 
-def _concat_op(n):
-    op = _concat_n.get(n)
-    if op is None:
-        op = _concat_n[n] = copy.copy(_concat).defvjp(*[_concat_rule(k) for k in range(n)])
-    return op
+def n_ary(op, rule_for, n):
+    """A variadic op (concat, einsum) for n inputs: the op declared once with defop, copied with the rules
+    rule_for(0) ... rule_for(n - 1), one per input (the tape zips a node's inputs with its op's rules)."""
+    if len(op.rules) == n:
+        return op
+    key = (op.name, n)
+    copy_n = _N_ARY.get(key)
+    if copy_n is None:
+        copy_n = _N_ARY[key] = copy.copy(op).defvjp(*[rule_for(k) for k in range(n)])
+    return copy_n
 
 
 def _same_dtype(ts, opname):
@@ -158,7 +162,8 @@ def concat(values, axis, name=None):
                                        "shape %s outside axis %d" % (i, tuple(s), tuple(s0), a))
     if len(ts) == 1:
         return ts[0]
-    return apply(_concat_op(len(ts)), tuple(ts), {"axis": a, "sizes": tuple(t._data.shape[a] for t in ts)})
+    op = n_ary(_concat, _concat_rule, len(ts))
+    return apply(op, tuple(ts), {"axis": a, "sizes": tuple(t._data.shape[a] for t in ts)})
 
 
 def stack(values, axis=0, name=None):
