@@ -5,12 +5,18 @@ from __future__ import annotations
 import numpy as np
 
 from accel import backend
-from accel.dtypes import as_dtype
 from accel.errors import InvalidArgumentError
-from accel.ops.core import convert, cut
+from accel.ops.core import apply, convert, defop
 from accel.ops.reduce import normalize_axis
 from accel.ops.shape import gather, transpose
 from accel.tensor import Tensor
+
+
+def _argsort_fwd(xp, x, axis, descending):
+    return xp.argsort(-x if descending else x, axis=axis, kind="stable").astype(np.int32)
+
+
+_argsort = defop("argsort", _argsort_fwd, save="none")  # no gradient: tapes note the cut
 
 
 def argsort(values, axis=-1, direction="ASCENDING", stable=False, name=None):
@@ -18,10 +24,7 @@ def argsort(values, axis=-1, direction="ASCENDING", stable=False, name=None):
     if direction not in ("ASCENDING", "DESCENDING"):
         raise ValueError("argsort: direction must be 'ASCENDING' or 'DESCENDING', got %r" % (direction,))
     (a,) = normalize_axis(axis, x._data.ndim, "argsort")
-    xp = backend.xp_of(x._data)
-    data = -x._data if direction == "DESCENDING" else x._data
-    idx = xp.argsort(data, axis=a, kind="stable").astype(as_dtype(np.int32).dtype)
-    return cut("argsort", (x,), Tensor(idx))
+    return apply(_argsort, (x,), {"axis": a, "descending": direction == "DESCENDING"})
 
 
 def sort(values, axis=-1, direction="ASCENDING", name=None):
