@@ -8,9 +8,9 @@ import math
 from accel import backend, random as _random
 from accel.errors import InvalidArgumentError
 from accel.ops import fusion
-from accel.ops.core import Op, REGISTRY, apply, defop, convert, convert_pair, erf_array
+from accel.ops.core import apply, defop, convert, convert_pair, erf_array
 from accel.ops.creation import one_hot
-from accel.ops.elementwise import _check_float, _sigmoid_fwd, maximum, rsqrt, sigmoid, sigmoid_of, square, unary
+from accel.ops.elementwise import _sigmoid_fwd, maximum, rsqrt, sigmoid, sigmoid_of, square, unary
 from accel.ops.reduce import normalize_axis, reduce_mean, reduce_sum
 from accel.ops.shape import squeeze
 from accel.tensor import Tensor
@@ -123,9 +123,9 @@ def _softmax_fwd(xp, x, axis):
     return e / xp.sum(e, axis=axis, keepdims=True)
 
 
-_softmax = Op("softmax", _softmax_fwd, save_inputs=False, save_out=True)
-_softmax.defvjp(lambda F, g, out, x, axis: out * (g - F.sum(g * out, axis=axis, keepdims=True)))
-REGISTRY["softmax"] = _softmax
+_softmax = defop("softmax", _softmax_fwd,
+                 lambda F, g, out, x, axis: out * (g - F.sum(g * out, axis=axis, keepdims=True)),
+                 save="out", dtypes="float")
 
 
 def _log_softmax_fwd(xp, x, axis):
@@ -134,9 +134,9 @@ def _log_softmax_fwd(xp, x, axis):
     return z - xp.log(xp.sum(xp.exp(z), axis=axis, keepdims=True))
 
 
-_log_softmax = Op("log_softmax", _log_softmax_fwd, save_inputs=False, save_out=True)
-_log_softmax.defvjp(lambda F, g, out, x, axis: g - F.exp(out) * F.sum(g, axis=axis, keepdims=True))
-REGISTRY["log_softmax"] = _log_softmax
+_log_softmax = defop("log_softmax", _log_softmax_fwd,
+                     lambda F, g, out, x, axis: g - F.exp(out) * F.sum(g, axis=axis, keepdims=True),
+                     save="out", dtypes="float")
 
 
 def _axis1(x, axis, opname):
@@ -146,13 +146,13 @@ def _axis1(x, axis, opname):
 
 def softmax(logits, axis=None, name=None):
     x = convert(logits)
-    _check_float("softmax", x)
+    _softmax.check_dtype(x)
     return apply(_softmax, (x,), {"axis": _axis1(x, -1 if axis is None else axis, "softmax")})
 
 
 def log_softmax(logits, axis=None, name=None):
     x = convert(logits)
-    _check_float("log_softmax", x)
+    _log_softmax.check_dtype(x)
     return apply(_log_softmax, (x,), {"axis": _axis1(x, -1 if axis is None else axis, "log_softmax")})
 
 
@@ -174,9 +174,7 @@ def _xent_g_logits(F, g, out, labels, logits, axis):
     return F.expand_dims(g, axis) * (sm * F.sum(labels, axis=axis, keepdims=True) - labels)
 
 
-_xent = Op("softmax_cross_entropy_with_logits", _xent_fwd)
-_xent.defvjp(_xent_g_labels, _xent_g_logits)
-REGISTRY["softmax_cross_entropy_with_logits"] = _xent
+_xent = defop("softmax_cross_entropy_with_logits", _xent_fwd, _xent_g_labels, _xent_g_logits, dtypes="float")
 
 
 def softmax_cross_entropy_with_logits(labels=None, logits=None, axis=-1, name=None):
@@ -184,7 +182,7 @@ def softmax_cross_entropy_with_logits(labels=None, logits=None, axis=-1, name=No
     if labels is None or logits is None:
         raise ValueError("softmax_cross_entropy_with_logits: pass both labels= and logits=")
     logits = convert(logits)
-    _check_float("softmax_cross_entropy_with_logits", logits)
+    _xent.check_dtype(logits)
     labels, logits = convert_pair(labels, logits, "softmax_cross_entropy_with_logits")
     if tuple(labels._data.shape) != tuple(logits._data.shape):
         raise InvalidArgumentError(None, None, "softmax_cross_entropy_with_logits: labels shape %s must equal "
@@ -215,11 +213,8 @@ def _sparse_xent_rule(F, g, out, labels, logits):
     return sm * g[..., None]
 
 
-_sparse_xent = Op("sparse_softmax_cross_entropy_with_logits", _sparse_xent_fwd)
-_sparse_xent.defvjp(None, _sparse_xent_rule)
-_sparse_xent.fused = fusion.sparse_softmax_xent
-_sparse_xent.fused_small = True
-REGISTRY["sparse_softmax_cross_entropy_with_logits"] = _sparse_xent
+_sparse_xent = defop("sparse_softmax_cross_entropy_with_logits", _sparse_xent_fwd, None, _sparse_xent_rule,
+                     dtypes="float", fused=fusion.sparse_softmax_xent, fused_small=True)
 
 
 def sparse_softmax_cross_entropy_with_logits(labels=None, logits=None, name=None):
@@ -227,7 +222,7 @@ def sparse_softmax_cross_entropy_with_logits(labels=None, logits=None, name=None
     if labels is None or logits is None:
         raise ValueError("sparse_softmax_cross_entropy_with_logits: pass both labels= and logits=")
     logits = convert(logits)
-    _check_float("sparse_softmax_cross_entropy_with_logits", logits)
+    _sparse_xent.check_dtype(logits)
     labels = convert(labels)
     if logits._data.ndim == 0:
         raise InvalidArgumentError(None, None, "sparse_softmax_cross_entropy_with_logits: logits must have rank "
@@ -260,18 +255,16 @@ def _sig_xent_g_logits(F, g, out, labels, logits):
     return g * (sigmoid_of(F, logits) - labels)
 
 
-_sig_xent = Op("sigmoid_cross_entropy_with_logits", _sig_xent_fwd)
-_sig_xent.defvjp(lambda F, g, out, labels, logits: -g * logits, _sig_xent_g_logits)
-_sig_xent.fused = fusion.sigmoid_xent
-_sig_xent.fused_small = True
-REGISTRY["sigmoid_cross_entropy_with_logits"] = _sig_xent
+_sig_xent = defop("sigmoid_cross_entropy_with_logits", _sig_xent_fwd,
+                  lambda F, g, out, labels, logits: -g * logits, _sig_xent_g_logits,
+                  dtypes="float", fused=fusion.sigmoid_xent, fused_small=True)
 
 
 def sigmoid_cross_entropy_with_logits(labels=None, logits=None, name=None):
     if labels is None or logits is None:
         raise ValueError("sigmoid_cross_entropy_with_logits: pass both labels= and logits=")
     logits = convert(logits)
-    _check_float("sigmoid_cross_entropy_with_logits", logits)
+    _sig_xent.check_dtype(logits)
     labels, logits = convert_pair(labels, logits, "sigmoid_cross_entropy_with_logits")
     if tuple(labels._data.shape) != tuple(logits._data.shape):
         raise InvalidArgumentError(None, None, "sigmoid_cross_entropy_with_logits: labels shape %s must equal "
@@ -289,12 +282,12 @@ def _bias_add_rule_b(F, g, out, x, b, axis):
     return F.sum(g, axis=axes)
 
 
-_bias_add = Op("bias_add", lambda xp, x, b, axis: x + (b if axis == x.ndim - 1 else
-                                                       b.reshape((-1,) + (1,) * (x.ndim - 1 - axis))),
-               save_inputs=False)
-_bias_add.defvjp(lambda F, g, out, x, b, axis: g, _bias_add_rule_b)
-_bias_add.fused = fusion.bias_add
-REGISTRY["bias_add"] = _bias_add
+def _bias_add_fwd(xp, x, b, axis):
+    return x + (b if axis == x.ndim - 1 else b.reshape((-1,) + (1,) * (x.ndim - 1 - axis)))
+
+
+_bias_add = defop("bias_add", _bias_add_fwd, lambda F, g, out, x, b, axis: g, _bias_add_rule_b, save="none",
+                  fused=fusion.bias_add)
 
 
 def bias_add(value, bias, data_format=None, name=None):
@@ -344,18 +337,16 @@ def _layer_norm_dgamma(F, g, out, x, gamma, beta, eps):
     return g * _ln_stats(F, x, eps)[1]  # the tape sums it down to gamma's shape
 
 
-_layer_norm = Op("layer_norm", _layer_norm_fwd)
-_layer_norm.defvjp(_layer_norm_dx, _layer_norm_dgamma, lambda F, g, out, x, gamma, beta, eps: g)
-_layer_norm.fused = fusion.layer_norm
-_layer_norm.fused_small = True
-REGISTRY["layer_norm"] = _layer_norm
+_layer_norm = defop("layer_norm", _layer_norm_fwd,
+                    _layer_norm_dx, _layer_norm_dgamma, lambda F, g, out, x, gamma, beta, eps: g,
+                    dtypes="float", fused=fusion.layer_norm, fused_small=True)
 
 
 def layer_norm(x, gamma, beta, epsilon=1e-3):
     """Layer normalization over the last axis with scale gamma and offset beta (both [C]): one op, whose
     backward is one fused kernel where the inputs qualify (keras.layers.LayerNormalization uses it)."""
     x, gamma, beta = convert(x), convert(gamma), convert(beta)
-    _check_float("layer_norm", x)
+    _layer_norm.check_dtype(x)
     if x._data.ndim == 0:
         raise InvalidArgumentError(None, None, "layer_norm: x must have rank >= 1 (it normalizes the last axis), "
                                    "got a scalar")
@@ -370,7 +361,7 @@ def layer_norm(x, gamma, beta, epsilon=1e-3):
 def dropout(x, rate, noise_shape=None, seed=None, name=None):
     """Zeroes each element with probability `rate` and scales the rest by 1/(1 - rate)."""
     x = convert(x)
-    _check_float("dropout", x)
+    _dropout.check_dtype(x)
     rate = float(rate)
     if not 0 <= rate < 1:
         raise ValueError("dropout: rate must be in [0, 1), got %r" % (rate,))
@@ -387,10 +378,8 @@ def _dropout_fwd(xp, x, keep, scale):
     return xp.where(keep, x * dt(scale), dt(0))
 
 
-_dropout = Op("dropout", _dropout_fwd)
-_dropout.defvjp(lambda F, g, out, x, keep, scale: F.where(keep, g * scale, 0), None)
-_dropout.fused = fusion.dropout
-REGISTRY["dropout"] = _dropout
+_dropout = defop("dropout", _dropout_fwd, lambda F, g, out, x, keep, scale: F.where(keep, g * scale, 0), None,
+                 dtypes="float", fused=fusion.dropout)
 
 
 def normalize(x, axis, epsilon=1e-12):
