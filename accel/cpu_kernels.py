@@ -1,9 +1,10 @@
 """CPU twins of the fused kernels (kernels/*.cu): numba loops, one pass over memory.
 
-numba is optional: it is imported on first use, and every op falls back to the
-pure-NumPy version (explicit `*_numpy` functions, `out=` buffers) when numba is
-missing, ACCEL_NUMBA=0, or the arrays are not float32/float64 C-contiguous.
-Same argument order, formulas and in-place semantics as accel.fused.
+numba is optional: it is imported on first use. The activation backward loops and the optimizer
+updates are generated from the ops' and optimizers' own rules (accel/ops/generated_loops.py); they
+need numba and C-contiguous float32/float64 arrays, and raise ValueError otherwise: the caller
+(accel.ops.fusion.kernels_for) then runs the generic path, the rule itself on NumPy. Same argument
+order and in-place semantics as accel.fused.
 
     gx = activation_bwd("gelu_tanh", g, x)
     adam_update(p, g, m, v, None, adam_alpha(1e-3, 0.9, 0.999, t, p.dtype), 0.9, 0.999, 1e-7, 1e-3)
@@ -11,7 +12,6 @@ Same argument order, formulas and in-place semantics as accel.fused.
 
 from __future__ import annotations
 
-import functools
 import os
 import threading
 
@@ -203,30 +203,6 @@ def activation_bwd(name, g, saved, alpha=None, out=None):
 # dtype so float32 math stays float32. om_b = 1 - b as Keras forms it.
 
 
-def _f16(fn):
-    """Wraps a NumPy optimizer twin so float16 state is updated through float32
-    copies (the kernels' math precision) and rounded back once."""
-
-    @functools.wraps(fn)
-    def run(p, g, *args, **kw):
-        if p.dtype != np.float16:
-            return fn(p, g, *args, **kw)
-        wide = lambda a: None if a is None else a.astype(np.float32)  # noqa: E731
-        pos = [wide(a) if isinstance(a, np.ndarray) else a for a in args]
-        kws = {k: wide(a) if isinstance(a, np.ndarray) else a for k, a in kw.items()}
-        p32 = p.astype(np.float32)
-        fn(p32, wide(g), *pos, **kws)
-        p[...] = p32
-        for a, a32 in zip(args, pos, strict=False):
-            if isinstance(a, np.ndarray):
-                a[...] = a32
-        for k, a in kw.items():
-            if isinstance(a, np.ndarray):
-                a[...] = kws[k]
-
-    return run
-
-
 def adam_alpha(lr, b1, b2, t, dtype):
     """Keras' alpha = lr*sqrt(1 - b2^t)/(1 - b1^t), computed in `dtype` like Keras
     (float16 variables: computed in float32, the kernels' math precision)."""
@@ -240,59 +216,27 @@ def _scal(p, *vals):
     return [dt(v) for v in vals]
 
 
-def _decay_np(p, wd, lr):
-    if wd:
-        p -= p * wd * lr
+def _update(name, p, *arrays_and_scalars):
+    """Runs the numba loop generated from optimizer update `name`'s rule (accel.optimizers.base.UPDATES)."""
+    fn = _jitted.get((name, p.dtype))
+    if fn is None:
+        suffix = "f32" if p.dtype == np.float32 else "f64"
+        fn = _jitted[(name, p.dtype)] = _jit(getattr(generated_loops, "%s_update_%s" % (name, suffix)))
+    fn(p, *arrays_and_scalars)
 
 
-def _adam_nb(p, m, v, vh, g, ams, alpha, om_b1, om_b2, eps, lr, wd):
-    for i in prange(p.size):
-        gi = g[i]
-        mi = m[i] + (gi - m[i]) * om_b1
-        vi = v[i] + (gi * gi - v[i]) * om_b2
-        m[i] = mi
-        v[i] = vi
-        if ams:
-            vi = max(vh[i], vi)
-            vh[i] = vi
-        pi = p[i]
-        if wd != 0:
-            pi = pi - pi * wd * lr
-        p[i] = pi - (mi * alpha) / (np.sqrt(vi) + eps)
-
-
-@_f16
-def adam_update_numpy(p, g, m, v, vhat, alpha, b1, b2, eps, lr, wd=0.0):
-    alpha, om_b1, om_b2, eps, lr, wd = _scal(p, alpha, 1 - b1, 1 - b2, eps, lr, wd)
-    _decay_np(p, wd, lr)
-    t = np.subtract(g, m)
-    t *= om_b1
-    m += t
-    np.multiply(g, g, out=t)
-    t -= v
-    t *= om_b2
-    v += t
-    if vhat is not None:
-        np.maximum(vhat, v, out=vhat)
-    np.sqrt(v if vhat is None else vhat, out=t)
-    t += eps
-    u = np.multiply(m, alpha)
-    u /= t
-    p -= u
-
-
-def adam_update_numba(p, g, m, v, vhat, alpha, b1, b2, eps, lr, wd=0.0):
-    sc = _scal(p, alpha, 1 - b1, 1 - b2, eps, lr, wd)
-    _jit(_adam_nb)(*_flat(p, m, v, v if vhat is None else vhat, g), vhat is not None, *sc)
+def _need_numba(fn, *arrays):
+    if not _numba_ok(*arrays):
+        raise ValueError("%s: needs numba and C-contiguous float32 or float64 arrays of one dtype, got %s"
+                         % (fn, ", ".join(str(a.dtype) for a in arrays)))
 
 
 def adam_update(p, g, m, v, vhat, alpha, b1, b2, eps, lr, wd=0.0):
     """In-place Adam/AdamW/AMSGrad step; alpha from adam_alpha(), wd = AdamW's decay."""
     _check("adam_update", p=p, g=g, m=m, v=v, vhat=vhat)
     arrays = (p, g, m, v) + (() if vhat is None else (vhat,))
-    (adam_update_numba if _numba_ok(*arrays) else adam_update_numpy)(
-        p, g, m, v, vhat, alpha, b1, b2, eps, lr, wd
-    )
+    _need_numba("adam_update", *arrays)
+    _update("adam" if vhat is None else "adam_amsgrad", *_flat(*arrays), *_scal(p, alpha, 1 - b1, 1 - b2, eps, lr, wd))
 
 
 # Multi-tensor Adam: one call for every parameter of a dtype, like the CUDA kernel's pointer
@@ -320,8 +264,8 @@ def _table(lists):
     return addr, sizes
 
 
-def _adam_multi_kernel():
-    f = _jitted.get("adam_multi")
+def _adam_multi_kernel(dtype):
+    f = _jitted.get(("adam_multi", dtype))
     if f is None:
         nb = _numba()
         from numba import types  # noqa: PLC0415
@@ -332,8 +276,10 @@ def _adam_multi_kernel():
             sig = types.CPointer(like.dtype)(types.int64, like)
             return sig, lambda ctx, builder, sig, args: builder.inttoptr(args[0], ctx.get_value_type(sig.return_type))
 
-        step = _jit(_adam_nb)
         carray = nb.carray
+        suffix = "f32" if dtype == np.float32 else "f64"
+        adam = _jit(getattr(generated_loops, "adam_update_" + suffix))
+        amsgrad = _jit(getattr(generated_loops, "adam_amsgrad_update_" + suffix))
 
         def run(addr, sizes, like, ams, alpha, om_b1, om_b2, eps, lr, wd):
             for k in range(sizes.size):
@@ -343,9 +289,12 @@ def _adam_multi_kernel():
                 v = carray(ptr_like(addr[2, k], like), n)
                 vh = carray(ptr_like(addr[3, k], like), n)
                 g = carray(ptr_like(addr[4, k], like), n)
-                step(p, m, v, vh, g, ams, alpha, om_b1, om_b2, eps, lr, wd)
+                if ams:
+                    amsgrad(p, g, m, v, vh, alpha, om_b1, om_b2, eps, lr, wd)
+                else:
+                    adam(p, g, m, v, alpha, om_b1, om_b2, eps, lr, wd)
 
-        f = _jitted["adam_multi"] = nb.njit(error_model="numpy")(run)
+        f = _jitted[("adam_multi", dtype)] = nb.njit(error_model="numpy")(run)
     return f
 
 
@@ -363,14 +312,10 @@ def adam_multi_update(ps, gs, ms, vs, vhats, alpha, b1, b2, eps, lr, wd=0.0):
     if n == 0:
         return
     lists = (ps, ms, vs, vs if vhats is None else vhats, gs)
-    if not _numba_ok(*(a for lst in lists for a in lst)):
-        for k in range(n):
-            adam_update_numpy(ps[k], gs[k], ms[k], vs[k], None if vhats is None else vhats[k],
-                              alpha, b1, b2, eps, lr, wd)
-        return
+    _need_numba(fn, *(a for lst in lists for a in lst))
     addr, sizes = _table(lists)
     sc = _scal(ps[0], alpha, 1 - b1, 1 - b2, eps, lr, wd)
-    _adam_multi_kernel()(addr, sizes, ps[0][:0].reshape(-1), vhats is not None, *sc)
+    _adam_multi_kernel(ps[0].dtype.type)(addr, sizes, ps[0][:0].reshape(-1), vhats is not None, *sc)
 
 
 # =============================== losses ===============================
@@ -484,192 +429,40 @@ def softmax_xent_bwd(logits, labels, g, sparse, out=None):
     return softmax_xent_bwd_numpy(logits, labels, g, sparse, d)
 
 
-def _sgd_nb(p, m, g, use_m, nesterov, lr, momentum, wd):
-    for i in prange(p.size):
-        pi = p[i]
-        if wd != 0:
-            pi = pi - pi * wd * lr
-        gl = g[i] * lr
-        if use_m:
-            mi = m[i] * momentum - gl
-            m[i] = mi
-            p[i] = pi + (mi * momentum - gl) if nesterov else pi + mi
-        else:
-            p[i] = pi - gl
-
-
-@_f16
-def sgd_update_numpy(p, g, lr, m=None, momentum=0.0, nesterov=False, wd=0.0):
-    lr, momentum, wd = _scal(p, lr, momentum, wd)
-    _decay_np(p, wd, lr)
-    gl = np.multiply(g, lr)
-    if m is None:
-        p -= gl
-        return
-    m *= momentum
-    m -= gl
-    if nesterov:
-        t = np.multiply(m, momentum)
-        t -= gl
-        p += t
-    else:
-        p += m
-
-
-def sgd_update_numba(p, g, lr, m=None, momentum=0.0, nesterov=False, wd=0.0):
-    _jit(_sgd_nb)(
-        *_flat(p, p if m is None else m, g), m is not None, bool(nesterov), *_scal(p, lr, momentum, wd)
-    )
-
-
 def sgd_update(p, g, lr, m=None, momentum=0.0, nesterov=False, wd=0.0):
     """In-place SGD; with m (momentum buffer): m = m*momentum - g*lr; p += m (or nesterov)."""
     _check("sgd_update", p=p, g=g, m=m)
-    ok = _numba_ok(p, g, *(() if m is None else (m,)))
-    (sgd_update_numba if ok else sgd_update_numpy)(p, g, lr, m, momentum, nesterov, wd)
-
-
-def _rmsprop_nb(p, v, mom, mg, g, use_mom, centered, lr, rho, om_rho, momentum, eps, wd):
-    for i in prange(p.size):
-        gi = g[i]
-        vi = rho * v[i] + om_rho * (gi * gi)
-        v[i] = vi
-        if centered:
-            mgi = rho * mg[i] + om_rho * gi
-            mg[i] = mgi
-            denom = vi - mgi * mgi + eps
-        else:
-            denom = vi + eps
-        incr = (lr * gi) / np.sqrt(denom)
-        pi = p[i]
-        if wd != 0:
-            pi = pi - pi * wd * lr
-        if use_mom:
-            mo = momentum * mom[i] + incr
-            mom[i] = mo
-            p[i] = pi - mo
-        else:
-            p[i] = pi - incr
-
-
-@_f16
-def rmsprop_update_numpy(p, g, v, lr, rho, eps, m=None, momentum=0.0, mg=None, wd=0.0):
-    lr, rho, om_rho, momentum, eps, wd = _scal(p, lr, rho, 1 - rho, momentum, eps, wd)
-    _decay_np(p, wd, lr)
-    v *= rho
-    t = np.multiply(g, g)
-    t *= om_rho
-    v += t
-    if mg is not None:
-        mg *= rho
-        mg += np.multiply(om_rho, g, out=t)
-        np.multiply(mg, mg, out=t)
-        np.subtract(v, t, out=t)
-        t += eps
-    else:
-        np.add(v, eps, out=t)
-    np.sqrt(t, out=t)
-    incr = np.multiply(lr, g)
-    incr /= t
-    if m is not None:
-        m *= momentum
-        m += incr
-        p -= m
-    else:
-        p -= incr
-
-
-def rmsprop_update_numba(p, g, v, lr, rho, eps, m=None, momentum=0.0, mg=None, wd=0.0):
-    sc = _scal(p, lr, rho, 1 - rho, momentum, eps, wd)
-    _jit(_rmsprop_nb)(
-        *_flat(p, v, p if m is None else m, p if mg is None else mg, g), m is not None, mg is not None, *sc
-    )
+    if m is None:
+        _need_numba("sgd_update", p, g)
+        _update("sgd", *_flat(p, g), *_scal(p, lr, wd))
+        return
+    _need_numba("sgd_update", p, g, m)
+    _update("sgd_nesterov" if nesterov else "sgd_momentum", *_flat(p, g, m), *_scal(p, lr, momentum, wd))
 
 
 def rmsprop_update(p, g, v, lr, rho, eps, m=None, momentum=0.0, mg=None, wd=0.0):
     """In-place RMSprop (Keras: eps inside the sqrt); m = momentum buffer, mg = centered mean."""
     _check("rmsprop_update", p=p, g=g, v=v, m=m, mg=mg)
-    ok = _numba_ok(*(a for a in (p, g, v, m, mg) if a is not None))
-    if ok:
-        rmsprop_update_numba(p, g, v, lr, rho, eps, m, momentum, mg, wd)
-    else:
-        rmsprop_update_numpy(p, g, v, lr, rho, eps, m=m, momentum=momentum, mg=mg, wd=wd)
-
-
-def _adagrad_nb(p, acc, g, lr, eps, wd):
-    for i in prange(p.size):
-        gi = g[i]
-        ai = acc[i] + gi * gi
-        acc[i] = ai
-        pi = p[i]
-        if wd != 0:
-            pi = pi - pi * wd * lr
-        p[i] = pi - (lr * gi) / np.sqrt(ai + eps)
-
-
-@_f16
-def adagrad_update_numpy(p, g, acc, lr, eps, wd=0.0):
-    lr, eps, wd = _scal(p, lr, eps, wd)
-    _decay_np(p, wd, lr)
-    t = np.multiply(g, g)
-    acc += t
-    np.add(acc, eps, out=t)
-    np.sqrt(t, out=t)
-    u = np.multiply(lr, g)
-    u /= t
-    p -= u
-
-
-def adagrad_update_numba(p, g, acc, lr, eps, wd=0.0):
-    _jit(_adagrad_nb)(*_flat(p, acc, g), *_scal(p, lr, eps, wd))
+    arrays = [a for a in (p, g, v, m, mg) if a is not None]
+    _need_numba("rmsprop_update", *arrays)
+    name = "rmsprop" + ("_centered" if mg is not None else "") + ("_momentum" if m is not None else "")
+    _update(name, *_flat(*arrays), *_scal(p, lr, rho, 1 - rho, momentum, eps, wd))
 
 
 def adagrad_update(p, g, acc, lr, eps, wd=0.0):
     """In-place Adagrad: acc += g^2; p -= lr*g/sqrt(acc + eps)."""
     _check("adagrad_update", p=p, g=g, acc=acc)
-    (adagrad_update_numba if _numba_ok(p, g, acc) else adagrad_update_numpy)(p, g, acc, lr, eps, wd)
-
-
-def _lion_nb(p, m, g, lr, b1, om_b1, b2, om_b2, wd):
-    for i in prange(p.size):
-        gi = g[i]
-        mi = m[i]
-        u = mi * b1 + gi * om_b1
-        s = np.sign(u)
-        pi = p[i]
-        if wd != 0:
-            pi = pi - pi * wd * lr
-        p[i] = pi - lr * s
-        m[i] = mi * b2 + gi * om_b2
-
-
-def _lion_scal(p, lr, b1, b2, wd):
-    lr, b1, b2, wd = _scal(p, lr, b1, b2, wd)
-    one = type(b1)(1)
-    return lr, b1, one - b1, b2, one - b2, wd  # Keras: 1.0 - cast(beta) in the variable dtype
-
-
-@_f16
-def lion_update_numpy(p, g, m, lr, b1, b2, wd=0.0):
-    lr, b1, om_b1, b2, om_b2, wd = _lion_scal(p, lr, b1, b2, wd)
-    _decay_np(p, wd, lr)
-    u = np.multiply(m, b1)
-    u += np.multiply(g, om_b1)
-    np.sign(u, out=u)
-    u *= lr
-    p -= u
-    m *= b2
-    m += np.multiply(g, om_b2, out=u)
-
-
-def lion_update_numba(p, g, m, lr, b1, b2, wd=0.0):
-    _jit(_lion_nb)(*_flat(p, m, g), *_lion_scal(p, lr, b1, b2, wd))
+    _need_numba("adagrad_update", p, g, acc)
+    _update("adagrad", *_flat(p, g, acc), *_scal(p, lr, eps, wd))
 
 
 def lion_update(p, g, m, lr, b1, b2, wd=0.0):
     """In-place Lion: p -= lr*sign(m*b1 + g*(1-b1)); m = m*b2 + g*(1-b2)."""
     _check("lion_update", p=p, g=g, m=m)
-    (lion_update_numba if _numba_ok(p, g, m) else lion_update_numpy)(p, g, m, lr, b1, b2, wd)
+    _need_numba("lion_update", p, g, m)
+    lr, b1, b2, wd = _scal(p, lr, b1, b2, wd)
+    one = type(b1)(1)
+    _update("lion", *_flat(p, g, m), lr, b1, one - b1, b2, one - b2, wd)  # Keras: 1 - cast(beta)
 
 
 # =============================== dropout, sigmoid cross-entropy ===============================

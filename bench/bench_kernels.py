@@ -30,6 +30,7 @@ import numpy as np
 from accel import cpu_kernels as ck
 from accel.ops import core, generated_loops
 from accel.ops.core import REGISTRY
+from accel.optimizers.base import UPDATES, Optimizer
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -72,75 +73,70 @@ def _naive_adam(p, g, m, v):
     p[...] = p - m * alpha / (np.sqrt(v) + 1e-7)
 
 
+def _generic(name, s, **scalars):
+    """The optimizer's generic path: its update rule on NumPy arrays, written back in place."""
+    names = UPDATES[name][1]
+    arrays = {n: s[{"acc": "v"}.get(n, n)] for n in names}
+    Optimizer._apply_rule(name, arrays, **scalars)
+
+
 # name: (bytes per element, {impl: fn(state)}), state = dict of arrays
-def optimizer_cases():
+def optimizer_cases(baseline=None):
     alpha = ck.adam_alpha(1e-3, 0.9, 0.999, 3, np.float32)
-    return {
-        "adam": (
-            7,
-            {
-                "numba": lambda s: ck.adam_update_numba(
-                    s["p"], s["g"], s["m"], s["v"], None, alpha, 0.9, 0.999, 1e-7, 1e-3
-                ),
-                "numpy_out": lambda s: ck.adam_update_numpy(
-                    s["p"], s["g"], s["m"], s["v"], None, alpha, 0.9, 0.999, 1e-7, 1e-3
-                ),
-                "naive": lambda s: _naive_adam(s["p"], s["g"], s["m"], s["v"]),
-            },
-        ),
-        "sgd_momentum": (
-            5,
-            {
-                "numba": lambda s: ck.sgd_update_numba(s["p"], s["g"], 0.1, s["m"], 0.9),
-                "numpy_out": lambda s: ck.sgd_update_numpy(s["p"], s["g"], 0.1, s["m"], 0.9),
-                "naive": lambda s: (
-                    s["m"].__setitem__(..., s["m"] * 0.9 - s["g"] * 0.1),
-                    s["p"].__setitem__(..., s["p"] + s["m"]),
-                ),
-            },
-        ),
-        "rmsprop": (
-            5,
-            {
-                "numba": lambda s: ck.rmsprop_update_numba(s["p"], s["g"], s["v"], 1e-3, 0.9, 1e-7),
-                "numpy_out": lambda s: ck.rmsprop_update_numpy(s["p"], s["g"], s["v"], 1e-3, 0.9, 1e-7),
-                "naive": lambda s: (
-                    s["v"].__setitem__(..., 0.9 * s["v"] + 0.1 * s["g"] ** 2),
-                    s["p"].__setitem__(..., s["p"] - 1e-3 * s["g"] / np.sqrt(s["v"] + 1e-7)),
-                ),
-            },
-        ),
-        "adagrad": (
-            5,
-            {
-                "numba": lambda s: ck.adagrad_update_numba(s["p"], s["g"], s["v"], 1e-2, 1e-7),
-                "numpy_out": lambda s: ck.adagrad_update_numpy(s["p"], s["g"], s["v"], 1e-2, 1e-7),
-                "naive": lambda s: (
-                    s["v"].__setitem__(..., s["v"] + s["g"] * s["g"]),
-                    s["p"].__setitem__(..., s["p"] - 1e-2 * s["g"] / np.sqrt(s["v"] + 1e-7)),
-                ),
-            },
-        ),
-        "lion": (
-            5,
-            {
-                "numba": lambda s: ck.lion_update_numba(s["p"], s["g"], s["m"], 1e-4, 0.9, 0.99),
-                "numpy_out": lambda s: ck.lion_update_numpy(s["p"], s["g"], s["m"], 1e-4, 0.9, 0.99),
-                "naive": lambda s: (
-                    s["p"].__setitem__(..., s["p"] - 1e-4 * np.sign(s["m"] * 0.9 + s["g"] * 0.1)),
-                    s["m"].__setitem__(..., s["m"] * 0.99 + s["g"] * 0.01),
-                ),
-            },
-        ),
-        "accumulate": (
-            3,
-            {
-                "numba": lambda s: ck.accumulate_(s["p"], s["g"]),
-                "numpy_out": lambda s: ck.accumulate_numpy(s["p"], s["g"]),
-                "naive": lambda s: s["p"].__setitem__(..., s["p"] + s["g"]),
-            },
-        ),
+    cases = {
+        "adam": (7, {
+            "numba": lambda s: ck.adam_update(s["p"], s["g"], s["m"], s["v"], None, alpha, 0.9, 0.999, 1e-7, 1e-3),
+            "generic": lambda s: _generic("adam", s, alpha=alpha, om_b1=0.1, om_b2=0.001, eps=1e-7, lr=1e-3),
+            "naive": lambda s: _naive_adam(s["p"], s["g"], s["m"], s["v"]),
+        }),
+        "sgd_momentum": (5, {
+            "numba": lambda s: ck.sgd_update(s["p"], s["g"], 0.1, s["m"], 0.9),
+            "generic": lambda s: _generic("sgd_momentum", s, lr=0.1, momentum=0.9),
+            "naive": lambda s: (
+                s["m"].__setitem__(..., s["m"] * 0.9 - s["g"] * 0.1),
+                s["p"].__setitem__(..., s["p"] + s["m"]),
+            ),
+        }),
+        "rmsprop": (5, {
+            "numba": lambda s: ck.rmsprop_update(s["p"], s["g"], s["v"], 1e-3, 0.9, 1e-7),
+            "generic": lambda s: _generic("rmsprop", s, lr=1e-3, rho=0.9, om_rho=0.1, momentum=0.0, eps=1e-7),
+            "naive": lambda s: (
+                s["v"].__setitem__(..., 0.9 * s["v"] + 0.1 * s["g"] ** 2),
+                s["p"].__setitem__(..., s["p"] - 1e-3 * s["g"] / np.sqrt(s["v"] + 1e-7)),
+            ),
+        }),
+        "adagrad": (5, {
+            "numba": lambda s: ck.adagrad_update(s["p"], s["g"], s["v"], 1e-2, 1e-7),
+            "generic": lambda s: _generic("adagrad", s, lr=1e-2, eps=1e-7),
+            "naive": lambda s: (
+                s["v"].__setitem__(..., s["v"] + s["g"] * s["g"]),
+                s["p"].__setitem__(..., s["p"] - 1e-2 * s["g"] / np.sqrt(s["v"] + 1e-7)),
+            ),
+        }),
+        "lion": (5, {
+            "numba": lambda s: ck.lion_update(s["p"], s["g"], s["m"], 1e-4, 0.9, 0.99),
+            "generic": lambda s: _generic("lion", s, lr=1e-4, b1=0.9, om_b1=0.1, b2=0.99, om_b2=0.01),
+            "naive": lambda s: (
+                s["p"].__setitem__(..., s["p"] - 1e-4 * np.sign(s["m"] * 0.9 + s["g"] * 0.1)),
+                s["m"].__setitem__(..., s["m"] * 0.99 + s["g"] * 0.01),
+            ),
+        }),
+        "accumulate": (3, {
+            "numba": lambda s: ck.accumulate_(s["p"], s["g"]),
+            "generic": lambda s: np.add(s["p"], s["g"], out=s["p"]),
+            "naive": lambda s: s["p"].__setitem__(..., s["p"] + s["g"]),
+        }),
     }
+    if baseline is not None:  # the same calls on the revision's cpu_kernels
+        b = baseline
+        cases["adam"][1]["baseline"] = lambda s: b.adam_update(s["p"], s["g"], s["m"], s["v"], None, alpha, 0.9, 0.999,
+                                                               1e-7, 1e-3)
+        cases["sgd_momentum"][1]["baseline"] = lambda s: b.sgd_update(s["p"], s["g"], 0.1, s["m"], 0.9)
+        cases["rmsprop"][1]["baseline"] = lambda s: b.rmsprop_update(s["p"], s["g"], s["v"], 1e-3, 0.9, 1e-7)
+        cases["adagrad"][1]["baseline"] = lambda s: b.adagrad_update(s["p"], s["g"], s["v"], 1e-2, 1e-7)
+        cases["lion"][1]["baseline"] = lambda s: b.lion_update(s["p"], s["g"], s["m"], 1e-4, 0.9, 0.99)
+        cases["accumulate"][1]["baseline"] = lambda s: b.accumulate_(s["p"], s["g"])
+    return cases
 
 
 def _time(fn, reps):
@@ -211,12 +207,12 @@ def bench_activations(n, reps, baseline=None):
     return rows
 
 
-def bench_optimizers(n, reps):
+def bench_optimizers(n, reps, baseline=None):
     rng = np.random.default_rng(1)
     base = {k: rng.standard_normal(n, np.float32) * 0.01 for k in "pgmv"}
     base["v"] = np.abs(base["v"])
     rows = {}
-    for name, (nbytes, impls) in optimizer_cases().items():
+    for name, (nbytes, impls) in optimizer_cases(baseline).items():
         state = {k: a.copy() for k, a in base.items()}
         for f in impls.values():
             f(state)
@@ -239,10 +235,12 @@ def report(copy_gbs, acts, opts):
             "%.1f" % r["baseline"] if "baseline" in r else "-", r["generated"] / copy_gbs,
             ", %.2fx" % (r["generated"] / r["baseline"]) if "baseline" in r else ""))
     lines += ["-- optimizer update, float32 (GB/s)",
-              "%-14s %10s %10s %10s   %s" % ("op", "numba", "numpy_out", "naive", "numba/copy")]
+              "%-14s %10s %10s %10s %10s   %s" % ("op", "numba", "generic", "naive", "baseline",
+                                                 "numba/copy, /baseline")]
     for name, r in opts.items():
-        lines.append("%-14s %10.1f %10.1f %10.1f   %.2fx" % (name, r["numba"], r["numpy_out"], r["naive"],
-                                                            r["numba"] / copy_gbs))
+        lines.append("%-14s %10.1f %10.1f %10.1f %10s   %.2fx%s" % (
+            name, r["numba"], r["generic"], r["naive"], "%.1f" % r["baseline"] if "baseline" in r else "-",
+            r["numba"] / copy_gbs, ", %.2fx" % (r["numba"] / r["baseline"]) if "baseline" in r else ""))
     return "\n".join(lines)
 
 
@@ -258,7 +256,7 @@ def main(argv=None):
     copy_gbs = copy_bandwidth(args.reps)
     baseline = load_baseline(args.baseline_rev) if args.baseline_rev else None
     acts = bench_activations(args.n_act, args.reps, baseline)
-    opts = bench_optimizers(args.n_opt, args.reps)
+    opts = bench_optimizers(args.n_opt, args.reps, baseline)
     print(report(copy_gbs, acts, opts))
     out = pathlib.Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)
@@ -285,7 +283,7 @@ def _bench_act(benchmark, name, impl, n=N_ACT):
 def _params():
     import pytest  # noqa: PLC0415
 
-    return (pytest.mark.parametrize("impl", ["numba", "numpy_out"]),
+    return (pytest.mark.parametrize("impl", ["numba", "generic"]),
             pytest.mark.parametrize("impl", ["generated", "rule"]),
             pytest.mark.parametrize("name", list(generated_loops.KERNELS)))
 
@@ -307,9 +305,10 @@ try:
         rng = np.random.default_rng(1)
         p, g, m = (rng.standard_normal(N_OPT, np.float32) * 0.01 for _ in range(3))
         v = np.abs(rng.standard_normal(N_OPT, np.float32))
-        f = {"numba": ck.adam_update_numba, "numpy_out": ck.adam_update_numpy}[impl]
-        f(p, g, m, v, None, 1e-3, 0.9, 0.999, 1e-7, 1e-3)
-        benchmark(f, p, g, m, v, None, 1e-3, 0.9, 0.999, 1e-7, 1e-3)
+        f = optimizer_cases()["adam"][1][impl]
+        s = dict(p=p, g=g, m=m, v=v)
+        f(s)
+        benchmark(f, s)
 except ImportError:  # pytest not installed: the main() path still works
     pass
 

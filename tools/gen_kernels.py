@@ -1,9 +1,11 @@
 """Writes the kernels generated from the ops' gradient rules (accel.ops.codegen):
 
     python tools/gen_kernels.py           # rewrites accel/ops/generated_loops.py and kernels/elementwise.cu
+                                          # (elementwise backward loops and kernels; optimizer update loops)
     python tools/gen_kernels.py --check   # exit 1 when either file differs from what the rules give
 
-Run it after changing an elementwise op's rule or declaring a new one with fused=fusion.Generated().
+Run it after changing an elementwise op's rule or declaring a new one with fused=fusion.Generated(), or
+after changing an optimizer update declared with accel.optimizers.base.defupdate.
 """
 
 from __future__ import annotations
@@ -17,16 +19,14 @@ sys.path.insert(0, str(ROOT))
 import accel  # noqa: E402,F401  (declares every op)
 from accel.ops import codegen  # noqa: E402
 from accel.ops.core import REGISTRY  # noqa: E402
-
-TARGETS = {
-    ROOT / "accel" / "ops" / "generated_loops.py": codegen.render_numba,
-    ROOT / "kernels" / "elementwise.cu": codegen.render_cuda,
-}
-
+from accel.optimizers.base import UPDATES  # noqa: E402
 
 def generated():
     kernels = codegen.backward_kernels(REGISTRY)
-    return {path: render(kernels) for path, render in TARGETS.items()}
+    return {
+        ROOT / "accel" / "ops" / "generated_loops.py": codegen.render_numba(kernels, codegen.update_kernels(UPDATES)),
+        ROOT / "kernels" / "elementwise.cu": codegen.render_cuda(kernels),
+    }
 
 
 def main(argv):

@@ -432,3 +432,628 @@ def tanh_bwd_f64(gx, g, out):
         t1 = 1.0 - t0
         t2 = g_ * t1
         gx[i] = t2
+
+
+UPDATES = {
+    'adagrad': {
+        "arrays": ('p', 'g', 'acc'),
+        "outputs": ('p', 'acc'),
+        "scalars": ('lr', 'eps', 'wd'),
+    },
+    'adam': {
+        "arrays": ('p', 'g', 'm', 'v'),
+        "outputs": ('p', 'm', 'v'),
+        "scalars": ('alpha', 'om_b1', 'om_b2', 'eps', 'lr', 'wd'),
+    },
+    'adam_amsgrad': {
+        "arrays": ('p', 'g', 'm', 'v', 'vhat'),
+        "outputs": ('p', 'm', 'v', 'vhat'),
+        "scalars": ('alpha', 'om_b1', 'om_b2', 'eps', 'lr', 'wd'),
+    },
+    'lion': {
+        "arrays": ('p', 'g', 'm'),
+        "outputs": ('p', 'm'),
+        "scalars": ('lr', 'b1', 'om_b1', 'b2', 'om_b2', 'wd'),
+    },
+    'rmsprop': {
+        "arrays": ('p', 'g', 'v'),
+        "outputs": ('p', 'v'),
+        "scalars": ('lr', 'rho', 'om_rho', 'momentum', 'eps', 'wd'),
+    },
+    'rmsprop_centered': {
+        "arrays": ('p', 'g', 'v', 'mg'),
+        "outputs": ('p', 'v', 'mg'),
+        "scalars": ('lr', 'rho', 'om_rho', 'momentum', 'eps', 'wd'),
+    },
+    'rmsprop_centered_momentum': {
+        "arrays": ('p', 'g', 'v', 'm', 'mg'),
+        "outputs": ('p', 'v', 'm', 'mg'),
+        "scalars": ('lr', 'rho', 'om_rho', 'momentum', 'eps', 'wd'),
+    },
+    'rmsprop_momentum': {
+        "arrays": ('p', 'g', 'v', 'm'),
+        "outputs": ('p', 'v', 'm'),
+        "scalars": ('lr', 'rho', 'om_rho', 'momentum', 'eps', 'wd'),
+    },
+    'sgd': {
+        "arrays": ('p', 'g'),
+        "outputs": ('p',),
+        "scalars": ('lr', 'wd'),
+    },
+    'sgd_momentum': {
+        "arrays": ('p', 'g', 'm'),
+        "outputs": ('p', 'm'),
+        "scalars": ('lr', 'momentum', 'wd'),
+    },
+    'sgd_nesterov': {
+        "arrays": ('p', 'g', 'm'),
+        "outputs": ('p', 'm'),
+        "scalars": ('lr', 'momentum', 'wd'),
+    },
+}
+
+
+# the update rule adagrad
+def adagrad_update_f32(p, g, acc, lr, eps, wd):
+    for i in prange(p.size):
+        p_ = p[i]
+        g_ = g[i]
+        acc_ = acc[i]
+        t0 = wd != F32(0.0)
+        t1 = p_ * wd
+        t2 = t1 * lr
+        t3 = p_ - t2
+        t4 = (t3 if t0 else p_)
+        t5 = lr * g_
+        t6 = g_ * g_
+        t7 = acc_ + t6
+        t8 = t7 + eps
+        t9 = math.sqrt(t8)
+        t10 = t5 / t9
+        t11 = t4 - t10
+        p[i] = t11
+        acc[i] = t7
+
+
+# the update rule adagrad
+def adagrad_update_f64(p, g, acc, lr, eps, wd):
+    for i in prange(p.size):
+        p_ = p[i]
+        g_ = g[i]
+        acc_ = acc[i]
+        t0 = wd != 0.0
+        t1 = p_ * wd
+        t2 = t1 * lr
+        t3 = p_ - t2
+        t4 = (t3 if t0 else p_)
+        t5 = lr * g_
+        t6 = g_ * g_
+        t7 = acc_ + t6
+        t8 = t7 + eps
+        t9 = math.sqrt(t8)
+        t10 = t5 / t9
+        t11 = t4 - t10
+        p[i] = t11
+        acc[i] = t7
+
+
+# the update rule adam
+def adam_update_f32(p, g, m, v, alpha, om_b1, om_b2, eps, lr, wd):
+    for i in prange(p.size):
+        p_ = p[i]
+        g_ = g[i]
+        m_ = m[i]
+        v_ = v[i]
+        t0 = wd != F32(0.0)
+        t1 = p_ * wd
+        t2 = t1 * lr
+        t3 = p_ - t2
+        t4 = (t3 if t0 else p_)
+        t5 = g_ - m_
+        t6 = t5 * om_b1
+        t7 = m_ + t6
+        t8 = t7 * alpha
+        t9 = g_ * g_
+        t10 = t9 - v_
+        t11 = t10 * om_b2
+        t12 = v_ + t11
+        t13 = math.sqrt(t12)
+        t14 = t13 + eps
+        t15 = t8 / t14
+        t16 = t4 - t15
+        p[i] = t16
+        m[i] = t7
+        v[i] = t12
+
+
+# the update rule adam
+def adam_update_f64(p, g, m, v, alpha, om_b1, om_b2, eps, lr, wd):
+    for i in prange(p.size):
+        p_ = p[i]
+        g_ = g[i]
+        m_ = m[i]
+        v_ = v[i]
+        t0 = wd != 0.0
+        t1 = p_ * wd
+        t2 = t1 * lr
+        t3 = p_ - t2
+        t4 = (t3 if t0 else p_)
+        t5 = g_ - m_
+        t6 = t5 * om_b1
+        t7 = m_ + t6
+        t8 = t7 * alpha
+        t9 = g_ * g_
+        t10 = t9 - v_
+        t11 = t10 * om_b2
+        t12 = v_ + t11
+        t13 = math.sqrt(t12)
+        t14 = t13 + eps
+        t15 = t8 / t14
+        t16 = t4 - t15
+        p[i] = t16
+        m[i] = t7
+        v[i] = t12
+
+
+# the update rule adam_amsgrad
+def adam_amsgrad_update_f32(p, g, m, v, vhat, alpha, om_b1, om_b2, eps, lr, wd):
+    for i in prange(p.size):
+        p_ = p[i]
+        g_ = g[i]
+        m_ = m[i]
+        v_ = v[i]
+        vhat_ = vhat[i]
+        t0 = wd != F32(0.0)
+        t1 = p_ * wd
+        t2 = t1 * lr
+        t3 = p_ - t2
+        t4 = (t3 if t0 else p_)
+        t5 = g_ - m_
+        t6 = t5 * om_b1
+        t7 = m_ + t6
+        t8 = t7 * alpha
+        t9 = g_ * g_
+        t10 = t9 - v_
+        t11 = t10 * om_b2
+        t12 = v_ + t11
+        t13 = (vhat_ if (vhat_ >= t12 or vhat_ != vhat_) else t12)
+        t14 = math.sqrt(t13)
+        t15 = t14 + eps
+        t16 = t8 / t15
+        t17 = t4 - t16
+        p[i] = t17
+        m[i] = t7
+        v[i] = t12
+        vhat[i] = t13
+
+
+# the update rule adam_amsgrad
+def adam_amsgrad_update_f64(p, g, m, v, vhat, alpha, om_b1, om_b2, eps, lr, wd):
+    for i in prange(p.size):
+        p_ = p[i]
+        g_ = g[i]
+        m_ = m[i]
+        v_ = v[i]
+        vhat_ = vhat[i]
+        t0 = wd != 0.0
+        t1 = p_ * wd
+        t2 = t1 * lr
+        t3 = p_ - t2
+        t4 = (t3 if t0 else p_)
+        t5 = g_ - m_
+        t6 = t5 * om_b1
+        t7 = m_ + t6
+        t8 = t7 * alpha
+        t9 = g_ * g_
+        t10 = t9 - v_
+        t11 = t10 * om_b2
+        t12 = v_ + t11
+        t13 = (vhat_ if (vhat_ >= t12 or vhat_ != vhat_) else t12)
+        t14 = math.sqrt(t13)
+        t15 = t14 + eps
+        t16 = t8 / t15
+        t17 = t4 - t16
+        p[i] = t17
+        m[i] = t7
+        v[i] = t12
+        vhat[i] = t13
+
+
+# the update rule lion
+def lion_update_f32(p, g, m, lr, b1, om_b1, b2, om_b2, wd):
+    for i in prange(p.size):
+        p_ = p[i]
+        g_ = g[i]
+        m_ = m[i]
+        t0 = wd != F32(0.0)
+        t1 = p_ * wd
+        t2 = t1 * lr
+        t3 = p_ - t2
+        t4 = (t3 if t0 else p_)
+        t5 = m_ * b1
+        t6 = g_ * om_b1
+        t7 = t5 + t6
+        t8 = t7 > F32(0.0)
+        t9 = t7 < F32(0.0)
+        t10 = (F32(-1.0) if t9 else t7)
+        t11 = (F32(1.0) if t8 else t10)
+        t12 = lr * t11
+        t13 = t4 - t12
+        t14 = m_ * b2
+        t15 = g_ * om_b2
+        t16 = t14 + t15
+        p[i] = t13
+        m[i] = t16
+
+
+# the update rule lion
+def lion_update_f64(p, g, m, lr, b1, om_b1, b2, om_b2, wd):
+    for i in prange(p.size):
+        p_ = p[i]
+        g_ = g[i]
+        m_ = m[i]
+        t0 = wd != 0.0
+        t1 = p_ * wd
+        t2 = t1 * lr
+        t3 = p_ - t2
+        t4 = (t3 if t0 else p_)
+        t5 = m_ * b1
+        t6 = g_ * om_b1
+        t7 = t5 + t6
+        t8 = t7 > 0.0
+        t9 = t7 < 0.0
+        t10 = (-1.0 if t9 else t7)
+        t11 = (1.0 if t8 else t10)
+        t12 = lr * t11
+        t13 = t4 - t12
+        t14 = m_ * b2
+        t15 = g_ * om_b2
+        t16 = t14 + t15
+        p[i] = t13
+        m[i] = t16
+
+
+# the update rule rmsprop
+def rmsprop_update_f32(p, g, v, lr, rho, om_rho, momentum, eps, wd):
+    for i in prange(p.size):
+        p_ = p[i]
+        g_ = g[i]
+        v_ = v[i]
+        t0 = wd != F32(0.0)
+        t1 = p_ * wd
+        t2 = t1 * lr
+        t3 = p_ - t2
+        t4 = (t3 if t0 else p_)
+        t5 = lr * g_
+        t6 = rho * v_
+        t7 = g_ * g_
+        t8 = om_rho * t7
+        t9 = t6 + t8
+        t10 = t9 + eps
+        t11 = math.sqrt(t10)
+        t12 = t5 / t11
+        t13 = t4 - t12
+        p[i] = t13
+        v[i] = t9
+
+
+# the update rule rmsprop
+def rmsprop_update_f64(p, g, v, lr, rho, om_rho, momentum, eps, wd):
+    for i in prange(p.size):
+        p_ = p[i]
+        g_ = g[i]
+        v_ = v[i]
+        t0 = wd != 0.0
+        t1 = p_ * wd
+        t2 = t1 * lr
+        t3 = p_ - t2
+        t4 = (t3 if t0 else p_)
+        t5 = lr * g_
+        t6 = rho * v_
+        t7 = g_ * g_
+        t8 = om_rho * t7
+        t9 = t6 + t8
+        t10 = t9 + eps
+        t11 = math.sqrt(t10)
+        t12 = t5 / t11
+        t13 = t4 - t12
+        p[i] = t13
+        v[i] = t9
+
+
+# the update rule rmsprop_centered
+def rmsprop_centered_update_f32(p, g, v, mg, lr, rho, om_rho, momentum, eps, wd):
+    for i in prange(p.size):
+        p_ = p[i]
+        g_ = g[i]
+        v_ = v[i]
+        mg_ = mg[i]
+        t0 = wd != F32(0.0)
+        t1 = p_ * wd
+        t2 = t1 * lr
+        t3 = p_ - t2
+        t4 = (t3 if t0 else p_)
+        t5 = lr * g_
+        t6 = rho * v_
+        t7 = g_ * g_
+        t8 = om_rho * t7
+        t9 = t6 + t8
+        t10 = rho * mg_
+        t11 = om_rho * g_
+        t12 = t10 + t11
+        t13 = t12 * t12
+        t14 = t9 - t13
+        t15 = t14 + eps
+        t16 = math.sqrt(t15)
+        t17 = t5 / t16
+        t18 = t4 - t17
+        p[i] = t18
+        v[i] = t9
+        mg[i] = t12
+
+
+# the update rule rmsprop_centered
+def rmsprop_centered_update_f64(p, g, v, mg, lr, rho, om_rho, momentum, eps, wd):
+    for i in prange(p.size):
+        p_ = p[i]
+        g_ = g[i]
+        v_ = v[i]
+        mg_ = mg[i]
+        t0 = wd != 0.0
+        t1 = p_ * wd
+        t2 = t1 * lr
+        t3 = p_ - t2
+        t4 = (t3 if t0 else p_)
+        t5 = lr * g_
+        t6 = rho * v_
+        t7 = g_ * g_
+        t8 = om_rho * t7
+        t9 = t6 + t8
+        t10 = rho * mg_
+        t11 = om_rho * g_
+        t12 = t10 + t11
+        t13 = t12 * t12
+        t14 = t9 - t13
+        t15 = t14 + eps
+        t16 = math.sqrt(t15)
+        t17 = t5 / t16
+        t18 = t4 - t17
+        p[i] = t18
+        v[i] = t9
+        mg[i] = t12
+
+
+# the update rule rmsprop_centered_momentum
+def rmsprop_centered_momentum_update_f32(p, g, v, m, mg, lr, rho, om_rho, momentum, eps, wd):
+    for i in prange(p.size):
+        p_ = p[i]
+        g_ = g[i]
+        v_ = v[i]
+        m_ = m[i]
+        mg_ = mg[i]
+        t0 = wd != F32(0.0)
+        t1 = p_ * wd
+        t2 = t1 * lr
+        t3 = p_ - t2
+        t4 = (t3 if t0 else p_)
+        t5 = momentum * m_
+        t6 = lr * g_
+        t7 = rho * v_
+        t8 = g_ * g_
+        t9 = om_rho * t8
+        t10 = t7 + t9
+        t11 = rho * mg_
+        t12 = om_rho * g_
+        t13 = t11 + t12
+        t14 = t13 * t13
+        t15 = t10 - t14
+        t16 = t15 + eps
+        t17 = math.sqrt(t16)
+        t18 = t6 / t17
+        t19 = t5 + t18
+        t20 = t4 - t19
+        p[i] = t20
+        v[i] = t10
+        m[i] = t19
+        mg[i] = t13
+
+
+# the update rule rmsprop_centered_momentum
+def rmsprop_centered_momentum_update_f64(p, g, v, m, mg, lr, rho, om_rho, momentum, eps, wd):
+    for i in prange(p.size):
+        p_ = p[i]
+        g_ = g[i]
+        v_ = v[i]
+        m_ = m[i]
+        mg_ = mg[i]
+        t0 = wd != 0.0
+        t1 = p_ * wd
+        t2 = t1 * lr
+        t3 = p_ - t2
+        t4 = (t3 if t0 else p_)
+        t5 = momentum * m_
+        t6 = lr * g_
+        t7 = rho * v_
+        t8 = g_ * g_
+        t9 = om_rho * t8
+        t10 = t7 + t9
+        t11 = rho * mg_
+        t12 = om_rho * g_
+        t13 = t11 + t12
+        t14 = t13 * t13
+        t15 = t10 - t14
+        t16 = t15 + eps
+        t17 = math.sqrt(t16)
+        t18 = t6 / t17
+        t19 = t5 + t18
+        t20 = t4 - t19
+        p[i] = t20
+        v[i] = t10
+        m[i] = t19
+        mg[i] = t13
+
+
+# the update rule rmsprop_momentum
+def rmsprop_momentum_update_f32(p, g, v, m, lr, rho, om_rho, momentum, eps, wd):
+    for i in prange(p.size):
+        p_ = p[i]
+        g_ = g[i]
+        v_ = v[i]
+        m_ = m[i]
+        t0 = wd != F32(0.0)
+        t1 = p_ * wd
+        t2 = t1 * lr
+        t3 = p_ - t2
+        t4 = (t3 if t0 else p_)
+        t5 = momentum * m_
+        t6 = lr * g_
+        t7 = rho * v_
+        t8 = g_ * g_
+        t9 = om_rho * t8
+        t10 = t7 + t9
+        t11 = t10 + eps
+        t12 = math.sqrt(t11)
+        t13 = t6 / t12
+        t14 = t5 + t13
+        t15 = t4 - t14
+        p[i] = t15
+        v[i] = t10
+        m[i] = t14
+
+
+# the update rule rmsprop_momentum
+def rmsprop_momentum_update_f64(p, g, v, m, lr, rho, om_rho, momentum, eps, wd):
+    for i in prange(p.size):
+        p_ = p[i]
+        g_ = g[i]
+        v_ = v[i]
+        m_ = m[i]
+        t0 = wd != 0.0
+        t1 = p_ * wd
+        t2 = t1 * lr
+        t3 = p_ - t2
+        t4 = (t3 if t0 else p_)
+        t5 = momentum * m_
+        t6 = lr * g_
+        t7 = rho * v_
+        t8 = g_ * g_
+        t9 = om_rho * t8
+        t10 = t7 + t9
+        t11 = t10 + eps
+        t12 = math.sqrt(t11)
+        t13 = t6 / t12
+        t14 = t5 + t13
+        t15 = t4 - t14
+        p[i] = t15
+        v[i] = t10
+        m[i] = t14
+
+
+# the update rule sgd
+def sgd_update_f32(p, g, lr, wd):
+    for i in prange(p.size):
+        p_ = p[i]
+        g_ = g[i]
+        t0 = wd != F32(0.0)
+        t1 = p_ * wd
+        t2 = t1 * lr
+        t3 = p_ - t2
+        t4 = (t3 if t0 else p_)
+        t5 = g_ * lr
+        t6 = t4 - t5
+        p[i] = t6
+
+
+# the update rule sgd
+def sgd_update_f64(p, g, lr, wd):
+    for i in prange(p.size):
+        p_ = p[i]
+        g_ = g[i]
+        t0 = wd != 0.0
+        t1 = p_ * wd
+        t2 = t1 * lr
+        t3 = p_ - t2
+        t4 = (t3 if t0 else p_)
+        t5 = g_ * lr
+        t6 = t4 - t5
+        p[i] = t6
+
+
+# the update rule sgd_momentum
+def sgd_momentum_update_f32(p, g, m, lr, momentum, wd):
+    for i in prange(p.size):
+        p_ = p[i]
+        g_ = g[i]
+        m_ = m[i]
+        t0 = wd != F32(0.0)
+        t1 = p_ * wd
+        t2 = t1 * lr
+        t3 = p_ - t2
+        t4 = (t3 if t0 else p_)
+        t5 = m_ * momentum
+        t6 = g_ * lr
+        t7 = t5 - t6
+        t8 = t4 + t7
+        p[i] = t8
+        m[i] = t7
+
+
+# the update rule sgd_momentum
+def sgd_momentum_update_f64(p, g, m, lr, momentum, wd):
+    for i in prange(p.size):
+        p_ = p[i]
+        g_ = g[i]
+        m_ = m[i]
+        t0 = wd != 0.0
+        t1 = p_ * wd
+        t2 = t1 * lr
+        t3 = p_ - t2
+        t4 = (t3 if t0 else p_)
+        t5 = m_ * momentum
+        t6 = g_ * lr
+        t7 = t5 - t6
+        t8 = t4 + t7
+        p[i] = t8
+        m[i] = t7
+
+
+# the update rule sgd_nesterov
+def sgd_nesterov_update_f32(p, g, m, lr, momentum, wd):
+    for i in prange(p.size):
+        p_ = p[i]
+        g_ = g[i]
+        m_ = m[i]
+        t0 = wd != F32(0.0)
+        t1 = p_ * wd
+        t2 = t1 * lr
+        t3 = p_ - t2
+        t4 = (t3 if t0 else p_)
+        t5 = m_ * momentum
+        t6 = g_ * lr
+        t7 = t5 - t6
+        t8 = t7 * momentum
+        t9 = t8 - t6
+        t10 = t4 + t9
+        p[i] = t10
+        m[i] = t7
+
+
+# the update rule sgd_nesterov
+def sgd_nesterov_update_f64(p, g, m, lr, momentum, wd):
+    for i in prange(p.size):
+        p_ = p[i]
+        g_ = g[i]
+        m_ = m[i]
+        t0 = wd != 0.0
+        t1 = p_ * wd
+        t2 = t1 * lr
+        t3 = p_ - t2
+        t4 = (t3 if t0 else p_)
+        t5 = m_ * momentum
+        t6 = g_ * lr
+        t7 = t5 - t6
+        t8 = t7 * momentum
+        t9 = t8 - t6
+        t10 = t4 + t9
+        p[i] = t10
+        m[i] = t7

@@ -3,8 +3,25 @@
 from __future__ import annotations
 
 from accel import backend, cpu_kernels
-from accel.optimizers.base import Optimizer, f32
+from accel.optimizers.base import Optimizer, decayed, defupdate, f32
 from accel.variables import Variable
+
+
+def _adam_rule(xp, p, g, m, v, vhat=None, *, alpha, om_b1, om_b2, eps, lr, wd, gg=None):
+    """Keras 3's Adam step in its operation order; gg: the squared gradient where the caller has it
+    (row-sparse gradients with repeated rows), else g * g."""
+    p = decayed(xp, p, wd, lr)
+    m = m + (g - m) * om_b1
+    v = v + ((g * g if gg is None else gg) - v) * om_b2
+    if vhat is None:
+        return {"p": p - (m * alpha) / (xp.sqrt(v) + eps), "m": m, "v": v}
+    vhat = xp.maximum(vhat, v)
+    return {"p": p - (m * alpha) / (xp.sqrt(vhat) + eps), "m": m, "v": v, "vhat": vhat}
+
+
+_ADAM_SCALARS = ("alpha", "om_b1", "om_b2", "eps", "lr", "wd")
+defupdate("adam", _adam_rule, ("p", "g", "m", "v"), _ADAM_SCALARS)
+defupdate("adam_amsgrad", _adam_rule, ("p", "g", "m", "v", "vhat"), _ADAM_SCALARS)
 
 
 class Adam(Optimizer):
@@ -46,28 +63,11 @@ class Adam(Optimizer):
         )
 
     def _update(self, p, g, fg, s, lr, step, bufs):
-        xp = backend.xp_of(p)
-        dt = p.dtype.type
-        m, v = s["momentum"], s["velocity"]
-        t = bufs[0]
-        alpha = dt(cpu_kernels.adam_alpha(lr, f32(self.beta_1), f32(self.beta_2), step, p.dtype))
-        xp.subtract(g, m, out=t)
-        t *= dt(1 - self.beta_1)
-        m += t
-        if fg is None:
-            xp.multiply(g, g, out=t)
-        else:
-            t[...] = fg
-        t -= v
-        t *= dt(1 - self.beta_2)
-        v += t
-        if self.amsgrad:
-            v = xp.maximum(s["velocity_hat"], v, out=s["velocity_hat"])
-        xp.sqrt(v, out=t)
-        t += dt(self.epsilon)
-        xp.divide(m, t, out=t)
-        t *= alpha
-        p -= t
+        vhat = s.get("velocity_hat")
+        alpha = cpu_kernels.adam_alpha(lr, f32(self.beta_1), f32(self.beta_2), step, p.dtype)
+        arrays = dict(p=p, g=g, m=s["momentum"], v=s["velocity"], vhat=vhat)
+        self._apply_rule("adam" if vhat is None else "adam_amsgrad", arrays, gg=fg, alpha=alpha,
+                         om_b1=1 - self.beta_1, om_b2=1 - self.beta_2, eps=self.epsilon, lr=lr)
 
     def get_config(self):
         config = super().get_config()

@@ -3,7 +3,45 @@
 from __future__ import annotations
 
 from accel import backend
-from accel.optimizers.base import Optimizer, f32
+from accel.optimizers.base import Optimizer, decayed, defupdate, f32
+
+
+def _rmsprop_rule(xp, p, g, v, m=None, mg=None, *, lr, rho, om_rho, momentum, eps, wd, gg=None):
+    """Keras 3's RMSprop step: v = rho v + (1 - rho) g^2; [centered: mg = rho mg + (1 - rho) g, v - mg^2
+    below]; incr = lr g / sqrt(v + eps); [momentum: m = momentum m + incr, p -= m] else p -= incr."""
+    v = rho * v + om_rho * (g * g if gg is None else gg)
+    new = {"v": v}
+    if mg is not None:
+        mg = new["mg"] = rho * mg + om_rho * g
+        denom = v - mg * mg + eps
+    else:
+        denom = v + eps
+    incr = (lr * g) / xp.sqrt(denom)
+    p = decayed(xp, p, wd, lr)
+    if m is not None:
+        m = new["m"] = momentum * m + incr
+        incr = m
+    new["p"] = p - incr
+    return new
+
+
+def _adagrad_rule(xp, p, g, acc, *, lr, eps, wd, gg=None):
+    """Keras 3's Adagrad step: acc += g^2; p -= lr g / sqrt(acc + eps)."""
+    acc = acc + (g * g if gg is None else gg)
+    return {"p": decayed(xp, p, wd, lr) - (lr * g) / xp.sqrt(acc + eps), "acc": acc}
+
+
+_RMSPROP_SCALARS = ("lr", "rho", "om_rho", "momentum", "eps", "wd")
+defupdate("rmsprop", _rmsprop_rule, ("p", "g", "v"), _RMSPROP_SCALARS)
+defupdate("rmsprop_momentum", _rmsprop_rule, ("p", "g", "v", "m"), _RMSPROP_SCALARS)
+defupdate("rmsprop_centered", lambda xp, p, g, v, mg, **kw: _rmsprop_rule(xp, p, g, v, None, mg, **kw),
+          ("p", "g", "v", "mg"), _RMSPROP_SCALARS)
+defupdate("rmsprop_centered_momentum", _rmsprop_rule, ("p", "g", "v", "m", "mg"), _RMSPROP_SCALARS)
+defupdate("adagrad", _adagrad_rule, ("p", "g", "acc"), ("lr", "eps", "wd"))
+
+
+def rmsprop_variant(m, mg):
+    return "rmsprop" + ("_centered" if mg is not None else "") + ("_momentum" if m is not None else "")
 
 
 class RMSprop(Optimizer):
@@ -38,38 +76,10 @@ class RMSprop(Optimizer):
         return True
 
     def _update(self, p, g, fg, s, lr, step, bufs):
-        xp = backend.xp_of(p)
-        dt = p.dtype.type
-        rho, om_rho = dt(self.rho), dt(1 - self.rho)
-        v = s["velocity"]
-        t = bufs[0]
-        v *= rho
-        if fg is None:
-            xp.multiply(g, g, out=t)
-        else:
-            t[...] = fg
-        t *= om_rho
-        v += t
-        if self.centered:
-            a = s["average_gradient"]
-            a *= rho
-            xp.multiply(g, om_rho, out=t)
-            a += t
-            xp.multiply(a, a, out=t)
-            xp.subtract(v, t, out=t)
-            t += dt(self.epsilon)
-        else:
-            xp.add(v, dt(self.epsilon), out=t)
-        xp.sqrt(t, out=t)
-        xp.divide(g, t, out=t)
-        t *= dt(lr)
-        if self.momentum > 0:
-            mo = s["momentum"]
-            mo *= dt(self.momentum)
-            mo += t
-            p -= mo
-        else:
-            p -= t
+        m, mg = s.get("momentum"), s.get("average_gradient")
+        arrays = dict(p=p, g=g, v=s["velocity"], m=m, mg=mg)
+        self._apply_rule(rmsprop_variant(m, mg), arrays, gg=fg, lr=lr, rho=self.rho, om_rho=1 - self.rho,
+                         momentum=self.momentum, eps=self.epsilon)
 
     def get_config(self):
         config = super().get_config()
@@ -98,20 +108,7 @@ class Adagrad(Optimizer):
         return True
 
     def _update(self, p, g, fg, s, lr, step, bufs):
-        xp = backend.xp_of(p)
-        dt = p.dtype.type
-        acc = s["accumulator"]
-        t = bufs[0]
-        if fg is None:
-            xp.multiply(g, g, out=t)
-            acc += t
-        else:
-            acc += fg
-        xp.add(acc, dt(self.epsilon), out=t)
-        xp.sqrt(t, out=t)
-        xp.divide(g, t, out=t)
-        t *= dt(lr)
-        p -= t
+        self._apply_rule("adagrad", dict(p=p, g=g, acc=s["accumulator"]), gg=fg, lr=lr, eps=self.epsilon)
 
     def get_config(self):
         config = super().get_config()

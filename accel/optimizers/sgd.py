@@ -2,8 +2,29 @@
 
 from __future__ import annotations
 
-from accel import backend
-from accel.optimizers.base import Optimizer, f32
+from accel.optimizers.base import Optimizer, decayed, defupdate, f32
+
+
+def _sgd_rule(xp, p, g, m=None, *, lr, momentum=0.0, wd, nesterov=False, gg=None):
+    """Keras 3's SGD step: p -= g lr, or m = m momentum - g lr and p += m (nesterov: p += m momentum - g lr)."""
+    p = decayed(xp, p, wd, lr)
+    gl = g * lr
+    if m is None:
+        return {"p": p - gl}
+    m = m * momentum - gl
+    return {"p": p + (m * momentum - gl) if nesterov else p + m, "m": m}
+
+
+def _lion_rule(xp, p, g, m, *, lr, b1, om_b1, b2, om_b2, wd, gg=None):
+    """Keras 3's Lion step: p -= lr sign(m b1 + g (1 - b1)); m = m b2 + g (1 - b2)."""
+    p = decayed(xp, p, wd, lr)
+    return {"p": p - lr * xp.sign(m * b1 + g * om_b1), "m": m * b2 + g * om_b2}
+
+
+defupdate("sgd", _sgd_rule, ("p", "g"), ("lr", "wd"))
+defupdate("sgd_momentum", _sgd_rule, ("p", "g", "m"), ("lr", "momentum", "wd"))
+defupdate("sgd_nesterov", _sgd_rule, ("p", "g", "m"), ("lr", "momentum", "wd"), nesterov=True)
+defupdate("lion", _lion_rule, ("p", "g", "m"), ("lr", "b1", "om_b1", "b2", "om_b2", "wd"))
 
 
 class SGD(Optimizer):
@@ -29,23 +50,11 @@ class SGD(Optimizer):
         return True
 
     def _update(self, p, g, fg, s, lr, step, bufs):
-        xp = backend.xp_of(p)
-        dt = p.dtype.type
-        t = bufs[0]
-        xp.multiply(g, dt(lr), out=t)
         if self.momentum == 0:
-            p -= t
-            return
-        m = s["momentum"]
-        mom = dt(f32(self.momentum))
-        m *= mom
-        m -= t
-        if self.nesterov:
-            p -= t
-            xp.multiply(m, mom, out=t)
-            p += t
+            self._apply_rule("sgd", dict(p=p, g=g), lr=lr)
         else:
-            p += m
+            self._apply_rule("sgd_nesterov" if self.nesterov else "sgd_momentum", dict(p=p, g=g, m=s["momentum"]),
+                             lr=lr, momentum=f32(self.momentum))
 
     def get_config(self):
         config = super().get_config()
@@ -55,8 +64,6 @@ class SGD(Optimizer):
 
 class Lion(Optimizer):
     """p -= lr sign(b1 m + (1 - b1) g); m = b2 m + (1 - b2) g."""
-
-    _scratch = 2
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.99, **kwargs):
         super().__init__(learning_rate=learning_rate, **kwargs)
@@ -79,20 +86,10 @@ class Lion(Optimizer):
         return True
 
     def _update(self, p, g, fg, s, lr, step, bufs):
-        xp = backend.xp_of(p)
         dt = p.dtype.type
-        b1, b2 = dt(f32(self.beta_1)), dt(f32(self.beta_2))
-        m = s["momentum"]
-        t, w = bufs
-        xp.multiply(m, b1, out=t)
-        xp.multiply(g, dt(1) - b1, out=w)
-        t += w
-        xp.sign(t, out=t)
-        t *= dt(lr)
-        p -= t
-        m *= b2
-        xp.multiply(g, dt(1) - b2, out=w)
-        m += w
+        b1, b2 = dt(f32(self.beta_1)), dt(f32(self.beta_2))  # Keras: 1 - cast(beta) in the variable dtype
+        self._apply_rule("lion", dict(p=p, g=g, m=s["momentum"]), lr=lr, b1=b1, om_b1=dt(1) - b1, b2=b2,
+                         om_b2=dt(1) - b2)
 
     def get_config(self):
         config = super().get_config()
