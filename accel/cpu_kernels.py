@@ -12,6 +12,7 @@ order and in-place semantics as accel.fused.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 
@@ -154,20 +155,27 @@ def _check(fn, **arrays):
 # accel/ops/generated_loops.py (tools/gen_kernels.py): one loop per kernel and float dtype
 
 
-def _generated_loop(name, dtype):
-    fn = _jitted.get((name, dtype))
-    if fn is None:
-        with _load_lock:
-            if not _jitted.get("generated_bound"):
-                from accel import cpu_math  # noqa: PLC0415
+def _erf_gauss_f64(u):
+    return math.erf(u), math.exp(-(u * u))
 
-                m = cpu_math.build()
-                generated_loops.exp_f32, generated_loops.tanh_f32 = m.exp_f32, m.tanh_f32
-                generated_loops.erf_f32, generated_loops.erf_gauss_f32 = m.erf_f32, m.erf_gauss_f32
-                generated_loops.prange = prange
-                _jitted["generated_bound"] = True
-        suffix = "f32" if dtype == np.float32 else "f64"
-        fn = _jitted[(name, dtype)] = _jit(getattr(generated_loops, "%s_bwd_%s" % (name, suffix)))
+
+def generated_loop(factory, dtype):
+    """The (not yet jitted) loop of generated_loops.<factory> for float `dtype`: float32 computes with
+    accel.cpu_math's vectorizable functions, float64 with libm."""
+    make = getattr(generated_loops, factory)
+    if dtype == np.float32:
+        from accel import cpu_math  # noqa: PLC0415  (numba is optional: imported with the first loop)
+
+        m = cpu_math.build()
+        return make(np.float32, prange, m.exp_f32, m.tanh_f32, m.erf_f32, m.erf_gauss_f32)
+    erf_gauss = _numba().njit(inline="always", error_model="numpy")(_erf_gauss_f64)
+    return make(np.float64, prange, math.exp, math.tanh, math.erf, erf_gauss)
+
+
+def _generated(factory, dtype):
+    fn = _jitted.get((factory, dtype))
+    if fn is None:
+        fn = _jitted[(factory, dtype)] = _jit(generated_loop(factory, dtype))
     return fn
 
 
@@ -194,7 +202,7 @@ def activation_bwd(name, g, saved, alpha=None, out=None):
     if not _numba_ok(g, saved, out):
         raise ValueError("activation_bwd: needs numba and C-contiguous float32 or float64 arrays, got %s" % g.dtype)
     args = _flat(out, g, saved) + ([g.dtype.type(alpha)] if alpha is not None else [])
-    _generated_loop(name, g.dtype.type)(*args)
+    _generated(name + "_bwd", g.dtype.type)(*args)
     return out
 
 
@@ -218,11 +226,7 @@ def _scal(p, *vals):
 
 def _update(name, p, *arrays_and_scalars):
     """Runs the numba loop generated from optimizer update `name`'s rule (accel.optimizers.base.UPDATES)."""
-    fn = _jitted.get((name, p.dtype))
-    if fn is None:
-        suffix = "f32" if p.dtype == np.float32 else "f64"
-        fn = _jitted[(name, p.dtype)] = _jit(getattr(generated_loops, "%s_update_%s" % (name, suffix)))
-    fn(p, *arrays_and_scalars)
+    _generated(name + "_update", p.dtype.type)(p, *arrays_and_scalars)
 
 
 def _need_numba(fn, *arrays):
@@ -277,9 +281,8 @@ def _adam_multi_kernel(dtype):
             return sig, lambda ctx, builder, sig, args: builder.inttoptr(args[0], ctx.get_value_type(sig.return_type))
 
         carray = nb.carray
-        suffix = "f32" if dtype == np.float32 else "f64"
-        adam = _jit(getattr(generated_loops, "adam_update_" + suffix))
-        amsgrad = _jit(getattr(generated_loops, "adam_amsgrad_update_" + suffix))
+        adam = _generated("adam_update", dtype)
+        amsgrad = _generated("adam_amsgrad_update", dtype)
 
         def run(addr, sizes, like, ams, alpha, om_b1, om_b2, eps, lr, wd):
             for k in range(sizes.size):

@@ -71,7 +71,8 @@ def test_renderings_name_every_saved_array_and_scalar():
         params = ", ".join(["T* gx", "const T* g"] + ["const T* " + s for s in k.saved]
                            + ["ACC(T) " + s for s in k.scalars])
         assert "__global__ void %s_bwd(%s, long long n)" % (k.name, params) in src
-        assert "def %s_bwd_f32(%s):" % (k.name, ", ".join(("gx", "g") + k.saved + k.scalars)) in loops
+        assert "def %s_bwd(F, prange, exp, tanh, erf, erf_gauss):\n    def loop(%s):" % (
+            k.name, ", ".join(("gx", "g") + k.saved + k.scalars)) in loops
 
 
 def test_defop_refuses_a_second_op_of_the_same_name():

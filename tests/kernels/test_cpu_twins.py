@@ -86,8 +86,7 @@ def test_generated_f32_loop_vectorizes(act):
 
     import numba
 
-    ck._generated_loop(act, np.float32)  # binds accel.cpu_math's functions into the generated module
-    loop = numba.njit(error_model="numpy")(getattr(generated_loops, act + "_bwd_f32"))  # uncached: inspectable
+    loop = numba.njit(error_model="numpy")(ck.generated_loop(act + "_bwd", np.float32))  # uncached: inspectable
     ones = np.ones(64, np.float32)
     loop(np.empty_like(ones), ones, ones, *((np.float32(GR.alpha(act)),) if GR.alpha(act) is not None else ()))
     assert vector_float32_problems(loop) == []
