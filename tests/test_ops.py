@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 
 import accel as tf
+from accel import backend
+from accel.ops.core import REGISTRY
 from accel.ops.nn import layer_norm
+from tests import op_rows
 from tests.gradcheck import check_grads
 
 erf_np = np.vectorize(math.erf)
@@ -196,6 +199,12 @@ CASES = [
     Case("size1_matmul", tf.matmul, np.matmul, [(1, 1), (1, 3)]),
     Case("size0_matmul", tf.matmul, np.matmul, [(2, 0), (0, 3)]),
     Case("scalar_ops", lambda x, y: x * y + tf.exp(x), lambda x, y: x * y + np.exp(x), [(), ()]),
+    Case("identity", tf.identity, lambda x: x, [(3, 2)]),
+    # the ops that rules run on Tensors (second order): gather's scatter_add, an int-array index's scatter_index
+    Case("gather_axis1_squared", lambda p, i: tf.square(tf.gather(p, i, axis=1)),
+         lambda p, i: np.take(p, i, axis=1) ** 2, [(2, 4), (2, 3)], ints={1: 4}, second_order=True),
+    Case("getitem_int_array_squared", lambda x: tf.square(x[tf.constant([0, 2, 0])]), lambda x: x[[0, 2, 0]] ** 2,
+         [(3, 2)], second_order=True),
 ]
 IDS = [c.id or c.name for c in CASES]
 
@@ -250,3 +259,58 @@ def test_float32_forward_and_gradient_dtype(case, device):
     for g in tape.gradient(out, ts):
         if g is not None:
             assert g.dtype == tf.float32
+
+
+# Ops in accel.ops.core.REGISTRY without a gradient rule: a tape notes the cut, explain() names it.
+NO_GRADIENT = {
+    "argmax", "argmin", "argsort", "stop_gradient", "reduce_any", "reduce_all",  # integer or bool results
+    "equal", "not_equal", "greater", "greater_equal", "less", "less_equal",  # comparisons
+    "logical_and", "logical_or", "logical_xor", "logical_not", "is_finite", "is_inf", "is_nan",
+    "floor", "ceil", "round", "floordiv",  # piecewise constant: TF registers no gradient
+    "ones_like",  # the tape's seed of a higher-order pass
+}
+# Ops with a rule but no row in the gradient tables, and where their gradient is checked instead.
+NO_ROW = {
+    "cast": "float-to-float only, so a row would difference in float32: test_cast_gradient_is_the_cotangent_cast",
+    "to_device": "needs a second device: test_to_device_gradient_returns_to_the_source_device (GPU)",
+    "max_pool_grad_grad": "max_pool's third derivative (zero almost everywhere); tests/test_conv_ops.py checks "
+                          "max_pool_grad, whose rule it is, to second order",
+}
+
+
+def test_every_registry_op_has_a_gradient_row():
+    """A new op fails here until the gradient tables (this file's CASES, or the tables of tests/test_linalg_ops.py,
+    tests/test_scatter_ops.py, tests/test_conv_ops.py) have a row that records it, or it is listed above."""
+    covered = {node[0].name for row in op_rows.rows(CASES) for node in op_rows.record(row)}
+    assert NO_GRADIENT <= set(REGISTRY), "NO_GRADIENT names no op: %s" % sorted(NO_GRADIENT - set(REGISTRY))
+    with_rule = {name for name, op in REGISTRY.items() if op.rules is not None}
+    assert not NO_GRADIENT & with_rule, "these have a rule: give them a row %s" % sorted(NO_GRADIENT & with_rule)
+    assert not (set(REGISTRY) - with_rule) - NO_GRADIENT, \
+        "ops without a rule missing from NO_GRADIENT: %s" % sorted((set(REGISTRY) - with_rule) - NO_GRADIENT)
+    assert not set(NO_ROW) & covered, "these have a row now: drop them from NO_ROW %s" % sorted(set(NO_ROW) & covered)
+    missing = with_rule - covered - set(NO_ROW)
+    assert not missing, "ops whose gradient no table row checks (add a Case): %s" % sorted(missing)
+
+
+def test_cast_gradient_is_the_cotangent_cast():
+    x = tf.constant(np.array([0.5, -1.25, 3.0]))
+    r = np.array([1.0, -2.0, 0.25], np.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = tf.cast(x, tf.float32)
+    g = tape.gradient(y, x, output_gradients=tf.constant(r))
+    assert g.dtype == tf.float64
+    np.testing.assert_array_equal(g.numpy(), r.astype(np.float64))
+
+
+@pytest.mark.gpu
+def test_to_device_gradient_returns_to_the_source_device():
+    if not backend.has_gpu():
+        pytest.skip("no CUDA GPU")
+    x = tf.constant(np.array([1.0, 2.0, 3.0]))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = tf.reduce_sum(tf.square(tf.to_device(x, "gpu:0")))
+    g = tape.gradient(y, x)
+    assert g.device == x.device
+    np.testing.assert_allclose(g.numpy(), 2 * x.numpy())
