@@ -461,6 +461,8 @@ def to_array(value, dtype=None, device=None):
     if backend.is_cupy_array(value):
         data = value if dev.kind == "gpu" else backend.to_numpy(value)
         return data if dtype is None else data.astype(dtype, copy=False)
+    if hasattr(type(value), "__tf_tensor__"):  # TF's conversion protocol (a KerasTensor refuses there)
+        return to_array(value.__tf_tensor__(dtype, None), dtype, device)
     if dtype is None:
         dtype = _infer_dtype(value)
         if dtype is None:

@@ -17,6 +17,17 @@ from accel.keras.layers.base import Layer, to_snake_case, unique_name
 
 
 # --- symbolic tensors ----------------------------------------------------------------------------------------
+# Keras 3's words (KerasTensor.__tf_tensor__), with accel's names
+_SYMBOLIC_MESSAGE = (
+    "A KerasTensor cannot be used as input to an accel (TensorFlow) function. A KerasTensor is a symbolic "
+    "placeholder for a shape and dtype, used when constructing Keras Functional models or Keras Functions. You "
+    "can only use it as input to a Keras layer or a Keras operation (the operators + - * / ** @ and unary -). "
+    "You are likely doing something like:\n\n```\nx = Input(...)\n...\ntf_fn(x)  # Invalid.\n```\n\nWhat you "
+    "should do instead is wrap `tf_fn` in a layer:\n\n```\nclass MyLayer(Layer):\n    def call(self, x):\n"
+    "        return tf_fn(x)\n\nx = MyLayer()(x)\n```\n\nor, for a one-off function, "
+    "`x = accel.keras.layers.Lambda(tf_fn)(x)`.\n")
+
+
 class KerasTensor:
     """A symbolic tensor: `shape` (None for unknown sizes), `dtype` (a string) and `_keras_history`."""
 
@@ -35,11 +46,12 @@ class KerasTensor:
     def __repr__(self):
         return "<KerasTensor shape=%s, dtype=%s, name=%s>" % (self.shape, self.dtype, self.name)
 
+    def __tf_tensor__(self, dtype=None, name=None):
+        """TF's conversion protocol (accel's convert_to_tensor calls it): refused with Keras 3's message."""
+        raise ValueError(_SYMBOLIC_MESSAGE)
+
     def __array__(self, *args, **kwargs):
-        raise TypeError(
-            "A KerasTensor (%s) is symbolic: it has no values. Only Keras layers and the operators + - * / ** @ "
-            "and unary - accept it; wrap other accel ops in a layer, e.g. "
-            "accel.keras.layers.Lambda(lambda t: accel.reduce_sum(t, axis=-1))(x)" % (self.name,))
+        raise TypeError(_SYMBOLIC_MESSAGE)
 
     def __bool__(self):
         raise TypeError("A KerasTensor is symbolic and has no truth value; use a Lambda layer for control flow")

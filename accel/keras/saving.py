@@ -48,7 +48,8 @@ def save_weights(layer, filepath, overwrite=True):
         raise ValueError(
             "save_weights: %s is not built yet, so it has no weights; call it on data first" % layer.name
         )
-    arrays = {path: np.ascontiguousarray(v.numpy()) for path, v in weight_paths(layer).items()}
+    # np.array, not ascontiguousarray, which gives a 0-d weight shape (1,)
+    arrays = {path: np.array(v.numpy(), order="C") for path, v in weight_paths(layer).items()}
     _write_npz(filepath, arrays)
 
 
@@ -233,7 +234,7 @@ def _write_h5(target, layer):
         for path, variables in keras_weight_tree(layer):
             g = h.require_group(path)
             for i, v in enumerate(variables):
-                ds = g.create_dataset(str(i), data=np.ascontiguousarray(v.numpy()))
+                ds = g.create_dataset(str(i), data=np.array(v.numpy(), order="C"))
                 ds.attrs["name"] = v.name
 
 

@@ -130,3 +130,20 @@ def test_fit_with_several_inputs_and_outputs():
     assert history["loss"][-1] < history["loss"][0]
     with pytest.raises(ValueError, match="lacks outputs"):
         model.evaluate([xa, xb], {"cls": ycls}, verbose=0)
+
+
+@pytest.mark.parametrize("call", [
+    lambda tf, x: tf.math.exp(x),
+    lambda tf, x: tf.reduce_sum(x, axis=-1),
+    lambda tf, x: tf.nn.relu(x),
+    lambda tf, x: tf.convert_to_tensor(x),
+    lambda tf, x: tf.convert_to_tensor(x, dtype="float32"),
+    lambda tf, x: tf.constant(x),
+])
+def test_keras_tensor_in_an_accel_op_says_to_wrap_it_in_a_layer(call):
+    import accel as tf
+
+    x = tf.keras.Input((3,))
+    with pytest.raises(ValueError, match="A KerasTensor cannot be used as input to an accel") as info:
+        call(tf, x)
+    assert "class MyLayer(Layer)" in str(info.value) and "Lambda" in str(info.value)

@@ -213,3 +213,26 @@ def test_crash_between_write_and_rename_leaves_the_previous_checkpoint(tmp_path)
     fresh = make_model(1)
     fresh.load_weights(path)
     assert_same_weights(old, fresh)
+
+
+class _ScalarWeight(layers.Layer):
+    def build(self, input_shape):
+        self.scale = self.add_weight(shape=(), initializer="ones", name="scale")
+
+    def call(self, x):
+        return x * self.scale
+
+
+@pytest.mark.parametrize("name", ["w.weights.npz", "w.weights.h5"])
+def test_a_0d_weight_keeps_its_shape(tmp_path, name):
+    src, dst = Sequential([_ScalarWeight(name="s")]), Sequential([_ScalarWeight(name="s")])
+    src(np.ones((1, 2), np.float32))
+    dst(np.ones((1, 2), np.float32))
+    src.layers[0].scale.assign(2.5)
+    src.save_weights(tmp_path / name)
+    dst.load_weights(str(tmp_path / name))
+    assert dst.layers[0].scale.shape == ()
+    assert float(dst.layers[0].scale.numpy()) == 2.5
+    if name.endswith(".npz"):
+        with np.load(tmp_path / name) as f:
+            assert [f[k].shape for k in f.files] == [()]
