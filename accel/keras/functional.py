@@ -629,16 +629,26 @@ def _output_classes():
             self.model, self.weights = model, weights
             self.losses = [None if fn is None else fn if isinstance(fn, losses_module.Loss)
                            else losses_module.LossFunctionWrapper(fn) for fn in losses]
+            # Keras 3 tracks each output's unweighted loss as "<output>_loss" when there are several losses
+            named = [n for n, fn in zip(model.output_names, self.losses) if fn is not None]
+            self.trackers = ([metrics_module.Mean(name="%s_loss" % n) for n in named] if len(named) > 1 else [])
+            self._tracker_of = dict(zip(named, self.trackers))
 
         def __call__(self, y_true, y_pred, sample_weight=None):
             preds = flatten(y_pred)
             trues = self.model._align(y_true, "y")
             sws = self.model._align(sample_weight, "sample_weight")
             total = None
-            for fn, w, t, p, sw in zip(self.losses, self.weights, trues, preds, sws):
+            for name, fn, w, t, p, sw in zip(self.model.output_names, self.losses, self.weights, trues, preds, sws):
                 if fn is None or t is None:
                     continue
-                term = fn(t, p, sample_weight=sw) * w
+                term = fn(t, p, sample_weight=sw)
+                tracker = self._tracker_of.get(name)
+                if tracker is not None:
+                    # Keras weighs by the batch size, which is None inside TF's traced train step: every batch
+                    # counts once (recorded: tests/data/keras_training.npz)
+                    tracker.update_state(term)
+                term = term * w
                 total = term if total is None else total + term
             if total is None:
                 raise ValueError("compile: no output of model %s has both a loss and a target" % self.model.name)

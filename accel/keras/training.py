@@ -246,10 +246,12 @@ class Trainer:
     # --- state ---------------------------------------------------------------------------------
     @property
     def metrics(self):
-        """The loss tracker ("loss") and, when `compile` was given metrics, their `CompileMetrics`."""
+        """The loss tracker ("loss"), each output's loss tracker ("<output>_loss", with several outputs' losses)
+        and, when `compile` was given metrics, their `CompileMetrics`."""
         if not self._compiled:
             return []
-        return [self._loss_tracker] + ([self._compile_metrics] if self._compile_metrics else [])
+        per_output = list(getattr(self._compile_loss, "trackers", ()))  # "<output>_loss" with several losses
+        return [self._loss_tracker] + per_output + ([self._compile_metrics] if self._compile_metrics else [])
 
     @property
     def metrics_names(self):

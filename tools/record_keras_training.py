@@ -1,0 +1,74 @@
+"""Records Keras 3 training runs into tests/data/keras_training.npz: per-output losses of multi-output models
+(history keys and values) and mixed-precision training (float16 compute, dynamic loss scaling).
+
+    .venv-bench/bin/python tools/record_keras_training.py     # tensorflow-cpu==2.21.* (Keras 3 as tf.keras)
+
+Every case starts from weights drawn here and stored with it (`<case>/w<i>`), trains on stored data without
+shuffling, and stores the history (`<case>/history`, JSON), evaluate's dict (`<case>/evaluate`, JSON) and, for
+mixed precision, the final weights and the loss scale after each step.
+"""
+
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import keras  # noqa: E402
+
+OUT = {}
+RNG = np.random.default_rng(1)
+
+
+def put(key, value):
+    OUT[key] = np.asarray(value)
+
+
+def put_json(key, value):
+    OUT[key] = np.array(json.dumps(value))
+
+
+# --- multi-output losses ------------------------------------------------------------------------------------
+def two_output_model():
+    i = keras.Input((3,), name="x")
+    h = keras.layers.Dense(4, activation="tanh", name="h")(i)
+    o1 = keras.layers.Dense(2, name="out1")(h)
+    o2 = keras.layers.Dense(1, name="out2")(h)
+    return keras.Model(i, [o1, o2])
+
+
+MULTI = {
+    "dict_weighted": dict(loss={"out1": "mse", "out2": "mae"}, loss_weights={"out1": 1.0, "out2": 0.5},
+                          metrics={"out1": ["mae"], "out2": ["mse"]}),
+    "list": dict(loss=["mse", "mae"]),
+    "one_for_all": dict(loss="mse"),
+    "one_output_unlossed": dict(loss=["mse", None]),
+}
+
+
+def record_multi_output():
+    x = RNG.standard_normal((10, 3)).astype("float32")
+    y1 = RNG.standard_normal((10, 2)).astype("float32")
+    y2 = RNG.standard_normal((10, 1)).astype("float32")
+    put("multi/x", x)
+    put("multi/y1", y1)
+    put("multi/y2", y2)
+    model = two_output_model()
+    weights = [RNG.standard_normal(w.shape).astype("float32") * 0.5 for w in model.get_weights()]
+    for i, w in enumerate(weights):
+        put("multi/w%d" % i, w)
+    for name, kwargs in MULTI.items():
+        model = two_output_model()
+        model.set_weights(weights)
+        model.compile(optimizer=keras.optimizers.SGD(0.1), **kwargs)
+        # batch 4 over 10 samples: the last batch of 2 weighs less in the epoch means
+        history = model.fit(x, [y1, y2], batch_size=4, epochs=2, shuffle=False, verbose=0)
+        put_json("multi/%s/history" % name, history.history)
+        put_json("multi/%s/evaluate" % name, model.evaluate(x, [y1, y2], batch_size=4, verbose=0, return_dict=True))
+
+
+if __name__ == "__main__":
+    record_multi_output()
+    path = os.path.join(os.path.dirname(__file__), "..", "tests", "data", "keras_training.npz")
+    np.savez(path, **OUT)
+    print("wrote %d arrays to %s" % (len(OUT), os.path.normpath(path)))
