@@ -19,6 +19,7 @@ from accel.variables import Variable  # noqa: F401
 from accel.gradients import custom_gradient, gradients, recompute_grad  # noqa: F401
 from accel import config, linalg, math, nn, random  # noqa: F401
 from accel.printing import print_ as print  # noqa: F401, A001
+from accel.function import function  # noqa: F401
 from accel import tensor as _tensor
 
 _tensor.bind_operators({
@@ -34,13 +35,6 @@ __version__ = "0.1.0"
 
 def executing_eagerly():
     return True
-
-
-def function(func=None, **kwargs):
-    """accel is always eager: `@accel.function` returns the Python function unchanged."""
-    if func is None:
-        return lambda f: f
-    return func
 
 
 def is_tensor(x):

@@ -172,6 +172,20 @@ def generated_loop(factory, dtype):
     return make(np.float64, prange, math.exp, math.tanh, math.erf, erf_gauss)
 
 
+def jit_loop(make, dtype):
+    """A loop factory of the generated_loops form (make(F, prange, exp, tanh, erf, erf_gauss) -> loop)
+    instantiated for float `dtype` and jitted without an on-disk cache (accel.function's fused groups)."""
+    if dtype == np.float32:
+        from accel import cpu_math  # noqa: PLC0415
+
+        m = cpu_math.build()
+        loop = make(np.float32, prange, m.exp_f32, m.tanh_f32, m.erf_f32, m.erf_gauss_f32)
+    else:
+        erf_gauss = _numba().njit(inline="always", error_model="numpy")(_erf_gauss_f64)
+        loop = make(np.float64, prange, math.exp, math.tanh, math.erf, erf_gauss)
+    return _numba().njit(fastmath=False, error_model="numpy")(loop)
+
+
 def _generated(factory, dtype):
     fn = _jitted.get((factory, dtype))
     if fn is None:

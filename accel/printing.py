@@ -8,6 +8,7 @@ import sys
 import numpy as np
 
 from accel import backend
+from accel.recorder import state as _rec
 from accel.tensor import Tensor
 
 
@@ -53,6 +54,16 @@ def format_value(x, summarize=3):
 def print_(*inputs, output_stream=None, summarize=3, sep=" ", end="\n", name=None):
     """Prints tensors and Python values as tf.print does, to stderr by default (`output_stream=sys.stdout`
     or a file-like object to redirect). `summarize=-1` prints every element."""
+    trace = _rec.trace
+    if trace is not None and not trace.paused:  # inside accel.function: prints now and on every replay
+        tensors = [x for x in inputs if isinstance(x, Tensor)]
+
+        def replay(*arrays):
+            it = iter(arrays)
+            print_(*[Tensor(next(it)) if isinstance(x, Tensor) else x for x in inputs], output_stream=output_stream,
+                   summarize=summarize, sep=sep, end=end)
+
+        trace.call("accel.print", replay, tensors)
     stream = sys.stderr if output_stream is None else output_stream
     if isinstance(stream, str):
         if not stream.startswith("file://"):

@@ -8,6 +8,7 @@ from accel import backend
 from accel.dtypes import as_dtype
 from accel.errors import InvalidArgumentError
 from accel.ops.shape import gather
+from accel.recorder import state as _rec
 from accel.tensor import Tensor
 
 _global_seed = None
@@ -59,17 +60,24 @@ def _float_dtype(dtype, fn):
     return dt
 
 
+def _drawn(make):
+    """A random draw; inside accel.function a host step that draws again on every call, as TF's stateful
+    random ops do (make() runs now and on every replay)."""
+    trace = _rec.trace
+    return make() if trace is None else trace.host_value(make)
+
+
 def normal(shape, mean=0.0, stddev=1.0, dtype=np.float32, seed=None, name=None):
-    return Generator._normal(_rng(seed), shape, mean, stddev, dtype, "normal")
+    return _drawn(lambda: Generator._normal(_rng(seed), shape, mean, stddev, dtype, "normal"))
 
 
 def uniform(shape, minval=0, maxval=None, dtype=np.float32, seed=None, name=None):
-    return Generator._uniform(_rng(seed), shape, minval, maxval, dtype, "uniform")
+    return _drawn(lambda: Generator._uniform(_rng(seed), shape, minval, maxval, dtype, "uniform"))
 
 
 def truncated_normal(shape, mean=0.0, stddev=1.0, dtype=np.float32, seed=None, name=None):
     """Normal samples redrawn until within two standard deviations of the mean."""
-    return _truncated(_rng(seed), shape, mean, stddev, dtype, "truncated_normal")
+    return _drawn(lambda: _truncated(_rng(seed), shape, mean, stddev, dtype, "truncated_normal"))
 
 
 def _truncated(g, shape, mean, stddev, dtype, fn):
@@ -188,13 +196,13 @@ class Generator:
         return Tensor((u * (maxval - minval) + minval).astype(dt, copy=False))
 
     def normal(self, shape, mean=0.0, stddev=1.0, dtype=np.float32, name=None):
-        return self._normal(self._rng(), shape, mean, stddev, dtype, "Generator.normal")
+        return _drawn(lambda: self._normal(self._rng(), shape, mean, stddev, dtype, "Generator.normal"))
 
     def uniform(self, shape, minval=0, maxval=None, dtype=np.float32, name=None):
-        return self._uniform(self._rng(), shape, minval, maxval, dtype, "Generator.uniform")
+        return _drawn(lambda: self._uniform(self._rng(), shape, minval, maxval, dtype, "Generator.uniform"))
 
     def truncated_normal(self, shape, mean=0.0, stddev=1.0, dtype=np.float32, name=None):
-        return _truncated(self._rng(), shape, mean, stddev, dtype, "Generator.truncated_normal")
+        return _drawn(lambda: _truncated(self._rng(), shape, mean, stddev, dtype, "Generator.truncated_normal"))
 
     def uniform_full_int(self, shape, dtype=np.int64, name=None):
         dt = as_dtype(dtype).dtype

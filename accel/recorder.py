@@ -21,6 +21,7 @@ class _State(threading.local):
         self.tapes = []  # active tapes of this thread, innermost last
         self.profile = None  # the accel.profiler.Profile being filled in this thread
         self.numerics_check = None  # fn(opname, arrays, phase), set by accel.debugging.enable_check_numerics
+        self.trace = None  # the accel.function Trace recording this thread's ops, or None
 
 
 state = _State()
@@ -55,12 +56,15 @@ class Hooks:
     def set_numerics_check(self, fn):
         return self._set("numerics_check", fn)
 
+    def set_trace(self, trace):
+        return self._set("trace", trace)
+
     def _set(self, field, value):
         s = state
-        had = s.profile is not None or s.numerics_check is not None
+        had = s.profile is not None or s.numerics_check is not None or s.trace is not None
         old = getattr(s, field)
         setattr(s, field, value)
-        has = s.profile is not None or s.numerics_check is not None
+        has = s.profile is not None or s.numerics_check is not None or s.trace is not None
         if had != has:
             with self._lock:
                 self.active += 1 if has else -1
@@ -173,6 +177,9 @@ def note_exit(t, what):
 
 
 def leaving(t, what):
-    """Tensor t's value is read out of accel (numpy(), float(), __array__): tells this thread's tapes."""
+    """Tensor t's value is read out of accel (numpy(), float(), bool(), __array__): tells this thread's
+    tapes, and the accel.function trace (a guard, or an error for a value that would freeze)."""
     if state.tapes:
         note_exit(t, what)
+    if state.trace is not None:
+        state.trace.leaving(t, what)

@@ -343,8 +343,23 @@ def _targets_that_are_sources(flat_targets, flat_sources, flat_og, grads):
 
 
 def _backward(tape, nodes, flat_targets, flat_sources, flat_og):
-    """Reverse accumulation over the recorded nodes; returns one gradient (or None) per source."""
-    tensor_mode = _recording_outside(tape)
+    """Reverse accumulation over the recorded nodes; returns one gradient (or None) per source.
+
+    Inside accel.function the pass is recorded too: each rule (or fused hook) call on arrays becomes one
+    step of the plan, so a replay computes exactly what eager does. A pass that meets a cotangent that
+    is not an array (row gradients) is recorded again with its rules on Tensors, through the ops."""
+    trace = _state.trace
+    if trace is not None and not trace.paused and not _recording_outside(tape):
+        mark = len(trace.nodes)
+        try:
+            return _backward_pass(tape, nodes, flat_targets, flat_sources, flat_og, False, trace)
+        except trace.NotCapturable:
+            del trace.nodes[mark:]
+            return _backward_pass(tape, nodes, flat_targets, flat_sources, flat_og, True, None)
+    return _backward_pass(tape, nodes, flat_targets, flat_sources, flat_og, _recording_outside(tape), None)
+
+
+def _backward_pass(tape, nodes, flat_targets, flat_sources, flat_og, tensor_mode, trace):
     tracked = tape._tracked
     src_ids = {}
     for i, s in enumerate(flat_sources):
@@ -411,6 +426,8 @@ def _backward(tape, nodes, flat_targets, flat_sources, flat_og):
             if owned:
                 owned.discard(id(g))
             if type(g) is RowGrad:
+                if trace is not None:
+                    raise trace.NotCapturable("row gradient")
                 g = g.dense()
         else:
             g = [cot.get(o) if o in src_ids else cot.pop(o, None) for o in out_ids]
@@ -444,6 +461,8 @@ def _backward(tape, nodes, flat_targets, flat_sources, flat_og):
             if op.fused is not None and fuse_min is not None and (
                     type(g) is not np.ndarray or g.size >= fuse_min or op.fused_small):
                 fused = op.fused(xp, g, out, *vals, **attrs)
+                if trace is not None and fused is not None:
+                    trace.array_call(op.fused, (xp, g, out, *vals), attrs, fused)
             if profile is not None and fused is None:
                 g, vals, out = _counted_views(g, vals, out)
         k = -1
@@ -454,22 +473,28 @@ def _backward(tape, nodes, flat_targets, flat_sources, flat_og):
             gi = None if fused is None else fused[k]
             if gi is None:  # no hook, or the hook left this input to its rule
                 gi = rule(F, g, out, *vals, **attrs) if attrs else rule(F, g, out, *vals)
+                if trace is not None and gi is not None:
+                    trace.array_call(rule, (F, g, out, *vals), attrs, gi)
             if gi is None:
                 continue
             if check is not None:
                 check(op.name, [gi._data if tensor_mode else getattr(gi, "values", gi)], "the gradient")
             if array_mode:
                 if gi.shape != shape:
-                    gi = sum_to_array(gi, shape)
+                    g_full, gi = gi, sum_to_array(gi, shape)
+                    if trace is not None:
+                        trace.array_call(sum_to_array, (g_full, shape), empty, gi)
             elif tuple(gi._data.shape) != tuple(shape):
                 gi = F.sum_to(gi, shape)
             prev = cot.get(iid)
             if prev is None:
                 cot[iid] = gi
-            elif array_mode and id(prev) in owned and fusion.accumulate(prev, gi, fuse_min):
+            elif array_mode and trace is None and id(prev) in owned and fusion.accumulate(prev, gi, fuse_min):
                 pass  # summed in place
             else:
                 acc = cot[iid] = prev + gi
+                if trace is not None:
+                    trace.array_call(_plus, (prev, gi), empty, acc)
                 if array_mode and type(acc) is not RowGrad:
                     owned.add(id(acc))
     if profile is not None:
@@ -479,6 +504,8 @@ def _backward(tape, nodes, flat_targets, flat_sources, flat_og):
         if s._id in src_ids:
             g = cot.get(s._id)
             if type(g) is RowGrad:
+                if trace is not None:
+                    raise trace.NotCapturable("row gradient")
                 g = IndexedSlices(Tensor(g.values), Tensor(g.indices), np.asarray(g.shape, np.int64))
             elif g is not None and not tensor_mode:
                 g = Tensor(core.as_array(g if profile is None else profiler.plain(g)))
@@ -486,6 +513,10 @@ def _backward(tape, nodes, flat_targets, flat_sources, flat_og):
         else:
             result.append(None)
     return result
+
+
+def _plus(a, b):
+    return a + b
 
 
 def _counted_views(g, vals, out):

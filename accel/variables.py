@@ -30,6 +30,8 @@ class Variable(Tensor):
                  caching_device=None, import_scope=None, experimental_enable_variable_lifting=None):
         if initial_value is None:
             raise ValueError("Variable: initial_value must be given")
+        if _rec.trace is not None:
+            _rec.trace.variable_created()
         if callable(initial_value) and not isinstance(initial_value, Tensor):
             initial_value = initial_value()
         dt = None if dtype is None else as_dtype(dtype).dtype
@@ -164,8 +166,21 @@ class Variable(Tensor):
 
     def assign(self, value, use_locking=None, name=None, read_value=True):
         data = self._coerce(value, "assign")
+        if _rec.trace is not None:
+            _rec.trace.assign(self, "assign", value if isinstance(value, Tensor) else data)
         self._write(data if data is not self._data else data.copy())
         return self if read_value else None
+
+    # what an accel.function plan runs for a recorded assign (the value is an array of the right
+    # dtype and shape: the trace checked it)
+    def _assign_assign(self, a):
+        np.copyto(self._data, a)
+
+    def _assign_add(self, a):
+        np.add(self._data, a, out=self._data)
+
+    def _assign_sub(self, a):
+        np.subtract(self._data, a, out=self._data)
 
     def _warn_if_watched(self):
         for t in _rec.tapes:
@@ -178,6 +193,8 @@ class Variable(Tensor):
 
     def assign_add(self, delta, use_locking=None, name=None, read_value=True):
         data = self._coerce(delta, "assign_add")
+        if _rec.trace is not None:
+            _rec.trace.assign(self, "add", delta if isinstance(delta, Tensor) else data)
         if _rec.tapes:
             self._write(self._data + data)
         else:
@@ -186,6 +203,8 @@ class Variable(Tensor):
 
     def assign_sub(self, delta, use_locking=None, name=None, read_value=True):
         data = self._coerce(delta, "assign_sub")
+        if _rec.trace is not None:
+            _rec.trace.assign(self, "sub", delta if isinstance(delta, Tensor) else data)
         if _rec.tapes:
             self._write(self._data - data)
         else:

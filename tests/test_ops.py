@@ -268,6 +268,7 @@ NO_GRADIENT = {
     "logical_and", "logical_or", "logical_xor", "logical_not", "is_finite", "is_inf", "is_nan",
     "floor", "ceil", "round", "floordiv",  # piecewise constant: TF registers no gradient
     "ones_like",  # the tape's seed of a higher-order pass
+    "one_hot", "cast_nondifferentiable",  # integer or bool inputs or results
 }
 # Ops with a rule but no row in the gradient tables, and where their gradient is checked instead.
 NO_ROW = {

@@ -37,10 +37,10 @@ class Op:
     generator and accel.function read that), and an optional fused backward hook."""
 
     __slots__ = ("name", "forward", "rules", "save_inputs", "save_out", "multi_out", "fused", "fused_small",
-                 "elementwise", "dtypes")
+                 "elementwise", "dtypes", "cut_label")
 
     def __init__(self, name, forward, save="inputs", multi_out=False, elementwise=False, dtypes="any",
-                 fused=None, fused_small=False, save_inputs=None, save_out=None):
+                 fused=None, fused_small=False, cut_label=None, save_inputs=None, save_out=None):
         if save_inputs is not None or save_out is not None:  # TRANSITION: removed once every op uses save=
             save = {(True, False): "inputs", (False, True): "out", (True, True): "inputs+out",
                     (False, False): "none"}[(save_inputs is not False, bool(save_out))]
@@ -60,6 +60,7 @@ class Op:
         # True where the generic rule takes many passes, so the CPU twin wins at any size (fused mode
         # "auto" otherwise keeps host arrays under fusion.CPU_MIN_SIZE elements on NumPy)
         self.fused_small = fused_small
+        self.cut_label = cut_label  # attrs -> what explain() calls this op where it cuts a gradient path
 
     def defvjp(self, *rules):
         self.rules = rules
@@ -146,7 +147,7 @@ def apply(op: Op, inputs, attrs=None):
                     if op.rules is not None:
                         _record(op, inputs, out, attrs, tapes)
                     else:
-                        _note_cut(op.name, inputs, out)
+                        _note_cut(op.name if op.cut_label is None else op.cut_label(attrs), inputs, out)
                 return out
     if len(inputs) == 1:
         datas = (inputs[0]._data,)
@@ -158,10 +159,11 @@ def apply(op: Op, inputs, attrs=None):
     else:
         datas = [t._data for t in inputs]
         xp = _xp_of_datas(datas, op.name)
-    prof = check = None
-    if _hooks.active:  # some thread observes: this thread's profiler and numerics check, if any
+    prof = check = trace = None
+    if _hooks.active:  # some thread observes: this thread's profiler, numerics check and trace, if any
         prof = _hooks.profile
         check = _hooks.numerics_check
+        trace = _state.trace
     if prof is not None:
         datas = [prof.counted(d) for d in datas]
         prof.label = op.name
@@ -180,6 +182,8 @@ def apply(op: Op, inputs, attrs=None):
         out = Tensor(res if type(res) is np.ndarray else as_array(res))
     if _state.tapes:
         _record_or_cut(op, inputs, out, attrs)
+    if trace is not None:
+        trace.op(op, inputs, attrs, out)
     if check is not None:
         check(op.name, [o._data for o in out] if op.multi_out else [out._data], "the output")
     return out
@@ -189,7 +193,7 @@ def _record_or_cut(op, inputs, out, attrs):
     if op.rules is not None:
         _record(op, inputs, out, attrs, _state.tapes)
     else:
-        _note_cut(op.name, inputs, out)
+        _note_cut(op.name if op.cut_label is None else op.cut_label(attrs), inputs, out)
 
 
 def as_array(r):

@@ -151,14 +151,22 @@ def one_hot(indices, depth, on_value=None, off_value=None, axis=None, dtype=None
         raise InvalidArgumentError(None, None, "one_hot: axis %d is out of range for an output of rank %d "
                                    "(expected -1 <= axis < %d)" % (int(axis), nd, nd))
     dt = _np_dtype(dtype) or (convert(on_value)._data.dtype if on_value is not None else np.dtype(np.float32))
-    xp = backend.xp_of(idx._data)
     on = 1 if on_value is None else on_value
     off = 0 if off_value is None else off_value
-    hot = idx._data[..., None] == xp.arange(depth)
-    out = xp.where(hot, xp.asarray(on, dtype=dt), xp.asarray(off, dtype=dt))
+    on = on.numpy() if isinstance(on, Tensor) else on
+    off = off.numpy() if isinstance(off, Tensor) else off
+    return apply(_one_hot, (idx,), {"depth": depth, "on": on, "off": off, "axis": axis, "dtype": dt})
+
+
+def _one_hot_fwd(xp, idx, depth, on, off, axis, dtype):
+    hot = idx[..., None] == xp.arange(depth)
+    out = xp.where(hot, xp.asarray(on, dtype=dtype), xp.asarray(off, dtype=dtype))
     if axis is not None and axis != -1:
         out = xp.moveaxis(out, -1, axis)
-    return Tensor(out)
+    return out
+
+
+_one_hot = defop("one_hot", _one_hot_fwd, save="none")  # no gradient: integer indices
 
 
 def shape(input, out_type=np.int32, name=None):  # noqa: A002

@@ -14,7 +14,7 @@ from accel import backend
 from accel.dtypes import as_dtype
 from accel.errors import InvalidArgumentError
 from accel.ops import fusion
-from accel.ops.core import _SCALAR_CACHE, apply, convert, convert_pair, cut, defop, erf_array, scalar_like
+from accel.ops.core import _SCALAR_CACHE, apply, convert, convert_pair, defop, erf_array, scalar_like
 from accel.tensor import Tensor
 
 
@@ -268,10 +268,19 @@ def cast(x, dtype, name=None):
     if x._data.dtype == dt:
         return x
     if dt.kind != "f" or x._data.dtype.kind != "f":
-        if x._data.dtype.kind == "f" and dt.kind in "iu":
-            return cut("cast to %s" % dt, (x,), Tensor(_xp(x).trunc(x._data).astype(dt)))
-        return cut("cast to %s" % dt, (x,), Tensor(x._data.astype(dt)))
+        return apply(_cast_cut, (x,), {"dtype": dt})
     return apply(_cast, (x,), {"dtype": dt})
+
+
+def _cast_cut_fwd(xp, x, dtype):
+    if x.dtype.kind == "f" and dtype.kind in "iu":
+        x = xp.trunc(x)
+    return x.astype(dtype)
+
+
+# casts to or from a non-float type: no gradient (apply notes the cut for explain())
+_cast_cut = defop("cast_nondifferentiable", _cast_cut_fwd, save="none", elementwise=True,
+                  cut_label=lambda attrs: "cast to %s" % attrs["dtype"])
 
 
 def _clip_fwd(xp, x, lo, hi):

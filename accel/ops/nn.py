@@ -10,7 +10,7 @@ from accel.errors import InvalidArgumentError
 from accel.ops import fusion
 from accel.ops.core import apply, defop, convert, convert_pair, erf_array
 from accel.ops.creation import one_hot
-from accel.ops.elementwise import _sigmoid_fwd, maximum, rsqrt, sigmoid, sigmoid_of, square, unary
+from accel.ops.elementwise import _sigmoid_fwd, greater_equal, maximum, rsqrt, sigmoid, sigmoid_of, square, unary
 from accel.ops.reduce import normalize_axis, reduce_mean, reduce_sum
 from accel.ops.shape import squeeze
 from accel.tensor import Tensor
@@ -368,8 +368,7 @@ def dropout(x, rate, noise_shape=None, seed=None, name=None):
     if rate == 0:
         return x
     shape = tuple(x._data.shape) if noise_shape is None else tuple(int(s) for s in noise_shape)
-    u = _random.uniform(shape, dtype=x._data.dtype, seed=seed)
-    keep = Tensor(u._data >= rate)
+    keep = greater_equal(_random.uniform(shape, dtype=x._data.dtype, seed=seed), rate)
     return apply(_dropout, (x, keep), {"scale": 1.0 / (1.0 - rate)})
 
 

@@ -338,6 +338,9 @@ class Optimizer:
     def apply(self, grads, trainable_variables=None):
         """Keras' apply: gradients in the order of `trainable_variables` (default: the built ones)."""
         grads = list(grads)
+        trace = _rec.trace
+        if trace is not None and not trace.paused:
+            return self._traced_apply(trace, grads, trainable_variables)
         if trainable_variables is None:
             if not self.built:
                 raise ValueError(
@@ -383,6 +386,42 @@ class Optimizer:
                 var.assign(var.constraint(var))
         self._iterations.assign_add(1)
         return self._iterations
+
+    def _traced_apply(self, trace, grads, trainable_variables):
+        """Inside accel.function: applies the update now and records it as one host step that runs the
+        same update (fused multi-tensor kernels, schedules, iterations) on every replay."""
+        from accel.function import paused  # noqa: PLC0415  (accel.function sits above the optimizers)
+
+        with paused():
+            result = self.apply(grads, trainable_variables)
+        variables = None if trainable_variables is None else list(trainable_variables)
+        kinds, tensors = [], []
+        for g in grads:
+            if g is None:
+                kinds.append(None)
+            elif isinstance(g, IndexedSlices):
+                kinds.append(("slices", g.dense_shape))
+                tensors += [g.values, g.indices]
+            else:
+                kinds.append("dense")
+                tensors.append(g if isinstance(g, Tensor) else Tensor(np.asarray(g)))
+
+        def replay(*arrays):
+            it = iter(arrays)
+            gs = []
+            for k in kinds:
+                if k is None:
+                    gs.append(None)
+                elif k == "dense":
+                    gs.append(Tensor(next(it)))
+                else:
+                    values = Tensor(next(it))
+                    gs.append(IndexedSlices(values, Tensor(next(it)), k[1]))
+            self.apply(gs, variables)
+
+        replay.writes_variables = lambda: list(variables or []) + list(self.variables)
+        trace.call("optimizer " + type(self).__name__, replay, tensors, writes=True)
+        return result
 
     def minimize(self, loss, var_list, tape=None):
         """Computes the gradients of `loss` (a callable, or a tensor recorded by `tape`) and applies them."""

@@ -1,0 +1,1116 @@
+"""accel.function: trace a Python function once per signature, then replay it as a plan.
+
+Tracing runs the function eagerly, on the real values of its first call with that signature, while a
+per-thread Trace (accel.recorder.state.trace) records every op application, Variable read and assign,
+optimizer update, accel.print and random draw, in program order. The backward pass of a GradientTape
+inside the function runs through the ops too (tensor mode), so it is recorded like the forward pass.
+The recording becomes a Plan: dead code and common subexpressions removed, constants folded, chains
+of elementwise ops fused into one generated numba loop each (accel.ops.codegen renders the ops' own
+forward functions, traced with accel.ops.symbolic), and the rest emitted as one straight-line Python
+function that calls the ops' forward functions on arrays: no Tensor wrapping, no tape, no dispatch.
+
+Signatures follow TF 2.21 (/work/shared/reference/CAPTURE.md): tensors and NumPy arrays by shape and
+dtype, Variables passed as arguments by shape and dtype, Python scalars and other hashable values by
+value (1 == 1.0 == True, as TF), other objects by identity, nested structures by structure.
+`input_signature` and `reduce_retracing` make dimensions generic (None). A plan records the shapes it
+was traced with; a call with other concrete shapes under a generic signature re-records silently
+(it is not counted as a trace, but the function's Python runs again for that shape).
+
+Python control flow on a traced value (`if loss > 0:`, `while n < 3:`, `int(t)`) records a guard: a
+call whose guard comes out differently traces that path too and keeps both. Writes the plan made
+before a failing guard are rolled back first (a snapshot of the Variables and optimizer state the
+plan writes, taken only by plans that have a guard after a write). On a GPU each guard is a
+device-to-host sync.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import hashlib
+import inspect
+import threading
+import warnings
+import weakref
+
+import numpy as np
+
+from accel import recorder
+from accel.ops import codegen, symbolic
+from accel.tensor import Tensor, TensorShape, TensorSpec
+
+__all__ = ["function", "Function", "ConcreteFunction"]
+
+MAX_CACHED = 256  # concrete functions per Function (LRU); TF keeps all of them
+RETRACE_WARN_AFTER = 5
+
+
+class _GuardMiss(Exception):
+    pass
+
+
+# --- tracing ----------------------------------------------------------------------------------
+
+class NotCapturable(Exception):
+    """A backward pass met a value the array-level recording cannot hold (a row gradient)."""
+
+
+class Trace:
+    """One tracing run: the nodes recorded in program order, and where each traced tensor lives."""
+
+    NotCapturable = NotCapturable
+
+    def __init__(self, fn_name, first_trace):
+        self.fn_name = fn_name
+        self.first_trace = first_trace
+        self.nodes = []  # ("op", op, refs, attrs, out_slots) | ("assign", var_ref, how, ref) | ...
+        self.slot_of = {}  # Tensor._id -> slot
+        self.examples = []  # slot -> the array seen while tracing
+        self.keep = []  # the traced tensors, alive until the trace ends (ids stay unique)
+        self.paused = 0
+        self.var_args = {}  # id(Variable passed as an argument) -> its index
+        self.variables = {}  # Tensor._id -> Variable read by a recorded op
+        self.var_arrays = {}  # id(array) -> the Variable holding it when an op read it
+        self.array_slot = {}  # id(array) -> slot (the arrays stay alive in self.keep / self.examples)
+        self.guards_after_write = False
+        self._wrote = False
+
+    def new_slot(self, t):
+        s = self.new_array_slot(t._data)
+        self.slot_of[t._id] = s
+        self.keep.append(t)
+        return s
+
+    def new_array_slot(self, a):
+        s = len(self.examples)
+        self.examples.append(a)
+        self.array_slot.setdefault(id(a), s)
+        return s
+
+    def aref(self, a):
+        """How a plan gets array a: a slot, a Variable's current array, or a constant."""
+        s = self.array_slot.get(id(a))
+        if s is not None:
+            return ("slot", s)
+        v = self.var_arrays.get(id(a))
+        if v is not None and v._data is a:
+            i = self.var_args.get(id(v))
+            return ("arg_var", i) if i is not None else ("var", v)
+        return ("const", a)
+
+    def _arg(self, x):
+        if isinstance(x, np.ndarray):
+            return self.aref(x)
+        if isinstance(x, (tuple, list)) and any(isinstance(e, np.ndarray) for e in x):
+            return ("seq", type(x), tuple(self._arg(e) for e in x))
+        if x is not None and not isinstance(x, (np.ndarray, tuple, list, int, float, bool, str, np.dtype)) and \
+                not hasattr(x, "xp") and not callable(x) and type(x).__module__.startswith("accel"):
+            raise NotCapturable("argument of type %s" % type(x).__name__)
+        return ("py", x)
+
+    def array_call(self, fn, args, kwargs, result):
+        """One array-level step of a backward pass (a rule, a fused hook, an unbroadcast, a sum)."""
+        if isinstance(result, np.ndarray):
+            if id(result) in self.array_slot or id(result) in self.var_arrays:
+                return  # the rule handed back one of its inputs
+            outs = (self.new_array_slot(result),)
+            multi = False
+        elif isinstance(result, (tuple, list)) and all(r is None or isinstance(r, np.ndarray) for r in result):
+            outs = tuple(None if r is None else (self.array_slot.get(id(r)) if id(r) in self.array_slot
+                                                 else self.new_array_slot(r)) for r in result)
+            multi = True
+        else:
+            raise NotCapturable("a %s cotangent" % type(result).__name__)
+        self.keep.append((args, result))
+        self.nodes.append(("acall", fn, tuple(self._arg(a) for a in args), kwargs or {}, outs, multi))
+
+    def ref(self, t):
+        """How a plan gets tensor t: ("slot", s), ("var", v) (read at use), ("arg_var", i) or ("const", a)."""
+        s = self.slot_of.get(t._id)
+        if s is not None:
+            return ("slot", s)
+        if getattr(t, "_is_variable", False):
+            self.variables[t._id] = t
+            self.var_arrays[id(t._data)] = t
+            i = self.var_args.get(id(t))
+            return ("arg_var", i) if i is not None else ("var", t)
+        v = self.variables.get(t._id)
+        if v is not None:  # a tape's snapshot of a Variable (the backward pass reads the value it saw)
+            i = self.var_args.get(id(v))
+            return ("arg_var", i) if i is not None else ("var", v)
+        return self.aref(t._data)  # a slot's array in a new Tensor (a gradient), or a constant
+
+    def op(self, op, inputs, attrs, out):
+        if self.paused:
+            return
+        refs = tuple(self.ref(t) for t in inputs)
+        outs = tuple(self.new_slot(o) for o in out) if op.multi_out else (self.new_slot(out),)
+        self.nodes.append(("op", op, refs, attrs or {}, outs))
+
+    def assign(self, var, how, value):
+        if self.paused:
+            return
+        ref = self.ref(value) if isinstance(value, Tensor) else ("const", np.asarray(value))
+        self.nodes.append(("assign", self.ref(var), how, ref))
+        self._wrote = True
+
+    def call(self, what, fn, tensors, writes=False):
+        """An opaque host step (an optimizer update, accel.print): fn(*arrays) runs again on replay."""
+        if self.paused:
+            return
+        self.nodes.append(("call", what, fn, tuple(self.ref(t) for t in tensors), writes))
+        self._wrote = self._wrote or writes
+
+    def host_value(self, make):
+        """A value made outside the op layer each call (a random draw): make() runs again on replay."""
+        t = make()
+        if not self.paused:
+            self.nodes.append(("host", make, self.new_slot(t)))
+        return t
+
+    def leaving(self, t, what):
+        s = self.slot_of.get(t._id)
+        if s is None or self.paused:
+            return
+        if what in ("bool()", "int()", "index"):
+            self.nodes.append(("guard", s, what, _py_value(t._data, what)))
+            self.guards_after_write = self.guards_after_write or self._wrote
+            return
+        exc = AttributeError if what in ("numpy()", "__array__") else TypeError
+        raise exc(
+            "accel.function %r: %s on a traced tensor would freeze the value of the call that traced it "
+            "into every later call. Return the tensor from the function and convert it outside, print it "
+            "with accel.print (runs on every call), or keep computing with accel ops." % (self.fn_name, what))
+
+    def variable_created(self):
+        if not self.first_trace and not self.paused:
+            raise ValueError("Creating variables on a non-first call to a function decorated with accel.function "
+                             "(%s); create them on the first call or outside the function (tf.function has the "
+                             "same rule)." % self.fn_name)
+
+
+def _py_value(a, what):
+    v = np.asarray(a).reshape(())[()]
+    return bool(v) if what == "bool()" else int(v)
+
+
+class _Paused:
+    """Inside an opaque step (an optimizer update) the ops it runs are not recorded: the step replays whole."""
+
+    def __enter__(self):
+        t = recorder.state.trace
+        if t is not None:
+            t.paused += 1
+        self.t = t
+
+    def __exit__(self, *exc):
+        if self.t is not None:
+            self.t.paused -= 1
+
+
+def paused():
+    return _Paused()
+
+
+# --- signatures -------------------------------------------------------------------------------
+
+class _Unhashable:
+    pass
+
+
+def _leaf_key(x, generic):
+    """TF 2.21's cache key of one argument leaf; `generic` (a TensorShape or None) relaxes its shape."""
+    if isinstance(x, Tensor) or isinstance(x, np.ndarray):
+        a = x._data if isinstance(x, Tensor) else x
+        shape = tuple(a.shape) if generic is None else generic
+        kind = "var" if getattr(x, "_is_variable", False) else "tensor"
+        return (kind, shape, str(a.dtype))
+    if x is None or isinstance(x, (bool, int, float, str, bytes)):
+        return ("py", x)  # 1 == 1.0 == True share a key, as in TF
+    try:
+        hash(x)
+    except TypeError:
+        return ("id", id(x))
+    if isinstance(x, (np.generic,)):
+        return ("py", x.item())
+    return ("obj", _WeakKey(x))
+
+
+class _WeakKey:
+    """Identity of an object argument without keeping it alive (TF keys custom objects by weakref)."""
+
+    __slots__ = ("ref", "h")
+
+    def __init__(self, x):
+        try:
+            self.ref = weakref.ref(x)
+        except TypeError:
+            self.ref = lambda x=x: x
+        self.h = id(x)
+
+    def __hash__(self):
+        return self.h
+
+    def __eq__(self, other):
+        return isinstance(other, _WeakKey) and self.ref() is other.ref() and self.ref() is not None
+
+
+def _flatten(x, path, leaves, structure):
+    if isinstance(x, (list, tuple)) and not hasattr(x, "_fields"):
+        parts = []
+        for i, v in enumerate(x):
+            parts.append(_flatten(v, path + (i,), leaves, structure))
+        return (type(x).__name__, tuple(parts))
+    if isinstance(x, tuple):  # namedtuple
+        return (type(x).__name__, tuple(_flatten(v, path + (f,), leaves, structure) for f, v in zip(x._fields, x)))
+    if isinstance(x, dict):
+        keys = sorted(x, key=repr)
+        return ("dict", tuple((k, _flatten(x[k], path + (k,), leaves, structure)) for k in keys))
+    leaves.append((path, x))
+    return None
+
+
+def _pack(structure, it, wrap):
+    if structure is None:
+        return wrap(next(it))
+    kind, parts = structure
+    if kind == "dict":
+        return {k: _pack(p, it, wrap) for k, p in parts}
+    vals = [_pack(p, it, wrap) for p in parts]
+    return vals if kind == "list" else tuple(vals) if kind == "tuple" else vals
+
+
+# --- the plan ---------------------------------------------------------------------------------
+
+class Plan:
+    """A recorded trace made into one Python function over arrays, with fused elementwise kernels."""
+
+    def __init__(self, trace, input_slots, out_refs, out_structure, fuse):
+        self.trace_nodes = trace.nodes
+        self.out_structure = out_structure
+        self.guards = [n for n in trace.nodes if n[0] == "guard"]
+        self.snapshot = trace.guards_after_write
+        self.shapes = [tuple(a.shape) for a in trace.examples]
+        self.dtypes = [a.dtype for a in trace.examples]
+        self.input_slots = input_slots
+        nodes, alias = _fold_and_cse(trace.nodes, trace.examples)
+        out_refs = [alias.get(r[1], r) if r[0] == "slot" else r for r in out_refs]
+        nodes, out_refs = _dce(nodes, out_refs)
+        self.kernels = []
+        if fuse:
+            nodes = _fuse(nodes, trace.examples, out_refs, self.kernels)
+        self.nodes = nodes
+        self.out_refs = out_refs
+        self.writes = _written(nodes)
+        self.run, self.source = _emit(nodes, input_slots, out_refs)
+
+    def counts(self):
+        ops = sum(1 for n in self.nodes if n[0] == "op")
+        return {"ops": ops, "fused_kernels": sum(1 for n in self.nodes if n[0] == "kernel"),
+                "recorded_ops": sum(1 for n in self.trace_nodes if n[0] == "op"),
+                "guards": len(self.guards), "host_steps": sum(1 for n in self.nodes if n[0] in ("call", "host"))}
+
+
+def _fold_and_cse(nodes, examples):
+    """Constant folding (an op whose inputs are all constants becomes a constant) and common
+    subexpression elimination (the same op, attributes and inputs computed twice). Nothing moves
+    across a write: a Variable read is done where its op is, so it never merges with another."""
+    alias = {}  # slot -> ref it equals
+    seen = {}
+    out = []
+    for n in nodes:
+        n = _rename(n, alias)
+        if n[0] != "op":
+            out.append(n)
+            if n[0] in ("assign", "call"):
+                seen.clear()
+            continue
+        _, op, refs, attrs, outs = n
+        if op.rules is None and op.name in _IMPURE:
+            out.append(n)
+            continue
+        if all(r[0] == "const" for r in refs) and not op.multi_out:
+            alias[outs[0]] = ("const", examples[outs[0]])
+            continue
+        if any(r[0] in ("var", "arg_var") for r in refs):
+            out.append(n)
+            continue
+        try:
+            key = (op.name, tuple(_ref_key(r) for r in refs), _attrs_key(attrs))
+        except TypeError:
+            out.append(n)
+            continue
+        prev = seen.get(key)
+        if prev is not None:
+            for o, p in zip(outs, prev):
+                alias[o] = ("slot", p)
+            continue
+        seen[key] = outs
+        out.append(n)
+    return out, alias
+
+
+_IMPURE = {"to_device"}
+
+
+def _ref_key(r):
+    if r[0] == "const":
+        a = r[1]
+        if a.size > 64:
+            return ("constid", id(a))
+        return ("const", str(a.dtype), a.shape, a.tobytes())
+    return r
+
+
+def _attrs_key(attrs):
+    items = []
+    for k in sorted(attrs):
+        v = attrs[k]
+        if isinstance(v, np.ndarray):
+            v = ("arr", v.shape, str(v.dtype), v.tobytes())
+        hash(v)
+        items.append((k, v))
+    return tuple(items)
+
+
+def _rename(n, alias):
+    if not alias:
+        return n
+    f = lambda r: alias.get(r[1], r) if r[0] == "slot" else r  # noqa: E731
+    kind = n[0]
+    if kind == "op":
+        return (kind, n[1], tuple(f(r) for r in n[2]), n[3], n[4])
+    if kind == "assign":
+        return (kind, n[1], n[2], f(n[3]))
+    if kind == "call":
+        return (kind, n[1], n[2], tuple(f(r) for r in n[3]), n[4])
+    if kind == "acall":
+        return (kind, n[1], _rename_refs(n[2], f), n[3], n[4], n[5])
+    if kind == "guard":
+        r = alias.get(n[1])
+        if r is not None and r[0] == "slot":
+            return (kind, r[1], n[2], n[3])
+        if r is not None:
+            return ("guard_const", r, n[2], n[3])
+    return n
+
+
+def _rename_refs(refs, f):
+    return tuple(("seq", r[1], _rename_refs(r[2], f)) if r[0] == "seq" else f(r) for r in refs)
+
+
+def _used_slots(n):
+    kind = n[0]
+    if kind == "op":
+        return [r[1] for r in n[2] if r[0] == "slot"]
+    if kind == "assign":
+        return [n[3][1]] if n[3][0] == "slot" else []
+    if kind == "call":
+        return [r[1] for r in n[3] if r[0] == "slot"]
+    if kind == "guard":
+        return [n[1]]
+    if kind == "kernel":
+        return [r[1] for r in n[1].inputs if r[0] == "slot"]
+    if kind == "acall":
+        return list(_slots_in(n[2]))
+    return []
+
+
+def _slots_in(refs):
+    for r in refs:
+        if r[0] == "slot":
+            yield r[1]
+        elif r[0] == "seq":
+            yield from _slots_in(r[2])
+
+
+def _dce(nodes, out_refs):
+    """Drops op nodes whose outputs nothing uses (assigns, host calls, guards and draws stay)."""
+    live = {r[1] for r in out_refs if r[0] == "slot"}
+    keep = []
+    for n in reversed(nodes):
+        if n[0] == "op" and not any(o in live for o in n[4]) and n[1].name not in _IMPURE:
+            continue
+        if n[0] == "acall" and not any(o in live for o in n[4] if o is not None):
+            continue
+        keep.append(n)
+        live.update(_used_slots(n))
+    keep.reverse()
+    return keep, out_refs
+
+
+def _written(nodes):
+    return [n for n in nodes if n[0] in ("assign",) or (n[0] == "call" and n[4])]
+
+
+# --- fusion -----------------------------------------------------------------------------------
+
+_FUSIBLE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_traceable = {}  # (op name, attrs key) -> bool
+
+
+class FusedKernel:
+    """Member op nodes in order, run as one generated loop: external inputs, escaping outputs."""
+
+    def __init__(self, shape, dtype):
+        self.shape = shape
+        self.dtype = dtype
+        self.members = []
+        self.slots = set()
+        self.inputs = []  # refs, in argument order
+        self.outputs = []  # slots
+        self.fn = None
+        self.source = None
+
+    def describe(self):
+        return "%s %s x%d: %s" % (self.dtype, self.shape, len(self.members),
+                                  " -> ".join(m[1].name for m in self.members))
+
+    def run(self, *arrays):
+        """Allocates the outputs and runs the loop over the flattened arrays (inputs made contiguous)."""
+        outs = [np.empty(self.shape, dt) for dt in self.out_dtypes]
+        flat = [np.ascontiguousarray(a).reshape(-1) for a in arrays]
+        self.fn(*[o.reshape(-1) for o in outs], *flat, self.cols)
+        return outs
+
+
+def _input_kind(shape, ex_shape):
+    """How a loop indexes an input of this shape in an output of ex_shape: same, scalar, row (last axis)."""
+    if shape == ex_shape:
+        return "same"
+    if int(np.prod(shape, dtype=np.int64)) == 1:
+        return "scalar"
+    if len(ex_shape) and len(shape) and shape[-1] == ex_shape[-1] and int(np.prod(shape)) == ex_shape[-1] \
+            and len(shape) <= len(ex_shape):
+        return "row"
+    return None
+
+
+def _fusible(n, examples):
+    _, op, refs, attrs, outs = n
+    if not op.elementwise or op.multi_out or len(outs) != 1:
+        return None
+    ex = examples[outs[0]]
+    if ex.dtype not in _FUSIBLE_DTYPES and ex.dtype != np.bool_:
+        return None
+    shape = tuple(ex.shape)
+    if not shape or int(np.prod(shape)) < 1:
+        return None
+    for r in refs:
+        if r[0] in ("var", "arg_var"):
+            a = r[1]._data if r[0] == "var" else None
+            if a is None:
+                return None
+        else:
+            a = examples[r[1]] if r[0] == "slot" else r[1]
+        if a.dtype not in _FUSIBLE_DTYPES and a.dtype != np.bool_:
+            return None
+        if _input_kind(tuple(a.shape), shape) is None:
+            return None
+    try:
+        key = (op.name, _attrs_key(attrs))
+    except TypeError:
+        return None
+    ok = _traceable.get(key)
+    if ok is None:
+        try:
+            e = op.forward(symbolic.NS, *(symbolic.var("a%d" % i) for i in range(len(refs))), **attrs)
+            symbolic.const(e)
+            ok = True
+        except Exception:
+            ok = False
+        _traceable[key] = ok
+    return shape if ok else None
+
+
+def _float_dtype(n, examples):
+    dts = {examples[o].dtype for o in n[4]}
+    for r in n[2]:
+        if r[0] == "slot":
+            dts.add(examples[r[1]].dtype)
+        elif r[0] == "const":
+            dts.add(r[1].dtype)
+        elif r[0] == "var":
+            dts.add(r[1]._data.dtype)
+    dts.discard(np.dtype(np.bool_))
+    return dts.pop() if len(dts) == 1 else None
+
+
+def _fuse(nodes, examples, out_refs, kernels):
+    """Groups elementwise op nodes of one shape and float dtype into FusedKernels (greedy, in program
+    order: a group runs where it closes, which is before the first node outside it that reads it)."""
+    if not _numba_ready():
+        return nodes
+    producer = {}
+    out = []
+    open_groups = {}  # (shape, dtype) -> FusedKernel
+
+    def close(g):
+        del open_groups[(g.shape, g.dtype)]
+        if len(g.members) < 2:
+            out.extend(g.members)
+            return
+        g_idx = len(out)
+        out.append(("kernel", g))
+        for m in g.members:
+            for o in m[4]:
+                producer[o] = g_idx
+
+    for n in nodes:
+        shape = _fusible(n, examples) if n[0] == "op" else None
+        dt = _float_dtype(n, examples) if shape is not None else None
+        used = set(_used_slots(n))
+        for g in list(open_groups.values()):
+            if (shape is None or (g.shape, g.dtype) != (shape, dt)) and used & g.slots:
+                close(g)
+        if n[0] != "op" or shape is None or dt is None:
+            if n[0] in ("assign", "call", "guard", "host"):
+                for g in list(open_groups.values()):
+                    close(g)
+            out.append(n)
+            continue
+        g = open_groups.get((shape, dt))
+        if g is None:
+            g = open_groups[(shape, dt)] = FusedKernel(shape, dt)
+        g.members.append(n)
+        g.slots.update(n[4])
+    for g in list(open_groups.values()):
+        close(g)
+    # escaping values: read by a node outside the group, or returned
+    readers = collections.Counter()
+    for n in out:
+        if n[0] == "kernel":
+            continue
+        readers.update(_used_slots(n))
+    ret = {r[1] for r in out_refs if r[0] == "slot"}
+    kernel_nodes = [n[1] for n in out if n[0] == "kernel"]
+    for g in kernel_nodes:
+        for other in kernel_nodes:
+            if other is not g:
+                for m in other.members:
+                    readers.update(s for s in (r[1] for r in m[2] if r[0] == "slot") if s in g.slots)
+    for g in kernel_nodes:
+        _build_kernel(g, examples, readers, ret)
+        kernels.append(g)
+    return out
+
+
+def _build_kernel(g, examples, readers, ret):
+    env = {}
+    inputs = []
+    in_key = {}
+    for m in g.members:
+        _, op, refs, attrs, outs = m
+        args = []
+        for r in refs:
+            if r[0] == "slot" and r[1] in env:
+                args.append(env[r[1]])
+                continue
+            k = _ref_key(r) if r[0] != "var" else ("var", id(r[1]))
+            name = in_key.get(k)
+            if name is None:
+                name = in_key[k] = "a%d" % len(inputs)
+                inputs.append(r)
+            args.append(symbolic.var(name))
+        env[outs[0]] = symbolic.const(op.forward(symbolic.NS, *args, **attrs))
+    g.outputs = [s for s in g.slots if readers.get(s) or s in ret]
+    g.outputs.sort()
+    g.inputs = inputs
+    in_shapes = []
+    for r in inputs:
+        a = examples[r[1]] if r[0] == "slot" else (r[1]._data if r[0] == "var" else r[1])
+        in_shapes.append(_input_kind(tuple(a.shape), g.shape))
+    g.in_kinds = in_shapes
+    g.cols = int(g.shape[-1]) if g.shape else 1
+    g.out_dtypes = [examples[s].dtype for s in g.outputs]
+    g.source, g.fn = _compile_group(g, [env[s] for s in g.outputs], in_shapes)
+
+
+_group_cache = {}
+_group_lock = threading.Lock()
+
+
+def _compile_group(g, roots, kinds):
+    names = tuple("a%d" % i for i in range(len(kinds)))
+    lines, res = codegen._lines(roots, codegen._PY, codegen._py_float, codegen._nb_call, erf_gauss=True,
+                                arrays=names)
+    params = ["o%d" % i for i in range(len(roots))] + list(names) + ["cols"]
+    body = ["def make(F, prange, exp, tanh, erf, erf_gauss):", "    def loop(%s):" % ", ".join(params),
+            "        for i in prange(o0.size):"]
+    for nm, kind in zip(names, kinds):
+        idx = {"same": "i", "scalar": "0", "row": "i % cols"}[kind]
+        body.append("            %s_ = %s[%s]" % (nm, nm, idx))
+    body += ["            %s = %s" % (t, code) for t, _, code in lines]
+    body += ["            o%d[i] = %s" % (k, r) for k, r in enumerate(res)]
+    body += ["", "    return loop"]
+    src = "import math\n\n\n" + "\n".join(body) + "\n"
+    key = (src, g.dtype)
+    with _group_lock:
+        fn = _group_cache.get(key)
+        if fn is None:
+            from accel import cpu_kernels  # noqa: PLC0415  (numba: loaded only when a plan fuses)
+
+            ns = {}
+            exec(compile(src, "<accel.function kernel %s>" % hashlib.sha1(src.encode()).hexdigest()[:12], "exec"), ns)
+            fn = _group_cache[key] = cpu_kernels.jit_loop(ns["make"], g.dtype.type)
+    return src, fn
+
+
+def _numba_ready():
+    from accel import backend, cpu_kernels  # noqa: PLC0415
+
+    return backend.fused_mode() != "never" and cpu_kernels.available()
+
+
+# --- emitting the plan as one Python function ---------------------------------------------------
+
+def _emit(nodes, input_slots, out_refs):
+    ns = {"np": np, "_GuardMiss": _GuardMiss, "_copyto": np.copyto, "_Tensor": Tensor}
+    lines = ["def plan(inputs, arg_vars):"]
+    if input_slots:
+        lines.append("    %s, = inputs" % ", ".join("v%d" % s for s in input_slots))
+    counter = [0]
+
+    def name(obj, prefix):
+        counter[0] += 1
+        k = "%s%d" % (prefix, counter[0])
+        ns[k] = obj
+        return k
+
+    def expr(r):
+        kind = r[0]
+        if kind == "slot":
+            return "v%d" % r[1]
+        if kind == "var":
+            return name(r[1], "V") + "._data"
+        if kind == "arg_var":
+            return "arg_vars[%d]._data" % r[1]
+        return name(r[1], "c")
+
+    def aexpr(r):
+        if r[0] == "py":
+            return name(r[1], "p")
+        if r[0] == "seq":
+            inner = ", ".join(aexpr(e) for e in r[2])
+            return "(%s%s)" % (inner, "," if len(r[2]) == 1 else "") if r[1] is tuple else "[%s]" % inner
+        return expr(r)
+
+    for n in nodes:
+        kind = n[0]
+        if kind == "op":
+            _, op, refs, attrs, outs = n
+            f = name(op.forward, "f")
+            args = ", ".join(["np"] + [expr(r) for r in refs])
+            if attrs:
+                args += ", **" + name(attrs, "a")
+            call = "%s(%s)" % (f, args)
+            if op.multi_out:
+                lines.append("    %s, = %s" % (", ".join("v%d" % o for o in outs), call))
+            else:
+                lines.append("    v%d = %s" % (outs[0], _as_array(call)))
+        elif kind == "acall":
+            _, fn, refs, kwargs, outs, multi = n
+            call = "%s(%s%s)" % (name(fn, "r"), ", ".join(aexpr(r) for r in refs),
+                                 (", **" + name(kwargs, "a")) if kwargs else "")
+            if multi:
+                t = "t%d" % counter[0]
+                lines.append("    %s = %s" % (t, call))
+                lines += ["    v%d = %s[%d]" % (o, t, i) for i, o in enumerate(outs) if o is not None]
+            else:
+                lines.append("    v%d = %s" % (outs[0], call))
+        elif kind == "kernel":
+            g = n[1]
+            k = name(g, "K")
+            lines.append("    %s = %s.run(%s)" % ("".join("v%d, " % s for s in g.outputs), k,
+                                                  ", ".join(expr(r) for r in g.inputs)))
+        elif kind == "assign":
+            _, target, how, ref = n
+            t = expr(target).rsplit("._data", 1)[0]
+            lines.append("    %s._assign_%s(%s)" % (t, how, expr(ref)))
+        elif kind == "call":
+            _, what, fn, refs, writes = n
+            lines.append("    %s(%s)" % (name(fn, "h"), ", ".join(expr(r) for r in refs)))
+        elif kind == "host":
+            _, make, slot = n
+            lines.append("    v%d = %s()._data" % (slot, name(make, "m")))
+        elif kind == "guard":
+            _, slot, what, value = n
+            conv = "bool" if what == "bool()" else "int"
+            lines.append("    if %s(np.asarray(v%d).reshape(())[()]) != %r:" % (conv, slot, value))
+            lines.append("        raise _GuardMiss()")
+        elif kind == "guard_const":
+            pass
+    outs = ", ".join(expr(r) for r in out_refs)
+    lines.append("    return (%s%s)" % (outs, "," if len(out_refs) == 1 else ""))
+    src = "\n".join(lines) + "\n"
+    exec(compile(src, "<accel.function plan>", "exec"), ns)
+    return ns["plan"], src
+
+
+def _as_array(call):
+    return call if True else call
+
+
+# --- Function and ConcreteFunction ------------------------------------------------------------
+
+class ConcreteFunction:
+    """The traces of one signature: one Plan per path through the guards (most recent first)."""
+
+    def __init__(self, function, key):
+        self.function = function
+        self.key = key
+        self.plans = []
+        self.structured_input_signature = key
+
+    def __call__(self, *args, **kwargs):
+        return self.function(*args, **kwargs)
+
+    def explain(self):
+        return self.function.explain()
+
+
+class Function:
+    """The callable accel.function returns (tf.function's semantics; see the module docstring)."""
+
+    def __init__(self, python_function, input_signature=None, reduce_retracing=False, jit_compile=None,
+                 name=None):
+        if input_signature is not None:
+            input_signature = [s if isinstance(s, TensorSpec) else TensorSpec(*s) for s in input_signature]
+        self.python_function = python_function
+        self.input_signature = input_signature
+        self.reduce_retracing = reduce_retracing
+        self.jit_compile = jit_compile
+        self.__name__ = name or getattr(python_function, "__name__", "function")
+        functools.update_wrapper(self, python_function, updated=())
+        try:
+            self._sig = inspect.signature(python_function)
+        except (TypeError, ValueError):
+            self._sig = None
+        self._cache = collections.OrderedDict()  # key -> ConcreteFunction
+        self._generic = {}  # reduce_retracing: leaf path -> generalized shape
+        self._traces = 0
+        self._history = collections.deque(maxlen=10)
+        self._warned = 0
+        self._lock = threading.RLock()
+        self._first_traced = False
+        self._evicted = False
+
+    # descriptor: a method decorated with accel.function binds to its instance
+    def __get__(self, obj, objtype=None):
+        if obj is None:
+            return self
+        bound = self.__dict__.get("_bound")
+        if bound is None:
+            bound = self.__dict__["_bound"] = weakref.WeakKeyDictionary()
+        try:
+            f = bound.get(obj)
+        except TypeError:
+            f = None
+        if f is None:
+            f = Function(self.python_function.__get__(obj, objtype), self.input_signature, self.reduce_retracing,
+                         self.jit_compile, self.__name__)
+            try:
+                bound[obj] = f
+            except TypeError:
+                pass
+        return f
+
+    def experimental_get_tracing_count(self):
+        return self._traces
+
+    def _cache_size(self):
+        return len(self._cache)
+
+    # -- keys --
+    def _canonical(self, args, kwargs):
+        if self._sig is not None:
+            try:
+                b = self._sig.bind(*args, **kwargs)
+                b.apply_defaults()
+                return tuple(b.arguments.items())
+            except TypeError:
+                pass
+        return tuple(enumerate(args)) + tuple(sorted(kwargs.items()))
+
+    def _key(self, named):
+        leaves = []
+        structure = _flatten([v for _, v in named], (), leaves, None)
+        names = tuple(k for k, _ in named)
+        keys = []
+        for path, x in leaves:
+            generic = None
+            if self.input_signature is not None and isinstance(x, (Tensor, np.ndarray)):
+                generic = self._spec_shape(path, x)
+            elif self.reduce_retracing and isinstance(x, (Tensor, np.ndarray)):
+                generic = self._relaxed(path, x)
+            keys.append(_leaf_key(x, generic))
+        return (names, structure, tuple(keys)), leaves, structure
+
+    def _spec_shape(self, path, x):
+        i = path[0]
+        if i >= len(self.input_signature):
+            raise TypeError("%s: got %d tensor arguments, input_signature has %d specs" % (
+                self.__name__, i + 1, len(self.input_signature)))
+        spec = self.input_signature[i]
+        a = x._data if isinstance(x, Tensor) else np.asarray(x)
+        if not spec.is_compatible_with(a):
+            raise TypeError("Binding inputs to accel.function %r failed: argument %d (%s %s) does not match %r" % (
+                self.__name__, i, a.dtype, TensorShape(a.shape), spec))
+        return tuple(spec.shape.as_list()) if spec.shape.rank is not None else None
+
+    def _relaxed(self, path, x):
+        a = x._data if isinstance(x, Tensor) else np.asarray(x)
+        shape = tuple(a.shape)
+        prev = self._generic.get(path)
+        if prev is None:
+            self._generic[path] = shape
+            return shape
+        if prev == "unknown":
+            return "unknown"
+        if len(prev) != len(shape):
+            self._generic[path] = "unknown"
+            return "unknown"
+        gen = tuple(p if p == s else None for p, s in zip(prev, shape))
+        self._generic[path] = gen
+        return gen
+
+    # -- calling --
+    def __call__(self, *args, **kwargs):
+        if recorder.state.trace is not None:  # called while another function traces: inline it
+            return self.python_function(*args, **kwargs)
+        named = self._canonical(args, kwargs)
+        key, leaves, structure = self._key(named)
+        with self._lock:
+            cf = self._cache.get(key)
+            if cf is not None:
+                self._cache.move_to_end(key)
+        tensors = [x for _, x in leaves
+                   if isinstance(x, (Tensor, np.ndarray)) and not getattr(x, "_is_variable", False)]
+        arrays = [x._data if isinstance(x, Tensor) else np.asarray(x) for x in tensors]
+        arg_vars = [x for _, x in leaves if getattr(x, "_is_variable", False)]
+        if cf is not None:
+            shapes = [tuple(a.shape) for a in arrays]
+            for plan in cf.plans:
+                if plan.arg_shapes != shapes:
+                    continue
+                result = self._replay(plan, arrays, arg_vars)
+                if result is not _MISS:
+                    return result
+            counted = False
+        else:
+            cf = ConcreteFunction(self, key)
+            counted = True
+        return self._trace(cf, key, named, leaves, structure, arrays, arg_vars, counted)
+
+    def _replay(self, plan, arrays, arg_vars):
+        snap = _snapshot(plan) if plan.snapshot else None
+        try:
+            outs = plan.run(arrays, arg_vars)
+        except _GuardMiss:
+            if snap is not None:
+                _restore(snap)
+            return _MISS
+        return _pack(plan.out_structure, iter(outs), _wrap_out)
+
+    def _trace(self, cf, key, named, leaves, structure, arrays, arg_vars, counted):
+        trace = Trace(self.__name__, first_trace=not self._first_traced)
+        trace.var_args = {id(v): i for i, v in enumerate(arg_vars)}
+        call_leaves = []
+        input_slots = []
+        for _path, x in leaves:
+            if isinstance(x, (Tensor, np.ndarray)) and not getattr(x, "_is_variable", False):
+                t = x if isinstance(x, Tensor) else Tensor(np.asarray(x))
+                t = Tensor(t._data)  # a fresh tensor per call: the trace's input
+                input_slots.append(trace.new_slot(t))
+                call_leaves.append(t)
+            else:
+                call_leaves.append(x)
+        it = iter(call_leaves)
+        call_args = [_pack(s, it, lambda v: v) for s in structure[1]] if structure else []
+        names = [k for k, _ in named]
+        kw = {}
+        pos = []
+        params = self._sig.parameters if self._sig is not None else {}
+        for k, v in zip(names, call_args):
+            p = params.get(k) if isinstance(k, str) else None
+            if p is not None and p.kind == p.VAR_POSITIONAL:
+                pos.extend(v)
+            elif p is not None and p.kind == p.VAR_KEYWORD:
+                kw.update(v)
+            elif p is not None and p.kind == p.KEYWORD_ONLY:
+                kw[k] = v
+            elif isinstance(k, str) and p is None:
+                kw[k] = v
+            else:
+                pos.append(v)
+        old = recorder.state.trace
+        prev_hook = recorder.hooks.set_trace(trace)
+        try:
+            result = self.python_function(*pos, **kw)
+            out_leaves = []
+            out_structure = _flatten(result, (), out_leaves, None) if result is not None else None
+            out_refs = []
+            for _, v in out_leaves:
+                if isinstance(v, Tensor):
+                    out_refs.append(trace.ref(v))
+                else:
+                    out_refs.append(("pyconst", v))
+        finally:
+            recorder.hooks.set_trace(prev_hook)
+            assert recorder.state.trace is old or old is None
+        self._first_traced = True
+        fuse = self.jit_compile is not False
+        plan_refs = [r for r in out_refs if r[0] != "pyconst"]
+        plan = Plan(trace, input_slots, plan_refs, None, fuse)
+        plan.arg_shapes = [tuple(a.shape) for a in arrays]
+        plan.out_structure = out_structure
+        pyconsts = [r for r in out_refs]
+        plan._pyconsts = pyconsts
+        if any(r[0] == "pyconst" for r in out_refs):
+            plan.run = _with_pyconsts(plan.run, out_refs)
+        if result is None:
+            plan.run = _returns_none(plan.run)
+        with self._lock:
+            cf.plans.insert(0, plan)
+            del cf.plans[8:]
+            if counted:
+                self._traces += 1
+                self._note_retrace(key)
+                self._cache[key] = cf
+                while len(self._cache) > MAX_CACHED:
+                    self._cache.popitem(last=False)
+                    if not self._evicted:
+                        self._evicted = True
+                        warnings.warn("accel.function %r: more than %d signatures; the least recently used "
+                                      "traces are dropped (pass tensors instead of changing Python values)"
+                                      % (self.__name__, MAX_CACHED), RuntimeWarning, stacklevel=3)
+        return result
+
+    def _note_retrace(self, key):
+        self._history.append(key)
+        if self._traces <= RETRACE_WARN_AFTER or self._warned >= 2:
+            return
+        self._warned += 1
+        names, _, leaves = key
+        changing = _changing_argument(list(self._history), names)
+        warnings.warn(
+            "accel.function %r has traced %d times%s. Tracing is expensive: pass tensors (not Python "
+            "numbers) for values that change between calls, or give an input_signature / reduce_retracing=True "
+            "for changing shapes." % (self.__name__, self._traces,
+                                       "; the argument that keeps changing is %r" % changing if changing else ""),
+            RuntimeWarning, stacklevel=3)
+
+    def get_concrete_function(self, *args, **kwargs):
+        named = self._canonical(args, kwargs)
+        key, _, _ = self._key(named)
+        cf = self._cache.get(key)
+        if cf is None:
+            specs = [a for a in args]
+            concrete_args = [np.zeros([d or 1 for d in s.shape.as_list()], s.dtype.as_numpy_dtype)
+                             if isinstance(s, TensorSpec) else s for s in specs]
+            self(*concrete_args, **kwargs)
+            key, _, _ = self._key(self._canonical(concrete_args, kwargs))
+            cf = self._cache.get(key)
+        return cf
+
+    def explain(self):
+        """What was captured for each signature: recorded and planned ops, fused kernels, guards."""
+        lines = ["accel.function %r: %d trace(s)" % (self.__name__, self._traces)]
+        for key, cf in self._cache.items():
+            for p in cf.plans:
+                c = p.counts()
+                lines.append("  signature %s: %d recorded ops -> %d ops + %d fused kernels, %d host steps, %d guards"
+                             % (_short_key(key), c["recorded_ops"], c["ops"], c["fused_kernels"], c["host_steps"],
+                                c["guards"]))
+                for g in p.kernels:
+                    lines.append("    kernel " + g.describe())
+        return "\n".join(lines)
+
+
+def _short_key(key):
+    names, _, leaves = key
+    return "(" + ", ".join("%s=%s" % (n, _leaf_text(v)) for n, v in zip(names, leaves)) + ")" if len(names) == len(
+        leaves) else str(leaves)
+
+
+def _leaf_text(k):
+    if k[0] in ("tensor", "var"):
+        return "%s%s" % (k[2], list(k[1]) if isinstance(k[1], tuple) else k[1])
+    return repr(k[1]) if k[0] == "py" else k[0]
+
+
+def _changing_argument(history, names):
+    if len(history) < 2:
+        return None
+    counts = collections.Counter()
+    for a, b in zip(history, history[1:]):
+        for i, (x, y) in enumerate(zip(a[2], b[2])):
+            if x != y:
+                counts[i] += 1
+    if not counts:
+        return None
+    i = counts.most_common(1)[0][0]
+    return names[i] if i < len(names) and len(names) == len(history[-1][2]) else "argument %d" % i
+
+
+_MISS = object()
+
+
+def _with_pyconsts(run, out_refs):
+    def wrapped(inputs, arg_vars):
+        outs = iter(run(inputs, arg_vars))
+        return tuple(r[1] if r[0] == "pyconst" else next(outs) for r in out_refs)
+    return wrapped
+
+
+def _returns_none(run):
+    def wrapped(inputs, arg_vars):
+        run(inputs, arg_vars)
+        return ()
+    return wrapped
+
+
+def _wrap_out(v):
+    if isinstance(v, np.ndarray):
+        return Tensor(v)
+    if isinstance(v, np.generic):
+        return Tensor(np.asarray(v))
+    return v
+
+
+def _snapshot(plan):
+    saved = []
+    for n in plan.writes:
+        if n[0] == "assign":
+            v = n[1][1] if n[1][0] == "var" else None
+            if v is not None:
+                saved.append((v, v._data.copy()))
+        else:
+            for v in getattr(n[2], "writes_variables", lambda: [])():
+                saved.append((v, v._data.copy()))
+    return saved
+
+
+def _restore(saved):
+    for v, a in saved:
+        np.copyto(v._data, a)
+
+
+# --- public -----------------------------------------------------------------------------------
+
+def function(func=None, input_signature=None, autograph=True, jit_compile=None, reduce_retracing=False,
+             experimental_implements=None, experimental_autograph_options=None, experimental_attributes=None,
+             experimental_relax_shapes=None, experimental_compile=None, experimental_follow_type_hints=None,
+             name=None):
+    """Traces `func` once per signature and replays the recorded plan (see the module docstring)."""
+    if experimental_relax_shapes is not None:
+        reduce_retracing = reduce_retracing or experimental_relax_shapes
+    if jit_compile is None and experimental_compile is not None:
+        jit_compile = experimental_compile
+
+    def wrap(f):
+        if isinstance(f, Function):
+            return f
+        return Function(f, input_signature, reduce_retracing, jit_compile, name)
+
+    return wrap if func is None else wrap(func)
