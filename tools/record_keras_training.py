@@ -67,8 +67,32 @@ def record_multi_output():
         put_json("multi/%s/evaluate" % name, model.evaluate(x, [y1, y2], batch_size=4, verbose=0, return_dict=True))
 
 
+# --- a compiled model saved with its optimizer state --------------------------------------------------------
+def record_trained_file():
+    """tests/data/keras3_trained.keras: an MLP after 2 Adam steps (the optimizer state in the file), and the
+    weights and losses after 2 more steps on the same batches, by Keras from the loaded file."""
+    x = RNG.standard_normal((8, 3)).astype("float32")
+    y = RNG.integers(0, 3, 8)
+    put("trained/x", x)
+    put("trained/y", y)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(5, activation="relu"), keras.layers.Dense(3)],
+                             name="trained")
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss=keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True), metrics=["accuracy"])
+    model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
+    path = os.path.join(os.path.dirname(__file__), "..", "tests", "data", "keras3_trained.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    history = loaded.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
+    put_json("trained/history", history.history)
+    for i, w in enumerate(loaded.get_weights()):
+        put("trained/after%d" % i, w)
+    put("trained/iterations", int(loaded.optimizer.iterations.numpy()))
+
+
 if __name__ == "__main__":
     record_multi_output()
+    record_trained_file()
     path = os.path.join(os.path.dirname(__file__), "..", "tests", "data", "keras_training.npz")
     np.savez(path, **OUT)
     print("wrote %d arrays to %s" % (len(OUT), os.path.normpath(path)))

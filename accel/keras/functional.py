@@ -565,6 +565,7 @@ class Functional(Model):
         super().compile(optimizer=optimizer, loss=structured, metrics=None, run_eagerly=run_eagerly,
                         jit_compile=jit_compile, **kwargs)
         self.loss = loss
+        self._compile_args = {"loss": loss, "metrics": metrics, "loss_weights": loss_weights}
         if metrics:
             per_metrics = self._per_output(metrics, "metrics", broadcast=False, lists=True)
             self._compile_metrics = outputs_metrics(

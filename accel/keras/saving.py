@@ -228,6 +228,12 @@ def _keras_vars(layer):
     return [_Slot(v) for v in variables]
 
 
+def _built_optimizer(model):
+    """The compiled model's optimizer once it has state (Keras writes `optimizer/vars` only then), else None."""
+    opt = getattr(model, "optimizer", None)
+    return opt if opt is not None and getattr(model, "_compiled", False) and opt.built else None
+
+
 def _write_h5(target, layer):
     h5py = _h5py()
     with h5py.File(target, "w") as h:
@@ -236,6 +242,47 @@ def _write_h5(target, layer):
             for i, v in enumerate(variables):
                 ds = g.create_dataset(str(i), data=np.array(v.numpy(), order="C"))
                 ds.attrs["name"] = v.name
+        opt = _built_optimizer(layer)
+        if opt is not None:
+            # Keras' order: iteration, learning_rate (unless a schedule), then each variable's slots
+            g = h.require_group("optimizer/vars")
+            g.attrs["name"] = opt.name
+            for i, v in enumerate(opt.variables):
+                ds = g.create_dataset(str(i), data=np.array(v.numpy(), order="C"))
+                ds.attrs["name"] = v.name.split("/")[-1].split(":")[0]
+
+
+def _read_optimizer(h, where, model):
+    """[(Variable, array)] restoring the optimizer from `optimizer/vars`, or [] with a warning where Keras
+    skips it too: an uncompiled model ignores the group; a count that differs from optimizer.variables (an
+    optimizer not built yet, another optimizer) is skipped. Shapes and dtypes are checked like the weights'."""
+    h5py = _h5py()
+    opt = getattr(model, "optimizer", None)
+    g = _get_safe(h5py, h, "optimizer/vars")
+    if g is None or opt is None or not getattr(model, "_compiled", False):
+        return []
+    if not isinstance(g, h5py.Group):
+        raise ValueError("%s: optimizer/vars is not a group" % where)
+    variables = opt.variables
+    names = sorted(g.keys())
+    if names != sorted(str(i) for i in range(len(names))) or len(names) != len(variables):
+        warnings.warn("Skipping the optimizer state in %s: it holds %d variables, but optimizer %s has %d (build "
+                      "the optimizer first: compile, then train a step or load with load_model)"
+                      % (where, len(names), opt.name, len(variables)), stacklevel=4)
+        return []
+    pairs = []
+    for i, v in enumerate(variables):
+        ds = _get_safe(h5py, g, str(i))
+        full = "optimizer/vars/%d" % i
+        if not isinstance(ds, h5py.Dataset) or ds.is_virtual or ds.external:
+            raise ValueError("%s: %s is not a plain dataset" % (where, full))
+        if tuple(ds.shape) != tuple(v.shape):
+            raise ValueError("%s: %s has shape %s, optimizer variable %s has %s; no weight was changed"
+                             % (where, full, tuple(ds.shape), v.name, tuple(v.shape)))
+        if ds.dtype.kind not in "biuf":
+            raise ValueError("%s: %s has unsupported dtype %s" % (where, full, ds.dtype))
+        pairs.append((v, np.asarray(ds[()]).astype(v.dtype.dtype, copy=False)))
+    return pairs
 
 
 def _get_safe(h5py, root, path):
@@ -309,13 +356,14 @@ def _assign(pairs):
 def _read_h5_file(path, layer, skip_mismatch):
     h5py = _h5py()
     with h5py.File(path, "r") as h:
-        return _read_h5(h, path, layer, skip_mismatch)
+        return _read_h5(h, path, layer, skip_mismatch) + _read_optimizer(h, path, layer)
 
 
 def _read_h5_bytes(data, path, layer, skip_mismatch):
     h5py = _h5py()
     with h5py.File(io.BytesIO(data), "r") as h:
-        return _read_h5(h, "%s (model.weights.h5)" % path, layer, skip_mismatch)
+        where = "%s (model.weights.h5)" % path
+        return _read_h5(h, where, layer, skip_mismatch) + _read_optimizer(h, where, layer)
 
 
 def _guard(path, what, fn):
@@ -421,6 +469,9 @@ def save_model(model, filepath, overwrite=True):
     if not model.built:
         raise ValueError("save: model %s is not built yet; call it on data first" % model.name)
     config = serialization.serialize_keras_object(model)
+    compile_config = model.get_compile_config() if hasattr(model, "get_compile_config") else None
+    if compile_config is not None:
+        config["compile_config"] = compile_config
     json_text = json.dumps(config)
     buffer = io.BytesIO()
     _write_h5(buffer, model)
@@ -449,7 +500,9 @@ def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):
     """A model from a Keras 3 `.keras` file (written by Keras or accel): its config, then its weights.
 
     Classes come only from accel's layers, registered objects and `custom_objects`; a Lambda holding Python
-    bytecode loads only with `safe_mode=False`. The optimizer state and compile settings are not restored.
+    bytecode loads only with `safe_mode=False`. With `compile=True` and a `compile_config` in the file, the model
+    comes back compiled (optimizer, loss, metrics) with the optimizer's saved state (iterations, slots), so
+    training continues where it stopped.
     """
     from accel.keras import serialization  # noqa: PLC0415
 
@@ -466,6 +519,18 @@ def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):
         raise type(e)("%s: cannot rebuild the model from config.json: %s" % (path, e)) from e
     if not model.built:
         raise ValueError("%s: the model in config.json has no input shape (no InputLayer or build_config)" % path)
+    compile_config = config.get("compile_config")
+    if compile and compile_config and compile_config.get("loss") is None:
+        # Keras writes {} for an uncompiled model; a compile without a loss (a custom train_step) accel's
+        # compile() cannot repeat
+        if compile_config:
+            warnings.warn("%s: the model was compiled without a loss; it loads uncompiled (call compile())" % path,
+                          stacklevel=2)
+    elif compile and compile_config:
+        try:
+            model.compile_from_config(compile_config)
+        except (ValueError, TypeError, KeyError, NotImplementedError) as e:
+            raise type(e)("%s: cannot compile the model from compile_config: %s" % (path, e)) from e
     pairs = _guard(path, "Keras", lambda: _read_h5_bytes(weights, path, model, False))
     _assign(pairs)
     return model

@@ -178,6 +178,46 @@ def _pythonify(logs):
     return out
 
 
+def _serialize_compiled(value, module):
+    """A compile() loss or metrics argument as JSON: names as they are, objects as Keras' {module, class_name,
+    config}, functions by name; lists and dicts (by output name) element by element."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_serialize_compiled(v, module) for v in value]
+    if isinstance(value, dict):
+        return {k: _serialize_compiled(v, module) for k, v in value.items()}
+    if hasattr(value, "get_config") and not isinstance(value, type):
+        return {"module": module, "class_name": type(value).__name__, "config": value.get_config(),
+                "registered_name": None}
+    name = getattr(value, "__name__", None)
+    if name is None:
+        raise TypeError("get_compile_config: cannot serialise %r; use a name or a Loss/Metric object" % (value,))
+    return name
+
+
+def _deserialize_compiled(value, what):
+    """The inverse of _serialize_compiled: objects only from accel's own loss and metric classes."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return [_deserialize_compiled(v, what) for v in value]
+    if isinstance(value, dict) and "class_name" in value:
+        if value["class_name"] == "function":  # Keras' form for a plain loss or metric function
+            return value.get("config")
+        table = losses_module.ALL_OBJECTS_DICT if what == "loss" else metrics_module.ALL_OBJECTS_DICT
+        cls = table.get(value["class_name"])
+        if cls is None or not isinstance(cls, type):
+            raise ValueError("compile_config: unknown %s class %r" % (what, value["class_name"]))
+        config = value.get("config") or {}
+        if not isinstance(config, dict):
+            raise ValueError("compile_config: the config of %s %r must be a dict" % (what, value["class_name"]))
+        return cls.from_config(config)
+    if isinstance(value, dict):
+        return {k: _deserialize_compiled(v, what) for k, v in value.items()}
+    raise ValueError("compile_config: cannot read the %s %r" % (what, value))
+
+
 class CompileMetrics(metrics_module.Metric):
     """The metrics given to `compile`, resolved on the first batch, when the output shapes are known.
 
@@ -233,6 +273,7 @@ class Trainer:
             raise ValueError("compile: a loss is required")
         self.optimizer = optimizers_module.get(optimizer)
         self.loss = loss
+        self._compile_args = {"loss": loss, "metrics": metrics, "loss_weights": None}  # for get_compile_config
         loss_obj = losses_module.get(loss)
         self._compile_loss = (loss_obj if isinstance(loss_obj, losses_module.Loss)
                               else losses_module.LossFunctionWrapper(loss_obj))
@@ -242,6 +283,37 @@ class Trainer:
         self._loss_tracker = metrics_module.Mean(name="loss")
         self.stop_training = False
         self._compiled = True
+
+    def get_compile_config(self):
+        """compile()'s arguments in Keras 3's JSON form (config.json's `compile_config`), or None if not compiled.
+        Loss and metric objects are written as {module, class_name, config}, functions and names as strings."""
+        if not self._compiled:
+            return None
+        args = self._compile_args
+        return {"optimizer": optimizers_module.serialize(self.optimizer),
+                "loss": _serialize_compiled(args["loss"], "keras.losses"),
+                "loss_weights": args["loss_weights"],
+                "metrics": _serialize_compiled(args["metrics"], "keras.metrics"),
+                "weighted_metrics": None, "run_eagerly": False, "steps_per_execution": 1, "jit_compile": False}
+
+    def compile_from_config(self, config):
+        """compile() from get_compile_config()'s dict (also Keras 3's), then builds the optimizer on the
+        trainable variables so saved optimizer state can be restored into it."""
+        if not isinstance(config, dict):
+            raise ValueError("compile_from_config: expected a dict, got %s" % type(config).__name__)
+        if config.get("weighted_metrics"):
+            raise NotImplementedError("compile_from_config: weighted_metrics are not supported by accel (got %r)"
+                                      % (config["weighted_metrics"],))
+        optimizer = config.get("optimizer", "rmsprop")
+        if isinstance(optimizer, dict):
+            optimizer = optimizers_module.deserialize(optimizer)
+        kwargs = {}
+        if config.get("loss_weights") is not None:
+            kwargs["loss_weights"] = config["loss_weights"]
+        self.compile(optimizer=optimizer, loss=_deserialize_compiled(config.get("loss"), "loss"),
+                     metrics=_deserialize_compiled(config.get("metrics"), "metric"), **kwargs)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
 
     # --- state ---------------------------------------------------------------------------------
     @property
