@@ -108,7 +108,7 @@ class Trace:
             raise NotCapturable("argument of type %s" % type(x).__name__)
         return ("py", x)
 
-    def array_call(self, fn, args, kwargs, result):
+    def array_call(self, fn, args, kwargs, result, op=None):
         """One array-level step of a backward pass (a rule, a fused hook, an unbroadcast, a sum)."""
         if isinstance(result, np.ndarray):
             if id(result) in self.array_slot or id(result) in self.var_arrays:
@@ -122,7 +122,7 @@ class Trace:
         else:
             raise NotCapturable("a %s cotangent" % type(result).__name__)
         self.keep.append((args, result))
-        self.nodes.append(("acall", fn, tuple(self._arg(a) for a in args), kwargs or {}, outs, multi))
+        self.nodes.append(("acall", fn, tuple(self._arg(a) for a in args), kwargs or {}, outs, multi, op))
 
     def ref(self, t):
         """How a plan gets tensor t: ("slot", s), ("var", v) (read at use), ("arg_var", i) or ("const", a)."""
@@ -385,7 +385,7 @@ def _rename(n, alias):
     if kind == "call":
         return (kind, n[1], n[2], tuple(f(r) for r in n[3]), n[4])
     if kind == "acall":
-        return (kind, n[1], _rename_refs(n[2], f), n[3], n[4], n[5])
+        return (kind, n[1], _rename_refs(n[2], f), n[3], n[4], n[5], n[6])
     if kind == "guard":
         r = alias.get(n[1])
         if r is not None and r[0] == "slot":
@@ -464,7 +464,7 @@ class FusedKernel:
 
     def describe(self):
         return "%s %s x%d: %s" % (self.dtype, self.shape, len(self.members),
-                                  " -> ".join(m[1].name for m in self.members))
+                                  " -> ".join(_view(m)[0] for m in self.members))
 
     def run(self, *arrays):
         """Allocates the outputs and runs the loop over the flattened arrays (inputs made contiguous)."""
@@ -486,36 +486,71 @@ def _input_kind(shape, ex_shape):
     return None
 
 
+def _view(n):
+    """(label, refs, build, out slot, cache key) of a node fusion may take, else None: an elementwise
+    op's forward, an elementwise op's gradient rule (a backward step), or a cotangent sum."""
+    if n[0] == "op":
+        _, op, refs, attrs, outs = n
+        if not op.elementwise or op.multi_out or len(outs) != 1:
+            return None
+        return (op.name, refs, lambda *a: op.forward(symbolic.NS, *a, **attrs), outs[0], (op.name, attrs))
+    if n[0] == "acall" and not n[5]:
+        _, fn, refs, kwargs, outs, _multi, op = n
+        if fn is _plus_fn():
+            return ("add_n", refs, lambda a, b: a + b, outs[0], ("+",))
+        if op is None or not op.elementwise or op.rules is None or fn not in op.rules:
+            return None
+        # rule(F, g, out, *inputs): F is the namespace; an unsaved value is None
+        return (op.name + "'", refs[1:], lambda *a: fn(symbolic.NS, *a, **kwargs), outs[0], (fn, kwargs))
+    return None
+
+
+def _plus_fn():
+    from accel import tape  # noqa: PLC0415  (the tape sits above this module's imports)
+
+    return tape._plus
+
+
 def _fusible(n, examples):
-    _, op, refs, attrs, outs = n
-    if not op.elementwise or op.multi_out or len(outs) != 1:
+    v = _view(n)
+    if v is None:
         return None
-    ex = examples[outs[0]]
+    _, refs, build, out, key = v
+    ex = examples[out]
     if ex.dtype not in _FUSIBLE_DTYPES and ex.dtype != np.bool_:
         return None
     shape = tuple(ex.shape)
     if not shape or int(np.prod(shape)) < 1:
         return None
+    n_args = 0
     for r in refs:
+        if r[0] == "py":
+            if r[1] is not None:
+                return None
+            continue
+        n_args += 1
         if r[0] in ("var", "arg_var"):
             a = r[1]._data if r[0] == "var" else None
             if a is None:
                 return None
-        else:
+        elif r[0] in ("slot", "const"):
             a = examples[r[1]] if r[0] == "slot" else r[1]
+        else:
+            return None
         if a.dtype not in _FUSIBLE_DTYPES and a.dtype != np.bool_:
             return None
         if _input_kind(tuple(a.shape), shape) is None:
             return None
     try:
-        key = (op.name, _attrs_key(attrs))
+        key = (key[0], _attrs_key(key[1]) if len(key) > 1 else ())
     except TypeError:
         return None
     ok = _traceable.get(key)
     if ok is None:
         try:
-            e = op.forward(symbolic.NS, *(symbolic.var("a%d" % i) for i in range(len(refs))), **attrs)
-            symbolic.const(e)
+            it = iter(range(n_args))
+            args = [None if r[0] == "py" else symbolic.var("a%d" % next(it)) for r in refs]
+            symbolic.const(build(*args))
             ok = True
         except Exception:
             ok = False
@@ -524,8 +559,8 @@ def _fusible(n, examples):
 
 
 def _float_dtype(n, examples):
-    dts = {examples[o].dtype for o in n[4]}
-    for r in n[2]:
+    dts = {examples[o].dtype for o in n[4] if o is not None}
+    for r in (n[2] if n[0] == "op" else n[2][1:]):
         if r[0] == "slot":
             dts.add(examples[r[1]].dtype)
         elif r[0] == "const":
@@ -553,17 +588,16 @@ def _fuse(nodes, examples, out_refs, kernels):
         g_idx = len(out)
         out.append(("kernel", g))
         for m in g.members:
-            for o in m[4]:
-                producer[o] = g_idx
+            producer[_view(m)[3]] = g_idx
 
     for n in nodes:
-        shape = _fusible(n, examples) if n[0] == "op" else None
+        shape = _fusible(n, examples) if n[0] in ("op", "acall") else None
         dt = _float_dtype(n, examples) if shape is not None else None
         used = set(_used_slots(n))
         for g in list(open_groups.values()):
             if (shape is None or (g.shape, g.dtype) != (shape, dt)) and used & g.slots:
                 close(g)
-        if n[0] != "op" or shape is None or dt is None:
+        if shape is None or dt is None:
             if n[0] in ("assign", "call", "guard", "host"):
                 for g in list(open_groups.values()):
                     close(g)
@@ -573,7 +607,7 @@ def _fuse(nodes, examples, out_refs, kernels):
         if g is None:
             g = open_groups[(shape, dt)] = FusedKernel(shape, dt)
         g.members.append(n)
-        g.slots.update(n[4])
+        g.slots.add(_view(n)[3])
     for g in list(open_groups.values()):
         close(g)
     # escaping values: read by a node outside the group, or returned
@@ -588,7 +622,7 @@ def _fuse(nodes, examples, out_refs, kernels):
         for other in kernel_nodes:
             if other is not g:
                 for m in other.members:
-                    readers.update(s for s in (r[1] for r in m[2] if r[0] == "slot") if s in g.slots)
+                    readers.update(s for s in _used_slots(m) if s in g.slots)
     for g in kernel_nodes:
         _build_kernel(g, examples, readers, ret)
         kernels.append(g)
@@ -600,9 +634,12 @@ def _build_kernel(g, examples, readers, ret):
     inputs = []
     in_key = {}
     for m in g.members:
-        _, op, refs, attrs, outs = m
+        _, refs, build, out, _ = _view(m)
         args = []
         for r in refs:
+            if r[0] == "py":
+                args.append(None)
+                continue
             if r[0] == "slot" and r[1] in env:
                 args.append(env[r[1]])
                 continue
@@ -612,7 +649,7 @@ def _build_kernel(g, examples, readers, ret):
                 name = in_key[k] = "a%d" % len(inputs)
                 inputs.append(r)
             args.append(symbolic.var(name))
-        env[outs[0]] = symbolic.const(op.forward(symbolic.NS, *args, **attrs))
+        env[out] = symbolic.const(build(*args))
     g.outputs = [s for s in g.slots if readers.get(s) or s in ret]
     g.outputs.sort()
     g.inputs = inputs
@@ -709,7 +746,7 @@ def _emit(nodes, input_slots, out_refs):
             else:
                 lines.append("    v%d = %s" % (outs[0], _as_array(call)))
         elif kind == "acall":
-            _, fn, refs, kwargs, outs, multi = n
+            _, fn, refs, kwargs, outs, multi, _op = n
             call = "%s(%s%s)" % (name(fn, "r"), ", ".join(aexpr(r) for r in refs),
                                  (", **" + name(kwargs, "a")) if kwargs else "")
             if multi:
@@ -787,6 +824,13 @@ class Function:
         except (TypeError, ValueError):
             self._sig = None
         self._cache = collections.OrderedDict()  # key -> ConcreteFunction
+        self._fast = {}  # positional Tensor / Python-scalar arguments' key -> the full key
+        # the fast key serves functions whose parameters are all plain positional ones without defaults
+        params = list(self._sig.parameters.values()) if self._sig is not None else None
+        plain = params is not None and all(
+            p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
+        self._n_plain = len(params) if plain else -1
+        self._last_key = None
         self._generic = {}  # reduce_retracing: leaf path -> generalized shape
         self._traces = 0
         self._history = collections.deque(maxlen=10)
@@ -878,8 +922,28 @@ class Function:
     def __call__(self, *args, **kwargs):
         if recorder.state.trace is not None:  # called while another function traces: inline it
             return self.python_function(*args, **kwargs)
+        fast = None
+        if not kwargs and self._n_plain == len(args) and self.input_signature is None and not self.reduce_retracing:
+            fast = _fast_key(args)
+            if fast is not None:
+                cf = self._cache.get(self._fast.get(fast))
+                if cf is not None:
+                    arrays = [a._data for a in args if type(a) is Tensor]
+                    for plan in cf.plans:
+                        result = self._replay(plan, arrays, ())
+                        if result is not _MISS:
+                            return result
+        result = self._call_slow(args, kwargs)
+        if fast is not None:
+            if len(self._fast) > 4 * MAX_CACHED:
+                self._fast.clear()
+            self._fast[fast] = self._last_key
+        return result
+
+    def _call_slow(self, args, kwargs):
         named = self._canonical(args, kwargs)
         key, leaves, structure = self._key(named)
+        self._last_key = key
         with self._lock:
             cf = self._cache.get(key)
             if cf is not None:
@@ -1054,6 +1118,24 @@ def _changing_argument(history, names):
 
 
 _MISS = object()
+_SCALARS = (int, float, bool)
+
+
+def _fast_key(args):
+    """The key of a call with only plain Tensors and Python scalars as positional arguments, else None."""
+    key = []
+    for a in args:
+        t = type(a)
+        if t is Tensor:
+            d = a._data
+            if type(d) is not np.ndarray:
+                return None
+            key.append((d.shape, d.dtype))
+        elif t in _SCALARS:
+            key.append(("py", a))
+        else:
+            return None
+    return tuple(key)
 
 
 def _with_pyconsts(run, out_refs):

@@ -474,7 +474,7 @@ def _backward_pass(tape, nodes, flat_targets, flat_sources, flat_og, tensor_mode
             if gi is None:  # no hook, or the hook left this input to its rule
                 gi = rule(F, g, out, *vals, **attrs) if attrs else rule(F, g, out, *vals)
                 if trace is not None and gi is not None:
-                    trace.array_call(rule, (F, g, out, *vals), attrs, gi)
+                    trace.array_call(rule, (F, g, out, *vals), attrs, gi, op)
             if gi is None:
                 continue
             if check is not None:

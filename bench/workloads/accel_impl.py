@@ -36,6 +36,12 @@ def count_ops(step):
     return prof.total_ops
 
 
-MLP = {"eager": lambda params, x, y, device: _tf_style.MLPStep(tf, params, x, y, device)}
-TAPE = {"eager": lambda x0, n_ops, device: _tf_style.Chain(tf, x0, n_ops, device)}
+MLP = {
+    "eager": lambda params, x, y, device: _tf_style.MLPStep(tf, params, x, y, device),
+    "accel.function": lambda params, x, y, device: _tf_style.MLPStep(tf, params, x, y, device, compiled=True),
+}
+TAPE = {
+    "eager": lambda x0, n_ops, device: _tf_style.Chain(tf, x0, n_ops, device),
+    "accel.function": lambda x0, n_ops, device: _tf_style.Chain(tf, x0, n_ops, device, compiled=True),
+}
 RECORD = {"eager": lambda x0, device: _tf_style.recorder(tf, x0, device)}
