@@ -18,6 +18,7 @@ import threading
 
 import numpy as np
 
+from accel.kernel_registry import entry_point
 from accel.ops import generated_loops
 
 prange = range  # replaced by numba.prange when numba loads (globals bind at compile time)
@@ -201,6 +202,7 @@ def _sigmoid_np(x, out):
 _ONE = np.float32(1)
 
 
+@entry_point
 def activation_bwd(name, g, saved, alpha=None, out=None):
     """gx = the rule of op `name` per element, by the numba loop generated from it; `saved` is the x
     or out that generated_loops.KERNELS[name] names, alpha the kernel's scalar where it takes one."""
@@ -249,6 +251,7 @@ def _need_numba(fn, *arrays):
                          % (fn, ", ".join(str(a.dtype) for a in arrays)))
 
 
+@entry_point
 def adam_update(p, g, m, v, vhat, alpha, b1, b2, eps, lr, wd=0.0):
     """In-place Adam/AdamW/AMSGrad step; alpha from adam_alpha(), wd = AdamW's decay."""
     _check("adam_update", p=p, g=g, m=m, v=v, vhat=vhat)
@@ -315,6 +318,7 @@ def _adam_multi_kernel(dtype):
     return f
 
 
+@entry_point
 def adam_multi_update(ps, gs, ms, vs, vhats, alpha, b1, b2, eps, lr, wd=0.0):
     """adam_update over many tensors of one dtype in one call (vhats: list or None)."""
     fn = "adam_multi_update"
@@ -366,6 +370,7 @@ def _softmax_xent_sparse_fwd_nb(loss, x, labels):
         loss[r] = np.log(total) - (x[r, labels[r]] - mx)
 
 
+@entry_point
 def softmax_xent_sparse_fwd(logits, labels, out=None):
     """loss[r] = -log_softmax(logits)[r, labels[r]], one pass per row (labels in [0, C))."""
     fn = "softmax_xent_sparse_fwd"
@@ -418,6 +423,7 @@ def softmax_xent_bwd_numpy(logits, labels, g, sparse, out=None):
     return d
 
 
+@entry_point
 def softmax_xent_bwd(logits, labels, g, sparse, out=None):
     """dlogits = g[:, None] * (softmax(logits) - labels), one pass per row.
 
@@ -446,6 +452,7 @@ def softmax_xent_bwd(logits, labels, g, sparse, out=None):
     return softmax_xent_bwd_numpy(logits, labels, g, sparse, d)
 
 
+@entry_point
 def sgd_update(p, g, lr, m=None, momentum=0.0, nesterov=False, wd=0.0):
     """In-place SGD; with m (momentum buffer): m = m*momentum - g*lr; p += m (or nesterov)."""
     _check("sgd_update", p=p, g=g, m=m)
@@ -457,6 +464,7 @@ def sgd_update(p, g, lr, m=None, momentum=0.0, nesterov=False, wd=0.0):
     _update("sgd_nesterov" if nesterov else "sgd_momentum", *_flat(p, g, m), *_scal(p, lr, momentum, wd))
 
 
+@entry_point
 def rmsprop_update(p, g, v, lr, rho, eps, m=None, momentum=0.0, mg=None, wd=0.0):
     """In-place RMSprop (Keras: eps inside the sqrt); m = momentum buffer, mg = centered mean."""
     _check("rmsprop_update", p=p, g=g, v=v, m=m, mg=mg)
@@ -466,6 +474,7 @@ def rmsprop_update(p, g, v, lr, rho, eps, m=None, momentum=0.0, mg=None, wd=0.0)
     _update(name, *_flat(*arrays), *_scal(p, lr, rho, 1 - rho, momentum, eps, wd))
 
 
+@entry_point
 def adagrad_update(p, g, acc, lr, eps, wd=0.0):
     """In-place Adagrad: acc += g^2; p -= lr*g/sqrt(acc + eps)."""
     _check("adagrad_update", p=p, g=g, acc=acc)
@@ -473,6 +482,7 @@ def adagrad_update(p, g, acc, lr, eps, wd=0.0):
     _update("adagrad", *_flat(p, g, acc), *_scal(p, lr, eps, wd))
 
 
+@entry_point
 def lion_update(p, g, m, lr, b1, b2, wd=0.0):
     """In-place Lion: p -= lr*sign(m*b1 + g*(1-b1)); m = m*b2 + g*(1-b2)."""
     _check("lion_update", p=p, g=g, m=m)
@@ -490,6 +500,7 @@ def _dropout_nb(gx, g, keep, scale):
         gx[i] = g[i] * scale if keep[i] else g.dtype.type(0)
 
 
+@entry_point
 def dropout_bwd(g, mask, scale, out=None):
     """gx = where(mask, g * scale, 0); mask a bool array of g's shape."""
     fn = "dropout_bwd"
@@ -533,6 +544,7 @@ def _sigmoid_xent_f32():
     return f
 
 
+@entry_point
 def sigmoid_xent_bwd(x, z, g, out=None):
     """gx = g * (sigmoid(x) - z), elementwise in one pass."""
     _check("sigmoid_xent_bwd", x=x, z=z, g=g, out=out)
@@ -579,6 +591,7 @@ def _layer_norm_nb(dx, acc_g, acc_b, g, x, gamma, eps):
             dx[r, c] = rstd * (g[r, c] * gamma[c] - s1 - xh * s2)
 
 
+@entry_point
 def layer_norm_bwd(g, x, gamma, eps):
     """(dx, dgamma, dbeta) of y = (x - mean) * rstd * gamma + beta over the last axis of 2-D x [N, C];
     the row statistics are recomputed from x (eps inside the square root, as Keras)."""
@@ -619,6 +632,7 @@ def accumulate_numpy(a, b):
     return a
 
 
+@entry_point
 def accumulate_(a, b):
     """a += b in place (gradient accumulation); returns a."""
     _check("accumulate_", a=a, b=b)

@@ -18,6 +18,7 @@ import numpy as np
 from accel import backend
 from accel import kernel_registry as reg
 from accel.cpu_kernels import adam_alpha  # noqa: F401  (re-exported)
+from accel.kernel_registry import entry_point
 from accel.ops.generated_loops import KERNELS as GENERATED
 
 launches: collections.Counter = collections.Counter()  # kernel name -> launches
@@ -129,6 +130,7 @@ def _ptr(a):
 # ---- elementwise backward kernels generated from the ops' rules (kernels/elementwise.cu) ----
 
 
+@entry_point
 def activation_bwd(name, g, saved, alpha=None, out=None):
     """gx = the rule of op `name` per element (saved: the x or out that GENERATED[name] names; alpha:
     the kernel's scalar, for kernels that take one)."""
@@ -158,6 +160,7 @@ def _row_block(cols):
     return (max(32, min(BLOCK, (cols + 31) // 32 * 32)),)
 
 
+@entry_point
 def softmax_xent_bwd(logits, labels, g, sparse, out=None):
     """dlogits = g[:, None] * (softmax(logits) - labels).
 
@@ -184,6 +187,7 @@ def softmax_xent_bwd(logits, labels, g, sparse, out=None):
     return d
 
 
+@entry_point
 def softmax_xent_sparse_fwd(logits, labels, out=None):
     """loss[r] = -log_softmax(logits)[r, labels[r]] (NaN for a label outside [0, C))."""
     fn = "softmax_xent_sparse_fwd"
@@ -201,6 +205,7 @@ def softmax_xent_sparse_fwd(logits, labels, out=None):
     return out
 
 
+@entry_point
 def sigmoid_xent_bwd(x, z, g, out=None):
     """gx = g * (sigmoid(x) - z), elementwise."""
     fn = "sigmoid_xent_bwd"
@@ -222,6 +227,7 @@ def _col_grid(cols):
     return (min((cols + 31) // 32, 65535),)
 
 
+@entry_point
 def bias_add_bwd(g, out=None):
     """db = g summed over every axis but the last (deterministic)."""
     fn = "bias_add_bwd"
@@ -245,6 +251,7 @@ def bias_add_bwd(g, out=None):
     return db
 
 
+@entry_point
 def dropout_bwd(g, mask, scale, out=None):
     """gx = where(mask, g*scale, 0); mask is a bool array of g's shape."""
     fn = "dropout_bwd"
@@ -262,6 +269,7 @@ def dropout_bwd(g, mask, scale, out=None):
     return gx
 
 
+@entry_point
 def layer_norm_bwd(g, x, mean, rstd, gamma=None):
     """Layer norm over the last axis: returns (dx, dgamma, dbeta).
 
@@ -314,6 +322,7 @@ def _opt_check(fn, p, g, **state):
             _check(fn, k, a, like=p)
 
 
+@entry_point
 def adam_update(p, g, m, v, vhat, alpha, b1, b2, eps, lr, wd=0.0):
     """Adam/AdamW/AMSGrad step in place; alpha = adam_alpha(lr, b1, b2, t, p.dtype); vhat=None: no amsgrad."""
     _opt_check("adam_update", p, g, m=m, v=v, vhat=vhat)
@@ -328,6 +337,7 @@ def adam_update(p, g, m, v, vhat, alpha, b1, b2, eps, lr, wd=0.0):
         )
 
 
+@entry_point
 def adam_multi_update(ps, gs, ms, vs, vhats, alpha, b1, b2, eps, lr, wd=0.0):
     """adam_update over many tensors of one dtype in one launch (vhats: list or None)."""
     fn = "adam_multi_update"
@@ -385,6 +395,7 @@ def _pointer_tables(lists):
     return rows + (dev[-1].view(cp.int64),), longest
 
 
+@entry_point
 def sgd_update(p, g, lr, m=None, momentum=0.0, nesterov=False, wd=0.0):
     """SGD in place; with momentum buffer m: m = m*momentum - g*lr; p += m (or nesterov)."""
     _opt_check("sgd_update", p, g, m=m)
@@ -403,6 +414,7 @@ def sgd_update(p, g, lr, m=None, momentum=0.0, nesterov=False, wd=0.0):
         )
 
 
+@entry_point
 def rmsprop_update(p, g, v, lr, rho, eps, m=None, momentum=0.0, mg=None, wd=0.0):
     """RMSprop in place (eps inside the sqrt, as Keras); m: momentum buffer, mg: centered mean."""
     _opt_check("rmsprop_update", p, g, v=v, m=m, mg=mg)
@@ -430,6 +442,7 @@ def rmsprop_update(p, g, v, lr, rho, eps, m=None, momentum=0.0, mg=None, wd=0.0)
         )
 
 
+@entry_point
 def adagrad_update(p, g, acc, lr, eps, wd=0.0):
     """Adagrad in place: acc += g^2; p -= lr*g/sqrt(acc + eps)."""
     _opt_check("adagrad_update", p, g, acc=acc)
@@ -444,6 +457,7 @@ def adagrad_update(p, g, acc, lr, eps, wd=0.0):
         )
 
 
+@entry_point
 def lion_update(p, g, m, lr, b1, b2, wd=0.0):
     """Lion in place: p -= lr*sign(m*b1 + g*(1-b1)); m = m*b2 + g*(1-b2)."""
     _opt_check("lion_update", p, g, m=m)
@@ -461,6 +475,7 @@ def lion_update(p, g, m, lr, b1, b2, wd=0.0):
 # ---- accumulation ----
 
 
+@entry_point
 def accumulate_(a, b):
     """a += b in place; returns a."""
     _check("accumulate_", "a", a, _WITH_HALF)
@@ -470,6 +485,7 @@ def accumulate_(a, b):
     return a
 
 
+@entry_point
 def scatter_add_rows(out, idx, src, deterministic=False):
     """out[idx[i], :] += src[i, :] in place (rows outside out are skipped); returns out.
 

@@ -83,7 +83,8 @@ def custom_gradient(f=None):
             return rule
 
         rule_cache = {}
-        op = Op("custom_gradient:" + f.__name__, forward, save_inputs=False, save_out=multi, multi_out=multi)
+        # not registered: one Op per call of a custom_gradient function, saving only what its rules read
+        op = Op("custom_gradient:" + f.__name__, forward, save="out" if multi else "none", multi_out=multi)
         op.defvjp(*[make_rule(k) for k in range(n_in + len(variables))])
         result = apply(op, tuple(inputs) + tuple(variables))
         if multi:

@@ -93,6 +93,16 @@ FAMILIES = {
 }
 
 
+# The kernel entry points of accel.cpu_kernels and accel.fused (module -> function names), each marked
+# where it is defined; accel.profiler counts a call of one as one device operation.
+ENTRY_POINTS: dict = {}
+
+
+def entry_point(fn):
+    ENTRY_POINTS.setdefault(fn.__module__, []).append(fn.__name__)
+    return fn
+
+
 def family_of(kernel_name: str) -> str:
     for fam, f in FAMILIES.items():
         if kernel_name in f.by_name:

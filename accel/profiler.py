@@ -24,6 +24,7 @@ import threading
 
 import numpy as np
 
+from accel import kernel_registry
 from accel.recorder import hooks
 
 
@@ -185,15 +186,7 @@ def _counting_kernel(name, fn):
 
 
 # the public kernel entry points: each call is one device operation
-_KERNEL_FUNCTIONS = {
-    "accel.cpu_kernels": ("activation_bwd", "softmax_xent_bwd", "softmax_xent_sparse_fwd", "adam_update",
-                          "adam_multi_update", "sgd_update", "rmsprop_update", "adagrad_update", "lion_update",
-                          "accumulate_", "dropout_bwd", "sigmoid_xent_bwd", "layer_norm_bwd"),
-    "accel.fused": ("activation_bwd", "softmax_xent_bwd", "softmax_xent_sparse_fwd", "sigmoid_xent_bwd",
-                    "bias_add_bwd", "dropout_bwd", "layer_norm_bwd", "adam_update", "adam_multi_update",
-                    "sgd_update", "rmsprop_update", "adagrad_update", "lion_update", "accumulate_",
-                    "scatter_add_rows"),
-}
+_KERNEL_MODULES = ("accel.cpu_kernels", "accel.fused")  # their entry points: kernel_registry.ENTRY_POINTS
 
 
 # the kernel entry points are wrapped while at least one thread profiles; the wrappers count for the
@@ -209,12 +202,12 @@ def _patch_kernels():
         _patch_users += 1
         if _patch_users > 1:
             return
-        for modname, names in _KERNEL_FUNCTIONS.items():
+        for modname in _KERNEL_MODULES:
             try:
                 mod = importlib.import_module(modname)
             except ImportError:
                 continue
-            for name in names:
+            for name in kernel_registry.ENTRY_POINTS.get(modname, ()):
                 fn = getattr(mod, name)
                 _patched.append((mod, name, fn))
                 setattr(mod, name, _counting_kernel(name, fn))

@@ -40,10 +40,7 @@ class Op:
                  "elementwise", "dtypes", "cut_label")
 
     def __init__(self, name, forward, save="inputs", multi_out=False, elementwise=False, dtypes="any",
-                 fused=None, fused_small=False, cut_label=None, save_inputs=None, save_out=None):
-        if save_inputs is not None or save_out is not None:  # TRANSITION: removed once every op uses save=
-            save = {(True, False): "inputs", (False, True): "out", (True, True): "inputs+out",
-                    (False, False): "none"}[(save_inputs is not False, bool(save_out))]
+                 fused=None, fused_small=False, cut_label=None):
         if save not in _SAVES:
             raise ValueError("defop(%r): save must be one of %s, got %r" % (name, ", ".join(_SAVES), save))
         if dtypes not in _DTYPE_POLICIES:
