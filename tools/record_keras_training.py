@@ -90,7 +90,83 @@ def record_trained_file():
     put("trained/iterations", int(loaded.optimizer.iterations.numpy()))
 
 
+# --- mixed precision ------------------------------------------------------------------------------------------
+def mixed_mlp():
+    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
+                             keras.layers.LayerNormalization(), keras.layers.Dense(3),
+                             keras.layers.Activation("softmax", dtype="float32")])
+
+
+def overflow_mlp():
+    return keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.Dense(1)])
+
+
+class _Scales(keras.callbacks.Callback):
+    """The loss scale, iterations and a weight after each batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.scales, self.iterations, self.kernels = [], [], []
+
+    def on_train_batch_end(self, batch, logs=None):
+        opt = self.model.optimizer
+        self.scales.append(float(opt.dynamic_scale.numpy()))
+        self.iterations.append(int(opt.iterations.numpy()))
+        self.kernels.append(self.model.layers[-1].get_weights()[0].copy())
+
+
+def record_mixed():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        # a classifier trained 2 epochs with Adam: float32 variables, float16 compute, dynamic scaling
+        x = RNG.standard_normal((16, 4)).astype("float32")
+        y = RNG.integers(0, 3, 16)
+        put("mixed/x", x)
+        put("mixed/y", y)
+        model = mixed_mlp()
+        weights = [RNG.standard_normal(w.shape).astype("float32") * 0.5 for w in model.get_weights()]
+        weights[2], weights[3] = np.ones(8, "float32"), np.zeros(8, "float32")  # LayerNormalization gamma, beta
+        for i, w in enumerate(weights):
+            put("mixed/w%d" % i, w)
+        model.set_weights(weights)
+        model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        put("mixed/optimizer_class", type(model.optimizer).__name__)
+        put("mixed/predict0", model.predict(x, verbose=0))
+        put("mixed/hidden0", model.layers[0](x).numpy())  # a float16 layer output
+        history = model.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0)
+        put_json("mixed/history", history.history)
+        for i, w in enumerate(model.get_weights()):
+            put("mixed/after%d" % i, w)
+        put("mixed/scale", float(model.optimizer.dynamic_scale.numpy()))
+        put("mixed/step_counter", int(model.optimizer.step_counter.numpy()))
+        put("mixed/iterations", int(model.optimizer.iterations.numpy()))
+
+        # float16 overflow: large targets make the scaled gradients inf until the scale has halved enough;
+        # growth every 3 finite steps then overflows again
+        x = RNG.standard_normal((48, 3)).astype("float32")
+        y = (RNG.standard_normal((48, 1)) * 200).astype("float32")
+        put("overflow/x", x)
+        put("overflow/y", y)
+        model = overflow_mlp()
+        weights = [RNG.standard_normal(w.shape).astype("float32") for w in model.get_weights()]
+        for i, w in enumerate(weights):
+            put("overflow/w%d" % i, w)
+        model.set_weights(weights)
+        opt = keras.mixed_precision.LossScaleOptimizer(keras.optimizers.SGD(1e-4), initial_scale=2.0**15,
+                                                       dynamic_growth_steps=3)
+        model.compile(optimizer=opt, loss="mse")
+        scales = _Scales()
+        model.fit(x, y, batch_size=2, epochs=1, shuffle=False, verbose=0, callbacks=[scales])
+        put("overflow/scales", scales.scales)
+        put("overflow/iterations", scales.iterations)
+        put("overflow/kernels", np.stack(scales.kernels))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
 if __name__ == "__main__":
+    record_mixed()
     record_multi_output()
     record_trained_file()
     path = os.path.join(os.path.dirname(__file__), "..", "tests", "data", "keras_training.npz")

@@ -14,6 +14,7 @@ _OPTIONAL = {
     "callbacks": "accel.keras.callbacks",
     "utils": "accel.keras.utils",
     "regularizers": "accel.keras.regularizers",
+    "mixed_precision": "accel.keras.mixed_precision",
 }
 
 

@@ -85,8 +85,6 @@ def _dtype_from_config(value, who):
         name = (value.get("config") or {}).get("name")
     else:
         raise ValueError("%s: cannot read dtype %r" % (who, value))
-    if isinstance(name, str) and name.startswith("mixed_"):
-        raise NotImplementedError("%s: accel has no mixed-precision policies (got %r)" % (who, name))
     return name
 
 
@@ -214,7 +212,7 @@ def layer_config(layer):
     if isinstance(layer, functional.OpLayer):
         return {"name": layer.name}
     cls = type(layer)
-    config = {"name": layer.name, "trainable": layer.trainable, "dtype": _policy(layer.dtype)}
+    config = {"name": layer.name, "trainable": layer.trainable, "dtype": _policy(layer.dtype_policy.name)}
     aliases = _ALIASES.get(cls.__name__, {})
     own = cls.__module__.startswith("accel.")
     if cls.__name__ == "Lambda":
@@ -454,7 +452,8 @@ def model_config(model):
         if model._input is not None:
             entries.append(serialize_keras_object(model._input._keras_history[0]))
         entries += [serialize_keras_object(layer) for layer in model._layers]
-        return {"name": model.name, "trainable": model.trainable, "dtype": _policy(model.dtype), "layers": entries}
+        return {"name": model.name, "trainable": model.trainable, "dtype": _policy(model.dtype_policy.name),
+                "layers": entries}
     return layer_config(model)
 
 

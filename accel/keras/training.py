@@ -17,6 +17,7 @@ from accel.keras import losses as losses_module
 from accel.keras import metrics as metrics_module
 from accel import optimizers as optimizers_module
 from accel.ops.api import add_n, cast, concat, convert_to_tensor, gather, reduce_sum
+from accel.recorder import state as _rec
 from accel.tape import GradientTape
 from accel.tensor import Tensor
 
@@ -168,13 +169,16 @@ def _pack(x, y, sample_weight):
 
 
 def _pythonify(logs):
-    """Floats from tensors; nested dicts (such as the compiled metrics' results) are flattened."""
+    """Floats from tensors; nested dicts (such as the compiled metrics' results) are flattened. Inside
+    accel.function (a compiled train_step) the tensors stay tensors, as Keras' pythonify_logs leaves
+    symbolic ones: the loop converts them after the call."""
     out = {}
+    tracing = _rec.trace is not None
     for k, v in logs.items():
         if isinstance(v, dict):
             out.update(_pythonify(v))
         else:
-            out[k] = float(v)
+            out[k] = v if tracing and isinstance(v, Tensor) else float(v)
     return out
 
 
@@ -262,16 +266,24 @@ class Trainer:
         self._compile_metrics = None
         self._loss_tracker = None
 
-    def compile(self, optimizer="rmsprop", loss=None, metrics=None, run_eagerly=None, jit_compile=None):
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, run_eagerly=None, jit_compile=None,
+                auto_scale_loss=True):
         """Sets the optimizer, the loss and the metrics for training.
 
         `optimizer`, `loss` and each metric are objects or names ('adam', 'sgd', 'mse',
         'sparse_categorical_crossentropy', 'accuracy', ...). `run_eagerly` and `jit_compile` are
-        accepted for compatibility: accel always runs eagerly.
+        accepted for compatibility: accel always runs eagerly. Under the "mixed_float16" policy the
+        optimizer is wrapped in a LossScaleOptimizer (unless `auto_scale_loss=False`), as in Keras 3.
         """
         if loss is None:
             raise ValueError("compile: a loss is required")
         self.optimizer = optimizers_module.get(optimizer)
+        policy = getattr(self, "dtype_policy", None)
+        if auto_scale_loss and policy is not None and policy.name == "mixed_float16":
+            from accel.keras.loss_scale_optimizer import LossScaleOptimizer  # noqa: PLC0415
+
+            if not isinstance(self.optimizer, LossScaleOptimizer):
+                self.optimizer = LossScaleOptimizer(self.optimizer, name="loss_scale_optimizer")
         self.loss = loss
         self._compile_args = {"loss": loss, "metrics": metrics, "loss_weights": None}  # for get_compile_config
         loss_obj = losses_module.get(loss)
@@ -305,7 +317,11 @@ class Trainer:
             raise NotImplementedError("compile_from_config: weighted_metrics are not supported by accel (got %r)"
                                       % (config["weighted_metrics"],))
         optimizer = config.get("optimizer", "rmsprop")
-        if isinstance(optimizer, dict):
+        if isinstance(optimizer, dict) and optimizer.get("class_name") == "LossScaleOptimizer":
+            from accel.keras.loss_scale_optimizer import LossScaleOptimizer  # noqa: PLC0415
+
+            optimizer = LossScaleOptimizer.from_config(optimizer.get("config") or {})
+        elif isinstance(optimizer, dict):
             optimizer = optimizers_module.deserialize(optimizer)
         kwargs = {}
         if config.get("loss_weights") is not None:
@@ -367,9 +383,11 @@ class Trainer:
         with GradientTape() as tape:
             y_pred = self(x, training=True)
             loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+            # Keras: the optimizer scales the loss (LossScaleOptimizer, loss_scale_factor) and unscales the grads
+            scaled = self.optimizer.scale_loss(loss)
         self._track_loss(x, loss)
         variables = self.trainable_variables
-        grads = tape.gradient(loss, variables)
+        grads = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(grads, variables, strict=True))
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 

@@ -145,9 +145,15 @@ class Layer(Module):
         # Keras names need not be Python identifiers, so Module.__init__ (which checks that) is not called
         with name_scope(self.name) as scope:
             self._name_scope = name_scope(scope)
-        self._dtype = accel.as_dtype("float32" if dtype is None else dtype)
-        if not self._dtype.is_floating:
-            raise ValueError("%s: dtype must be a float type, got %s" % (self.name, self._dtype.name))
+        from accel.keras import mixed_precision  # noqa: PLC0415
+
+        try:
+            self._dtype_policy = mixed_precision.get(dtype)
+        except ValueError as e:
+            raise ValueError("%s: dtype must be a float type or a policy name, got %r (%s)"
+                             % (self.name, dtype, e)) from None
+        self._dtype = accel.as_dtype(self._dtype_policy.variable_dtype)  # of the weights
+        self._compute_dtype = accel.as_dtype(self._dtype_policy.compute_dtype)
         self._trainable = bool(trainable)
         self.built = False
         self._own_weights = []  # (name, Variable) from add_weight, in creation order
@@ -181,8 +187,60 @@ class Layer(Module):
 
     @property
     def dtype(self):
-        """The dtype of the layer's weights and computations, as a string ('float32')."""
+        """The dtype of the layer's weights, as a string ('float32'), as Keras 3's `layer.dtype`."""
         return self._dtype.name
+
+    @property
+    def dtype_policy(self):
+        """The layer's DTypePolicy (accel.keras.mixed_precision): variable and compute dtypes."""
+        return self._dtype_policy
+
+    @dtype_policy.setter
+    def dtype_policy(self, value):
+        from accel.keras import mixed_precision  # noqa: PLC0415
+
+        policy = mixed_precision.get(value)
+        if self.built and policy.variable_dtype != self._dtype.name:
+            raise ValueError("%s: the built layer's weights are %s; a policy with variable dtype %s needs a new "
+                             "layer" % (self.name, self._dtype.name, policy.variable_dtype))
+        self._dtype_policy = policy
+        self._dtype = accel.as_dtype(policy.variable_dtype)
+        self._compute_dtype = accel.as_dtype(policy.compute_dtype)
+
+    @property
+    def compute_dtype(self):
+        return self._compute_dtype.name
+
+    @property
+    def variable_dtype(self):
+        return self._dtype.name
+
+    # Keras' `autocast`: under a mixed policy, the layer's float weights are read in the compute dtype during
+    # call. Layers that compute in float32 whatever the policy (normalizations) set it False.
+    autocast = True
+
+    def _autocast_weights(self):
+        """Replaces, until _restore_weights, each trainable float weight held in an attribute of this layer and
+        of its nested layers by its cast to the compute dtype (recorded: the gradient reaches the variable)."""
+        swapped = []
+        if self._compute_dtype == self._dtype:
+            return swapped
+        for _, layer in self._iter_layers():
+            if not layer.autocast or layer._compute_dtype == layer._dtype:
+                continue
+            frozen = {id(v) for v in layer._frozen}
+            attrs = vars(layer)
+            for attr, value in list(attrs.items()):
+                if (isinstance(value, accel.Variable) and value.dtype == layer._dtype
+                        and (value.trainable or id(value) in frozen)):
+                    attrs[attr] = accel.cast(value, layer._compute_dtype)
+                    swapped.append((attrs, attr, value))
+        return swapped
+
+    @staticmethod
+    def _restore_weights(swapped):
+        for attrs, attr, value in swapped:
+            attrs[attr] = value
 
     # --- building and calling ---------------------------------------------------------------
     def build(self, input_shape=None):
@@ -200,7 +258,7 @@ class Layer(Module):
 
     def _zeros(self, shape):
         if _is_shape(shape):
-            return accel.zeros(tuple(1 if d is None else int(d) for d in shape), dtype=self._dtype)
+            return accel.zeros(tuple(1 if d is None else int(d) for d in shape), dtype=self._compute_dtype)
         if isinstance(shape, dict):
             return {k: self._zeros(s) for k, s in shape.items()}
         return [self._zeros(s) for s in shape]
@@ -234,10 +292,12 @@ class Layer(Module):
             self.build(_shapes(inputs))
         _context.training = training
         self._added_losses = []
+        swapped = self._autocast_weights()
         try:
             outputs = self.call(inputs, *args, **kwargs)
         finally:
             _context.training = outer
+            self._restore_weights(swapped)
         if self._activity_regularizer is not None:
             for out in _leaves(outputs):
                 penalty = self._activity_regularizer(out)
@@ -260,15 +320,15 @@ class Layer(Module):
         return mask if self.supports_masking else None
 
     def _convert_inputs(self, x):
-        """Arrays become tensors; float tensors are cast to the layer's dtype (Keras's autocast)."""
+        """Arrays become tensors; float tensors are cast to the layer's compute dtype (Keras's autocast)."""
         if isinstance(x, dict):
             return {k: self._convert_inputs(v) for k, v in x.items()}
         if isinstance(x, (list, tuple)) and any(isinstance(v, (accel.Tensor, np.ndarray, dict)) for v in x):
             return type(x)(self._convert_inputs(v) for v in x)
         if isinstance(x, (accel.Tensor, np.ndarray, np.generic, list, tuple)):
             t = x if isinstance(x, accel.Tensor) else accel.convert_to_tensor(x)
-            if t.dtype.is_floating and t.dtype != self._dtype:
-                t = accel.cast(t, self._dtype)
+            if t.dtype.is_floating and t.dtype != self._compute_dtype:
+                t = accel.cast(t, self._compute_dtype)
             return t
         if isinstance(x, (str, bytes)) or x is None:
             raise TypeError("%s: inputs must be tensors or arrays of numbers, got %s %r"

@@ -156,7 +156,11 @@ class Embedding(Layer):
     def call(self, inputs):
         if not inputs.dtype.is_integer:
             inputs = accel.cast(inputs, accel.int32)
-        return accel.gather(self.embeddings, inputs)
+        out = accel.gather(self.embeddings, inputs)
+        # Keras gathers the float32 table and casts the rows (autocast off): the gradient stays row-sparse
+        return out if self._compute_dtype == self._dtype else accel.cast(out, self._compute_dtype)
+
+    autocast = False
 
     def compute_mask(self, inputs, mask=None):
         """With `mask_zero=True`, `inputs != 0`: id 0 is padding, and recurrent layers skip those steps."""

@@ -60,13 +60,27 @@ class LayerNormalization(Layer):
         if self.center:
             self.beta = self.add_weight(shape=shape, initializer=self.beta_initializer, name="beta")
 
+    autocast = False  # float32 arithmetic under mixed policies, as Keras 3
+
     def call(self, inputs):
+        inputs = _upcast(inputs, self._dtype)
         if self._axes == [len(self._broadcast) - 1] and self.gamma is not None and self.beta is not None:
-            return layer_norm(inputs, self.gamma, self.beta, self.epsilon)  # one op, fused backward
-        mean, variance = accel.nn.moments(inputs, axes=self._axes, keepdims=True)
-        gamma = None if self.gamma is None else accel.reshape(self.gamma, self._broadcast)
-        beta = None if self.beta is None else accel.reshape(self.beta, self._broadcast)
-        return _normalize(inputs, mean, variance, gamma, beta, self.epsilon)
+            out = layer_norm(inputs, self.gamma, self.beta, self.epsilon)  # one op, fused backward
+        else:
+            mean, variance = accel.nn.moments(inputs, axes=self._axes, keepdims=True)
+            gamma = None if self.gamma is None else accel.reshape(self.gamma, self._broadcast)
+            beta = None if self.beta is None else accel.reshape(self.beta, self._broadcast)
+            out = _normalize(inputs, mean, variance, gamma, beta, self.epsilon)
+        return _downcast(out, self._compute_dtype)
+
+
+def _upcast(x, dtype):
+    """Half-precision inputs to the weights' dtype (Keras: normalizations overflow in float16)."""
+    return accel.cast(x, dtype) if x.dtype.is_floating and x.dtype.size < dtype.size else x
+
+
+def _downcast(x, dtype):
+    return x if x.dtype == dtype else accel.cast(x, dtype)
 
 
 class BatchNormalization(Layer):
@@ -119,7 +133,12 @@ class BatchNormalization(Layer):
             shape=shape, initializer=self.moving_variance_initializer, name="moving_variance", trainable=False
         )
 
+    autocast = False  # float32 statistics under mixed policies, as Keras 3
+
     def call(self, inputs, training=None):
+        return _downcast(self._call_f32(_upcast(inputs, self._dtype), training), self._compute_dtype)
+
+    def _call_f32(self, inputs, training):
         if training and self.trainable:
             mean, variance = accel.nn.moments(inputs, axes=self._reduction_axes)
             m = self.momentum

@@ -88,7 +88,7 @@ class _Cell(Layer):
             if self.seed is not None:
                 seed = int(np.random.SeedSequence([self.seed, self._mask_draws]).generate_state(1)[0])
                 self._mask_draws += 1
-            masks.append(accel.nn.dropout(accel.ones(shape, dtype=self._dtype), rate, seed=seed))
+            masks.append(accel.nn.dropout(accel.ones(shape, dtype=self._compute_dtype), rate, seed=seed))
         return masks
 
     def _prepare(self, batch, training):
@@ -131,7 +131,7 @@ class _Cell(Layer):
         return parts[0] if gates == 1 else accel.concat(parts, axis=-1)
 
     def get_initial_state(self, batch_size):
-        return [accel.zeros((batch_size, self.units), dtype=self._dtype)]
+        return [accel.zeros((batch_size, self.units), dtype=self._compute_dtype)]
 
     def call(self, inputs, states, training=False):
         """One step, Keras's cell API: (output, new_states) for inputs (batch, input_dim)."""
@@ -175,7 +175,7 @@ class LSTMCell(_Cell):
         return forget_ones
 
     def get_initial_state(self, batch_size):
-        return [accel.zeros((batch_size, self.units), dtype=self._dtype) for _ in range(2)]
+        return [accel.zeros((batch_size, self.units), dtype=self._compute_dtype) for _ in range(2)]
 
     def _step(self, xz, states, ctx):
         h, c = states
@@ -299,7 +299,8 @@ class RNN(Layer):
                              % (type(self).__name__, self.name, len(expected), len(states)))
         out = []
         for i, (s, shape) in enumerate(zip(states, expected, strict=True)):
-            t = accel.cast(s if isinstance(s, accel.Tensor) else accel.convert_to_tensor(np.asarray(s)), self._dtype)
+            t = s if isinstance(s, accel.Tensor) else accel.convert_to_tensor(np.asarray(s))
+            t = accel.cast(t, self._compute_dtype)
             if tuple(t.shape) != shape:
                 raise ValueError("%s %s: initial_state[%d] must have shape %s, got %s"
                                  % (type(self).__name__, self.name, i, shape, tuple(t.shape)))
@@ -330,7 +331,7 @@ class RNN(Layer):
         if steps == 0:
             raise ValueError("%s: the input has no time steps (shape %s)" % (name, tuple(x.shape)))
         if not x.dtype.is_floating:
-            x = accel.cast(x, self._dtype)
+            x = accel.cast(x, self._compute_dtype)
         states = self._initial_states(initial_state, batch)
         mask = self._check_mask(mask, batch, steps)
         cell = self.cell
@@ -360,7 +361,7 @@ class RNN(Layer):
     def _config(self):
         return dict(return_sequences=self.return_sequences, return_state=self.return_state,
                     go_backwards=self.go_backwards, unroll=self.unroll, zero_output_for_mask=self.zero_output_for_mask,
-                    dtype=self._dtype.name)
+                    dtype=self._dtype_policy.name)
 
     def _copy(self, name, go_backwards):
         """A fresh layer with the same settings (new weights), as Bidirectional makes from its layer."""
