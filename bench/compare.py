@@ -1,6 +1,6 @@
 """Runs every workload on the floor, accel and each installed peer; writes a report.
 
-    python -m bench.compare [--quick] [--only mlp,tape,scale,memory] [--device cpu|gpu] [--threads N]
+    python -m bench.compare [--quick] [--only mlp,tape,scale,memory,conv] [--device cpu|gpu] [--threads N]
 
 All implementations run in this one process, interleaved round by round (A B C A B C ...)
 after a shared warm-up, and each figure is the median of the rounds. Before NumPy loads,
@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 
-SECTIONS = ("mlp", "tape", "scale", "memory")
+SECTIONS = ("mlp", "tape", "scale", "memory", "conv")
 BLAS_TRAPS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
 UNSET_RECORD = "BENCH_COMPARE_UNSET"  # what the first process unset, for the report after a re-exec
@@ -229,6 +229,49 @@ def run_op_counts(runner):
     return counts
 
 
+def _torch_conv_step(dev):
+    """PyTorch's Conv2D forward + backward on bench.bench_conv's problem (NCHW, its native layout)."""
+    import torch  # noqa: PLC0415
+
+    from bench import bench_conv  # noqa: PLC0415
+
+    x, k, b, r = bench_conv._data()
+    device = "cuda" if dev == "gpu" else "cpu"
+    xt = torch.tensor(x.transpose(0, 3, 1, 2).copy(), device=device, requires_grad=True)
+    kt = torch.tensor(k.transpose(3, 2, 0, 1).copy(), device=device, requires_grad=True)
+    bt = torch.tensor(b, device=device, requires_grad=True)
+    rt = torch.tensor(r.transpose(0, 3, 1, 2).copy(), device=device)
+
+    def step():
+        y = torch.nn.functional.conv2d(xt, kt, bt, padding="same")
+        return torch.autograd.grad((y * rt).sum(), [xt, kt, bt])
+
+    return step
+
+
+def run_conv(runner):
+    """Conv2D forward + backward (batch 32, 32x32x16 -> 32 filters 3x3, 'same', float32; gradients of input,
+    kernel and bias): accel's Conv2D layer, the NumPy im2col floor, PyTorch and TF eager where they import."""
+    from bench import bench_conv  # noqa: PLC0415
+
+    makers = [("accel", "Conv2D", bench_conv.accel_layer), ("numpy", "im2col floor", bench_conv.numpy_floor),
+              ("torch", "conv2d", lambda: _torch_conv_step(runner.device)),
+              ("tensorflow", "Conv2D eager", bench_conv.tf_eager)]
+    if runner.device == "gpu":
+        makers = [m for m in makers if m[0] in ("accel", "torch")]
+    cases = []
+    for impl, variant, make in makers:
+        try:
+            fn = make()
+        except Exception as e:  # a peer that is not installed
+            runner.skip(Case(impl, variant, None, None), e)
+            continue
+        sync = (lambda: __import__("torch").cuda.synchronize()) if impl == "torch" and runner.device == "gpu" \
+            else (lambda: None)
+        cases.append(Case(impl, variant, fn, sync))
+    return with_ratios(runner.measure(cases))
+
+
 def run_tape(runner):
     x0 = tape_input()
     cases = runner.build("TAPE", lambda f, dev: f(x0, TAPE_OPS, dev))
@@ -441,6 +484,13 @@ def render(results):
                     batch, label, r["held_bytes"] / 1e6, r["peak_bytes"] / 1e6, r["transient_bytes"] / 1e6,
                     fmt_ratio(ratio)))
         lines.append("")
+    if "conv" in results:
+        lines += ["## Conv2D forward + backward (batch 32, 32x32x16 -> 32 filters 3x3, same, float32)", "",
+                  "| implementation | median ms | q1-q3 ms | vs NumPy floor |", "|---|---|---|---|"]
+        for label, r in results["conv"].items():
+            lines.append("| %s | %.3g | %.3g-%.3g | %s |" % (label, r["median_s"] * 1e3, r["q1_s"] * 1e3,
+                                                           r["q3_s"] * 1e3, fmt_ratio(r["ratio"])))
+        lines.append("")
     if results["skipped"]:
         lines += ["## Skipped", ""] + ["- %s: %s" % kv for kv in results["skipped"].items()] + [""]
     return "\n".join(lines)
@@ -537,6 +587,9 @@ def main(argv=None):
         results["scale_batch"] = run_mlp(runner, batches, rounds=5)
     if "memory" in args.only:
         results["memory"] = run_memory(runner, MLP_BATCHES)
+    if "conv" in args.only:
+        results["conv"] = run_conv(runner)
+        print("  conv done", flush=True)
     results["skipped"] = runner.skipped
     results["meta"]["load_average_at_end"] = os.getloadavg()
 

@@ -134,3 +134,38 @@ def test_csv_logger_writes_a_row_per_epoch(tmp_path):
     m.fit(x, x[:, :1], epochs=1, batch_size=8, verbose=0,
           callbacks=[tf.keras.callbacks.CSVLogger(str(path), append=True)])
     assert len(list(csv.DictReader(open(path)))) == 4
+
+
+def test_model_to_dot_draws_every_layer_and_connection(tmp_path):
+    from accel import keras
+
+    a, b = keras.Input((3,), name="a"), keras.Input((5,), name="b")
+    cat = keras.layers.Concatenate(name="cat")([a, b])
+    out = keras.layers.Dense(1, name='out"x', activation="relu")(cat)
+    model = keras.Model([a, b], out)
+    text = keras.utils.model_to_dot(model, show_shapes=True, show_layer_activations=True, rankdir="LR")
+    assert 'n2 [label="cat (Concatenate)\\noutput: (None, 8)"];' in text
+    assert 'n3 [label="out\\"x (Dense)\\nactivation: relu\\noutput: (None, 1)"];' in text
+    assert [line.strip() for line in text.splitlines() if "->" in line] == ["n0 -> n2;", "n1 -> n2;", "n2 -> n3;"]
+    assert "rankdir=LR" in text
+    keras.utils.plot_model(model, to_file=tmp_path / "sub" / "m.dot", show_shapes=True)
+    assert (tmp_path / "sub" / "m.dot").read_text() == keras.utils.model_to_dot(model, show_shapes=True)
+    seq = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="d1"), keras.layers.Dense(3, name="d2")])
+    text = keras.utils.model_to_dot(seq, show_shapes=True)
+    assert '"d2 (Dense)\\noutput: (None, 3)"' in text and "n0 -> n1;" in text
+
+
+def test_plot_model_without_graphviz_says_what_to_install(tmp_path, monkeypatch):
+    import shutil
+
+    from accel import keras
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    with pytest.raises(ImportError, match="Graphviz's `dot` program.*model.dot"):
+        keras.utils.plot_model(model, to_file=tmp_path / "m.png")
+    assert not (tmp_path / "m.png").exists()
+    with pytest.raises(ValueError, match="rankdir"):
+        keras.utils.plot_model(model, to_file=tmp_path / "m.dot", rankdir="XY")
+    with pytest.raises(ValueError, match="extension"):
+        keras.utils.plot_model(model, to_file=tmp_path / "m")
