@@ -20,7 +20,7 @@ class DType:
 
     @property
     def is_floating(self) -> bool:
-        return self.dtype.kind == "f"
+        return self.dtype.kind == "f" or self.name == "bfloat16"
 
     @property
     def is_integer(self) -> bool:
@@ -76,7 +76,16 @@ int64 = DType(np.int64)
 uint8 = DType(np.uint8)
 bool_ = DType(np.bool_)
 
-_BY_NUMPY = {d.dtype: d for d in (float16, float32, float64, int8, int16, int32, int64, uint8, bool_)}
+try:  # bfloat16 is ml_dtypes' NumPy extension type (pip install ml_dtypes; TensorFlow and JAX ship it)
+    import ml_dtypes as _ml_dtypes
+except ImportError:  # accel.bfloat16 does not exist without it
+    _ml_dtypes = None
+_EXTRA = ()
+if _ml_dtypes is not None:
+    bfloat16 = DType(_ml_dtypes.bfloat16)
+    _EXTRA = (bfloat16,)
+
+_BY_NUMPY = {d.dtype: d for d in (float16, float32, float64, int8, int16, int32, int64, uint8, bool_) + _EXTRA}
 _NAMES = {d.name: d for d in _BY_NUMPY.values()}
 
 

@@ -118,18 +118,19 @@ class LossScaleOptimizer(Optimizer):
         trainable_variables = list(trainable_variables)
         self.build(trainable_variables)
         counter, scale = self._scale_vars
+        # tensor ops and bool() on tensors throughout, so a traced train step (accel.function) guards on them
         if not all(_finite(g) for g in grads):
             counter.assign(0)
-            scale.assign(np.float32(float(scale._data) * 0.5))
+            scale.assign(scale.read_value() * 0.5)
             return self.iterations
-        s = np.float32(float(scale._data))
+        s = scale.read_value()
         unscaled = [None if g is None else _divide(g, s) for g in grads]
         self.inner_optimizer.apply(unscaled, trainable_variables)
-        if int(counter._data) == self.dynamic_growth_steps - 1:
+        if bool(accel.equal(counter.read_value(), self.dynamic_growth_steps - 1)):
             counter.assign(0)
-            scale.assign(np.float32(s * 2.0))
+            scale.assign(s * 2.0)
         else:
-            counter.assign(int(counter._data) + 1)
+            counter.assign_add(1)
         return self.iterations
 
     def apply_gradients(self, grads_and_vars):
@@ -166,12 +167,11 @@ def _values(g):
 def _finite(g):
     if g is None:
         return True
-    data = accel.convert_to_tensor(_values(g))._data
-    return bool(backend.xp_of(data).isfinite(data).all())
+    return bool(accel.reduce_all(accel.math.is_finite(accel.convert_to_tensor(_values(g)))))
 
 
 def _divide(g, s):
     if hasattr(g, "values") and hasattr(g, "indices"):
         return type(g)(_divide(g.values, s), g.indices, getattr(g, "dense_shape", None))
     g = accel.convert_to_tensor(g)
-    return g / accel.constant(s, dtype=g.dtype)
+    return g / accel.cast(s, g.dtype)

@@ -116,7 +116,7 @@ def test_loss_scale_halves_on_overflow_skips_the_step_and_grows_as_keras(mixed_f
     model.set_weights([DATA["overflow/w%d" % i] for i in range(4)])
     opt = mixed_precision.LossScaleOptimizer(keras.optimizers.SGD(1e-4), initial_scale=2.0**15,
                                              dynamic_growth_steps=3)
-    model.compile(optimizer=opt, loss="mse")
+    model.compile(optimizer=opt, loss="mse", run_eagerly=True)
     record = _Scales()
     model.fit(DATA["overflow/x"], DATA["overflow/y"], batch_size=2, epochs=1, shuffle=False, verbose=0,
               callbacks=[record])
@@ -236,3 +236,15 @@ def test_float16_activations_take_the_generic_path_with_fused_kernels_forced(act
         loss = tf.reduce_sum(y64 * y64)
     np.testing.assert_allclose(results[0][0], y64.numpy(), rtol=4e-3, atol=4e-3)
     np.testing.assert_allclose(results[0][1], tape.gradient(loss, t64).numpy(), rtol=2e-2, atol=2e-2)
+
+
+def test_bfloat16_dtype_casts_and_mixed_bfloat16_layers_say_they_are_unsupported():
+    pytest.importorskip("ml_dtypes")
+    from accel import dtypes
+
+    x = tf.constant(np.array([1.5, -2.0, 3.0078125], np.float32))
+    b = tf.cast(x, dtypes.bfloat16)
+    assert b.dtype == dtypes.bfloat16 == tf.as_dtype("bfloat16") and b.dtype.is_floating and b.dtype.size == 2
+    np.testing.assert_array_equal(tf.cast(b, tf.float32).numpy(), [1.5, -2.0, 3.0])  # 8 bits of mantissa
+    with pytest.raises(NotImplementedError, match="bfloat16 yet.*mixed_float16"):
+        keras.layers.Dense(2, dtype="mixed_bfloat16")

@@ -152,6 +152,11 @@ class Layer(Module):
         except ValueError as e:
             raise ValueError("%s: dtype must be a float type or a policy name, got %r (%s)"
                              % (self.name, dtype, e)) from None
+        if "bfloat16" in (self._dtype_policy.compute_dtype, self._dtype_policy.variable_dtype):
+            raise NotImplementedError(
+                "%s: policy %r: accel's layers do not compute in bfloat16 yet (NumPy's matmul on ml_dtypes' "
+                "bfloat16 returns float32, so results would not stay bfloat16); use 'mixed_float16'. accel.bfloat16 "
+                "works for storage and casts" % (self.name, self._dtype_policy.name))
         self._dtype = accel.as_dtype(self._dtype_policy.variable_dtype)  # of the weights
         self._compute_dtype = accel.as_dtype(self._dtype_policy.compute_dtype)
         self._trainable = bool(trainable)
