@@ -51,6 +51,17 @@ class _GuardMiss(Exception):
 
 # --- tracing ----------------------------------------------------------------------------------
 
+class TracedValueTypeError(TypeError):
+    """float()/int() where a guard cannot serve, on a traced value (TF raises TypeError)."""
+
+
+class TracedValueAttributeError(AttributeError):
+    """.numpy() on a traced value (TF's symbolic tensors have no numpy attribute)."""
+
+
+TRACED_VALUE_ERRORS = (TracedValueTypeError, TracedValueAttributeError)
+
+
 class NotCapturable(Exception):
     """A backward pass met a value the array-level recording cannot hold (a row gradient)."""
 
@@ -99,6 +110,8 @@ class Trace:
         return ("const", a)
 
     def _arg(self, x):
+        if isinstance(x, (np.ndarray, np.generic)) and id(x) in self.array_slot:
+            return ("slot", self.array_slot[id(x)])
         if isinstance(x, np.ndarray):
             return self.aref(x)
         if isinstance(x, (tuple, list)) and any(isinstance(e, np.ndarray) for e in x):
@@ -110,7 +123,8 @@ class Trace:
 
     def array_call(self, fn, args, kwargs, result, op=None):
         """One array-level step of a backward pass (a rule, a fused hook, an unbroadcast, a sum)."""
-        if isinstance(result, np.ndarray):
+        refs = tuple(self._arg(a) for a in args)  # before the result is registered: a rule may return an input
+        if isinstance(result, (np.ndarray, np.generic)):  # NumPy's 0-d arithmetic gives scalars
             if id(result) in self.array_slot or id(result) in self.var_arrays:
                 return  # the rule handed back one of its inputs
             outs = (self.new_array_slot(result),)
@@ -122,7 +136,7 @@ class Trace:
         else:
             raise NotCapturable("a %s cotangent" % type(result).__name__)
         self.keep.append((args, result))
-        self.nodes.append(("acall", fn, tuple(self._arg(a) for a in args), kwargs or {}, outs, multi, op))
+        self.nodes.append(("acall", fn, refs, kwargs or {}, outs, multi, op))
 
     def ref(self, t):
         """How a plan gets tensor t: ("slot", s), ("var", v) (read at use), ("arg_var", i) or ("const", a)."""
@@ -176,7 +190,7 @@ class Trace:
             self.nodes.append(("guard", s, what, _py_value(t._data, what)))
             self.guards_after_write = self.guards_after_write or self._wrote
             return
-        exc = AttributeError if what in ("numpy()", "__array__") else TypeError
+        exc = TracedValueAttributeError if what in ("numpy()", "__array__") else TracedValueTypeError
         raise exc(
             "accel.function %r: %s on a traced tensor would freeze the value of the call that traced it "
             "into every later call. Return the tensor from the function and convert it outside, print it "
@@ -255,17 +269,19 @@ class _WeakKey:
         return isinstance(other, _WeakKey) and self.ref() is other.ref() and self.ref() is not None
 
 
-def _flatten(x, path, leaves, structure):
+def _flatten(x, path, leaves, sort_keys=True):
+    """The structure of x (lists, tuples, dicts; dict keys sorted for a signature, as TF's nest does, or
+    in insertion order for a result) with its leaves appended to `leaves` as (path, value)."""
     if isinstance(x, (list, tuple)) and not hasattr(x, "_fields"):
         parts = []
         for i, v in enumerate(x):
-            parts.append(_flatten(v, path + (i,), leaves, structure))
+            parts.append(_flatten(v, path + (i,), leaves, sort_keys))
         return (type(x).__name__, tuple(parts))
     if isinstance(x, tuple):  # namedtuple
-        return (type(x).__name__, tuple(_flatten(v, path + (f,), leaves, structure) for f, v in zip(x._fields, x)))
+        return (type(x).__name__, tuple(_flatten(v, path + (f,), leaves, sort_keys) for f, v in zip(x._fields, x)))
     if isinstance(x, dict):
-        keys = sorted(x, key=repr)
-        return ("dict", tuple((k, _flatten(x[k], path + (k,), leaves, structure)) for k in keys))
+        keys = sorted(x, key=repr) if sort_keys else list(x)
+        return ("dict", tuple((k, _flatten(x[k], path + (k,), leaves, sort_keys)) for k in keys))
     leaves.append((path, x))
     return None
 
@@ -298,7 +314,7 @@ class Plan:
         nodes, out_refs = _dce(nodes, out_refs)
         self.kernels = []
         if fuse:
-            nodes = _fuse(nodes, trace.examples, out_refs, self.kernels)
+            nodes = _fuse(nodes, trace.examples, out_refs, self.kernels, exact=fuse == "exact")
         self.nodes = nodes
         self.out_refs = out_refs
         self.writes = _written(nodes)
@@ -511,7 +527,12 @@ def _plus_fn():
     return tape._plus
 
 
-def _fusible(n, examples):
+# functions whose NumPy and generated-loop results may differ in the last bits (libm or accel.cpu_math
+# against NumPy's SIMD ufuncs); the basic arithmetic, comparisons, selects and sqrt are IEEE-exact in both
+_INEXACT = {"exp", "expm1", "log", "log1p", "tanh", "erf", "sin", "cos", "sinh", "cosh"}
+
+
+def _fusible(n, examples, exact=False):
     v = _view(n)
     if v is None:
         return None
@@ -550,12 +571,14 @@ def _fusible(n, examples):
         try:
             it = iter(range(n_args))
             args = [None if r[0] == "py" else symbolic.var("a%d" % next(it)) for r in refs]
-            symbolic.const(build(*args))
-            ok = True
+            e = symbolic.const(build(*args))
+            ok = "inexact" if any(m.op in _INEXACT for m in symbolic.postorder(e)) else "exact"
         except Exception:
             ok = False
         _traceable[key] = ok
-    return shape if ok else None
+    if not ok or (exact and ok == "inexact"):
+        return None
+    return shape
 
 
 def _float_dtype(n, examples):
@@ -571,7 +594,7 @@ def _float_dtype(n, examples):
     return dts.pop() if len(dts) == 1 else None
 
 
-def _fuse(nodes, examples, out_refs, kernels):
+def _fuse(nodes, examples, out_refs, kernels, exact=False):
     """Groups elementwise op nodes of one shape and float dtype into FusedKernels (greedy, in program
     order: a group runs where it closes, which is before the first node outside it that reads it)."""
     if not _numba_ready():
@@ -591,7 +614,7 @@ def _fuse(nodes, examples, out_refs, kernels):
             producer[_view(m)[3]] = g_idx
 
     for n in nodes:
-        shape = _fusible(n, examples) if n[0] in ("op", "acall") else None
+        shape = _fusible(n, examples, exact) if n[0] in ("op", "acall") else None
         dt = _float_dtype(n, examples) if shape is not None else None
         used = set(_used_slots(n))
         for g in list(open_groups.values()):
@@ -878,7 +901,7 @@ class Function:
 
     def _key(self, named):
         leaves = []
-        structure = _flatten([v for _, v in named], (), leaves, None)
+        structure = _flatten([v for _, v in named], (), leaves)
         names = tuple(k for k, _ in named)
         keys = []
         for path, x in leaves:
@@ -1012,7 +1035,7 @@ class Function:
         try:
             result = self.python_function(*pos, **kw)
             out_leaves = []
-            out_structure = _flatten(result, (), out_leaves, None) if result is not None else None
+            out_structure = _flatten(result, (), out_leaves, sort_keys=False) if result is not None else None
             out_refs = []
             for _, v in out_leaves:
                 if isinstance(v, Tensor):
@@ -1023,7 +1046,9 @@ class Function:
             recorder.hooks.set_trace(prev_hook)
             assert recorder.state.trace is old or old is None
         self._first_traced = True
-        fuse = self.jit_compile is not False
+        # jit_compile=True fuses every elementwise chain (results within a few ulp of eager); the default
+        # fuses only what stays bitwise equal to eager (no exp/log/tanh/erf in a fused loop); False: none
+        fuse = {True: True, False: False}.get(self.jit_compile, "exact")
         plan_refs = [r for r in out_refs if r[0] != "pyconst"]
         plan = Plan(trace, input_slots, plan_refs, None, fuse)
         plan.arg_shapes = [tuple(a.shape) for a in arrays]

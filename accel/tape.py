@@ -508,7 +508,10 @@ def _backward_pass(tape, nodes, flat_targets, flat_sources, flat_og, tensor_mode
                     raise trace.NotCapturable("row gradient")
                 g = IndexedSlices(Tensor(g.values), Tensor(g.indices), np.asarray(g.shape, np.int64))
             elif g is not None and not tensor_mode:
-                g = Tensor(core.as_array(g if profile is None else profiler.plain(g)))
+                a = core.as_array(g if profile is None else profiler.plain(g))
+                if trace is not None and a is not g:  # a NumPy scalar made a 0-d array
+                    trace.array_call(core.as_array, (g,), empty, a)
+                g = Tensor(a)
             result.append(g)
         else:
             result.append(None)

@@ -9,7 +9,7 @@ import numpy as np
 from accel import backend, sites
 from accel.dtypes import as_dtype
 from accel.errors import InvalidArgumentError
-from accel.ops.creation import identity
+from accel.ops.core import apply, defop
 from accel.recorder import note_exit, state as _rec
 from accel.tensor import Tensor, TensorShape, to_array
 
@@ -79,14 +79,9 @@ class Variable(Tensor):
         return self.read_value()
 
     def read_value(self):
-        """A snapshot of the current value; later assignments do not change it."""
-        out = Tensor(self._data.copy())
-        if _rec.tapes:
-            # recorded so gradients flow to the variable through the snapshot
-            snap = identity(self)
-            snap._data = out._data
-            return snap
-        return out
+        """A snapshot of the current value; later assignments do not change it. An op, so a tape passes
+        gradients through it to the variable and accel.function reads the variable on every call."""
+        return apply(_read_value, (self,))
 
     def get_shape(self):
         return TensorShape(self._data.shape)
@@ -214,3 +209,5 @@ class Variable(Tensor):
     def scatter_nd_update(self, indices, updates):
         raise NotImplementedError("Variable.scatter_nd_update is not supported yet")
 
+
+_read_value = defop("read_value", lambda xp, x: x.copy(), lambda F, g, out, x: g, save="none")

@@ -272,6 +272,7 @@ NO_GRADIENT = {
 }
 # Ops with a rule but no row in the gradient tables, and where their gradient is checked instead.
 NO_ROW = {
+    "read_value": "a Variable's snapshot (identity rule): test_tape.py::test_gradient_flows_through_read_value",
     "cast": "float-to-float only, so a row would difference in float32: test_cast_gradient_is_the_cotangent_cast",
     "to_device": "needs a second device: test_to_device_gradient_returns_to_the_source_device (GPU)",
     "max_pool_grad_grad": "max_pool's third derivative (zero almost everywhere); tests/test_conv_ops.py checks "

@@ -417,3 +417,13 @@ def test_gradient_inside_own_context_of_persistent_tape(device):
         y = x * x
         g = tape.gradient(y, x)
     assert float(g) == 4.0
+
+
+def test_gradient_flows_through_read_value():
+    v = tf.Variable([1.0, 2.0])
+    with tf.GradientTape() as tape:
+        y = tf.reduce_sum(v.read_value() * 3.0)
+    np.testing.assert_array_equal(tape.gradient(y, v).numpy(), [3.0, 3.0])
+    snap = v.read_value()
+    v.assign([5.0, 6.0])
+    np.testing.assert_array_equal(snap.numpy(), [1.0, 2.0])

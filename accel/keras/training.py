@@ -8,6 +8,7 @@ The mixin relies only on the model's own interface: `self(x, training=...)`,
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -168,6 +169,12 @@ def _pack(x, y, sample_weight):
     return (x, y) if sample_weight is None else (x, y, sample_weight)
 
 
+def _traced_value_errors():
+    from accel.function import TRACED_VALUE_ERRORS  # noqa: PLC0415
+
+    return TRACED_VALUE_ERRORS
+
+
 def _pythonify(logs):
     """Floats from tensors; nested dicts (such as the compiled metrics' results) are flattened. Inside
     accel.function (a compiled train_step) the tensors stay tensors, as Keras' pythonify_logs leaves
@@ -295,6 +302,10 @@ class Trainer:
         self._loss_tracker = metrics_module.Mean(name="loss")
         self.stop_training = False
         self._compiled = True
+        # Keras' default: train/test/predict steps run compiled (accel.function); run_eagerly=True keeps them eager
+        self.run_eagerly = bool(run_eagerly)
+        self._jit_compile = jit_compile
+        self._step_functions = {}
 
     def get_compile_config(self):
         """compile()'s arguments in Keras 3's JSON form (config.json's `compile_config`), or None if not compiled.
@@ -377,6 +388,49 @@ class Trainer:
         # the epoch's loss is the mean of the batch losses weighted by batch size
         self._loss_tracker.update_state(loss, sample_weight=_leaves(x)[0].shape[0])
 
+    def _step_function(self, kind):
+        """self.train_step / test_step as the loops call it: wrapped in accel.function unless run_eagerly.
+        A first trace that reads a traced value into Python (a custom metric calling float()) is undone
+        (the model's, optimizer's and metrics' variables restored) and the model runs eagerly from then on,
+        with a warning."""
+        step = getattr(self, kind)
+        if getattr(self, "run_eagerly", True):
+            return step
+        fns = self.__dict__.setdefault("_step_functions", {})
+        fn = fns.get(kind)
+        if fn is None:
+            from accel.function import function as _function  # noqa: PLC0415  (above the Keras training loop)
+
+            fn = fns[kind] = _function(step, jit_compile=getattr(self, "_jit_compile", None))
+
+        def run(data):
+            if fn.experimental_get_tracing_count():
+                return fn(data)
+            saved = [(v, v.numpy()) for v in self._state_variables()]
+            try:
+                return fn(data)
+            except _traced_value_errors() as e:
+                for v, a in saved:
+                    v.assign(a)
+                warnings.warn("%s: %s cannot run compiled (%s); running eagerly (compile(run_eagerly=True) "
+                              "says so up front)" % (type(self).__name__, kind, str(e).split(" would ")[0]),
+                              RuntimeWarning, stacklevel=3)
+                self.run_eagerly = True
+                return step(data)
+
+        return run
+
+    def _state_variables(self):
+        seen, out = set(), []
+        groups = [self.variables, getattr(self.optimizer, "variables", [])]
+        groups += [m.variables for m in self.metrics if hasattr(m, "variables")]
+        for group in groups:
+            for v in group:
+                if id(v) not in seen:
+                    seen.add(id(v))
+                    out.append(v)
+        return out
+
     def train_step(self, data):
         """One optimizer step on a batch `(x, y[, sample_weight])`; returns the running logs."""
         x, y, sample_weight = unpack_x_y_sample_weight(data)
@@ -447,7 +501,7 @@ class Trainer:
             for step, batch in enumerate(train.epoch(rng)):
                 ran = True
                 cbs.on_train_batch_begin(step)
-                logs = _pythonify(self.train_step(_pack(*batch)))
+                logs = _pythonify(self._step_function("train_step")(_pack(*batch)))
                 cbs.on_train_batch_end(step, logs)
                 if self.stop_training:  # a callback (TerminateOnNaN) may stop within the epoch, as in Keras
                     break
@@ -472,7 +526,7 @@ class Trainer:
         cbs.on_test_begin()
         for step, batch in enumerate(batches.epoch()):
             cbs.on_test_batch_begin(step)
-            logs = _pythonify(self.test_step(_pack(*batch)))
+            logs = _pythonify(self._step_function("test_step")(_pack(*batch)))
             cbs.on_test_batch_end(step, logs)
         cbs.on_test_end(logs)
         return logs
