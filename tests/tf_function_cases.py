@@ -29,6 +29,9 @@ def _val(x):
         return {"py": type(x).__name__, "value": x}
     if hasattr(x, "numpy"):
         a = np.asarray(x.numpy())
+        if a.dtype.kind in "OSU":  # a TF string tensor
+            return {"dtype": "string", "value": np.vectorize(lambda b: b.decode() if isinstance(b, bytes) else b,
+                                                             otypes=[object])(a).tolist()}
         return {"dtype": a.dtype.name, "value": a.tolist()}
     return {"py": type(x).__name__}
 
@@ -360,6 +363,54 @@ def variables_as_arguments(tf):
     return r.done(final=[_val(v) for v in [v1, v2, v3, v4]])
 
 
+def variables_in_a_list(tf):
+    """A Keras-like step over a list of Variables: another list of the same shapes reuses the trace."""
+    r = Run(tf)
+
+    def f(vs, x):
+        r.tick()
+        for v in vs:
+            v.assign_sub(x * v)
+        return tf.add_n([tf.reduce_sum(v) for v in vs])
+
+    fn = tf.function(f)
+    a = [tf.Variable(np.array([1.0, 2.0], np.float32)), tf.Variable(np.array(3.0, np.float32))]
+    b = [tf.Variable(np.array([4.0, 5.0], np.float32)), tf.Variable(np.array(6.0, np.float32))]
+    x = _f32(tf, 0.5)
+    for vs in [a, b, a, b[:1]]:
+        r.call(fn, vs, x)
+    return r.done(final=[_val(v) for v in a + b])
+
+
+def no_return_value(tf):
+    r = Run(tf)
+    v = tf.Variable(np.array([0.0, 0.0], np.float32))
+
+    def f(x):
+        r.tick()
+        v.assign_add(x)
+
+    fn = tf.function(f)
+    for _ in range(3):
+        r.call(fn, _f32(tf, [1.0, 2.0]))
+    return r.done(final=[_val(v)])
+
+
+def python_outputs(tf):
+    """Non-tensor outputs come back as the Python values of the trace."""
+    r = Run(tf)
+
+    def f(x, n):
+        r.tick()
+        return {"y": x * 2, "n": n + 1, "none": None, "pair": (x, "s")}
+
+    fn = tf.function(f)
+    r.call(fn, _f32(tf, [1.0]), 1)
+    r.call(fn, _f32(tf, [2.0]), 1)
+    r.call(fn, _f32(tf, [2.0]), 2)
+    return r.done()
+
+
 def variable_vs_tensor(tf):
     r = Run(tf)
 
@@ -490,6 +541,49 @@ def closure_variable(tf):
     r.call(fn, a)
     v.assign(5.0)  # a Variable is read on every call
     r.call(fn, a)
+    return r.done()
+
+
+def closure_variable_rebound(tf):
+    """Rebinding the closed-over name to another Variable: the trace keeps the first one."""
+    r = Run(tf)
+    v = tf.Variable(1.0)
+
+    def f(x):
+        r.tick()
+        return x + v
+
+    fn = tf.function(f)
+    a = _f32(tf, [1.0, 2.0])
+    r.call(fn, a)
+    v = tf.Variable(10.0)
+    r.call(fn, a)
+    return r.done()
+
+
+class _Unhashable:
+    __hash__ = None
+
+    def __init__(self, k):
+        self.k = k
+
+    def __eq__(self, other):
+        return isinstance(other, _Unhashable) and other.k == self.k
+
+
+def unhashable_object(tf):
+    r = Run(tf)
+
+    def f(o, x):
+        r.tick()
+        return x * o.k
+
+    fn = tf.function(f)
+    a = _f32(tf, [1.0, 2.0])
+    o = _Unhashable(2.0)
+    r.call(fn, o, a)
+    r.call(fn, o, a)
+    r.call(fn, _Unhashable(2.0), a)
     return r.done()
 
 

@@ -22,6 +22,7 @@ for name, case in CASES.items():
     except Exception as e:  # a case must record its errors per call; one escaping is a bug in the case
         raise RuntimeError("case %s raised outside a recorded call" % name) from e
 path = os.path.join(os.path.dirname(__file__), "..", "tests", "data", "tf_function.json")
+text = json.dumps(out, indent=1, sort_keys=True)  # before opening: a failure leaves the old file whole
 with open(path, "w") as f:
-    json.dump(out, f, indent=1, sort_keys=True)
+    f.write(text)
 print("wrote %s (%d cases, TF %s)" % (path, len(out["cases"]), tf.__version__))
