@@ -85,6 +85,7 @@ class Trace:
         self.array_slot = {}  # id(array) -> slot (the arrays stay alive in self.keep / self.examples)
         self.guards_after_write = False
         self._wrote = False
+        self.created_variables = False
 
     def new_slot(self, t):
         s = self.new_array_slot(t._data)
@@ -197,6 +198,7 @@ class Trace:
             "with accel.print (runs on every call), or keep computing with accel ops." % (self.fn_name, what))
 
     def variable_created(self):
+        self.created_variables = True
         if not self.first_trace and not self.paused:
             raise ValueError("Creating variables on a non-first call to a function decorated with accel.function "
                              "(%s); create them on the first call or outside the function (tf.function has the "
@@ -983,7 +985,7 @@ class Function:
                 result = self._replay(plan, arrays, arg_vars)
                 if result is not _MISS:
                     return result
-            counted = False
+            counted = not cf.plans  # the trace after a variable-creating first trace counts, as TF's second
         else:
             cf = ConcreteFunction(self, key)
             counted = True
@@ -1060,11 +1062,16 @@ class Function:
         if result is None:
             plan.run = _returns_none(plan.run)
         with self._lock:
-            cf.plans.insert(0, plan)
-            del cf.plans[8:]
+            # a trace that created variables (a lazily built model or optimizer) may have read them before
+            # they existed (an optimizer's initial loss scale): like TF, which traces such a first call twice,
+            # the next call traces again, with the variables in place, and only that plan is kept
+            if not trace.created_variables:
+                cf.plans.insert(0, plan)
+                del cf.plans[8:]
             if counted:
                 self._traces += 1
-                self._note_retrace(key)
+                if key not in self._cache:
+                    self._note_retrace(key)
                 self._cache[key] = cf
                 while len(self._cache) > MAX_CACHED:
                     self._cache.popitem(last=False)

@@ -115,8 +115,8 @@ def test_training_with_a_captured_step_reaches_eager_weights_step_for_step(opt):
             loss = step(tf.constant(x), tf.constant(y))
             history.append((float(loss), [p.numpy().copy() for p in params]))
         runs.append(history)
-        if capture:
-            assert step.experimental_get_tracing_count() == 1
+        if capture:  # Adam creates its slots in the first call, which then traces again (TF: twice in call 1)
+            assert step.experimental_get_tracing_count() == (2 if opt == "Adam" else 1)
     for (l0, w0), (l1, w1) in zip(*runs):
         assert l1 == pytest.approx(l0, rel=1e-5)
         for a, b in zip(w0, w1):

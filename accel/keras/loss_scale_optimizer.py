@@ -7,6 +7,7 @@ import numpy as np
 import accel
 from accel import backend
 from accel.optimizers.base import Optimizer
+from accel.recorder import state as _rec
 from accel.variables import Variable
 
 
@@ -113,12 +114,14 @@ class LossScaleOptimizer(Optimizer):
     # --- the step ---------------------------------------------------------------------------------------------
     def apply(self, grads, trainable_variables=None):
         grads = list(grads)
+        trace = _rec.trace
+        if trace is not None and not trace.paused:  # inside accel.function: one host step, as every optimizer
+            return self._traced_apply(trace, grads, trainable_variables)
         if trainable_variables is None:
             raise ValueError("LossScaleOptimizer.apply: pass trainable_variables (or use apply_gradients)")
         trainable_variables = list(trainable_variables)
         self.build(trainable_variables)
         counter, scale = self._scale_vars
-        # tensor ops and bool() on tensors throughout, so a traced train step (accel.function) guards on them
         if not all(_finite(g) for g in grads):
             counter.assign(0)
             scale.assign(scale.read_value() * 0.5)

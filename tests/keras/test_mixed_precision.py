@@ -111,12 +111,13 @@ class _Scales(keras.callbacks.Callback):
         self.kernels.append(self.model.layers[-1].get_weights()[0].copy())
 
 
-def test_loss_scale_halves_on_overflow_skips_the_step_and_grows_as_keras(mixed_float16):
+@pytest.mark.parametrize("run_eagerly", [True, False], ids=["eager", "compiled"])
+def test_loss_scale_halves_on_overflow_skips_the_step_and_grows_as_keras(mixed_float16, run_eagerly):
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.Dense(1)])
     model.set_weights([DATA["overflow/w%d" % i] for i in range(4)])
     opt = mixed_precision.LossScaleOptimizer(keras.optimizers.SGD(1e-4), initial_scale=2.0**15,
                                              dynamic_growth_steps=3)
-    model.compile(optimizer=opt, loss="mse", run_eagerly=True)
+    model.compile(optimizer=opt, loss="mse", run_eagerly=run_eagerly)
     record = _Scales()
     model.fit(DATA["overflow/x"], DATA["overflow/y"], batch_size=2, epochs=1, shuffle=False, verbose=0,
               callbacks=[record])
