@@ -484,6 +484,31 @@ class FusedKernel:
         return "%s %s x%d: %s" % (self.dtype, self.shape, len(self.members),
                                   " -> ".join(_view(m)[0] for m in self.members))
 
+    def cuda_source(self):
+        """The group as one CUDA template (kernels/common.cuh's ld/st/ACC helpers), the same expression the
+        numba loop computes: what the GPU path compiles with NVRTC (checked for sm_75..sm_120 by
+        tests/kernels/test_fused_groups_nvrtc.py). Returns (source, kernel name)."""
+        names = tuple("a%d" % i for i in range(len(self.inputs)))
+        lines, res = codegen._lines(self.roots, codegen._C, codegen._c_const, lambda fn: "m_" + fn, arrays=names)
+        name = "fused_" + hashlib.sha1(self.source.encode()).hexdigest()[:12]
+        params = []
+        for k, dt in enumerate(self.out_dtypes):
+            params.append(("bool* o%d" if dt == np.bool_ else "T* o%d") % k)
+        for nm, dt in zip(names, self.in_dtypes):
+            params.append(("const bool* %s" if dt == np.bool_ else "const T* %s") % nm)
+        out = ['#include "common.cuh"', "template <typename T>",
+               "__global__ void %s(%s, long long cols, long long n) {" % (name, ", ".join(params)),
+               "  typedef ACC(T) A;", "  GRID_STRIDE(i, n) {"]
+        for nm, kind, dt in zip(names, self.in_kinds, self.in_dtypes):
+            idx = {"same": "i", "scalar": "0", "row": "i % cols"}[kind]
+            out.append(("    const bool %s_ = %s[%s];" if dt == np.bool_ else "    const A %s_ = ld(%s, %s);")
+                       % (nm, nm, idx))
+        out += ["    const %s %s = %s;" % ("bool" if b else "A", t, code) for t, b, code in lines]
+        for k, (r, dt) in enumerate(zip(res, self.out_dtypes)):
+            out.append(("    o%d[i] = %s;" if dt == np.bool_ else "    st(o%d, i, %s);") % (k, r))
+        out += ["  }", "}"]
+        return "\n".join(out) + "\n", name
+
     def run(self, *arrays):
         """Allocates the outputs and runs the loop over the flattened arrays (inputs made contiguous)."""
         outs = [np.empty(self.shape, dt) for dt in self.out_dtypes]
@@ -685,7 +710,10 @@ def _build_kernel(g, examples, readers, ret):
     g.in_kinds = in_shapes
     g.cols = int(g.shape[-1]) if g.shape else 1
     g.out_dtypes = [examples[s].dtype for s in g.outputs]
-    g.source, g.fn = _compile_group(g, [env[s] for s in g.outputs], in_shapes)
+    g.roots = [env[s] for s in g.outputs]
+    g.in_dtypes = [(examples[r[1]] if r[0] == "slot" else (r[1]._data if r[0] == "var" else r[1])).dtype
+                   for r in inputs]
+    g.source, g.fn = _compile_group(g, g.roots, in_shapes)
 
 
 _group_cache = {}
