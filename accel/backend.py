@@ -7,11 +7,23 @@ array module of an array (`xp_of`) or of a device (`Device.xp`).
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import warnings
 
 import numpy as np
+
+from accel import config
+
+# The fused-kernel switch (per thread) and op determinism (process-wide) live in accel.config with the
+# other settings; the ops ask backend for them, beside the choice of array module.
+from accel.config import (  # noqa: F401
+    disable_op_determinism,
+    enable_op_determinism,
+    fused,
+    fused_mode,
+    op_determinism_enabled,
+    set_fused_mode,
+)
 
 # log(0), 0/0 and overflow give inf/nan as in TF, which does not warn; NumPy's warnings would point
 # into accel's own files. User code calling NumPy keeps its warnings (the filter matches accel's modules).
@@ -132,9 +144,8 @@ def default_device() -> Device:
     """The GPU when CuPy and a device are available (unless ACCEL_DEVICE says otherwise), else the CPU."""
     global _default_device
     if _default_device is None:
-        env = os.environ.get("ACCEL_DEVICE")
-        if env:
-            _default_device = parse_device(env)
+        if config.ENV.device:
+            _default_device = parse_device(config.ENV.device)
         else:
             _default_device = Device("gpu", 0) if has_gpu() else CPU
     return _default_device
@@ -259,69 +270,3 @@ def synchronize():
     if _cupy is not None and has_gpu():
         _cupy.cuda.get_current_stream().synchronize()
 
-
-# --- the fused-kernel switch -------------------------------------------------------------
-
-_FUSED_MODES = ("auto", "always", "never")
-_fused_mode = os.environ.get("ACCEL_FUSED", "auto").lower()
-if _fused_mode not in _FUSED_MODES:
-    raise ValueError("ACCEL_FUSED must be one of %s, got %r" % (_FUSED_MODES, _fused_mode))
-
-
-class _FusedOverride(threading.local):
-    mode = None  # this thread's `with fused(...)` mode, or None for the process default
-
-
-_fused_override = _FusedOverride()
-
-
-def fused_mode() -> str:
-    return _fused_override.mode or _fused_mode
-
-
-def _check_fused_mode(mode):
-    if mode not in _FUSED_MODES:
-        raise ValueError("fused mode must be one of %s, got %r" % (_FUSED_MODES, mode))
-
-
-def set_fused_mode(mode: str) -> None:
-    """Sets the process-wide default (threads inside a `with fused(...)` block keep theirs)."""
-    global _fused_mode
-    _check_fused_mode(mode)
-    _fused_mode = mode
-
-
-@contextlib.contextmanager
-def fused(mode: str):
-    """Sets the fused-kernel switch for this thread inside the block, like a tape or a device scope:
-    `with accel.config.fused("never"): ...` leaves other threads' runs alone."""
-    _check_fused_mode(mode)
-    old = _fused_override.mode
-    _fused_override.mode = mode
-    try:
-        yield
-    finally:
-        _fused_override.mode = old
-
-
-# --- op determinism (TensorFlow's tf.config.experimental.enable_op_determinism) -----------
-
-_deterministic = False
-
-
-def enable_op_determinism() -> None:
-    """Scatter-adds (gather/Embedding gradients) on the GPU sum repeated indices in a fixed order
-    instead of with atomics: bitwise repeatable, somewhat slower. The NumPy path always is. On the CPU,
-    fused mode "auto" then loads numba before the first fused op instead of in the background, so which
-    path an op takes does not depend on timing."""
-    global _deterministic
-    _deterministic = True
-
-
-def disable_op_determinism() -> None:
-    global _deterministic
-    _deterministic = False
-
-
-def op_determinism_enabled() -> bool:
-    return _deterministic
