@@ -311,6 +311,7 @@ class Plan:
         self.shapes = [tuple(a.shape) for a in trace.examples]
         self.dtypes = [a.dtype for a in trace.examples]
         self.input_slots = input_slots
+        self._examples = trace.examples
         nodes, alias = _fold_and_cse(trace.nodes, trace.examples)
         out_refs = [alias.get(r[1], r) if r[0] == "slot" else r for r in out_refs]
         nodes, out_refs = _dce(nodes, out_refs)
@@ -322,9 +323,29 @@ class Plan:
         self.writes = _written(nodes)
         self.run, self.source = _emit(nodes, input_slots, out_refs)
 
+    def peak_bytes(self):
+        """The most bytes of intermediate values alive at once while the plan runs (each value freed after
+        its last reader; inputs, Variables and constants not counted)."""
+        last = {}
+        for i, n in enumerate(self.nodes):
+            for sl in _used_slots(n):
+                last[sl] = i
+        for r in self.out_refs:
+            if r[0] == "slot":
+                last[r[1]] = len(self.nodes)
+        live, peak = {}, 0
+        for i, n in enumerate(self.nodes):
+            for sl in _produced(n):
+                live[sl] = int(np.asarray(self._examples[sl]).nbytes)
+            peak = max(peak, sum(live.values()))
+            for sl in [sl for sl in live if last.get(sl, -1) <= i]:
+                del live[sl]
+        return peak
+
     def counts(self):
         ops = sum(1 for n in self.nodes if n[0] == "op")
         return {"ops": ops, "fused_kernels": sum(1 for n in self.nodes if n[0] == "kernel"),
+                "rule_calls": sum(1 for n in self.nodes if n[0] == "acall"), "peak_bytes": self.peak_bytes(),
                 "recorded_ops": sum(1 for n in self.trace_nodes if n[0] == "op"),
                 "guards": len(self.guards), "host_steps": sum(1 for n in self.nodes if n[0] in ("call", "host"))}
 
@@ -455,6 +476,19 @@ def _dce(nodes, out_refs):
         live.update(_used_slots(n))
     keep.reverse()
     return keep, out_refs
+
+
+def _produced(n):
+    kind = n[0]
+    if kind == "op":
+        return list(n[4])
+    if kind == "acall":
+        return [o for o in n[4] if o is not None]
+    if kind == "kernel":
+        return list(n[1].outputs)
+    if kind == "host":
+        return [n[2]]
+    return []
 
 
 def _written(nodes):
@@ -1143,9 +1177,10 @@ class Function:
         for key, cf in self._cache.items():
             for p in cf.plans:
                 c = p.counts()
-                lines.append("  signature %s: %d recorded ops -> %d ops + %d fused kernels, %d host steps, %d guards"
-                             % (_short_key(key), c["recorded_ops"], c["ops"], c["fused_kernels"], c["host_steps"],
-                                c["guards"]))
+                lines.append("  signature %s: %d recorded ops -> %d ops + %d fused kernels + %d backward rule calls, "
+                             "%d host steps, %d guards; peak of intermediates %d bytes"
+                             % (_short_key(key), c["recorded_ops"], c["ops"], c["fused_kernels"], c["rule_calls"],
+                                c["host_steps"], c["guards"], c["peak_bytes"]))
                 for g in p.kernels:
                     lines.append("    kernel " + g.describe())
         return "\n".join(lines)

@@ -281,3 +281,20 @@ def test_input_signature_none_dims_trace_once():
     assert f.experimental_get_tracing_count() == 1
     with pytest.raises(TypeError, match="input_signature|Binding"):
         f(tf.constant(np.ones((2, 4), np.float32)))
+
+
+def test_explain_reports_the_plan_and_its_peak_memory():
+    @tf.function(jit_compile=True)
+    def f(x, w):
+        with tf.GradientTape() as tape:
+            tape.watch(w)
+            y = tf.reduce_sum(tf.nn.relu(tf.matmul(x, w) + 1.0) * 2.0)
+        return tape.gradient(y, w)
+
+    f(tf.constant(np.ones((4, 3), np.float32)), tf.constant(np.ones((3, 5), np.float32)))
+    plan = f._cache[next(iter(f._cache))].plans[0]
+    c = plan.counts()
+    assert c["fused_kernels"] >= 1 and c["recorded_ops"] > c["ops"]
+    # the largest intermediates are (4, 5) float32 arrays: a few of them alive at once, never zero
+    assert 80 <= c["peak_bytes"] <= 8 * 80
+    assert "peak of intermediates %d bytes" % c["peak_bytes"] in f.explain()
