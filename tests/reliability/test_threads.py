@@ -1,12 +1,21 @@
-"""Threads: tapes are thread-local. Two threads training two models at once give bitwise the serial
-results, and a tape recording in one thread never captures another thread's ops."""
+"""Threads: tapes and the fused-kernel mode are thread-local. Two threads training two models at once
+give bitwise the serial results, a tape recording in one thread never captures another thread's ops,
+and a thread's fused mode decides its own kernels only. The environment is read once, in accel.config."""
 
+import ast
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
 import threading
 
 import numpy as np
 import pytest
 
 import accel as tf
+from accel import backend, config, kernel_registry
 
 STEPS = 150
 
@@ -208,8 +217,6 @@ def test_many_threads_independent_gradients():
 
 def test_fused_mode_blocks_are_per_thread():
     """`with accel.config.fused(...)` in one thread leaves another thread's mode alone (as tapes do)."""
-    from accel import backend
-
     seen = {}
     inside = threading.Event()
     checked = threading.Event()
@@ -231,3 +238,231 @@ def test_fused_mode_blocks_are_per_thread():
     with pytest.raises(ValueError, match="fused mode"):
         with tf.config.fused("sometimes"):
             pass
+
+
+# ---- fused mode per thread: each thread's mode picks its own kernels and gives its own results ----
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+TWIN_STEPS = 20
+
+
+@pytest.fixture
+def twin_calls(monkeypatch):
+    """Counts the CPU twin (fused kernel) calls per thread: {thread name: n}."""
+    from accel import cpu_kernels
+
+    with tf.config.fused("always"):
+        if not cpu_kernels.available() or backend.fused_mode() != "always":
+            pytest.skip("numba not installed: there is no fused CPU path to count")
+    calls = {}
+    lock = threading.Lock()
+
+    def spy(fn):
+        def counted(*args, **kwargs):
+            with lock:
+                name = threading.current_thread().name
+                calls[name] = calls.get(name, 0) + 1
+            return fn(*args, **kwargs)
+        return counted
+
+    for name in kernel_registry.ENTRY_POINTS["accel.cpu_kernels"]:
+        monkeypatch.setattr(cpu_kernels, name, spy(getattr(cpu_kernels, name)))
+    yield calls
+    tf.config.set_fused_mode(config.ENV.fused)  # the main thread's mode, should a failed test leave it changed
+
+
+def _run_in_mode(mode, how, barrier=None):
+    if how == "set":
+        tf.config.set_fused_mode(mode)
+        return _train(5, "adam", steps=TWIN_STEPS, barrier=barrier)
+    with tf.config.fused(mode):
+        return _train(5, "adam", steps=TWIN_STEPS, barrier=barrier)
+
+
+# (thread a's mode, thread b's mode, how each sets it: set_fused_mode or a `with fused(...)` block)
+TWO_MODES = [
+    ("always", "never", "set"),
+    ("never", "always", "set"),
+    ("always", "never", "with"),
+    ("always", "always", "set"),
+    ("never", "never", "with"),
+]
+
+
+@pytest.mark.parametrize("mode_a, mode_b, how", TWO_MODES)
+def test_two_threads_in_different_fused_modes_run_independently(twin_calls, mode_a, mode_b, how):
+    serial = {}
+    for mode in {mode_a, mode_b}:
+        twin_calls.clear()
+        with tf.config.fused(mode):
+            serial[mode] = _train(5, "adam", steps=TWIN_STEPS)
+        serial[mode] += (twin_calls.get("MainThread", 0),)
+    for mode, (_, _, calls) in serial.items():
+        assert (calls > 0) == (mode == "always"), (mode, calls)  # xent forward and backward, relu, Adam
+    twin_calls.clear()
+    results, errors = {}, []
+    barrier = threading.Barrier(2, timeout=60)
+
+    def worker(name, mode):
+        try:
+            results[name] = _run_in_mode(mode, how, barrier)
+        except BaseException as e:  # noqa: BLE001 - re-raised below
+            errors.append(e)
+            barrier.abort()
+
+    threads = [threading.Thread(target=worker, args=(n, m), name=n) for n, m in (("a", mode_a), ("b", mode_b))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    assert backend.fused_mode() == config.ENV.fused and "MainThread" not in twin_calls
+    for name, mode in (("a", mode_a), ("b", mode_b)):
+        params, losses = results[name]
+        want_params, want_losses, want_calls = serial[mode]
+        assert twin_calls.get(name, 0) == want_calls, "thread %s in mode %r: %r" % (name, mode, twin_calls)
+        np.testing.assert_array_equal(losses, want_losses, err_msg="thread %s (%s) losses" % (name, mode))
+        for p, sp in zip(params, want_params):
+            np.testing.assert_array_equal(p, sp, err_msg="thread %s (%s) parameters" % (name, mode))
+
+
+def test_a_new_thread_starts_from_the_process_default():
+    other = "never" if config.ENV.fused != "never" else "always"
+    seen = {}
+    tf.config.set_fused_mode(other)
+    try:
+        t = threading.Thread(target=lambda: seen.setdefault("new", backend.fused_mode()))
+        t.start()
+        t.join(10)
+        assert backend.fused_mode() == other
+    finally:
+        tf.config.set_fused_mode(config.ENV.fused)
+    assert seen["new"] == config.ENV.fused
+
+
+def test_op_determinism_is_process_wide_as_in_tf():
+    """TF 2.21: enable_op_determinism() in one thread is seen by every thread."""
+    seen = {}
+    assert not tf.config.op_determinism_enabled()
+    t = threading.Thread(target=tf.config.experimental.enable_op_determinism)
+    t.start()
+    t.join(10)
+    try:
+        seen["main"] = tf.config.op_determinism_enabled()
+        t = threading.Thread(target=lambda: seen.setdefault("new", tf.config.op_determinism_enabled()))
+        t.start()
+        t.join(10)
+    finally:
+        tf.config.experimental.disable_op_determinism()
+    assert seen == {"main": True, "new": True}
+
+
+# ---- the environment: read once, in accel/config.py, documented in the README ----
+
+# (environment, the settings read from it)
+GOOD_ENV = [
+    ({}, dict(device="", fused="auto", deterministic_ops=False, numba=True, numba_parallel=False)),
+    ({"ACCEL_FUSED": "NEVER", "ACCEL_NUMBA": "0", "ACCEL_NUMBA_PARALLEL": "1"},
+     dict(fused="never", numba=False, numba_parallel=True)),
+    ({"ACCEL_DEVICE": " cpu ", "ACCEL_DETERMINISTIC_OPS": "true", "ACCEL_NUMBA": "off"},
+     dict(device="cpu", deterministic_ops=True, numba=False)),
+    ({"ACCEL_FUSED": "", "ACCEL_NUMBA": ""}, dict(fused="auto", numba=True)),  # set but empty: the default
+]
+
+
+@pytest.mark.parametrize("environ, want", GOOD_ENV)
+def test_read_environment(environ, want):
+    env = config.read_environment(environ)
+    assert {k: getattr(env, k) for k in want} == want
+
+
+# (environment, the error naming the variable and the value)
+BAD_ENV = [
+    ({"ACCEL_FUSED": "sometimes"}, r"ACCEL_FUSED: expected one of auto\|always\|never, got 'sometimes'"),
+    ({"ACCEL_NUMBA": "2"}, r"ACCEL_NUMBA: expected 1 or 0 .*got '2'"),
+    ({"ACCEL_NUMBA_PARALLEL": "fast"}, r"ACCEL_NUMBA_PARALLEL: expected 1 or 0 .*got 'fast'"),
+    ({"ACCEL_DETERMINISTIC_OPS": "y"}, r"ACCEL_DETERMINISTIC_OPS: expected 1 or 0 .*got 'y'"),
+]
+
+
+@pytest.mark.parametrize("environ, msg", BAD_ENV)
+def test_read_environment_rejects_bad_values(environ, msg):
+    with pytest.raises(ValueError, match=msg):
+        config.read_environment(environ)
+
+
+def test_no_module_but_config_reads_the_environment():
+    readers = []
+    for path in sorted((ROOT / "accel").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv", "getenvb", "environb"):
+                readers.append("%s:%d" % (path.relative_to(ROOT), node.lineno))
+    assert readers and all(r.startswith("accel/config.py:") for r in readers), readers
+
+
+# Imports accel with os.environ replaced by a mapping that notes which file reads each ACCEL_ variable
+# (numba copies the whole environment: the test keeps reads from accel's own files),
+# then runs ops down every path that consults a setting (default device, fused twins, numba load).
+_RECORD_READS = r"""
+import collections.abc, json, os, sys
+reads = []
+
+class Recorder(collections.abc.MutableMapping):
+    def __init__(self, env):
+        self.env = env
+    def _note(self, key):
+        if str(key).startswith("ACCEL_"):
+            f = sys._getframe(2)
+            while f.f_code.co_filename == "<string>" or "_collections_abc" in f.f_code.co_filename:
+                f = f.f_back
+            reads.append((key, f.f_code.co_filename))
+    def __getitem__(self, key):
+        self._note(key)
+        return self.env[key]
+    def __contains__(self, key):
+        self._note(key)
+        return key in self.env
+    def __setitem__(self, key, value):
+        self.env[key] = value
+    def __delitem__(self, key):
+        del self.env[key]
+    def __iter__(self):
+        return iter(self.env)
+    def __len__(self):
+        return len(self.env)
+
+os.environ = Recorder(os.environ)
+import numpy as np
+import accel as tf
+from accel import backend, cpu_kernels
+os.environ["ACCEL_FUSED"] = "never"  # too late: read at import
+x = tf.Variable(np.linspace(-1, 1, 64, dtype=np.float32))
+with tf.GradientTape() as tape:
+    y = tf.reduce_sum(tf.nn.gelu(x) * tf.nn.relu(x))
+tf.optimizers.Adam(0.1).apply_gradients([(tape.gradient(y, x), x)])
+cpu_kernels.wait_warmed(60)
+print(json.dumps({"reads": reads, "mode": backend.fused_mode(), "device": backend.default_device().kind,
+                  "numba": cpu_kernels.available()}))
+"""
+
+
+def test_the_environment_is_read_once_in_config():
+    env = dict(os.environ, ACCEL_DEVICE="cpu", ACCEL_FUSED="always", ACCEL_NUMBA="1")
+    proc = subprocess.run([sys.executable, "-c", _RECORD_READS], capture_output=True, text=True, env=env,
+                          cwd=str(ROOT), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    mine = [(k, os.path.relpath(f, ROOT)) for k, f in got["reads"] if f.startswith(str(ROOT / "accel") + os.sep)]
+    assert sorted(mine) == sorted((k, os.path.join("accel", "config.py")) for k in config.VARIABLES), mine
+    assert got["mode"] == "always" and got["device"] == "cpu" and got["numba"]
+
+
+def _readme_table():
+    text = (ROOT / "README.md").read_text()
+    section = text.split("\n## Environment variables\n", 1)[1].split("\n## ", 1)[0]
+    return {m.group(1): m.group(2) for m in re.finditer(r"^\| `(ACCEL_\w+)` \| `?([^|`]*)`? \|", section, re.M)}
+
+
+def test_the_readme_documents_every_variable_with_its_default():
+    table = _readme_table()
+    assert table == {name: default or "(unset)" for name, (_, default) in config.VARIABLES.items()}
