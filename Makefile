@@ -4,6 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
+DEMO_STAMP := $(VENV)/.installed-demo
 
 .PHONY: test test-gpu test-sanitize lint fmt demo bench compare clean
 
@@ -12,6 +13,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ".[test,train,demo,lint]"
 	touch $(STAMP)
+
+# The demo's own, smaller install: no CuPy or CUDA wheels on a CPU machine (the test extra has them,
+# to check the GPU path without a GPU). For DEVICE=gpu add CuPy: $(BIN)/pip install -e ".[cuda12]"
+$(DEMO_STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[demo,jit]"
+	touch $(DEMO_STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not gpu and not sanitize" tests
@@ -28,7 +37,7 @@ lint: $(STAMP)
 fmt: $(STAMP)
 	$(BIN)/ruff format accel tests bench
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/python -m accel.demo --device $${DEVICE:-cpu}
 
 bench: $(STAMP)

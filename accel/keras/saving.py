@@ -1,7 +1,7 @@
 """Saving: Keras 3's `.keras` model files and `.weights.h5` weight files, and accel's `.npz` checkpoints.
 
 `.keras` is a zip of config.json (the model's config), metadata.json and model.weights.h5 (HDF5, through h5py,
-the binding Keras itself uses; `pip install accel[keras]`). Loading never unpickles, imports or evaluates
+the binding Keras itself uses; `pip install "accel-autodiff[keras]"`). Loading never unpickles, imports or evaluates
 anything (a Lambda's bytecode only with `safe_mode=False`); zip entries and HDF5 datasets are checked before
 anything is read, and every weight is validated before any is assigned, so a failed load changes nothing.
 
@@ -151,7 +151,7 @@ def _h5py():
     try:
         import h5py  # noqa: PLC0415
     except ImportError as e:
-        raise ImportError("Keras .keras and .weights.h5 files need h5py: pip install accel[keras] "
+        raise ImportError("Keras .keras and .weights.h5 files need h5py: pip install \"accel-autodiff[keras]\" "
                           "(or pip install h5py)") from e
     return h5py
 
