@@ -53,6 +53,9 @@ class Variable(Tensor):
         self._constraint = constraint
         self._aggregation = aggregation
         self._site = sites.user_site()  # where it was created, for gradient diagnostics
+        dist = sys.modules.get("accel.distribute")  # under a strategy's scope new variables are mirrored
+        if dist is not None:
+            dist.variable_created(self)
 
     # --- metadata -----------------------------------------------------------------------
     @property
