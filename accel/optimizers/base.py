@@ -20,6 +20,7 @@ import itertools
 import math
 import numbers
 import re
+import sys
 import warnings
 
 import numpy as np
@@ -341,6 +342,9 @@ class Optimizer:
         trace = _rec.trace
         if trace is not None and not trace.paused:
             return self._traced_apply(trace, grads, trainable_variables)
+        dist = sys.modules.get("accel.distribute")  # inside strategy.run: all-reduce across the replicas first
+        if dist is not None and dist.reducing_gradients():
+            grads = dist.all_reduce_gradients(grads)
         if trainable_variables is None:
             if not self.built:
                 raise ValueError(
