@@ -270,3 +270,82 @@ def synchronize():
     if _cupy is not None and has_gpu():
         _cupy.cuda.get_current_stream().synchronize()
 
+
+
+# --- NCCL (cupy.cuda.nccl), for accel.distribute: every call into it is here --------------------------
+
+
+def nccl():
+    """cupy.cuda.nccl when CuPy and libnccl load (pip install nvidia-nccl-cu13), else None."""
+    if cupy() is None:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from cupy.cuda import nccl as nccl_mod  # noqa: PLC0415
+    except Exception:
+        return None
+    return nccl_mod if nccl_mod.available else None
+
+
+def nccl_available() -> bool:
+    return nccl() is not None and has_gpu()
+
+
+def nccl_unique_id():
+    """A new NCCL unique id (bytes) for rank 0 to broadcast over MPI."""
+    return nccl().get_unique_id()
+
+
+def nccl_comm(size, unique_id, rank):
+    """This process's NCCL communicator (one GPU per rank: the current device)."""
+    return nccl().NcclCommunicator(size, unique_id, rank)
+
+
+def nccl_comm_init_all(device_ids):
+    """One NCCL communicator per local GPU (MirroredStrategy in one process)."""
+    return nccl().NcclCommunicator.initAll(list(device_ids))
+
+
+def _nccl_dtype(nccl_mod, a):
+    types = {"float16": nccl_mod.NCCL_FLOAT16, "float32": nccl_mod.NCCL_FLOAT32, "float64": nccl_mod.NCCL_FLOAT64,
+             "int32": nccl_mod.NCCL_INT32, "int64": nccl_mod.NCCL_INT64}
+    if a.dtype.name not in types:
+        raise TypeError("NCCL all-reduce: dtype %s is not supported (float16/32/64, int32/64)" % a.dtype.name)
+    return types[a.dtype.name]
+
+
+def nccl_all_reduce(comm, send, recv, op="sum"):
+    """recv = the sum over ranks of send (CuPy arrays on this rank's GPU), on the current stream."""
+    nccl_mod = nccl()
+    stream = _cupy.cuda.get_current_stream()
+    comm.allReduce(send.data.ptr, recv.data.ptr, send.size, _nccl_dtype(nccl_mod, send), nccl_mod.NCCL_SUM,
+                   stream.ptr)
+    return recv
+
+
+def nccl_broadcast(comm, buf, root):
+    nccl_mod = nccl()
+    stream = _cupy.cuda.get_current_stream()
+    comm.bcast(buf.data.ptr, buf.size, _nccl_dtype(nccl_mod, buf), root, stream.ptr)
+    return buf
+
+
+def nccl_all_reduce_group(comms, arrays):
+    """Sums `arrays` (one per GPU, communicator i for arrays[i]) with one grouped NCCL all-reduce; returns the
+    results, one per GPU (each on its device, after that device's current stream)."""
+    nccl_mod = nccl()
+    outs = []
+    for a in arrays:
+        with _cupy.cuda.Device(a.device.id):
+            outs.append(_cupy.empty_like(a))
+    nccl_mod.groupStart()
+    try:
+        for comm, a, out in zip(comms, arrays, outs):
+            with _cupy.cuda.Device(a.device.id):
+                stream = _cupy.cuda.get_current_stream()
+                comm.allReduce(a.data.ptr, out.data.ptr, a.size, _nccl_dtype(nccl_mod, a), nccl_mod.NCCL_SUM,
+                               stream.ptr)
+    finally:
+        nccl_mod.groupEnd()
+    return outs
