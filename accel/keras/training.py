@@ -8,6 +8,7 @@ The mixin relies only on the model's own interface: `self(x, training=...)`,
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 
 import numpy as np
@@ -393,6 +394,9 @@ class Trainer:
         A first trace that reads a traced value into Python (a custom metric calling float()) is undone
         (the model's, optimizer's and metrics' variables restored) and the model runs eagerly from then on,
         with a warning."""
+        dist = sys.modules.get("accel.distribute")  # built under a strategy: each replica runs it on its shard
+        if dist is not None and kind != "predict_step" and dist.keras_strategy(self) is not None:
+            return dist.keras_step(self, kind)
         step = getattr(self, kind)
         if getattr(self, "run_eagerly", True):
             return step
@@ -486,6 +490,9 @@ class Trainer:
                 val = _Batches(vx, vy, vw, validation_batch_size or batch_size or 32)
 
         verbose = _resolve_verbose(verbose)
+        dist = sys.modules.get("accel.distribute")
+        if dist is not None:  # under a strategy: batches checked before any step; only the chief prints and writes
+            train, verbose, callbacks = dist.keras_fit(self, train, verbose, callbacks)
         cbs = callbacks_module.CallbackList(callbacks, add_history=True, add_progbar=verbose != 0, model=self,
                                             verbose=verbose, epochs=epochs, steps=train.steps)
         # the shuffle order repeats under accel.random.set_seed
@@ -544,6 +551,9 @@ class Trainer:
         self._assert_compiled("evaluate")
         batches = _batches_of(x, y, sample_weight, batch_size, steps, "evaluate")
         verbose = _resolve_verbose(verbose)
+        dist = sys.modules.get("accel.distribute")
+        if dist is not None:
+            batches, verbose, callbacks = dist.keras_fit(self, batches, verbose, callbacks)
         cbs = callbacks_module.CallbackList(callbacks, add_progbar=verbose != 0, model=self, verbose=verbose,
                                             epochs=1, steps=batches.steps)
         return self._flatten_logs(self._run_test(batches, cbs), return_dict)
