@@ -12,11 +12,11 @@ import warnings
 
 import numpy as np
 
-from accel import config
+from accel import settings
 
-# The fused-kernel switch (per thread) and op determinism (process-wide) live in accel.config with the
-# other settings; the ops ask backend for them, beside the choice of array module.
-from accel.config import (  # noqa: F401
+# The fused-kernel switch (per thread) and op determinism (process-wide) live in accel.settings with the
+# environment; the ops ask backend for them, beside the choice of array module.
+from accel.settings import (  # noqa: F401
     disable_op_determinism,
     enable_op_determinism,
     fused,
@@ -144,8 +144,8 @@ def default_device() -> Device:
     """The GPU when CuPy and a device are available (unless ACCEL_DEVICE says otherwise), else the CPU."""
     global _default_device
     if _default_device is None:
-        if config.ENV.device:
-            _default_device = parse_device(config.ENV.device)
+        if settings.ENV.device:
+            _default_device = parse_device(settings.ENV.device)
         else:
             _default_device = Device("gpu", 0) if has_gpu() else CPU
     return _default_device

@@ -1,171 +1,34 @@
-"""Runtime settings (fused-kernel mode, op determinism), device queries, and the environment.
+"""accel.config, as tf.config: the runtime settings (accel.settings: the fused-kernel mode per thread,
+op determinism process-wide, the environment read once at import) and the device queries (accel.backend;
+soft device placement is process-wide, as in TensorFlow)."""
 
-Every environment variable accel reads is read here, once, when accel is imported (`ENV`); the
-README's "Environment variables" table lists them. Changing os.environ afterwards changes nothing.
-
-Scope of the settings:
-- fused mode (`set_fused_mode`, `with fused(...)`) is per thread, like a tape or a device scope: it
-  lives in a contextvars.ContextVar, so a thread or asyncio task that changes it leaves every other
-  one alone. A new thread starts from the process default, ACCEL_FUSED (on Python builds whose
-  threads inherit the parent's context, such as 3.14's free-threaded one, from its parent's mode).
-  TensorFlow has no such switch; the per-thread rule is accel's, so that one thread can benchmark or
-  debug with "never" while another trains.
-- op determinism is process-wide, as in TensorFlow (tf.config.experimental.enable_op_determinism
-  called in any thread is seen by all threads, and TF_DETERMINISTIC_OPS=1 turns it on at start;
-  here ACCEL_DETERMINISTIC_OPS=1): it is a property of the program's results, not of one thread's.
-- soft device placement is process-wide, as in TensorFlow.
-"""
-
-from __future__ import annotations
-
-import contextlib
-import contextvars
-import os
 from collections import namedtuple
-from types import SimpleNamespace
 
-# --- the environment, read once -----------------------------------------------------------
-
-FUSED_MODES = ("auto", "always", "never")
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
-
-Environment = namedtuple("Environment", ["device", "fused", "deterministic_ops", "numba", "numba_parallel"])
-
-# name -> (Environment field, default as written in the environment); the README table lists these
-VARIABLES = {
-    "ACCEL_DEVICE": ("device", ""),
-    "ACCEL_FUSED": ("fused", "auto"),
-    "ACCEL_DETERMINISTIC_OPS": ("deterministic_ops", "0"),
-    "ACCEL_NUMBA": ("numba", "1"),
-    "ACCEL_NUMBA_PARALLEL": ("numba_parallel", "0"),
-}
-
-
-def _flag(name, value):
-    v = value.strip().lower()
-    if v in _TRUE:
-        return True
-    if v in _FALSE:
-        return False
-    raise ValueError("environment variable %s: expected 1 or 0 (true/false, yes/no, on/off), got %r" % (name, value))
-
-
-def _fused(name, value):
-    v = value.strip().lower()
-    if v not in FUSED_MODES:
-        raise ValueError("environment variable %s: expected one of %s, got %r" % (name, "|".join(FUSED_MODES), value))
-    return v
-
-
-def _device(name, value):
-    # parsed on first use by backend.default_device, which can tell a missing GPU from a typo
-    return value.strip()
-
-
-_PARSE = {"device": _device, "fused": _fused, "deterministic_ops": _flag, "numba": _flag, "numba_parallel": _flag}
-
-
-def read_environment(environ=None) -> Environment:
-    """The settings accel takes from `environ` (os.environ by default); raises ValueError naming the
-    variable for a value it cannot use. accel calls this once, at import, into `ENV`."""
-    environ = os.environ if environ is None else environ
-    fields = {}
-    for name, (field, default) in VARIABLES.items():
-        value = environ.get(name)
-        fields[field] = _PARSE[field](name, default if value is None or value.strip() == "" else value)
-    return Environment(**fields)
-
-
-ENV = read_environment()
-
-# --- fused-kernel mode: per thread (context) -----------------------------------------------
-
-_fused_mode = contextvars.ContextVar("accel_fused_mode", default=ENV.fused)
-
-
-def _check_fused_mode(mode):
-    if mode not in FUSED_MODES:
-        raise ValueError("fused mode must be one of %s, got %r" % (FUSED_MODES, mode))
-
-
-def fused_mode() -> str:
-    """This thread's fused-kernel mode: "auto", "always" or "never"."""
-    return _fused_mode.get()
-
-
-def set_fused_mode(mode: str) -> None:
-    """Sets this thread's fused-kernel mode (other threads keep theirs; new threads start from
-    ACCEL_FUSED). Inside a `with fused(...)` block it lasts until the block ends."""
-    _check_fused_mode(mode)
-    _fused_mode.set(mode)
-
-
-@contextlib.contextmanager
-def fused(mode: str):
-    """This thread's fused-kernel mode inside the block: `with accel.config.fused("never"): ...`."""
-    _check_fused_mode(mode)
-    token = _fused_mode.set(mode)
-    try:
-        yield
-    finally:
-        _fused_mode.reset(token)
-
-
-# --- op determinism: process-wide, as TensorFlow's -----------------------------------------
-
-_deterministic = ENV.deterministic_ops
-
-
-def enable_op_determinism() -> None:
-    """As tf.config.experimental.enable_op_determinism, for the whole process: scatter-adds
-    (gather/Embedding gradients) on the GPU sum repeated indices in a fixed order instead of with
-    atomics: bitwise repeatable, somewhat slower. The NumPy path always is. On the CPU, fused mode
-    "auto" then loads numba before the first fused op instead of in the background, so which path an
-    op takes does not depend on timing."""
-    global _deterministic
-    _deterministic = True
-
-
-def disable_op_determinism() -> None:
-    global _deterministic
-    _deterministic = False
-
-
-def op_determinism_enabled() -> bool:
-    return _deterministic
-
-
-experimental = SimpleNamespace(enable_op_determinism=enable_op_determinism,
-                               disable_op_determinism=disable_op_determinism)
-
-# --- devices (backend is imported on use: backend imports this module for ENV and the settings) ---
-
-
-def has_gpu() -> bool:
-    """True when CuPy is installed and at least one CUDA device answers."""
-    from accel import backend  # noqa: PLC0415
-
-    return backend.has_gpu()
-
-
-def set_soft_device_placement(enabled):
-    """As tf.config.set_soft_device_placement (process-wide): when on (the default), `with
-    device("gpu:0")` on a machine without that GPU runs on the CPU with a warning instead of raising."""
-    from accel import backend  # noqa: PLC0415
-
-    backend.set_soft_device_placement(enabled)
-
-
-def get_soft_device_placement():
-    from accel import backend  # noqa: PLC0415
-
-    return backend.get_soft_device_placement()
+from accel.backend import (  # noqa: F401
+    CPU,
+    Device,
+    get_soft_device_placement,
+    gpu_count,
+    has_gpu,
+    set_soft_device_placement,
+)
+from accel.settings import (  # noqa: F401
+    ENV,
+    FUSED_MODES,
+    VARIABLES,
+    disable_op_determinism,
+    enable_op_determinism,
+    experimental,
+    fused,
+    fused_mode,
+    op_determinism_enabled,
+    read_environment,
+    set_fused_mode,
+)
 
 
 def list_physical_devices(device_type=None):
-    from accel import backend  # noqa: PLC0415
-
-    devs = [backend.CPU] + [backend.Device("gpu", i) for i in range(backend.gpu_count())]
+    devs = [CPU] + [Device("gpu", i) for i in range(gpu_count())]
     if device_type is not None:
         devs = [d for d in devs if d.kind == device_type.lower()]
     return devs

@@ -17,7 +17,7 @@ import threading
 
 import numpy as np
 
-from accel import config
+from accel import settings
 from accel.kernel_registry import entry_point
 from accel.ops import generated_loops
 
@@ -25,7 +25,7 @@ prange = range  # replaced by numba.prange when numba loads (globals bind at com
 # Serial loops by default: on 2 cores numba's OpenMP pool fought BLAS and the other process for the
 # cores (relu backward on 1M float32: 6.4 ms parallel vs 0.75 ms serial, copy 0.72 ms), and a
 # bandwidth-bound loop gains little from a second core. ACCEL_NUMBA_PARALLEL=1 turns prange on.
-_PARALLEL = config.ENV.numba_parallel
+_PARALLEL = settings.ENV.numba_parallel
 _nb = None
 _jitted = {}
 
@@ -59,7 +59,7 @@ def warmed() -> bool:
 
 def _start_warm_up():
     global _warm
-    if _warm is None and config.ENV.numba:
+    if _warm is None and settings.ENV.numba:
         with _load_lock:
             if _warm is None:
                 _warm = threading.Thread(target=_warm_up, name="accel-numba-warm-up", daemon=True)
@@ -91,7 +91,7 @@ def _touch(a):
 
 def _numba():
     global _nb, prange
-    if not config.ENV.numba:
+    if not settings.ENV.numba:
         return None
     if _nb is None:
         with _load_lock:

@@ -358,7 +358,7 @@ def test_accumulate(dt, n):
 
 
 def test_accel_numba_0_forces_numpy(monkeypatch):
-    monkeypatch.setattr(ck.config, "ENV", ck.config.ENV._replace(numba=False))  # ACCEL_NUMBA=0, read at import
+    monkeypatch.setattr(ck.settings, "ENV", ck.settings.ENV._replace(numba=False))  # ACCEL_NUMBA=0, read at import
     assert not ck.available()
     g = np.ones(8, np.float32)
     with pytest.raises(ValueError, match="needs numba"):  # the dispatcher then runs the op's rule

@@ -1,6 +1,6 @@
 """Threads: tapes and the fused-kernel mode are thread-local. Two threads training two models at once
 give bitwise the serial results, a tape recording in one thread never captures another thread's ops,
-and a thread's fused mode decides its own kernels only. The environment is read once, in accel.config."""
+and a thread's fused mode decides its own kernels only. The environment is read once, in accel.settings."""
 
 import ast
 import json
@@ -357,7 +357,7 @@ def test_op_determinism_is_process_wide_as_in_tf():
     assert seen == {"main": True, "new": True}
 
 
-# ---- the environment: read once, in accel/config.py, documented in the README ----
+# ---- the environment: read once, in accel/settings.py, documented in the README ----
 
 # (environment, the settings read from it)
 GOOD_ENV = [
@@ -391,13 +391,13 @@ def test_read_environment_rejects_bad_values(environ, msg):
         config.read_environment(environ)
 
 
-def test_no_module_but_config_reads_the_environment():
+def test_no_module_but_settings_reads_the_environment():
     readers = []
     for path in sorted((ROOT / "accel").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv", "getenvb", "environb"):
                 readers.append("%s:%d" % (path.relative_to(ROOT), node.lineno))
-    assert readers and all(r.startswith("accel/config.py:") for r in readers), readers
+    assert readers and all(r.startswith("accel/settings.py:") for r in readers), readers
 
 
 # Imports accel with os.environ replaced by a mapping that notes which file reads each ACCEL_ variable
@@ -442,19 +442,19 @@ with tf.GradientTape() as tape:
 tf.optimizers.Adam(0.1).apply_gradients([(tape.gradient(y, x), x)])
 cpu_kernels.wait_warmed(60)
 print(json.dumps({"reads": reads, "mode": backend.fused_mode(), "device": backend.default_device().kind,
-                  "numba": cpu_kernels.available()}))
+                  "numba": cpu_kernels.available(), "deterministic": tf.config.op_determinism_enabled()}))
 """
 
 
-def test_the_environment_is_read_once_in_config():
-    env = dict(os.environ, ACCEL_DEVICE="cpu", ACCEL_FUSED="always", ACCEL_NUMBA="1")
+def test_the_environment_is_read_once_in_settings():
+    env = dict(os.environ, ACCEL_DEVICE="cpu", ACCEL_FUSED="always", ACCEL_NUMBA="1", ACCEL_DETERMINISTIC_OPS="1")
     proc = subprocess.run([sys.executable, "-c", _RECORD_READS], capture_output=True, text=True, env=env,
                           cwd=str(ROOT), timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     mine = [(k, os.path.relpath(f, ROOT)) for k, f in got["reads"] if f.startswith(str(ROOT / "accel") + os.sep)]
-    assert sorted(mine) == sorted((k, os.path.join("accel", "config.py")) for k in config.VARIABLES), mine
-    assert got["mode"] == "always" and got["device"] == "cpu" and got["numba"]
+    assert sorted(mine) == sorted((k, os.path.join("accel", "settings.py")) for k in config.VARIABLES), mine
+    assert got["mode"] == "always" and got["device"] == "cpu" and got["numba"] and got["deterministic"]
 
 
 def _readme_table():
