@@ -236,8 +236,8 @@ class _Unhashable:
 
 def _leaf_key(x, generic):
     """TF 2.21's cache key of one argument leaf; `generic` (a TensorShape or None) relaxes its shape."""
-    if isinstance(x, Tensor) or isinstance(x, np.ndarray):
-        a = x._data if isinstance(x, Tensor) else x
+    if isinstance(x, (Tensor, np.ndarray, np.generic)):
+        a = x._data if isinstance(x, Tensor) else np.asarray(x)
         shape = tuple(a.shape) if generic is None else generic
         kind = "var" if getattr(x, "_is_variable", False) else "tensor"
         return (kind, shape, str(a.dtype))
@@ -246,9 +246,9 @@ def _leaf_key(x, generic):
     try:
         hash(x)
     except TypeError:
-        return ("id", id(x))
-    if isinstance(x, (np.generic,)):
-        return ("py", x.item())
+        raise TypeError("accel.function: could not make a cache key for argument %r of type %s: pass immutable, "
+                        "hashable values (tuples, not lists or dicts of non-tensors; TF says the same)"
+                        % (x, type(x).__name__)) from None
     return ("obj", _WeakKey(x))
 
 
@@ -288,7 +288,12 @@ def _flatten(x, path, leaves, sort_keys=True):
     return None
 
 
+_NO_RESULT = ("none", ())  # the structure of a function that returns None
+
+
 def _pack(structure, it, wrap):
+    if structure is _NO_RESULT:
+        return None
     if structure is None:
         return wrap(next(it))
     kind, parts = structure
@@ -977,6 +982,21 @@ class Function:
             keys.append(_leaf_key(x, generic))
         return (names, structure, tuple(keys)), leaves, structure
 
+    def _convert_to_specs(self, args):
+        """Python and NumPy values under an input_signature become tensors of their spec's dtype, as in TF
+        (a value that does not fit its spec is then refused by the shape check)."""
+        from accel.ops.core import convert  # noqa: PLC0415
+
+        out = list(args)
+        for i, (a, spec) in enumerate(zip(args, self.input_signature)):
+            if not isinstance(a, Tensor) and isinstance(a, (bool, int, float, list, tuple, np.ndarray, np.generic)):
+                try:
+                    out[i] = convert(np.asarray(a, dtype=spec.dtype.as_numpy_dtype))
+                except (TypeError, ValueError) as e:
+                    raise TypeError("Binding inputs to accel.function %r failed: argument %d (%r) cannot be "
+                                    "converted to %r: %s" % (self.__name__, i, a, spec, e)) from None
+        return out
+
     def _spec_shape(self, path, x):
         i = path[0]
         if i >= len(self.input_signature):
@@ -1028,6 +1048,8 @@ class Function:
         return result
 
     def _call_slow(self, args, kwargs):
+        if self.input_signature is not None:
+            args = self._convert_to_specs(args)
         named = self._canonical(args, kwargs)
         key, leaves, structure = self._key(named)
         self._last_key = key
@@ -1036,7 +1058,7 @@ class Function:
             if cf is not None:
                 self._cache.move_to_end(key)
         tensors = [x for _, x in leaves
-                   if isinstance(x, (Tensor, np.ndarray)) and not getattr(x, "_is_variable", False)]
+                   if isinstance(x, (Tensor, np.ndarray, np.generic)) and not getattr(x, "_is_variable", False)]
         arrays = [x._data if isinstance(x, Tensor) else np.asarray(x) for x in tensors]
         arg_vars = [x for _, x in leaves if getattr(x, "_is_variable", False)]
         if cf is not None:
@@ -1069,7 +1091,7 @@ class Function:
         call_leaves = []
         input_slots = []
         for _path, x in leaves:
-            if isinstance(x, (Tensor, np.ndarray)) and not getattr(x, "_is_variable", False):
+            if isinstance(x, (Tensor, np.ndarray, np.generic)) and not getattr(x, "_is_variable", False):
                 t = x if isinstance(x, Tensor) else Tensor(np.asarray(x))
                 t = Tensor(t._data)  # a fresh tensor per call: the trace's input
                 input_slots.append(trace.new_slot(t))
@@ -1094,12 +1116,14 @@ class Function:
                 kw[k] = v
             else:
                 pos.append(v)
+        if counted:
+            self._traces += 1  # counted when it starts, as TF counts a trace that raises
         old = recorder.state.trace
         prev_hook = recorder.hooks.set_trace(trace)
         try:
             result = self.python_function(*pos, **kw)
             out_leaves = []
-            out_structure = _flatten(result, (), out_leaves, sort_keys=False) if result is not None else None
+            out_structure = _flatten(result, (), out_leaves, sort_keys=False) if result is not None else _NO_RESULT
             out_refs = []
             for _, v in out_leaves:
                 if isinstance(v, Tensor):
@@ -1131,7 +1155,6 @@ class Function:
                 cf.plans.insert(0, plan)
                 del cf.plans[8:]
             if counted:
-                self._traces += 1
                 if key not in self._cache:
                     self._note_retrace(key)
                 self._cache[key] = cf
@@ -1236,8 +1259,18 @@ def _fast_key(args):
 def _with_pyconsts(run, out_refs):
     def wrapped(inputs, arg_vars):
         outs = iter(run(inputs, arg_vars))
-        return tuple(r[1] if r[0] == "pyconst" else next(outs) for r in out_refs)
+        return tuple(_py_output(r[1]) if r[0] == "pyconst" else next(outs) for r in out_refs)
     return wrapped
+
+
+def _py_output(v):
+    """A Python value a traced function returned, as TF returns it: numbers as tensors (TF's default dtypes),
+    None and other objects as they are (accel has no string tensors)."""
+    if isinstance(v, (bool, int, float, np.generic)):
+        from accel.ops.core import convert  # noqa: PLC0415
+
+        return convert(v)
+    return v
 
 
 def _returns_none(run):
