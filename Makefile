@@ -11,7 +11,7 @@ DEMO_STAMP := $(VENV)/.installed-demo
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[test,train,demo,lint]"
+	$(BIN)/pip install -q -e ".[test,train,demo,lint,distribute]"
 	touch $(STAMP)
 
 # The demo's own, smaller install: no CuPy or CUDA wheels on a CPU machine (the test extra has them,

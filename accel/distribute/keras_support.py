@@ -32,8 +32,9 @@ def keras_strategy(model):
                 s = mirrored.owner(v)
                 if s is not None:
                     break
-        if s is None:
-            s = world_strategy()
+        world = world_strategy()
+        if s is None and world is not None and any(v._id in world.created for v in model.variables):
+            s = world
         cached = s if s is not None and s.num_replicas_in_sync > 1 else None
         model.__dict__["_accel_distribute_strategy"] = cached
     return cached

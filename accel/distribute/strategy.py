@@ -281,7 +281,7 @@ class MultiWorkerMirroredStrategy(Strategy):
             from mpi4py import MPI  # noqa: PLC0415
         except ImportError as e:
             raise ImportError("MultiWorkerMirroredStrategy needs mpi4py and an MPI library: pip install "
-                              "'accel[distribute]' (mpi4py and MPICH from PyPI)") from e
+                              "'accel-autodiff[distribute]' (mpi4py and MPICH from PyPI)") from e
         from accel.distribute import faults  # noqa: PLC0415
 
         world = comm if comm is not None else MPI.COMM_WORLD
@@ -299,6 +299,7 @@ class MultiWorkerMirroredStrategy(Strategy):
         self.group = MPIGroup(self.comm, self.watchdog, nccl)
         self._comm_group = MPIGroup(self.comm.Dup(), self.watchdog, nccl) if self.size > 1 else None
         self._reducer_obj = None
+        self.created = set()  # the ids (Tensor._id) of the variables created under this strategy (Keras asks)
         global _world_strategy
         _world_strategy = self
 
@@ -363,6 +364,7 @@ class MultiWorkerMirroredStrategy(Strategy):
         return self._reducer_obj
 
     def _on_variable_created(self, var):
+        self.created.add(var._id)
         if self.size == 1:
             return
         a = var._data
