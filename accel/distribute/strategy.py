@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import enum
+import os
 import threading
 
 import numpy as np
@@ -297,6 +298,11 @@ class MultiWorkerMirroredStrategy(Strategy):
             uid = self.comm.bcast(uid, root=0)
             nccl = backend.nccl_comm(self.size, uid, self.rank)
         self.group = MPIGroup(self.comm, self.watchdog, nccl)
+        if self.size > 1:  # so that mpiexec's report of a dead PID names the rank
+            where = self.group.allgather_object((os.getpid(), MPI.Get_processor_name()))
+            if self.rank == 0:
+                faults._say("accel.distribute: MultiWorkerMirroredStrategy over %d ranks: %s" % (self.size, ", ".join(
+                    "rank %d = pid %d on %s" % (r, pid, host) for r, (pid, host) in enumerate(where))))
         self._comm_group = MPIGroup(self.comm.Dup(), self.watchdog, nccl) if self.size > 1 else None
         self._reducer_obj = None
         self.created = set()  # the ids (Tensor._id) of the variables created under this strategy (Keras asks)
