@@ -177,9 +177,7 @@ def test_rules_read_only_what_their_op_saves(row, nodes):
 
 
 # ops declared outside the modules converted to defop so far, whose save= keeps more than their rules read
-KNOWN_UNREAD = {
-    "avg_pool_grad": "accel/ops/conv.py's _defop gives every op save='inputs'; its rule reads only the cotangent",
-}
+KNOWN_UNREAD = {}
 
 
 def test_every_saved_value_is_read_by_some_rule(nodes):

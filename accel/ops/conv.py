@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from accel.errors import InvalidArgumentError
-from accel.ops.core import REGISTRY, ArrayNS, Op, apply, convert
+from accel.ops.core import ArrayNS, apply, convert, defop
 from accel.ops.shape import reshape, transpose
 
 
@@ -24,12 +24,6 @@ def _call(F, op, args, attrs):
     if isinstance(F, ArrayNS):
         return op.forward(F.xp, *args, **attrs)
     return apply(op, tuple(args), attrs)
-
-
-def _defop(name, forward):
-    op = Op(name, forward)
-    REGISTRY[name] = op
-    return op
 
 
 # --- window helpers on NHWC arrays -------------------------------------------------------
@@ -121,9 +115,9 @@ def _filter_grad_fwd(xp, x, g, w_shape, strides, dilations, pads):
     return xp.matmul(cols, gg).transpose(1, 0, 2).reshape(w_shape)
 
 
-_conv = _defop("conv2d", _conv_fwd)
-_input_grad = _defop("conv2d_input_grad", _input_grad_fwd)
-_filter_grad = _defop("conv2d_filter_grad", _filter_grad_fwd)
+_conv = defop("conv2d", _conv_fwd)
+_input_grad = defop("conv2d_input_grad", _input_grad_fwd)
+_filter_grad = defop("conv2d_filter_grad", _filter_grad_fwd)
 
 
 def _geo(a):
@@ -178,9 +172,9 @@ def _max_pool_grad_grad_fwd(xp, x, gx, ksize, strides, pads):
     return picked.reshape(n, oh, ow, c)
 
 
-_max_pool = _defop("max_pool", _max_pool_fwd)
-_max_pool_grad = _defop("max_pool_grad", _max_pool_grad_fwd)
-_max_pool_grad_grad = _defop("max_pool_grad_grad", _max_pool_grad_grad_fwd)
+_max_pool = defop("max_pool", _max_pool_fwd)
+_max_pool_grad = defop("max_pool_grad", _max_pool_grad_fwd)
+_max_pool_grad_grad = defop("max_pool_grad_grad", _max_pool_grad_grad_fwd)
 _max_pool.defvjp(lambda F, g, out, x, **a: _call(F, _max_pool_grad, (x, g), a))
 # the routing is piecewise constant in x: no gradient flows to it
 _max_pool_grad.defvjp(None, lambda F, gg, out, x, g, **a: _call(F, _max_pool_grad_grad, (x, gg), a))
@@ -206,8 +200,8 @@ def _avg_pool_grad_fwd(xp, g, in_shape, ksize, strides, pads):
     return _col2im(xp, lambda i, j: gs, in_shape, g.shape[1:3], ksize, strides, (1, 1), pads, g.dtype)
 
 
-_avg_pool = _defop("avg_pool", _avg_pool_fwd)
-_avg_pool_grad = _defop("avg_pool_grad", _avg_pool_grad_fwd)
+_avg_pool = defop("avg_pool", _avg_pool_fwd)
+_avg_pool_grad = defop("avg_pool_grad", _avg_pool_grad_fwd, save="none")  # its rule reads only gg
 _avg_pool.defvjp(lambda F, g, out, x, **a: _call(F, _avg_pool_grad, (g,), dict(a, in_shape=F.shape(x))))
 _avg_pool_grad.defvjp(lambda F, gg, out, g, in_shape, **a: _call(F, _avg_pool, (gg,), a))
 
