@@ -42,7 +42,7 @@ def is_tensor(x):
 
 from accel import debugging  # noqa: E402, F401
 
-_LAZY = ("keras", "layers", "losses", "metrics", "optimizers", "profiler", "demo", "data", "train")
+_LAZY = ("keras", "layers", "losses", "metrics", "optimizers", "profiler", "demo", "data", "train", "distribute")
 
 
 # TensorFlow names accel does not have on purpose, each with what to use instead (README: Differences from TF)
