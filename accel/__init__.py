@@ -56,7 +56,7 @@ UNSUPPORTED = {
     "image": "accel has no image ops; decode and resize images with Pillow or NumPy before accel",
     "io": "accel has no file ops (tf.io, TFRecord); read files with Python or NumPy and use accel.data for batches",
     "compat": "TF1 compatibility (tf.compat.v1: sessions, placeholders) is not supported; accel is TF2 eager",
-    "dtensor": "DTensor is not supported; use accel.distribute (MirroredStrategy, MultiWorkerMirroredStrategy) for data parallelism",
+    "dtensor": "DTensor is not supported; use accel.distribute (MirroredStrategy, MultiWorkerMirroredStrategy)",
     "summary": "TensorBoard summaries are not supported; log values with Python (or accel.print)",
     "audio": "accel has no audio ops; decode audio with another library",
     "lookup": "lookup tables over strings are not supported (accel has no string tensors)",
