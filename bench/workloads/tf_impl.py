@@ -37,4 +37,12 @@ TAPE = {
     "eager": lambda x0, n_ops, device: _tf_style.Chain(tf, x0, n_ops, device),
     "tf.function": lambda x0, n_ops, device: _tf_style.Chain(tf, x0, n_ops, device, compiled=True),
 }
+CNN = {
+    "eager": lambda params, x, y, device: _tf_style.CNNStep(tf, params, x, y, device),
+    "tf.function": lambda params, x, y, device: _tf_style.CNNStep(tf, params, x, y, device, compiled=True),
+}
+ENCODER = {
+    "eager": lambda params, x, y, device: _tf_style.EncoderStep(tf, params, x, y, device),
+    "tf.function": lambda params, x, y, device: _tf_style.EncoderStep(tf, params, x, y, device, compiled=True),
+}
 RECORD = {"eager": lambda x0, device: _tf_style.recorder(tf, x0, device)}
