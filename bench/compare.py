@@ -1,12 +1,15 @@
 """Runs every workload on the floor, accel and each installed peer; writes a report.
 
-    python -m bench.compare [--quick] [--only mlp,tape,scale,memory,conv] [--device cpu|gpu] [--threads N]
+    python -m bench.compare [--quick] [--only mlp,tape,cnn,encoder,first_call,scale,memory,conv]
+                            [--device cpu|gpu] [--threads N]
 
 All implementations run in this one process, interleaved round by round (A B C A B C ...)
 after a shared warm-up, and each figure is the median of the rounds. Before NumPy loads,
 this process unsets OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE (they pin OpenBLAS to slower
 kernels), fixes every library's thread count and restricts the CPU affinity to that many
 cores, re-executing itself if NumPy was already imported. Tests and CI never do this.
+Before timing, each training workload checks that every implementation's loss after one and after
+two steps agrees with the reference (TensorFlow eager where it runs, else accel eager).
 Results go to bench/results/compare-<date>.{md,json,png}.
 """
 
@@ -14,7 +17,7 @@ import argparse
 import os
 import sys
 
-SECTIONS = ("mlp", "tape", "scale", "memory", "conv")
+SECTIONS = ("mlp", "tape", "cnn", "encoder", "first_call", "scale", "memory", "conv")
 BLAS_TRAPS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
 UNSET_RECORD = "BENCH_COMPARE_UNSET"  # what the first process unset, for the report after a re-exec
@@ -81,7 +84,8 @@ from typing import Callable
 
 import threadpoolctl
 
-from bench.workloads import FLOOR, IMPLEMENTATIONS, TAPE_OPS, init_params, load, make_batch, tape_input
+from bench.workloads import (FLOOR, IMPLEMENTATIONS, TAPE_OPS, init_cnn, init_encoder, init_params, load,
+                             make_batch, make_images, make_sequences, tape_input)
 
 MLP_BATCHES = (32, 256)
 SCALE_OPS = (100, 1_000, 10_000, 100_000)
@@ -93,6 +97,12 @@ SCALE_BUDGET_S = 20.0  # skip a larger op count when the last one predicts more 
 # 2^28 cycles, about 0.1 s): without the pause, a framework timed right after another competes
 # with its spinning threads for the cores (PyTorch's batch-32 step went from 5.6 to 25 ms).
 IDLE_S = 0.15
+# Loss agreement across implementations: step 1 is the forward pass on identical weights; step 2 also
+# checks the gradients and Adam (PyTorch puts Adam's epsilon outside the bias correction: ~5e-4 there).
+AGREE_STEP1_RTOL = 1e-4
+AGREE_STEP2_RTOL = 2e-3
+FIRST_CALL_VARIANTS = (("accel_impl", "accel.function"), ("tf_impl", "tf.function"), ("jax_impl", "jit"),
+                       ("torch_impl", "torch.compile"))
 
 
 @dataclass
@@ -146,7 +156,7 @@ class Runner:
         cases = []
         for name, mod in self.modules.items():
             dev = self.device_of(name)
-            for variant, factory in getattr(mod, table).items():
+            for variant, factory in getattr(mod, table, {}).items():
                 try:
                     fn = make(factory, dev)
                 except Exception as e:
@@ -194,14 +204,64 @@ def with_ratios(results, key="median_s"):
     return results
 
 
-def run_mlp(runner, batches, rounds=None):
-    out = {}
+def check_agreement(runner, cases):
+    """Runs two steps of every case; {label: {"losses", "rel_diff", "ok"}} against the reference case
+    (TensorFlow eager, else accel eager, else the first). A case that fails is skipped."""
+    losses = {}
+    for case in list(cases):
+        try:
+            losses[case.label] = [float(case.fn()), float(case.fn())]
+        except Exception as e:
+            runner.skip(case, e)
+            cases.remove(case)
+    ref_label = next((lb for lb in ("tensorflow eager", "accel eager") if lb in losses), next(iter(losses), None))
+    out = {"reference": ref_label, "rows": {}}
+    if ref_label is None:
+        return out
+    ref = losses[ref_label]
+    for label, ls in losses.items():
+        rel = [abs(a - b) / abs(b) for a, b in zip(ls, ref, strict=True)]
+        out["rows"][label] = {"losses": ls, "rel_diff": rel,
+                              "ok": rel[0] <= AGREE_STEP1_RTOL and rel[1] <= AGREE_STEP2_RTOL}
+    return out
+
+
+def run_train(runner, table, params, x, y, rounds=None, check=True):
+    """(timings, agreement) for every implementation's `table` step on (params, x, y)."""
+    cases = runner.build(table, lambda f, dev: f(params, x, y, dev))
+    agreement = check_agreement(runner, cases) if check else None
+    return with_ratios(runner.measure(cases, rounds)), agreement
+
+
+def run_mlp(runner, batches, rounds=None, check=True):
+    out, agree = {}, {}
     for batch in batches:
         x, y = make_batch(batch)
-        params = init_params()
-        cases = runner.build("MLP", lambda f, dev, params=params, x=x, y=y: f(params, x, y, dev))
-        out[str(batch)] = with_ratios(runner.measure(cases, rounds))
+        out[str(batch)], agree[str(batch)] = run_train(runner, "MLP", init_params(), x, y, rounds, check)
         print("  mlp batch %d done" % batch, flush=True)
+    return out, agree
+
+
+def run_first_call(runner):
+    """First-call cost of each compiled MLP step (batch 32), each in a fresh process (bench.first_call)."""
+    import subprocess  # noqa: PLC0415
+
+    out = {}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for impl, variant in FIRST_CALL_VARIANTS:
+        if impl not in runner.modules:
+            continue
+        label = "%s %s" % (runner.modules[impl].NAME, variant)
+        time.sleep(IDLE_S)
+        proc = subprocess.run([sys.executable, "-m", "bench.first_call", impl, variant], cwd=root,
+                              capture_output=True, text=True, timeout=600)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+        if proc.returncode != 0 or not lines:
+            tail = (proc.stderr.strip().splitlines() or ["exit %d" % proc.returncode])[-1]
+            runner.skipped["first call: " + label] = tail
+            continue
+        out[label] = json.loads(lines[-1])
+        print("  first call %s done" % label, flush=True)
     return out
 
 
@@ -219,6 +279,18 @@ def run_op_counts(runner):
                 counts["%s %s" % (mod.NAME, variant)] = mod.count_ops(step)
             except Exception as e:
                 counts["%s %s" % (mod.NAME, variant)] = "failed: %s: %s" % (type(e).__name__, e)
+    if "accel_impl" in runner.modules:
+        mod = runner.modules["accel_impl"]
+        try:
+            step = mod.MLP["accel.function"](init_params(), x, y, runner.device_of("accel_impl"))
+            step()
+            step()
+            c = mod.plan_counts(step)
+            counts["accel accel.function: captured plan steps"] = (
+                "%d (%d ops + %d fused kernels + %d backward rule calls + %d host steps; %d recorded ops)"
+                % (c["steps"], c["ops"], c["fused_kernels"], c["rule_calls"], c["host_steps"], c["recorded_ops"]))
+        except Exception as e:
+            counts["accel accel.function: captured plan steps"] = "failed: %s: %s" % (type(e).__name__, e)
     if "accel_impl" in runner.modules:  # accel in each fused mode, and the hand-fused minimum (bench.device_ops)
         from bench import device_ops  # noqa: PLC0415
 
@@ -442,6 +514,11 @@ def render(results):
                 cells.append("%.3g ms (%s)" % (r["median_s"] * 1e3, fmt_ratio(r["ratio"])) if r else "-")
             lines.append("| %s | %s |" % (label, " | ".join(cells)))
         lines.append("")
+    lines += render_targets(results)
+    if results.get("agreement"):
+        lines += render_agreement(results["agreement"])
+    if results.get("first_call"):
+        lines += render_first_call(results["first_call"])
     if results.get("op_counts"):
         lines += ["## Ops per MLP step (batch 32)", "", "| implementation | ops |", "|---|---|"]
         lines += ["| %s | %s |" % kv for kv in results["op_counts"].items()] + [""]
@@ -451,6 +528,12 @@ def render(results):
         for label, r in results["tape"].items():
             lines.append("| %s | %.3g | %s |" % (label, r["us_per_op"], fmt_ratio(r["ratio"])))
         lines.append("")
+    if "cnn" in results:
+        lines += render_train("Small CNN (conv 3x3 1->32, conv 3x3 32->64, max-pool, dense 10; batch 64; Adam)",
+                              results["cnn"])
+    if "encoder" in results:
+        lines += render_train("Transformer encoder block (d_model 256, 4 heads, seq 128, batch 16, pre-LN, GELU "
+                              "MLP 4x, mean-pooled head; Adam)", results["encoder"])
     if "scale_ops" in results:
         ns = sorted({int(n) for r in results["scale_ops"].values() for n in r["backward_s"]})
         lines += ["## Backward time against recorded ops (µs per op; exponent 1.0 = linear)", "",
@@ -494,6 +577,67 @@ def render(results):
     if results["skipped"]:
         lines += ["## Skipped", ""] + ["- %s: %s" % kv for kv in results["skipped"].items()] + [""]
     return "\n".join(lines)
+
+
+def best_peer(rows):
+    """(label, seconds) of the fastest implementation other than accel and the NumPy floor."""
+    peers = [(r["median_s"], label) for label, r in rows.items() if r["impl"] not in ("accel", "numpy")]
+    return (min(peers)[1], min(peers)[0]) if peers else (None, None)
+
+
+def render_train(title, rows):
+    peer, peer_s = best_peer(rows)
+    lines = ["## %s, ms per step" % title, "",
+             "| implementation | median ms | q1-q3 ms | × best peer (%s) |" % (peer or "-"), "|---|---|---|---|"]
+    for label, r in rows.items():
+        lines.append("| %s | %.3g | %.3g-%.3g | %s |" % (label, r["median_s"] * 1e3, r["q1_s"] * 1e3,
+                                                       r["q3_s"] * 1e3, fmt_ratio(r["median_s"] / peer_s
+                                                                                  if peer_s else None)))
+    return lines + [""]
+
+
+def render_targets(results):
+    """The issue's goals for accel.function, measured in this run."""
+    lines = []
+    tape = results.get("tape", {})
+    ours, jit = tape.get("accel accel.function"), tape.get("jax jit")
+    if ours and jit:
+        lines.append("| tape: accel.function ≤ jax.jit µs/op | %.3g vs %.3g µs/op (%.2f×) | %s |" % (
+            ours["us_per_op"], jit["us_per_op"], ours["us_per_op"] / jit["us_per_op"],
+            "met" if ours["us_per_op"] <= jit["us_per_op"] else "not met"))
+    for batch, rows in results.get("mlp", {}).items():
+        ours = rows.get("accel accel.function")
+        peer, peer_s = best_peer(rows)
+        if ours and peer_s:
+            ratio = ours["median_s"] / peer_s
+            lines.append("| MLP batch %s: accel.function ≤ 0.9× best peer | %.3g ms vs %.3g ms (%s): %.2f× | %s |"
+                         % (batch, ours["median_s"] * 1e3, peer_s * 1e3, peer, ratio,
+                            "met" if ratio <= 0.9 else "not met"))
+    return ["## Targets (issue 12)", "", "| goal | this run | |", "|---|---|---|"] + lines + [""] if lines else []
+
+
+def render_agreement(agreement):
+    lines = ["## Loss agreement before timing (relative difference to the reference after 1 and 2 steps; "
+             "tolerance %g and %g)" % (AGREE_STEP1_RTOL, AGREE_STEP2_RTOL), "",
+             "| workload | reference | implementation | loss step 1 | loss step 2 | rel. diff 1 / 2 | |",
+             "|---|---|---|---|---|---|---|"]
+    for workload, a in agreement.items():
+        for label, r in a["rows"].items():
+            lines.append("| %s | %s | %s | %.7g | %.7g | %.1e / %.1e | %s |" % (
+                workload, a["reference"], label, r["losses"][0], r["losses"][1], r["rel_diff"][0],
+                r["rel_diff"][1], "ok" if r["ok"] else "**DIFFERS**"))
+    return lines + [""]
+
+
+def render_first_call(rows):
+    lines = ["## First call of the compiled MLP step (batch 32), each in a fresh process, seconds", "",
+             "| implementation | import | build | 1st call | 2nd call | 1st + 2nd | 1st call of a 2nd object |",
+             "|---|---|---|---|---|---|---|"]
+    for label, r in rows.items():
+        lines.append("| %s | %.2f | %.3f | %.3f | %.3f | %.3f | %.3f |" % (
+            label, r["import_s"], r["build_s"], r["first_s"], r["second_s"], r["first_s"] + r["second_s"],
+            r["second_object_first_s"]))
+    return lines + [""]
 
 
 def _loads(loads):
@@ -575,16 +719,30 @@ def main(argv=None):
     results = {"meta": machine_info(runner)}
     print("Benchmarking %s on %s (%s threads)" % (", ".join(m.NAME for m in runner.modules.values()),
                                                    results["meta"]["cpu"], args.threads), flush=True)
+    agreement = {}
+    if "first_call" in args.only:  # first: its subprocesses then run on an idle machine
+        results["first_call"] = run_first_call(runner)
     if "mlp" in args.only:
-        results["mlp"] = run_mlp(runner, MLP_BATCHES)
+        results["mlp"], agree = run_mlp(runner, MLP_BATCHES)
+        agreement.update({"MLP batch %s" % b: a for b, a in agree.items()})
         results["op_counts"] = run_op_counts(runner)
     if "tape" in args.only:
         results["tape"] = run_tape(runner)
         print("  tape done", flush=True)
+    if "cnn" in args.only:
+        x, y = make_images()
+        results["cnn"], agreement["CNN"] = run_train(runner, "CNN", init_cnn(), x, y)
+        print("  cnn done", flush=True)
+    if "encoder" in args.only:
+        x, y = make_sequences()
+        results["encoder"], agreement["encoder"] = run_train(runner, "ENCODER", init_encoder(), x, y)
+        print("  encoder done", flush=True)
+    if agreement:
+        results["agreement"] = agreement
     if "scale" in args.only:
         results["scale_ops"] = run_scale_ops(runner, QUICK_SCALE_OPS if args.quick else SCALE_OPS)
         batches = QUICK_SCALE_BATCHES if args.quick else SCALE_BATCHES
-        results["scale_batch"] = run_mlp(runner, batches, rounds=5)
+        results["scale_batch"], _ = run_mlp(runner, batches, rounds=5, check=False)
     if "memory" in args.only:
         results["memory"] = run_memory(runner, MLP_BATCHES)
     if "conv" in args.only:

@@ -36,6 +36,18 @@ def count_ops(step):
     return prof.total_ops
 
 
+def plan_counts(step):
+    """The captured plan of an accel.function step (its most recent trace): Plan.counts() plus "steps",
+    the plan's device-side steps per replay (ops + fused kernels + backward rule calls + host steps)."""
+    function = step._step
+    plans = [p for cf in function._cache.values() for p in cf.plans]
+    if not plans:
+        raise ValueError("plan_counts: the step has not been called yet, so nothing was traced")
+    c = dict(plans[0].counts())
+    c["steps"] = c["ops"] + c["fused_kernels"] + c["rule_calls"] + c["host_steps"]
+    return c
+
+
 MLP = {
     "eager": lambda params, x, y, device: _tf_style.MLPStep(tf, params, x, y, device),
     "accel.function": lambda params, x, y, device: _tf_style.MLPStep(tf, params, x, y, device, compiled=True),
