@@ -16,7 +16,7 @@ class TrainStep:
     """One training step: loss(), its gradient for every Variable, Keras Adam; compiled=True wraps it in
     tf.function (accel.function on accel). Subclasses define loss()."""
 
-    def __init__(self, tf, params, x, y, device, compiled=False):
+    def __init__(self, tf, params, x, y, device, compiled=False, jit_compile=None):
         self.tf = tf
         self.device = device_name(device)
         with tf.device(self.device):
@@ -26,7 +26,7 @@ class TrainStep:
             self.opt = tf.keras.optimizers.Adam(learning_rate=LR, beta_1=BETA1, beta_2=BETA2, epsilon=EPS)
             if compiled:
                 self.opt.build(self.vars)  # creates the slot variables outside the traced function
-        self._step = tf.function(self._train_step) if compiled else self._train_step
+        self._step = tf.function(self._train_step, jit_compile=jit_compile) if compiled else self._train_step
 
     def _train_step(self):
         with self.tf.GradientTape() as tape:
@@ -103,13 +103,13 @@ class EncoderStep(TrainStep):
 
 
 class Chain:
-    def __init__(self, tf, x0, n_ops, device, compiled=False):
+    def __init__(self, tf, x0, n_ops, device, compiled=False, jit_compile=None):
         self.tf = tf
         self.device = device_name(device)
         self.n_ops = n_ops
         with tf.device(self.device):
             self.x = tf.Variable(x0)
-        self._grad = tf.function(self._gradient) if compiled else self._gradient
+        self._grad = tf.function(self._gradient, jit_compile=jit_compile) if compiled else self._gradient
 
     def _gradient(self):
         tf = self.tf
