@@ -665,7 +665,6 @@ def _fuse(nodes, examples, out_refs, kernels, exact=False):
     order: a group runs where it closes, which is before the first node outside it that reads it)."""
     if not _numba_ready():
         return nodes
-    producer = {}
     out = []
     open_groups = {}  # (shape, dtype) -> FusedKernel
 
@@ -674,10 +673,7 @@ def _fuse(nodes, examples, out_refs, kernels, exact=False):
         if len(g.members) < 2:
             out.extend(g.members)
             return
-        g_idx = len(out)
         out.append(("kernel", g))
-        for m in g.members:
-            producer[_view(m)[3]] = g_idx
 
     for n in nodes:
         shape = _fusible(n, examples, exact) if n[0] in ("op", "acall") else None
@@ -836,7 +832,7 @@ def _emit(nodes, input_slots, out_refs):
             if op.multi_out:
                 lines.append("    %s, = %s" % (", ".join("v%d" % o for o in outs), call))
             else:
-                lines.append("    v%d = %s" % (outs[0], _as_array(call)))
+                lines.append("    v%d = %s" % (outs[0], call))
         elif kind == "acall":
             _, fn, refs, kwargs, outs, multi, _op = n
             call = "%s(%s%s)" % (name(fn, "r"), ", ".join(aexpr(r) for r in refs),
@@ -874,10 +870,6 @@ def _emit(nodes, input_slots, out_refs):
     src = "\n".join(lines) + "\n"
     exec(compile(src, "<accel.function plan>", "exec"), ns)
     return ns["plan"], src
-
-
-def _as_array(call):
-    return call if True else call
 
 
 # --- Function and ConcreteFunction ------------------------------------------------------------
@@ -1141,8 +1133,6 @@ class Function:
         plan = Plan(trace, input_slots, plan_refs, None, fuse)
         plan.arg_shapes = [tuple(a.shape) for a in arrays]
         plan.out_structure = out_structure
-        pyconsts = [r for r in out_refs]
-        plan._pyconsts = pyconsts
         if any(r[0] == "pyconst" for r in out_refs):
             plan.run = _with_pyconsts(plan.run, out_refs)
         if result is None:
