@@ -160,10 +160,10 @@ def _erf_gauss_f64(u):
     return math.erf(u), math.exp(-(u * u))
 
 
-def generated_loop(factory, dtype):
-    """The (not yet jitted) loop of generated_loops.<factory> for float `dtype`: float32 computes with
-    accel.cpu_math's vectorizable functions, float64 with libm."""
-    make = getattr(generated_loops, factory)
+def instantiate(make, dtype):
+    """A loop factory of the generated_loops form (make(F, prange, exp, tanh, erf, erf_gauss) -> loop) for
+    float `dtype`, not yet jitted: float32 computes with accel.cpu_math's vectorizable functions, float64
+    with libm."""
     if dtype == np.float32:
         from accel import cpu_math  # noqa: PLC0415  (numba is optional: imported with the first loop)
 
@@ -173,18 +173,15 @@ def generated_loop(factory, dtype):
     return make(np.float64, prange, math.exp, math.tanh, math.erf, erf_gauss)
 
 
-def jit_loop(make, dtype):
-    """A loop factory of the generated_loops form (make(F, prange, exp, tanh, erf, erf_gauss) -> loop)
-    instantiated for float `dtype` and jitted without an on-disk cache (accel.function's fused groups)."""
-    if dtype == np.float32:
-        from accel import cpu_math  # noqa: PLC0415
+def generated_loop(factory, dtype):
+    """The (not yet jitted) loop of generated_loops.<factory> for float `dtype`."""
+    return instantiate(getattr(generated_loops, factory), dtype)
 
-        m = cpu_math.build()
-        loop = make(np.float32, prange, m.exp_f32, m.tanh_f32, m.erf_f32, m.erf_gauss_f32)
-    else:
-        erf_gauss = _numba().njit(inline="always", error_model="numpy")(_erf_gauss_f64)
-        loop = make(np.float64, prange, math.exp, math.tanh, math.erf, erf_gauss)
-    return _numba().njit(fastmath=False, error_model="numpy")(loop)
+
+def jit_loop(make, dtype):
+    """A loop factory instantiated for `dtype` and jitted without an on-disk cache (accel.function's
+    fused groups, whose source is not a file)."""
+    return _numba().njit(fastmath=False, error_model="numpy")(instantiate(make, dtype))
 
 
 def _generated(factory, dtype):

@@ -18,12 +18,6 @@ from accel.ops.core import _SCALAR_CACHE, apply, convert, convert_pair, defop, e
 from accel.tensor import Tensor
 
 
-def _check_float(name, t):
-    if t._data.dtype.kind != "f":
-        raise InvalidArgumentError(None, None, "%s: expected a floating-point tensor (float16/32/64), got %s; "
-                                   "cast it with accel.cast(x, accel.float32)" % (name, t._data.dtype))
-
-
 def unary(name, forward, rule=None, save="inputs", dtypes="float", fused=None):
     """Declares a one-input elementwise op (defop) and returns its public function."""
     op = defop(name, forward, *(() if rule is None else (rule,)), save=save, dtypes=dtypes, elementwise=True,
