@@ -37,6 +37,7 @@ import numpy as np
 
 from accel import recorder
 from accel.ops import codegen, symbolic
+from accel.tape import _plus as _tape_plus  # the backward pass's cotangent sum: fusible like an add
 from accel.tensor import Tensor, TensorShape, TensorSpec
 
 __all__ = ["function", "Function", "ConcreteFunction"]
@@ -578,19 +579,13 @@ def _view(n):
         return (op.name, refs, lambda *a: op.forward(symbolic.NS, *a, **attrs), outs[0], (op.name, attrs))
     if n[0] == "acall" and not n[5]:
         _, fn, refs, kwargs, outs, _multi, op = n
-        if fn is _plus_fn():
+        if fn is _tape_plus:
             return ("add_n", refs, lambda a, b: a + b, outs[0], ("+",))
         if op is None or not op.elementwise or op.rules is None or fn not in op.rules:
             return None
         # rule(F, g, out, *inputs): F is the namespace; an unsaved value is None
         return (op.name + "'", refs[1:], lambda *a: fn(symbolic.NS, *a, **kwargs), outs[0], (fn, kwargs))
     return None
-
-
-def _plus_fn():
-    from accel import tape  # noqa: PLC0415  (the tape sits above this module's imports)
-
-    return tape._plus
 
 
 # functions whose NumPy and generated-loop results may differ in the last bits (libm or accel.cpu_math
