@@ -11,6 +11,7 @@ import functools
 import re
 import threading
 
+from accel._readonly import read_only
 from accel.variables import Variable
 
 __all__ = ["Module", "name_scope", "current_name_scope"]
@@ -44,9 +45,7 @@ class name_scope:  # noqa: N801  (TensorFlow's name)
             raise TypeError("name_scope: name must be a string, got %s %r" % (type(name).__name__, name))
         self._name = name
 
-    @property
-    def name(self):
-        return self._name
+    name = read_only("_name")
 
     def __enter__(self):
         if not self._name:
@@ -124,15 +123,8 @@ class Module:
         with name_scope(name) as scope:
             self._name_scope = name_scope(scope)
 
-    @property
-    def name(self):
-        """The name given to the constructor, or the class name in snake case."""
-        return self._name
-
-    @property
-    def name_scope(self):
-        """A name_scope for this module's full scope ("outer/module/"), to use in `with`."""
-        return self._name_scope
+    name = read_only("_name", "The name given to the constructor, or the class name in snake case.")
+    name_scope = read_only("_name_scope", 'A name_scope for the module\'s full scope ("outer/module/"), for `with`.')
 
     @property
     def variables(self):

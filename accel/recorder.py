@@ -42,13 +42,8 @@ class Hooks:
         self.active = 0
         self._lock = threading.Lock()
 
-    @property
-    def profile(self):
-        return state.profile
-
-    @property
-    def numerics_check(self):
-        return state.numerics_check
+    profile = property(lambda self: state.profile, doc="This thread's profiler, or None.")
+    numerics_check = property(lambda self: state.numerics_check, doc="This thread's numerics check, or None.")
 
     def set_profile(self, prof):
         return self._set("profile", prof)

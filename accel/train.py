@@ -28,6 +28,7 @@ import numpy as np
 
 from accel import backend, errors
 from accel import module as _module
+from accel._readonly import read_only
 from accel.dtypes import int64
 from accel.files import write_atomically
 from accel.module import Module, _flatten_value
@@ -621,18 +622,9 @@ class CheckpointManager:
                 if stamp > self._last_preserved_timestamp:
                     self._maybe_delete[path] = stamp
 
-    @property
-    def directory(self):
-        return self._directory
-
-    @property
-    def checkpoint_interval(self):
-        return self._checkpoint_interval
-
-    @property
-    def latest_checkpoint(self):
-        """The newest checkpoint's path (None before the first save in an empty folder)."""
-        return self._latest_checkpoint
+    directory = read_only("_directory")
+    checkpoint_interval = read_only("_checkpoint_interval")
+    latest_checkpoint = read_only("_latest_checkpoint", "The newest checkpoint's path (None while there is none).")
 
     @property
     def checkpoints(self):

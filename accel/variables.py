@@ -7,6 +7,7 @@ import sys
 import numpy as np
 
 from accel import backend, sites
+from accel._readonly import read_only
 from accel.dtypes import as_dtype
 from accel.errors import InvalidArgumentError
 from accel.ops.core import apply, defop
@@ -62,13 +63,8 @@ class Variable(Tensor):
     def name(self) -> str:
         return self._name + ":0"
 
-    @property
-    def trainable(self) -> bool:
-        return self._trainable
-
-    @property
-    def constraint(self):
-        return self._constraint
+    trainable = read_only("_trainable")
+    constraint = read_only("_constraint")
 
     @property
     def handle(self):
