@@ -327,7 +327,36 @@ class Plan:
         self.nodes = nodes
         self.out_refs = out_refs
         self.writes = _written(nodes)
-        self.run, self.source = _emit(nodes, input_slots, out_refs)
+        self.memory = MemoryPlan(nodes, trace.examples, out_refs)
+        self.run, self.source = _emit(nodes, input_slots, out_refs, self.memory)
+        self.post = None  # turns the plan's outputs into the function's (Python constants, None)
+        self.arena = None  # the MemoryPlan's buffers, made on the first replay (see Function._replay)
+        self._variants = {}
+        self._arena_lock = threading.Lock()
+
+    def variant(self, mode):
+        """The plan emitted for `mode` ("arena" or "count"), made on first use."""
+        fn = self._variants.get(mode)
+        if fn is None:
+            fn = self._variants[mode] = _emit(self.nodes, self.input_slots, self.out_refs, self.memory, mode)[0]
+        return fn
+
+    def execute(self, arrays, arg_vars):
+        """One replay: with the arena when this thread gets it (a second thread replaying the same plan at
+        the same time allocates instead), counted when this thread profiles."""
+        if recorder.hooks.profile is not None:
+            outs = self.variant("count")(arrays, arg_vars)
+        elif self.memory.buffers and self._arena_lock.acquire(blocking=False):
+            try:
+                if self.arena is None:
+                    self.arena = self.memory.allocate()
+                    _arenas.hold(self)
+                outs = self.variant("arena")(arrays, arg_vars, self.arena)
+            finally:
+                self._arena_lock.release()
+        else:
+            outs = self.run(arrays, arg_vars)
+        return outs if self.post is None else self.post(outs)
 
     def peak_bytes(self):
         """The most bytes of intermediate values alive at once while the plan runs (each value freed after
@@ -353,7 +382,9 @@ class Plan:
         return {"ops": ops, "fused_kernels": sum(1 for n in self.nodes if n[0] == "kernel"),
                 "rule_calls": sum(1 for n in self.nodes if n[0] == "acall"), "peak_bytes": self.peak_bytes(),
                 "recorded_ops": sum(1 for n in self.trace_nodes if n[0] == "op"),
-                "guards": len(self.guards), "host_steps": sum(1 for n in self.nodes if n[0] in ("call", "host"))}
+                "guards": len(self.guards), "host_steps": sum(1 for n in self.nodes if n[0] in ("call", "host")),
+                "arena_buffers": len(self.memory.buffers), "arena_bytes": self.memory.arena_bytes,
+                "stores": sum(len(k.stores) for k in self.kernels)}
 
 
 def _fold_and_cse(nodes, examples):
@@ -498,7 +529,7 @@ def _produced(n):
 
 
 def _written(nodes):
-    return [n for n in nodes if n[0] in ("assign",) or (n[0] == "call" and n[4])]
+    return [n for n in nodes if n[0] == "assign" or (n[0] == "call" and n[4]) or (n[0] == "kernel" and n[1].stores)]
 
 
 # --- fusion -----------------------------------------------------------------------------------
@@ -517,12 +548,13 @@ class FusedKernel:
         self.slots = set()
         self.inputs = []  # refs, in argument order
         self.outputs = []  # slots
+        self.stores = []  # (Variable, "assign" | "add" | "sub", slot): the loop writes the Variable in place
         self.fn = None
         self.source = None
 
     def describe(self):
-        return "%s %s x%d: %s" % (self.dtype, self.shape, len(self.members),
-                                  " -> ".join(_view(m)[0] for m in self.members))
+        steps = [_view(m)[0] for m in self.members] + ["%s %s" % (how, v.name) for v, how, _ in self.stores]
+        return "%s %s x%d: %s" % (self.dtype, self.shape, len(self.members), " -> ".join(steps))
 
     def cuda_source(self):
         """The group as one CUDA template (kernels/common.cuh's ld/st/ACC helpers), the same expression the
@@ -549,12 +581,19 @@ class FusedKernel:
         out += ["  }", "}"]
         return "\n".join(out) + "\n", name
 
-    def run(self, *arrays):
-        """Allocates the outputs and runs the loop over the flattened arrays (inputs made contiguous)."""
-        outs = [np.empty(self.shape, dt) for dt in self.out_dtypes]
+    def run(self, dest, *arrays):
+        """Runs the loop over the flattened arrays (inputs made contiguous) into `dest`: one array per
+        output (None: allocate one) then the stored Variables' arrays; returns the outputs."""
+        outs = [np.empty(self.shape, dt) if d is None else d for d, dt in zip(dest, self.out_dtypes)]
         flat = [np.ascontiguousarray(a).reshape(-1) for a in arrays]
-        self.fn(*[o.reshape(-1) for o in outs], *flat, self.cols)
-        return outs
+        self.fn(*[_flat_view(o) for o in outs], *flat, self.cols)
+        return outs[:len(self.outputs)]
+
+
+def _flat_view(a):
+    if not a.flags.c_contiguous:  # a Variable's array made non-contiguous behind the plan's back
+        raise RuntimeError("accel.function: a fused kernel's destination is not contiguous")
+    return a.reshape(-1)
 
 
 def _input_kind(shape, ex_shape):
@@ -665,12 +704,20 @@ def _fuse(nodes, examples, out_refs, kernels, exact=False):
 
     def close(g):
         del open_groups[(g.shape, g.dtype)]
-        if len(g.members) < 2:
+        if len(g.members) + len(g.stores) < 2:
             out.extend(g.members)
             return
         out.append(("kernel", g))
 
     for n in nodes:
+        g = _store_group(n, open_groups, examples)
+        if g is not None:  # the group computing the value writes it into the Variable, as its last step
+            g.stores.append((n[1][1], n[2], n[3][1]))
+            for other in list(open_groups.values()):
+                if other is not g:
+                    close(other)
+            close(g)
+            continue
         shape = _fusible(n, examples, exact) if n[0] in ("op", "acall") else None
         dt = _float_dtype(n, examples) if shape is not None else None
         used = set(_used_slots(n))
@@ -709,6 +756,27 @@ def _fuse(nodes, examples, out_refs, kernels, exact=False):
     return out
 
 
+def _store_group(n, open_groups, examples):
+    """The open group that can take assign node n as an in-place store into its Variable, else None."""
+    if n[0] != "assign" or n[1][0] != "var" or n[3][0] != "slot":
+        return None
+    v, slot = n[1][1], n[3][1]
+    g = next((g for g in open_groups.values() if slot in g.slots), None)
+    data = v._data
+    if g is None or type(data) is not np.ndarray or not data.flags.c_contiguous or tuple(data.shape) != g.shape \
+            or data.dtype != g.dtype or examples[slot].dtype != g.dtype:
+        return None
+    # the loop reads input element i before it writes element i of the Variable: only an input that is
+    # the Variable itself, or shares no memory with it, is safe (not a row or a view of another shape)
+    for m in g.members:
+        for r in _view(m)[1]:
+            if r[0] == "slot" and r[1] not in g.slots and np.may_share_memory(examples[r[1]], data):
+                return None
+            if r[0] == "const" and np.may_share_memory(r[1], data):
+                return None
+    return g
+
+
 def _build_kernel(g, examples, readers, ret):
     env = {}
     inputs = []
@@ -732,6 +800,14 @@ def _build_kernel(g, examples, readers, ret):
         env[out] = symbolic.const(build(*args))
     g.outputs = [s for s in g.slots if readers.get(s) or s in ret]
     g.outputs.sort()
+    roots = [env[s] for s in g.outputs]
+    for v, how, s in g.stores:
+        k = ("var", id(v))
+        if how != "assign" and k not in in_key:
+            in_key[k] = "a%d" % len(inputs)
+            inputs.append(("var", v))
+        old = symbolic.var(in_key[k]) if how != "assign" else None
+        roots.append(env[s] if how == "assign" else (old + env[s] if how == "add" else old - env[s]))
     g.inputs = inputs
     in_shapes = []
     for r in inputs:
@@ -739,8 +815,8 @@ def _build_kernel(g, examples, readers, ret):
         in_shapes.append(_input_kind(tuple(a.shape), g.shape))
     g.in_kinds = in_shapes
     g.cols = int(g.shape[-1]) if g.shape else 1
-    g.out_dtypes = [examples[s].dtype for s in g.outputs]
-    g.roots = [env[s] for s in g.outputs]
+    g.out_dtypes = [examples[s].dtype for s in g.outputs] + [v._data.dtype for v, _, _ in g.stores]
+    g.roots = roots
     g.in_dtypes = [(examples[r[1]] if r[0] == "slot" else (r[1]._data if r[0] == "var" else r[1])).dtype
                    for r in inputs]
     g.source, g.fn = _compile_group(g, g.roots, in_shapes)
@@ -784,9 +860,74 @@ def _numba_ready():
 
 # --- emitting the plan as one Python function ---------------------------------------------------
 
-def _emit(nodes, input_slots, out_refs):
-    ns = {"np": np, "_GuardMiss": _GuardMiss, "_copyto": np.copyto, "_Tensor": Tensor}
-    lines = ["def plan(inputs, arg_vars):"]
+class MemoryPlan:
+    """Where each intermediate lives. Every value is released after its last reader (`del` in the emitted
+    plan); the outputs of fused kernels that never leave the plan (not returned, not handed to a host
+    step, not viewed by a value that does) go to arena buffers that the plan keeps between calls, one
+    buffer serving values whose lifetimes do not overlap: no allocation, no fresh pages, and the same
+    pointers on every replay. Stores write Variables in place (see _store_group)."""
+
+    def __init__(self, nodes, examples, out_refs):
+        returned = {r[1] for r in out_refs if r[0] == "slot"}
+        last = {}  # slot -> the last node that reads it (or makes it, when nothing reads it)
+        for i, n in enumerate(nodes):
+            for sl in _produced(n) + _used_slots(n):
+                last[sl] = i
+        self.release = collections.defaultdict(list)  # node index -> slots to drop after it
+        for sl, i in last.items():
+            if sl not in returned:
+                self.release[i].append(sl)
+        last = {}
+        for i, n in enumerate(nodes):
+            for sl in _used_slots(n):
+                last[sl] = i
+        escaped = set(returned)
+        end = dict(last)  # a value's memory is in use until its last reader or the last reader of a view of it
+        views = collections.defaultdict(set)  # slot -> earlier slots it may share memory with
+        for n in nodes:
+            if n[0] in ("call", "host"):
+                escaped.update(_used_slots(n))  # a host step may keep what it is given
+            elif n[0] in ("op", "acall"):
+                for o in _produced(n):
+                    views[o].update(sl for sl in _used_slots(n) if np.may_share_memory(examples[o], examples[sl]))
+        for i in range(len(nodes) - 1, -1, -1):
+            for o in _produced(nodes[i]):
+                for sl in views.get(o, ()):
+                    if o in escaped:
+                        escaped.add(sl)
+                    end[sl] = max(end.get(sl, i), end.get(o, i), i)
+        self.buffers = []  # (shape, dtype)
+        self.buffer_of = {}  # slot -> buffer index
+        busy = []  # (end, buffer index)
+        free = collections.defaultdict(list)  # (shape, dtype) -> buffer indices
+        for i, n in enumerate(nodes):
+            for e, b in [x for x in busy if x[0] < i]:
+                busy.remove((e, b))
+                free[self.buffers[b]].append(b)
+            if n[0] != "kernel":
+                continue
+            for sl in n[1].outputs:
+                if sl in escaped or sl not in end:
+                    continue
+                spec = (tuple(examples[sl].shape), examples[sl].dtype)
+                b = free[spec].pop() if free[spec] else None
+                if b is None:
+                    b = len(self.buffers)
+                    self.buffers.append(spec)
+                self.buffer_of[sl] = b
+                busy.append((end[sl], b))
+        self.arena_bytes = sum(int(np.prod(sh, dtype=np.int64)) * dt.itemsize for sh, dt in self.buffers)
+
+    def allocate(self):
+        return [np.empty(sh, dt) for sh, dt in self.buffers]
+
+
+def _emit(nodes, input_slots, out_refs, memory, mode="plain"):
+    """The plan as Python source, compiled. mode "arena": fused kernels write into the MemoryPlan's buffers
+    (the third argument); "count": every step is counted in this thread's accel.profiler profile."""
+    ns = {"np": np, "_GuardMiss": _GuardMiss, "_copyto": np.copyto, "_Tensor": Tensor, "_step": _counted_step,
+          "_kernel_step": _counted_kernel}
+    lines = ["def plan(inputs, arg_vars, B=None):"]
     if input_slots:
         lines.append("    %s, = inputs" % ", ".join("v%d" % s for s in input_slots))
     counter = [0]
@@ -815,34 +956,42 @@ def _emit(nodes, input_slots, out_refs):
             return "(%s%s)" % (inner, "," if len(r[2]) == 1 else "") if r[1] is tuple else "[%s]" % inner
         return expr(r)
 
-    for n in nodes:
+    def call(label, fn, args):
+        if mode == "count":
+            return "_step(%r, %s, %s)" % (label, fn, args)
+        return "%s(%s)" % (fn, args)
+
+    for i, n in enumerate(nodes):
         kind = n[0]
         if kind == "op":
             _, op, refs, attrs, outs = n
-            f = name(op.forward, "f")
             args = ", ".join(["np"] + [expr(r) for r in refs])
             if attrs:
                 args += ", **" + name(attrs, "a")
-            call = "%s(%s)" % (f, args)
+            c = call(op.name, name(op.forward, "f"), args)
             if op.multi_out:
-                lines.append("    %s, = %s" % (", ".join("v%d" % o for o in outs), call))
+                lines.append("    %s, = %s" % (", ".join("v%d" % o for o in outs), c))
             else:
-                lines.append("    v%d = %s" % (outs[0], call))
+                lines.append("    v%d = %s" % (outs[0], c))
         elif kind == "acall":
-            _, fn, refs, kwargs, outs, multi, _op = n
-            call = "%s(%s%s)" % (name(fn, "r"), ", ".join(aexpr(r) for r in refs),
-                                 (", **" + name(kwargs, "a")) if kwargs else "")
+            _, fn, refs, kwargs, outs, multi, op = n
+            c = call("grad:" + (op.name if op is not None else getattr(fn, "__name__", "step")), name(fn, "r"),
+                     ", ".join(aexpr(r) for r in refs) + ((", **" + name(kwargs, "a")) if kwargs else ""))
             if multi:
                 t = "t%d" % counter[0]
-                lines.append("    %s = %s" % (t, call))
-                lines += ["    v%d = %s[%d]" % (o, t, i) for i, o in enumerate(outs) if o is not None]
+                lines.append("    %s = %s" % (t, c))
+                lines += ["    v%d = %s[%d]" % (o, t, j) for j, o in enumerate(outs) if o is not None]
+                lines.append("    del %s" % t)
             else:
-                lines.append("    v%d = %s" % (outs[0], call))
+                lines.append("    v%d = %s" % (outs[0], c))
         elif kind == "kernel":
             g = n[1]
+            dest = ["B[%d]" % memory.buffer_of[s] if mode == "arena" and s in memory.buffer_of else "None"
+                    for s in g.outputs] + [expr(("var", v)) for v, _, _ in g.stores]
+            args = "(%s,), %s" % (", ".join(dest), ", ".join(expr(r) for r in g.inputs))
             k = name(g, "K")
-            lines.append("    %s = %s.run(%s)" % ("".join("v%d, " % s for s in g.outputs), k,
-                                                  ", ".join(expr(r) for r in g.inputs)))
+            c = "_kernel_step(%s, %s)" % (k, args) if mode == "count" else "%s.run(%s)" % (k, args)
+            lines.append("    %s%s" % ("%s, = " % ", ".join("v%d" % s for s in g.outputs) if g.outputs else "", c))
         elif kind == "assign":
             _, target, how, ref = n
             t = expr(target).rsplit("._data", 1)[0]
@@ -858,13 +1007,60 @@ def _emit(nodes, input_slots, out_refs):
             conv = "bool" if what == "bool()" else "int"
             lines.append("    if %s(np.asarray(v%d).reshape(())[()]) != %r:" % (conv, slot, value))
             lines.append("        raise _GuardMiss()")
-        elif kind == "guard_const":
-            pass
+        dead = memory.release.get(i)
+        if dead:
+            lines.append("    del %s" % ", ".join("v%d" % sl for sl in dead))
     outs = ", ".join(expr(r) for r in out_refs)
     lines.append("    return (%s%s)" % (outs, "," if len(out_refs) == 1 else ""))
     src = "\n".join(lines) + "\n"
     exec(compile(src, "<accel.function plan>", "exec"), ns)
     return ns["plan"], src
+
+
+def _counted_step(label, fn, *args, **kwargs):
+    """One op or rule of a plan replayed inside accel.profiler.profile(): counted as eager counts it."""
+    prof = recorder.hooks.profile
+    if prof is None:  # another thread profiles
+        return fn(*args, **kwargs)
+    prof.label = label
+    res = fn(*[prof.counted(a) for a in args], **kwargs)
+    if isinstance(res, (tuple, list)):
+        return type(res)(prof.plain(r) for r in res)
+    return prof.plain(res)
+
+
+def _counted_kernel(g, dest, *arrays):
+    """A fused kernel of a replayed plan: one device operation."""
+    prof = recorder.hooks.profile
+    outs = g.run(dest, *arrays)
+    if prof is not None:
+        nbytes = sum(a.nbytes for a in arrays if isinstance(a, np.ndarray)) + sum(o.nbytes for o in outs) + \
+            sum(v._data.nbytes for v, _, _ in g.stores)
+        prof.note(nbytes, "fused kernel")
+    return outs
+
+
+class _ArenaHolders:
+    """The plans holding arena buffers, most recent last: past MAX_ARENAS, the oldest gives its buffers
+    back (it allocates them again if it runs again), so many signatures cannot hold memory without bound."""
+
+    MAX_ARENAS = 16
+
+    def __init__(self):
+        self._plans = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def hold(self, plan):
+        with self._lock:
+            self._plans[id(plan)] = weakref.ref(plan)
+            while len(self._plans) > self.MAX_ARENAS:
+                old = self._plans.popitem(last=False)[1]()
+                if old is not None and old._arena_lock.acquire(blocking=False):
+                    old.arena = None
+                    old._arena_lock.release()
+
+
+_arenas = _ArenaHolders()
 
 
 # --- Function and ConcreteFunction ------------------------------------------------------------
@@ -1065,7 +1261,7 @@ class Function:
     def _replay(self, plan, arrays, arg_vars):
         snap = _snapshot(plan) if plan.snapshot else None
         try:
-            outs = plan.run(arrays, arg_vars)
+            outs = plan.execute(arrays, arg_vars)
         except _GuardMiss:
             if snap is not None:
                 _restore(snap)
@@ -1129,9 +1325,9 @@ class Function:
         plan.arg_shapes = [tuple(a.shape) for a in arrays]
         plan.out_structure = out_structure
         if any(r[0] == "pyconst" for r in out_refs):
-            plan.run = _with_pyconsts(plan.run, out_refs)
+            plan.post = functools.partial(_with_pyconsts, out_refs)
         if result is None:
-            plan.run = _returns_none(plan.run)
+            plan.post = _returns_none
         with self._lock:
             # a trace that created variables (a lazily built model or optimizer) may have read them before
             # they existed (an optimizer's initial loss scale): like TF, which traces such a first call twice,
@@ -1186,9 +1382,11 @@ class Function:
             for p in cf.plans:
                 c = p.counts()
                 lines.append("  signature %s: %d recorded ops -> %d ops + %d fused kernels + %d backward rule calls, "
-                             "%d host steps, %d guards; peak of intermediates %d bytes"
+                             "%d host steps, %d guards; peak of intermediates %d bytes, of which %d in %d arena "
+                             "buffers kept between calls; %d Variables written in place by kernels"
                              % (_short_key(key), c["recorded_ops"], c["ops"], c["fused_kernels"], c["rule_calls"],
-                                c["host_steps"], c["guards"], c["peak_bytes"]))
+                                c["host_steps"], c["guards"], c["peak_bytes"], c["arena_bytes"],
+                                c["arena_buffers"], c["stores"]))
                 for g in p.kernels:
                     lines.append("    kernel " + g.describe())
         return "\n".join(lines)
@@ -1241,11 +1439,9 @@ def _fast_key(args):
     return tuple(key)
 
 
-def _with_pyconsts(run, out_refs):
-    def wrapped(inputs, arg_vars):
-        outs = iter(run(inputs, arg_vars))
-        return tuple(_py_output(r[1]) if r[0] == "pyconst" else next(outs) for r in out_refs)
-    return wrapped
+def _with_pyconsts(out_refs, outs):
+    outs = iter(outs)
+    return tuple(_py_output(r[1]) if r[0] == "pyconst" else next(outs) for r in out_refs)
 
 
 def _py_output(v):
@@ -1258,11 +1454,8 @@ def _py_output(v):
     return v
 
 
-def _returns_none(run):
-    def wrapped(inputs, arg_vars):
-        run(inputs, arg_vars)
-        return ()
-    return wrapped
+def _returns_none(outs):
+    return ()
 
 
 def _wrap_out(v):
@@ -1280,6 +1473,8 @@ def _snapshot(plan):
             v = n[1][1] if n[1][0] == "var" else None
             if v is not None:
                 saved.append((v, v._data.copy()))
+        elif n[0] == "kernel":
+            saved += [(v, v._data.copy()) for v, _, _ in n[1].stores]
         else:
             for v in getattr(n[2], "writes_variables", lambda: [])():
                 saved.append((v, v._data.copy()))

@@ -49,7 +49,21 @@ def _activations(x, b):
     return tf.where(x > 0.1, y, tf.nn.elu(x) * 2.0)
 
 
+_w = tf.Variable(_rng.standard_normal((5, 7)).astype(np.float32))
+_m = tf.Variable(np.zeros((5, 7), np.float32))
+
+
+def _sgd_momentum_step(x):
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tf.tanh(tf.matmul(x, _w)))
+    g = tape.gradient(loss, _w)
+    _m.assign(0.9 * _m - 0.01 * g)  # both updates are stores of fused kernels: written in place
+    _w.assign_add(_m)
+    return loss
+
+
 GRAPHS = [
+    ("sgd_momentum_stores", _sgd_momentum_step, lambda: [_c(8, 5)]),
     ("tape_chain", _tape_chain, lambda: [_c(16)]),
     ("mlp_grads", _mlp_grads, lambda: [_c(8, 5), _c(5, 7), _c(7)]),
     ("activations", _activations, lambda: [_c(6, 4), _c(4)]),
@@ -138,7 +152,8 @@ def test_fused_kernel_source_runs_on_the_cpu_shim_like_the_numba_loop(index):
         shape = {"same": k.shape, "scalar": (1,), "row": (k.shape[-1],)}[kind]
         a = rng.standard_normal(shape) > 0 if dt == np.bool_ else rng.standard_normal(shape).astype(dt)
         ins.append(np.ascontiguousarray(a))
-    want = k.run(*ins)
+    want = [np.empty(k.shape, dt) for dt in k.out_dtypes]  # the outputs, then any Variables stored in place
+    k.run(want, *ins)
     got = [np.empty(k.shape, dt) for dt in k.out_dtypes]
     n = int(np.prod(k.shape))
     ptrs = [ctypes.c_void_p(a.ctypes.data) for a in got + ins]
