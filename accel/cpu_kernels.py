@@ -315,19 +315,26 @@ def _adam_multi_kernel(dtype):
     return f
 
 
-@entry_point
-def adam_multi_update(ps, gs, ms, vs, vhats, alpha, b1, b2, eps, lr, wd=0.0):
-    """adam_update over many tensors of one dtype in one call (vhats: list or None)."""
-    fn = "adam_multi_update"
+def check_adam_lists(fn, ps, gs, ms, vs, vhats, check_one):
+    """adam_multi_update's list checks (here and in accel.fused): one length, check_one(k, p, g, m, v, vhat)
+    for each tensor, one dtype."""
     n = len(ps)
     for nm, lst in (("gs", gs), ("ms", ms), ("vs", vs)) + ((("vhats", vhats),) if vhats is not None else ()):
         if len(lst) != n:
             raise ValueError("%s: %s has %d tensors, expected %d like ps" % (fn, nm, len(lst), n))
     for k in range(n):
-        _check("%s (tensor %d)" % (fn, k), p=ps[k], g=gs[k], m=ms[k], v=vs[k], vhat=None if vhats is None else vhats[k])
+        check_one(k, ps[k], gs[k], ms[k], vs[k], None if vhats is None else vhats[k])
         if ps[k].dtype != ps[0].dtype:
             raise ValueError("%s: ps[%d] has dtype %s, expected %s like ps[0]" % (fn, k, ps[k].dtype, ps[0].dtype))
-    if n == 0:
+
+
+@entry_point
+def adam_multi_update(ps, gs, ms, vs, vhats, alpha, b1, b2, eps, lr, wd=0.0):
+    """adam_update over many tensors of one dtype in one call (vhats: list or None)."""
+    fn = "adam_multi_update"
+    check_adam_lists(fn, ps, gs, ms, vs, vhats,
+                     lambda k, p, g, m, v, vh: _check("%s (tensor %d)" % (fn, k), p=p, g=g, m=m, v=v, vhat=vh))
+    if not ps:
         return
     lists = (ps, ms, vs, vs if vhats is None else vhats, gs)
     _need_numba(fn, *(a for lst in lists for a in lst))

@@ -17,7 +17,7 @@ import numpy as np
 
 from accel import backend
 from accel import kernel_registry as reg
-from accel.cpu_kernels import adam_alpha  # noqa: F401  (re-exported)
+from accel.cpu_kernels import adam_alpha, check_adam_lists  # noqa: F401  (adam_alpha is re-exported)
 from accel.kernel_registry import entry_point
 from accel.ops.generated_loops import KERNELS as GENERATED
 
@@ -59,6 +59,12 @@ def _launch(kernel, types, grid, block, args, shared_mem=0):
     fn = module(reg.family_of(kernel)).get_function(ne)
     fn(grid, block, args, shared_mem=shared_mem)
     launches[kernel] += 1
+
+
+def _elementwise(kernel, like, *args):
+    """Launches a grid-stride kernel over like's elements, kernel<like.dtype>(*args, n); nothing when n == 0."""
+    if like.size:
+        _launch(kernel, (like.dtype,), _grid(like.size), (BLOCK,), args + (np.int64(like.size),))
 
 
 def _grid(n, block=BLOCK):
@@ -144,12 +150,8 @@ def activation_bwd(name, g, saved, alpha=None, out=None):
         raise ValueError("%s: kernel %r takes %s, got alpha=%r" % (
             fn, name, "the scalar " + spec["scalars"][0] if spec["scalars"] else "no scalar", alpha))
     gx = _out(fn, out, g)
-    n = g.size
-    if n:
-        args = (gx, g, saved)
-        if alpha is not None:
-            args += (_scalar_type(g.dtype)(alpha),)
-        _launch(name + "_bwd", (g.dtype,), _grid(n), (BLOCK,), args + (np.int64(n),))
+    scalars = () if alpha is None else (_scalar_type(g.dtype)(alpha),)
+    _elementwise(name + "_bwd", g, gx, g, saved, *scalars)
     return gx
 
 
@@ -213,8 +215,7 @@ def sigmoid_xent_bwd(x, z, g, out=None):
     _check(fn, "z", z, like=x)
     _check(fn, "g", g, like=x)
     gx = _out(fn, out, x)
-    if x.size:
-        _launch("sigmoid_xent_bwd", (x.dtype,), _grid(x.size), (BLOCK,), (gx, x, z, g, np.int64(x.size)))
+    _elementwise(fn, x, gx, x, z, g)
     return gx
 
 
@@ -258,14 +259,7 @@ def dropout_bwd(g, mask, scale, out=None):
     _check(fn, "g", g, _WITH_HALF)
     _check(fn, "mask", mask, (np.dtype(np.bool_),), g.shape)
     gx = _out(fn, out, g)
-    if g.size:
-        _launch(
-            "dropout_bwd",
-            (g.dtype,),
-            _grid(g.size),
-            (BLOCK,),
-            (gx, g, mask.view(np.uint8), _scalar_type(g.dtype)(scale), np.int64(g.size)),
-        )
+    _elementwise(fn, g, gx, g, mask.view(np.uint8), _scalar_type(g.dtype)(scale))
     return gx
 
 
@@ -327,30 +321,15 @@ def adam_update(p, g, m, v, vhat, alpha, b1, b2, eps, lr, wd=0.0):
     """Adam/AdamW/AMSGrad step in place; alpha = adam_alpha(lr, b1, b2, t, p.dtype); vhat=None: no amsgrad."""
     _opt_check("adam_update", p, g, m=m, v=v, vhat=vhat)
     S = _scalar_type(p.dtype)
-    if p.size:
-        _launch(
-            "adam_update",
-            (p.dtype,),
-            _grid(p.size),
-            (BLOCK,),
-            (p, m, v, _ptr(vhat), g, S(alpha), S(1 - b1), S(1 - b2), S(eps), S(lr), S(wd), np.int64(p.size)),
-        )
+    _elementwise("adam_update", p, p, m, v, _ptr(vhat), g, S(alpha), S(1 - b1), S(1 - b2), S(eps), S(lr), S(wd))
 
 
 @entry_point
 def adam_multi_update(ps, gs, ms, vs, vhats, alpha, b1, b2, eps, lr, wd=0.0):
     """adam_update over many tensors of one dtype in one launch (vhats: list or None)."""
     fn = "adam_multi_update"
+    check_adam_lists(fn, ps, gs, ms, vs, vhats, lambda k, p, g, m, v, vh: _opt_check(fn, p, g, m=m, v=v, vhat=vh))
     n = len(ps)
-    for nm, lst in (("gs", gs), ("ms", ms), ("vs", vs)) + ((("vhats", vhats),) if vhats is not None else ()):
-        if len(lst) != n:
-            raise ValueError("%s: %s has %d tensors, expected %d like ps" % (fn, nm, len(lst), n))
-    for k in range(n):
-        _opt_check(fn, ps[k], gs[k], m=ms[k], v=vs[k], vhat=None if vhats is None else vhats[k])
-        if ps[k].dtype != ps[0].dtype:
-            raise ValueError(
-                "%s: ps[%d] has dtype %s, expected %s like ps[0]" % (fn, k, ps[k].dtype, ps[0].dtype)
-            )
     if n == 0:
         return
     S = _scalar_type(ps[0].dtype)
@@ -400,18 +379,10 @@ def sgd_update(p, g, lr, m=None, momentum=0.0, nesterov=False, wd=0.0):
     """SGD in place; with momentum buffer m: m = m*momentum - g*lr; p += m (or nesterov)."""
     _opt_check("sgd_update", p, g, m=m)
     S = _scalar_type(p.dtype)
-    if not p.size:
-        return
     if m is None:
-        _launch("sgd_update", (p.dtype,), _grid(p.size), (BLOCK,), (p, g, S(lr), S(wd), np.int64(p.size)))
+        _elementwise("sgd_update", p, p, g, S(lr), S(wd))
     else:
-        _launch(
-            "sgd_momentum_update",
-            (p.dtype,),
-            _grid(p.size),
-            (BLOCK,),
-            (p, m, g, S(lr), S(momentum), np.int32(bool(nesterov)), S(wd), np.int64(p.size)),
-        )
+        _elementwise("sgd_momentum_update", p, p, m, g, S(lr), S(momentum), np.int32(bool(nesterov)), S(wd))
 
 
 @entry_point
@@ -419,27 +390,8 @@ def rmsprop_update(p, g, v, lr, rho, eps, m=None, momentum=0.0, mg=None, wd=0.0)
     """RMSprop in place (eps inside the sqrt, as Keras); m: momentum buffer, mg: centered mean."""
     _opt_check("rmsprop_update", p, g, v=v, m=m, mg=mg)
     S = _scalar_type(p.dtype)
-    if p.size:
-        _launch(
-            "rmsprop_update",
-            (p.dtype,),
-            _grid(p.size),
-            (BLOCK,),
-            (
-                p,
-                v,
-                _ptr(m),
-                _ptr(mg),
-                g,
-                S(lr),
-                S(rho),
-                S(1 - rho),
-                S(momentum),
-                S(eps),
-                S(wd),
-                np.int64(p.size),
-            ),
-        )
+    _elementwise("rmsprop_update", p, p, v, _ptr(m), _ptr(mg), g, S(lr), S(rho), S(1 - rho), S(momentum), S(eps),
+                 S(wd))
 
 
 @entry_point
@@ -447,14 +399,7 @@ def adagrad_update(p, g, acc, lr, eps, wd=0.0):
     """Adagrad in place: acc += g^2; p -= lr*g/sqrt(acc + eps)."""
     _opt_check("adagrad_update", p, g, acc=acc)
     S = _scalar_type(p.dtype)
-    if p.size:
-        _launch(
-            "adagrad_update",
-            (p.dtype,),
-            _grid(p.size),
-            (BLOCK,),
-            (p, acc, g, S(lr), S(eps), S(wd), np.int64(p.size)),
-        )
+    _elementwise("adagrad_update", p, p, acc, g, S(lr), S(eps), S(wd))
 
 
 @entry_point
@@ -462,14 +407,7 @@ def lion_update(p, g, m, lr, b1, b2, wd=0.0):
     """Lion in place: p -= lr*sign(m*b1 + g*(1-b1)); m = m*b2 + g*(1-b2)."""
     _opt_check("lion_update", p, g, m=m)
     S = _scalar_type(p.dtype)
-    if p.size:
-        _launch(
-            "lion_update",
-            (p.dtype,),
-            _grid(p.size),
-            (BLOCK,),
-            (p, m, g, S(lr), S(b1), S(1) - S(b1), S(b2), S(1) - S(b2), S(wd), np.int64(p.size)),
-        )
+    _elementwise("lion_update", p, p, m, g, S(lr), S(b1), S(1) - S(b1), S(b2), S(1) - S(b2), S(wd))
 
 
 # ---- accumulation ----
@@ -480,8 +418,7 @@ def accumulate_(a, b):
     """a += b in place; returns a."""
     _check("accumulate_", "a", a, _WITH_HALF)
     _check("accumulate_", "b", b, like=a)
-    if a.size:
-        _launch("accumulate", (a.dtype,), _grid(a.size), (BLOCK,), (a, b, np.int64(a.size)))
+    _elementwise("accumulate", a, a, b)
     return a
 
 
