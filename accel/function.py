@@ -535,7 +535,7 @@ def _written(nodes):
 # --- fusion -----------------------------------------------------------------------------------
 
 _FUSIBLE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-_traceable = {}  # (op name, attrs key) -> bool
+_traceable = {}  # (op name, attrs key) -> ("exact" | "inexact" | False, number of scalar operations)
 
 
 class FusedKernel:
@@ -672,13 +672,20 @@ def _fusible(n, examples, exact=False):
             it = iter(range(n_args))
             args = [None if r[0] == "py" else symbolic.var("a%d" % next(it)) for r in refs]
             e = symbolic.const(build(*args))
-            ok = "inexact" if any(m.op in _INEXACT for m in symbolic.postorder(e)) else "exact"
+            steps = [m for m in symbolic.postorder(e) if m.op not in ("var", "const")]
+            ok = ("inexact" if any(m.op in _INEXACT for m in steps) else "exact", len(steps))
         except Exception:
-            ok = False
+            ok = (False, 0)
         _traceable[key] = ok
-    if not ok or (exact and ok == "inexact"):
+    if not ok[0] or (exact and ok[0] == "inexact"):
         return None
     return shape
+
+
+def _steps(n):
+    """How many scalar operations a fusible node's expression has (NumPy runs each as a pass)."""
+    v = _view(n)
+    return _traceable.get((v[4][0], _attrs_key(v[4][1]) if len(v[4]) > 1 else ()), (None, 1))[1]
 
 
 def _float_dtype(n, examples):
@@ -704,7 +711,8 @@ def _fuse(nodes, examples, out_refs, kernels, exact=False):
 
     def close(g):
         del open_groups[(g.shape, g.dtype)]
-        if len(g.members) + len(g.stores) < 2:
+        # one node is worth a kernel when NumPy would make several passes for it (relu's g * (out > 0))
+        if len(g.members) + len(g.stores) < 2 and _steps(g.members[0]) < 2:
             out.extend(g.members)
             return
         out.append(("kernel", g))

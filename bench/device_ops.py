@@ -3,9 +3,9 @@
     python -m bench.device_ops [--batch 32] [--json out.json]
 
 accel counts with accel.profiler on the NumPy backend (each count is one kernel launch on a
-GPU) in each fused mode; beside it the minimum a hand-fused step needs (derived below from the
-step's math, not measured) and PyTorch eager's top-level ATen operators (torch.profiler) when
-torch is importable. Deterministic: no timing involved.
+GPU) in each fused mode and for a replay of the captured step (accel.function); beside it the
+minimum a hand-fused step needs (derived below from the step's math, not measured) and PyTorch
+eager's top-level ATen operators (torch.profiler) when torch is importable. Deterministic: no timing involved.
 """
 
 from __future__ import annotations
@@ -59,13 +59,16 @@ def accel_counts(batch=32):
     from accel import cpu_kernels  # noqa: PLC0415
 
     cpu_kernels.wait_warmed(300)  # the steady state: "auto" uses the CPU twins once numba has loaded
-    for mode in ("never", "auto", "always"):
+    runs = [("fused %s" % mode, mode, "eager") for mode in ("never", "auto", "always")]
+    runs += [("%s (replay)" % v, "auto", v) for v in ("accel.function", "accel.function jit")]
+    for label, mode, variant in runs:
         with accel.config.fused(mode):
-            step = accel_impl.MLP["eager"](init_params(), x, y, "cpu")
-            step()  # builds the optimizer's slots
+            step = accel_impl.MLP[variant](init_params(), x, y, "cpu")
+            step()  # builds the optimizer's slots (traces a captured step)
+            step()
             with accel.profiler.profile() as prof:
                 step()
-        out[mode] = (prof.total_ops, prof.total_bytes, prof.rows())
+        out[label] = (prof.total_ops, prof.total_bytes, prof.rows())
     return out
 
 
@@ -95,15 +98,16 @@ def main(argv=None):
     print("| implementation | device ops | MB read+written |")
     print("|---|---:|---:|")
     for mode, (ops, nbytes, _) in acc.items():
-        print("| accel, fused %s | %d | %.1f |" % (mode, ops, nbytes / 1e6))
+        print("| accel, %s | %d | %.1f |" % (mode, ops, nbytes / 1e6))
     print("| hand-fused minimum (derived) | %d | %.1f |" % (min_ops, min_bytes / 1e6))
     for variant, n in tor.items():
         print("| PyTorch eager %s | %s | |" % (variant, n))
-    print("\n### accel, fused always, by op\n")
-    print("| op | device ops | MB |")
-    print("|---|---:|---:|")
-    for name, ops, nbytes in acc["always"][2]:
-        print("| %s | %d | %.3f |" % (name, ops, nbytes / 1e6))
+    for label in ("fused always", "accel.function jit (replay)"):
+        print("\n### accel, %s, by op\n" % label)
+        print("| op | device ops | MB |")
+        print("|---|---:|---:|")
+        for name, ops, nbytes in acc[label][2]:
+            print("| %s | %d | %.3f |" % (name, ops, nbytes / 1e6))
     print("\n### hand-fused minimum\n")
     print("| step | ops | MB |")
     print("|---|---:|---:|")
