@@ -35,12 +35,7 @@ _BY_NAME = {
 
 def serialize(optimizer):
     """Keras' serialized form: {"module", "class_name", "config", "registered_name"}."""
-    return {
-        "module": "keras.optimizers",
-        "class_name": type(optimizer).__name__,
-        "config": optimizer.get_config(),
-        "registered_name": None,
-    }
+    return schedules.keras_form("keras.optimizers", optimizer)
 
 
 def deserialize(config, custom_objects=None):

@@ -7,6 +7,7 @@ Python floats, as Keras does) and returned as scalar tensors.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -43,7 +44,8 @@ def _out(value, dtype):
 
 
 class LearningRateSchedule:
-    """Base class: subclasses implement `__call__(step)` and `get_config()`."""
+    """Base class: subclasses implement `__call__(step)` and `get_config()` (a schedule declared with
+    @_dataclass has its constructor arguments as its config)."""
 
     def __call__(self, step):
         raise NotImplementedError(
@@ -51,6 +53,8 @@ class LearningRateSchedule:
         )
 
     def get_config(self):
+        if dataclasses.is_dataclass(self):
+            return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         raise NotImplementedError(
             "Learning rate schedule '%s' must override `get_config()` in order to be "
             "serializable." % type(self).__name__
@@ -61,34 +65,35 @@ class LearningRateSchedule:
         return cls(**config)
 
 
+# A schedule whose constructor arguments are stored as attributes of the same names: the dataclass
+# writes __init__, and LearningRateSchedule.get_config returns the fields. Equality and hashing stay by
+# identity and repr stays object's, as in Keras.
+_dataclass = dataclasses.dataclass(eq=False, repr=False)
+
+
 def _check_steps(name, value):
     if value <= 0:
         raise ValueError("Argument `%s` must be > 0. Received: %s=%s" % (name, name, value))
 
 
+@_dataclass
 class _RateDecay(LearningRateSchedule):
     """The decays of initial_learning_rate by decay_rate over step / decay_steps (floored with staircase)."""
 
-    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False, name=None):
-        _check_steps("decay_steps", decay_steps)
-        self.initial_learning_rate = initial_learning_rate
-        self.decay_steps = decay_steps
-        self.decay_rate = decay_rate
-        self.staircase = staircase
-        self.name = name or type(self).__name__
+    initial_learning_rate: float
+    decay_steps: int
+    decay_rate: float
+    staircase: bool = False
+    name: str | None = None
+
+    def __post_init__(self):
+        _check_steps("decay_steps", self.decay_steps)
+        self.name = self.name or type(self).__name__
 
     def _progress(self, step, dt):
         p = _scalar(step, dt) / _scalar(self.decay_steps, dt)
         return np.floor(p) if self.staircase else p
 
-    def get_config(self):
-        return {
-            "initial_learning_rate": self.initial_learning_rate,
-            "decay_steps": self.decay_steps,
-            "decay_rate": self.decay_rate,
-            "staircase": self.staircase,
-            "name": self.name,
-        }
 
 
 class ExponentialDecay(_RateDecay):
@@ -127,26 +132,20 @@ class PiecewiseConstantDecay(LearningRateSchedule):
         return {"boundaries": self.boundaries, "values": self.values, "name": self.name}
 
 
+@_dataclass
 class PolynomialDecay(LearningRateSchedule):
     """(initial - end) * (1 - min(step, decay_steps) / decay_steps) ^ power + end; with cycle, decay_steps
     grows to the first multiple of itself that is >= step."""
 
-    def __init__(
-        self,
-        initial_learning_rate,
-        decay_steps,
-        end_learning_rate=0.0001,
-        power=1.0,
-        cycle=False,
-        name="PolynomialDecay",
-    ):
-        _check_steps("decay_steps", decay_steps)
-        self.initial_learning_rate = initial_learning_rate
-        self.decay_steps = decay_steps
-        self.end_learning_rate = end_learning_rate
-        self.power = power
-        self.cycle = cycle
-        self.name = name
+    initial_learning_rate: float
+    decay_steps: int
+    end_learning_rate: float = 0.0001
+    power: float = 1.0
+    cycle: bool = False
+    name: str = "PolynomialDecay"
+
+    def __post_init__(self):
+        _check_steps("decay_steps", self.decay_steps)
 
     def __call__(self, step):
         dt = _lr_dtype(self.initial_learning_rate)
@@ -161,15 +160,6 @@ class PolynomialDecay(LearningRateSchedule):
         p = s / steps
         return _out((lr0 - end) * (dt.type(1) - p) ** _scalar(self.power, dt) + end, dt)
 
-    def get_config(self):
-        return {
-            "initial_learning_rate": self.initial_learning_rate,
-            "decay_steps": self.decay_steps,
-            "end_learning_rate": self.end_learning_rate,
-            "power": self.power,
-            "cycle": self.cycle,
-            "name": self.name,
-        }
 
 
 class InverseTimeDecay(_RateDecay):
@@ -181,27 +171,21 @@ class InverseTimeDecay(_RateDecay):
         return _out(_scalar(self.initial_learning_rate, dt) / denom, dt)
 
 
+@_dataclass
 class CosineDecay(LearningRateSchedule):
     """Optional linear warmup from initial_learning_rate to warmup_target over warmup_steps, then
     from_lr * ((1 - alpha) * 0.5 * (1 + cos(pi * min(s, decay_steps) / decay_steps)) + alpha), where
     from_lr is warmup_target (or initial_learning_rate without warmup) and s counts steps after warmup."""
 
-    def __init__(
-        self,
-        initial_learning_rate,
-        decay_steps,
-        alpha=0.0,
-        name="CosineDecay",
-        warmup_target=None,
-        warmup_steps=0,
-    ):
-        _check_steps("decay_steps", decay_steps)
-        self.initial_learning_rate = initial_learning_rate
-        self.decay_steps = decay_steps
-        self.alpha = alpha
-        self.name = name
-        self.warmup_steps = warmup_steps
-        self.warmup_target = warmup_target
+    initial_learning_rate: float
+    decay_steps: int
+    alpha: float = 0.0
+    name: str = "CosineDecay"
+    warmup_target: float | None = None
+    warmup_steps: int = 0
+
+    def __post_init__(self):
+        _check_steps("decay_steps", self.decay_steps)
 
     def _decay(self, step, decay_steps, from_lr, dt):
         cosine = 0.5 * (1.0 + np.cos(dt.type(math.pi) * (step / decay_steps)))
@@ -221,38 +205,29 @@ class CosineDecay(LearningRateSchedule):
             return _out((target - lr0) * (s / warmup) + lr0, dt)
         return _out(self._decay(s - warmup, steps, target, dt), dt)
 
-    def get_config(self):
-        return {
-            "initial_learning_rate": self.initial_learning_rate,
-            "decay_steps": self.decay_steps,
-            "alpha": self.alpha,
-            "name": self.name,
-            "warmup_target": self.warmup_target,
-            "warmup_steps": self.warmup_steps,
-        }
 
 
+@_dataclass
 class CosineDecayRestarts(LearningRateSchedule):
     """SGDR: cosine decay from 1 to alpha over first_decay_steps, then restarts; period i lasts
     first_decay_steps * t_mul^i steps and starts at m_mul^i times the initial rate."""
 
-    def __init__(
-        self, initial_learning_rate, first_decay_steps, t_mul=2.0, m_mul=1.0, alpha=0.0, name="SGDRDecay"
-    ):
-        _check_steps("first_decay_steps", first_decay_steps)
-        self.initial_learning_rate = initial_learning_rate
-        self.first_decay_steps = first_decay_steps
-        self._t_mul = t_mul
-        self._m_mul = m_mul
-        self.alpha = alpha
-        self.name = name
+    initial_learning_rate: float
+    first_decay_steps: int
+    t_mul: float = 2.0
+    m_mul: float = 1.0
+    alpha: float = 0.0
+    name: str = "SGDRDecay"
+
+    def __post_init__(self):
+        _check_steps("first_decay_steps", self.first_decay_steps)
 
     def __call__(self, step):
         dt = _lr_dtype(self.initial_learning_rate)
         one = dt.type(1)
         alpha = _scalar(self.alpha, dt)
-        t_mul = _scalar(self._t_mul, dt)
-        m_mul = _scalar(self._m_mul, dt)
+        t_mul = _scalar(self.t_mul, dt)
+        m_mul = _scalar(self.m_mul, dt)
         frac = _scalar(step, dt) / _scalar(self.first_decay_steps, dt)
         if t_mul == 1:
             i_restart = np.floor(frac)
@@ -263,16 +238,6 @@ class CosineDecayRestarts(LearningRateSchedule):
             frac = (frac - sum_r) / t_mul**i_restart
         cosine = 0.5 * m_mul**i_restart * (1.0 + np.cos(dt.type(math.pi) * frac))
         return _out(_scalar(self.initial_learning_rate, dt) * ((one - alpha) * cosine + alpha), dt)
-
-    def get_config(self):
-        return {
-            "initial_learning_rate": self.initial_learning_rate,
-            "first_decay_steps": self.first_decay_steps,
-            "t_mul": self._t_mul,
-            "m_mul": self._m_mul,
-            "alpha": self.alpha,
-            "name": self.name,
-        }
 
 
 _BUILTIN = {
@@ -288,14 +253,15 @@ _BUILTIN = {
 }
 
 
+def keras_form(module, obj):
+    """Keras' serialized form of obj (a schedule or an optimizer): {"module", "class_name", "config",
+    "registered_name"}."""
+    return {"module": module, "class_name": type(obj).__name__, "config": obj.get_config(), "registered_name": None}
+
+
 def serialize(learning_rate_schedule):
     """Keras' serialized form: {"module", "class_name", "config", "registered_name"}."""
-    return {
-        "module": "keras.optimizers.schedules",
-        "class_name": type(learning_rate_schedule).__name__,
-        "config": learning_rate_schedule.get_config(),
-        "registered_name": None,
-    }
+    return keras_form("keras.optimizers.schedules", learning_rate_schedule)
 
 
 def deserialize(config, custom_objects=None):
