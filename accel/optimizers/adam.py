@@ -24,17 +24,29 @@ defupdate("adam", _adam_rule, ("p", "g", "m", "v"), _ADAM_SCALARS)
 defupdate("adam_amsgrad", _adam_rule, ("p", "g", "m", "v", "vhat"), _ADAM_SCALARS)
 
 
-class Adam(Optimizer):
+class _Betas(Optimizer):
+    """The hyperparameters Adam, Adamax and Nadam share, with Keras' defaults."""
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, **kwargs):
+        super().__init__(learning_rate=learning_rate, **kwargs)
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
+        return config
+
+
+class Adam(_Betas):
     """m += (g - m)(1 - b1); v += (g^2 - v)(1 - b2); [amsgrad: vhat = max(vhat, v)];
     p -= lr sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + epsilon)."""
 
     _slice_fn = "square"
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False, **kwargs):
-        super().__init__(learning_rate=learning_rate, **kwargs)
-        self.beta_1 = beta_1
-        self.beta_2 = beta_2
-        self.epsilon = epsilon
+        super().__init__(learning_rate, beta_1, beta_2, epsilon, **kwargs)
         self.amsgrad = amsgrad
 
     def _slot_specs(self, var):
@@ -71,7 +83,7 @@ class Adam(Optimizer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon, amsgrad=self.amsgrad)
+        config.update(amsgrad=self.amsgrad)
         return config
 
 
@@ -101,16 +113,10 @@ class AdamW(Adam):
             raise ValueError("Argument `weight_decay` must be a float. Received: weight_decay=None")
 
 
-class Adamax(Optimizer):
+class Adamax(_Betas):
     """m += (g - m)(1 - b1); u = max(b2 u, |g|); p -= lr m / ((1 - b1^t)(u + epsilon))."""
 
     _slice_fn = "abs"
-
-    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, **kwargs):
-        super().__init__(learning_rate=learning_rate, **kwargs)
-        self.beta_1 = beta_1
-        self.beta_2 = beta_2
-        self.epsilon = epsilon
 
     def _slot_specs(self, var):
         return [("momentum", var.shape, 0.0), ("norm", var.shape, 0.0)]
@@ -131,24 +137,13 @@ class Adamax(Optimizer):
         t *= dt(lr)
         p -= t
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
-        return config
 
-
-class Nadam(Optimizer):
+class Nadam(_Betas):
     """Adam with Nesterov momentum and Keras' momentum schedule u_t = b1 (1 - 0.5 * 0.96^t); the running
     product of the u_t is optimizer state (u_product), updated once per step."""
 
     _slice_fn = "square"
     _scratch = 2
-
-    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, **kwargs):
-        super().__init__(learning_rate=learning_rate, **kwargs)
-        self.beta_1 = beta_1
-        self.beta_2 = beta_2
-        self.epsilon = epsilon
 
     def build(self, var_list):
         var_list = list(var_list)
@@ -198,8 +193,3 @@ class Nadam(Optimizer):
         t *= dt(lr)
         t /= w
         p -= t
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
-        return config
