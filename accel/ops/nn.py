@@ -177,16 +177,27 @@ def _xent_g_logits(F, g, out, labels, logits, axis):
 _xent = defop("softmax_cross_entropy_with_logits", _xent_fwd, _xent_g_labels, _xent_g_logits, dtypes="float")
 
 
+def _xent_logits(op, labels, logits):
+    """logits as a Tensor of a dtype the cross-entropy `op` takes; labels= and logits= are both required."""
+    if labels is None or logits is None:
+        raise ValueError("%s: pass both labels= and logits=" % op.name)
+    logits = convert(logits)
+    op.check_dtype(logits)
+    return logits
+
+
+def _xent_pair(op, labels, logits):
+    """(labels, logits) as Tensors of one dtype and one shape, for the cross-entropies of dense labels."""
+    labels, logits = convert_pair(labels, _xent_logits(op, labels, logits), op.name)
+    if tuple(labels._data.shape) != tuple(logits._data.shape):
+        raise InvalidArgumentError(None, None, "%s: labels shape %s must equal logits shape %s"
+                                   % (op.name, tuple(labels._data.shape), tuple(logits._data.shape)))
+    return labels, logits
+
+
 def softmax_cross_entropy_with_logits(labels=None, logits=None, axis=-1, name=None):
     """Cross-entropy between a distribution `labels` and softmax(logits), per example."""
-    if labels is None or logits is None:
-        raise ValueError("softmax_cross_entropy_with_logits: pass both labels= and logits=")
-    logits = convert(logits)
-    _xent.check_dtype(logits)
-    labels, logits = convert_pair(labels, logits, "softmax_cross_entropy_with_logits")
-    if tuple(labels._data.shape) != tuple(logits._data.shape):
-        raise InvalidArgumentError(None, None, "softmax_cross_entropy_with_logits: labels shape %s must equal "
-                                   "logits shape %s" % (tuple(labels._data.shape), tuple(logits._data.shape)))
+    labels, logits = _xent_pair(_xent, labels, logits)
     return apply(_xent, (labels, logits), {"axis": _axis1(logits, axis, "softmax_cross_entropy_with_logits")})
 
 
@@ -219,10 +230,7 @@ _sparse_xent = defop("sparse_softmax_cross_entropy_with_logits", _sparse_xent_fw
 
 def sparse_softmax_cross_entropy_with_logits(labels=None, logits=None, name=None):
     """Cross-entropy of integer class labels against softmax(logits) over the last axis."""
-    if labels is None or logits is None:
-        raise ValueError("sparse_softmax_cross_entropy_with_logits: pass both labels= and logits=")
-    logits = convert(logits)
-    _sparse_xent.check_dtype(logits)
+    logits = _xent_logits(_sparse_xent, labels, logits)
     labels = convert(labels)
     if logits._data.ndim == 0:
         raise InvalidArgumentError(None, None, "sparse_softmax_cross_entropy_with_logits: logits must have rank "
@@ -261,14 +269,7 @@ _sig_xent = defop("sigmoid_cross_entropy_with_logits", _sig_xent_fwd,
 
 
 def sigmoid_cross_entropy_with_logits(labels=None, logits=None, name=None):
-    if labels is None or logits is None:
-        raise ValueError("sigmoid_cross_entropy_with_logits: pass both labels= and logits=")
-    logits = convert(logits)
-    _sig_xent.check_dtype(logits)
-    labels, logits = convert_pair(labels, logits, "sigmoid_cross_entropy_with_logits")
-    if tuple(labels._data.shape) != tuple(logits._data.shape):
-        raise InvalidArgumentError(None, None, "sigmoid_cross_entropy_with_logits: labels shape %s must equal "
-                                   "logits shape %s" % (tuple(labels._data.shape), tuple(logits._data.shape)))
+    labels, logits = _xent_pair(_sig_xent, labels, logits)
     return apply(_sig_xent, (labels, logits))
 
 
