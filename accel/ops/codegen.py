@@ -84,26 +84,19 @@ def update_kernels(declarations):
 
 _BINARY = {"add": "+", "sub": "-", "mul": "*", "div": "/", "gt": ">", "ge": ">=", "lt": "<", "le": "<=",
            "eq": "==", "ne": "!="}
-# NaN propagates through maximum/minimum, as in np.maximum: a NaN first operand is kept, a NaN second
-# operand fails the comparison and is taken
-_PY = {
-    "where": lambda c, a, b: "(%s if %s else %s)" % (a, c, b),
-    "max": lambda a, b: "(%s if (%s >= %s or %s != %s) else %s)" % (a, a, b, a, a, b),
-    "min": lambda a, b: "(%s if (%s <= %s or %s != %s) else %s)" % (a, a, b, a, a, b),
-    "and": lambda a, b: "(%s & %s)" % (a, b),
-    "or": lambda a, b: "(%s | %s)" % (a, b),
-    "not": lambda a: "(not %s)" % a,
-    "neg": lambda a: "-%s" % a,
+# op: (Python, C) templates over the operands {0}, {1}, {2}. NaN propagates through maximum/minimum,
+# as in np.maximum: a NaN first operand is kept, a NaN second operand fails the comparison and is taken
+_TEMPLATES = {
+    "where": ("({1} if {0} else {2})", "({0} ? {1} : {2})"),
+    "max": ("({0} if ({0} >= {1} or {0} != {0}) else {1})", "(({0} >= {1} || {0} != {0}) ? {0} : {1})"),
+    "min": ("({0} if ({0} <= {1} or {0} != {0}) else {1})", "(({0} <= {1} || {0} != {0}) ? {0} : {1})"),
+    "and": ("({0} & {1})", "({0} && {1})"),
+    "or": ("({0} | {1})", "({0} || {1})"),
+    "not": ("(not {0})", "(!{0})"),
+    "neg": ("-{0}", "-{0}"),
 }
-_C = {
-    "where": lambda c, a, b: "(%s ? %s : %s)" % (c, a, b),
-    "max": lambda a, b: "((%s >= %s || %s != %s) ? %s : %s)" % (a, b, a, a, a, b),
-    "min": lambda a, b: "((%s <= %s || %s != %s) ? %s : %s)" % (a, b, a, a, a, b),
-    "and": lambda a, b: "(%s && %s)" % (a, b),
-    "or": lambda a, b: "(%s || %s)" % (a, b),
-    "not": lambda a: "(!%s)" % a,
-    "neg": lambda a: "-%s" % a,
-}
+_PY = {op: py for op, (py, _) in _TEMPLATES.items()}
+_C = {op: c for op, (_, c) in _TEMPLATES.items()}
 
 
 def _erf_gauss_pairs(order):
@@ -160,7 +153,7 @@ def _lines(roots, dialect, const, call, erf_gauss=False, arrays=("g",) + SAVED_O
             continue
         a = [names[id(x)] for x in n.args]
         if n.op in dialect:
-            code = dialect[n.op](*a)
+            code = dialect[n.op].format(*a)
         elif n.op in _BINARY:
             code = "%s %s %s" % (a[0], _BINARY[n.op], a[1])
         else:
