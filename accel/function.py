@@ -35,7 +35,7 @@ import weakref
 
 import numpy as np
 
-from accel import recorder
+from accel import backend, cuda_plan, recorder
 from accel.ops import codegen, symbolic
 from accel.tape import _plus as _tape_plus  # the backward pass's cotangent sum: fusible like an add
 from accel.tensor import Tensor, TensorShape, TensorSpec
@@ -321,24 +321,31 @@ class Plan:
         nodes, alias = _fold_and_cse(trace.nodes, trace.examples)
         out_refs = [alias.get(r[1], r) if r[0] == "slot" else r for r in out_refs]
         nodes, out_refs = _dce(nodes, out_refs)
+        self.name = trace.fn_name
+        self.xp = next((backend.xp_of(a) for a in trace.examples if backend.is_cupy_array(a)), np)
         self.kernels = []
         if fuse:
-            nodes = _fuse(nodes, trace.examples, out_refs, self.kernels, exact=fuse == "exact")
+            nodes = _fuse(nodes, trace.examples, out_refs, self.kernels, exact=fuse == "exact", xp=self.xp)
         self.nodes = nodes
         self.out_refs = out_refs
         self.writes = _written(nodes)
         self.memory = MemoryPlan(nodes, trace.examples, out_refs)
-        self.run, self.source = _emit(nodes, input_slots, out_refs, self.memory)
+        self.run, self.source = _emit(nodes, input_slots, out_refs, self.memory, xp=self.xp)
         self.post = None  # turns the plan's outputs into the function's (Python constants, None)
         self.arena = None  # the MemoryPlan's buffers, made on the first replay (see Function._replay)
         self._variants = {}
+        self.graphs = None  # {start: (stop, inputs, outputs, cuda_plan.GraphSegment)} once the GPU replays
         self._arena_lock = threading.Lock()
 
     def variant(self, mode):
         """The plan emitted for `mode` ("arena" or "count"), made on first use."""
         fn = self._variants.get(mode)
         if fn is None:
-            fn = self._variants[mode] = _emit(self.nodes, self.input_slots, self.out_refs, self.memory, mode)[0]
+            graphs = None
+            if mode == "graph":
+                graphs = self.graphs = _graph_segments(self)
+            fn = self._variants[mode] = _emit(self.nodes, self.input_slots, self.out_refs, self.memory, mode,
+                                              xp=self.xp, graphs=graphs)[0]
         return fn
 
     def execute(self, arrays, arg_vars):
@@ -346,10 +353,15 @@ class Plan:
         the same time allocates instead), counted when this thread profiles."""
         if recorder.hooks.profile is not None:
             outs = self.variant("count")(arrays, arg_vars)
+        elif self.xp is not np and cuda_plan.graphs_enabled() and self._arena_lock.acquire(blocking=False):
+            try:  # the graphs hold their memory, as the arena does: one thread replays them at a time
+                outs = self.variant("graph")(arrays, arg_vars)
+            finally:
+                self._arena_lock.release()
         elif self.memory.buffers and self._arena_lock.acquire(blocking=False):
             try:
                 if self.arena is None:
-                    self.arena = self.memory.allocate()
+                    self.arena = self.memory.allocate(self.xp)
                     _arenas.hold(self)
                 outs = self.variant("arena")(arrays, arg_vars, self.arena)
             finally:
@@ -584,9 +596,13 @@ class FusedKernel:
     def run(self, dest, *arrays):
         """Runs the loop over the flattened arrays (inputs made contiguous) into `dest`: one array per
         output (None: allocate one) then the stored Variables' arrays; returns the outputs."""
-        outs = [np.empty(self.shape, dt) if d is None else d for d, dt in zip(dest, self.out_dtypes)]
-        flat = [np.ascontiguousarray(a).reshape(-1) for a in arrays]
-        self.fn(*[_flat_view(o) for o in outs], *flat, self.cols)
+        xp = backend.xp_of(arrays[0]) if arrays else np
+        outs = [xp.empty(self.shape, dt) if d is None else d for d, dt in zip(dest, self.out_dtypes)]
+        if xp is np:
+            flat = [np.ascontiguousarray(a).reshape(-1) for a in arrays]
+            self.fn(*[_flat_view(o) for o in outs], *flat, self.cols)
+        else:
+            cuda_plan.launch_group(self, [_flat_view(o) for o in outs], arrays)
         return outs[:len(self.outputs)]
 
 
@@ -701,10 +717,10 @@ def _float_dtype(n, examples):
     return dts.pop() if len(dts) == 1 else None
 
 
-def _fuse(nodes, examples, out_refs, kernels, exact=False):
+def _fuse(nodes, examples, out_refs, kernels, exact=False, xp=np):
     """Groups elementwise op nodes of one shape and float dtype into FusedKernels (greedy, in program
     order: a group runs where it closes, which is before the first node outside it that reads it)."""
-    if not _numba_ready():
+    if not _fusion_ready(xp):
         return nodes
     out = []
     open_groups = {}  # (shape, dtype) -> FusedKernel
@@ -759,7 +775,7 @@ def _fuse(nodes, examples, out_refs, kernels, exact=False):
                 for m in other.members:
                     readers.update(s for s in _used_slots(m) if s in g.slots)
     for g in kernel_nodes:
-        _build_kernel(g, examples, readers, ret)
+        _build_kernel(g, examples, readers, ret, cpu=xp is np)
         kernels.append(g)
     return out
 
@@ -771,21 +787,21 @@ def _store_group(n, open_groups, examples):
     v, slot = n[1][1], n[3][1]
     g = next((g for g in open_groups.values() if slot in g.slots), None)
     data = v._data
-    if g is None or type(data) is not np.ndarray or not data.flags.c_contiguous or tuple(data.shape) != g.shape \
-            or data.dtype != g.dtype or examples[slot].dtype != g.dtype:
+    if g is None or type(data) is not type(examples[slot]) or not data.flags.c_contiguous \
+            or tuple(data.shape) != g.shape or data.dtype != g.dtype or examples[slot].dtype != g.dtype:
         return None
     # the loop reads input element i before it writes element i of the Variable: only an input that is
     # the Variable itself, or shares no memory with it, is safe (not a row or a view of another shape)
     for m in g.members:
         for r in _view(m)[1]:
-            if r[0] == "slot" and r[1] not in g.slots and np.may_share_memory(examples[r[1]], data):
+            if r[0] == "slot" and r[1] not in g.slots and _may_share(examples[r[1]], data):
                 return None
-            if r[0] == "const" and np.may_share_memory(r[1], data):
+            if r[0] == "const" and _may_share(r[1], data):
                 return None
     return g
 
 
-def _build_kernel(g, examples, readers, ret):
+def _build_kernel(g, examples, readers, ret, cpu=True):
     env = {}
     inputs = []
     in_key = {}
@@ -827,14 +843,14 @@ def _build_kernel(g, examples, readers, ret):
     g.roots = roots
     g.in_dtypes = [(examples[r[1]] if r[0] == "slot" else (r[1]._data if r[0] == "var" else r[1])).dtype
                    for r in inputs]
-    g.source, g.fn = _compile_group(g, g.roots, in_shapes)
+    g.source, g.fn = _compile_group(g, g.roots, in_shapes, cpu)
 
 
 _group_cache = {}
 _group_lock = threading.Lock()
 
 
-def _compile_group(g, roots, kinds):
+def _compile_group(g, roots, kinds, cpu=True):
     names = tuple("a%d" % i for i in range(len(kinds)))
     lines, res = codegen._lines(roots, codegen._PY, codegen._py_float, codegen._nb_call, erf_gauss=True,
                                 arrays=names)
@@ -848,6 +864,8 @@ def _compile_group(g, roots, kinds):
     body += ["            o%d[i] = %s" % (k, r) for k, r in enumerate(res)]
     body += ["", "    return loop"]
     src = "import math\n\n\n" + "\n".join(body) + "\n"
+    if not cpu:  # a GPU plan launches the group's CUDA source (accel.cuda_plan); the text names the kernel
+        return src, None
     key = (src, g.dtype)
     with _group_lock:
         fn = _group_cache.get(key)
@@ -861,9 +879,14 @@ def _compile_group(g, roots, kinds):
 
 
 def _numba_ready():
-    from accel import backend, cpu_kernels  # noqa: PLC0415
+    from accel import cpu_kernels  # noqa: PLC0415
 
     return backend.fused_mode() != "never" and cpu_kernels.available()
+
+
+def _fusion_ready(xp):
+    """Host plans fuse through numba; GPU plans through NVRTC (CuPy compiles the groups' CUDA)."""
+    return _numba_ready() if xp is np else backend.fused_mode() != "never"
 
 
 # --- emitting the plan as one Python function ---------------------------------------------------
@@ -897,7 +920,7 @@ class MemoryPlan:
                 escaped.update(_used_slots(n))  # a host step may keep what it is given
             elif n[0] in ("op", "acall"):
                 for o in _produced(n):
-                    views[o].update(sl for sl in _used_slots(n) if np.may_share_memory(examples[o], examples[sl]))
+                    views[o].update(sl for sl in _used_slots(n) if _may_share(examples[o], examples[sl]))
         for i in range(len(nodes) - 1, -1, -1):
             for o in _produced(nodes[i]):
                 for sl in views.get(o, ()):
@@ -926,15 +949,26 @@ class MemoryPlan:
                 busy.append((end[sl], b))
         self.arena_bytes = sum(int(np.prod(sh, dtype=np.int64)) * dt.itemsize for sh, dt in self.buffers)
 
-    def allocate(self):
-        return [np.empty(sh, dt) for sh, dt in self.buffers]
+        self.escaped = escaped
+
+    def allocate(self, xp=np):
+        return [xp.empty(sh, dt) for sh, dt in self.buffers]
 
 
-def _emit(nodes, input_slots, out_refs, memory, mode="plain"):
+def _may_share(a, b):
+    """Whether arrays a and b may overlap (False for arrays of different devices or kinds)."""
+    xp = backend.xp_of(a)
+    if xp is not backend.xp_of(b):
+        return False
+    return bool(xp.may_share_memory(a, b))
+
+
+def _emit(nodes, input_slots, out_refs, memory, mode="plain", xp=np, graphs=None):
     """The plan as Python source, compiled. mode "arena": fused kernels write into the MemoryPlan's buffers
-    (the third argument); "count": every step is counted in this thread's accel.profiler profile."""
-    ns = {"np": np, "_GuardMiss": _GuardMiss, "_copyto": np.copyto, "_Tensor": Tensor, "_step": _counted_step,
-          "_kernel_step": _counted_kernel}
+    (the third argument); "count": every step is counted in this thread's accel.profiler profile; "graph":
+    the segments in `graphs` ({start: (stop, inputs, outputs, GraphSegment)}) run as CUDA graphs."""
+    ns = {"np": xp, "_GuardMiss": _GuardMiss, "_host": backend.to_numpy, "_Tensor": Tensor,
+          "_step": _counted_step, "_kernel_step": _counted_kernel}
     lines = ["def plan(inputs, arg_vars, B=None):"]
     if input_slots:
         lines.append("    %s, = inputs" % ", ".join("v%d" % s for s in input_slots))
@@ -969,8 +1003,24 @@ def _emit(nodes, input_slots, out_refs, memory, mode="plain"):
             return "_step(%r, %s, %s)" % (label, fn, args)
         return "%s(%s)" % (fn, args)
 
+    defined = set(input_slots)
+    skip_to = 0
     for i, n in enumerate(nodes):
         kind = n[0]
+        seg = graphs.get(i) if graphs else None
+        if seg is not None:
+            stop, seg_in, seg_out, runner = seg
+            c = "%s(%s)" % (name(runner, "G"), "".join("v%d, " % sl for sl in seg_in))
+            lines.append("    %s%s" % ("%s, = " % ", ".join("v%d" % sl for sl in seg_out) if seg_out else "", c))
+            defined.update(seg_out)
+            skip_to = stop
+        if i < skip_to:
+            dead = [sl for sl in memory.release.get(i, ()) if sl in defined]
+            if dead:
+                lines.append("    del %s" % ", ".join("v%d" % sl for sl in dead))
+                defined.difference_update(dead)
+            continue
+        defined.update(_produced(n))
         if kind == "op":
             _, op, refs, attrs, outs = n
             args = ", ".join(["np"] + [expr(r) for r in refs])
@@ -1013,11 +1063,12 @@ def _emit(nodes, input_slots, out_refs, memory, mode="plain"):
         elif kind == "guard":
             _, slot, what, value = n
             conv = "bool" if what == "bool()" else "int"
-            lines.append("    if %s(np.asarray(v%d).reshape(())[()]) != %r:" % (conv, slot, value))
+            lines.append("    if %s(_host(v%d).reshape(())[()]) != %r:" % (conv, slot, value))
             lines.append("        raise _GuardMiss()")
-        dead = memory.release.get(i)
+        dead = [sl for sl in memory.release.get(i, ()) if sl in defined]
         if dead:
             lines.append("    del %s" % ", ".join("v%d" % sl for sl in dead))
+            defined.difference_update(dead)
     outs = ", ".join(expr(r) for r in out_refs)
     lines.append("    return (%s%s)" % (outs, "," if len(out_refs) == 1 else ""))
     src = "\n".join(lines) + "\n"
@@ -1046,6 +1097,55 @@ def _counted_kernel(g, dest, *arrays):
             sum(v._data.nbytes for v, _, _ in g.stores)
         prof.note(nbytes, "fused kernel")
     return outs
+
+
+def _graph_segments(plan):
+    """{start: (stop, inputs, outputs, GraphSegment)} for the plan's capturable runs (accel.cuda_plan)."""
+    nodes = plan.nodes
+    returned = {r[1] for r in plan.out_refs if r[0] == "slot"}
+
+    def after_uses(stop):
+        used = set(returned)
+        for n in nodes[stop:]:
+            used.update(_used_slots(n))
+        return used
+
+    out = {}
+    for start, stop, inputs, outputs in cuda_plan.segments(nodes, _used_slots, _produced, after_uses):
+        part = nodes[start:stop]
+        refs = [("slot", sl) for sl in outputs]
+        run = _emit(part, inputs, refs, MemoryPlan(part, plan._examples, refs), xp=plan.xp)[0]
+        variables = []
+        for n in part:
+            for r in _node_refs(n):
+                if r[0] == "var" and all(r[1] is not v for v in variables):
+                    variables.append(r[1])
+        runner = cuda_plan.GraphSegment(run, variables, [sl in plan.memory.escaped for sl in outputs],
+                                        "steps %d-%d of %s" % (start, stop - 1, plan.name), capture=plan.xp is not np)
+        out[start] = (stop, inputs, outputs, runner)
+    return out
+
+
+def _node_refs(n):
+    """Every ref a node reads or writes (Variables included)."""
+    kind = n[0]
+    if kind == "op":
+        return list(n[2])
+    if kind == "acall":
+        return [r for r in _flat_refs(n[2])]
+    if kind == "kernel":
+        return list(n[1].inputs) + [("var", v) for v, _, _ in n[1].stores]
+    if kind == "assign":
+        return [n[1], n[3]]
+    return []
+
+
+def _flat_refs(refs):
+    for r in refs:
+        if r[0] == "seq":
+            yield from _flat_refs(r[2])
+        else:
+            yield r
 
 
 class _ArenaHolders:

@@ -31,7 +31,8 @@ from types import SimpleNamespace
 FUSED_MODES = ("auto", "always", "never")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
-Environment = namedtuple("Environment", ["device", "fused", "deterministic_ops", "numba", "numba_parallel"])
+Environment = namedtuple("Environment", ["device", "fused", "deterministic_ops", "numba", "numba_parallel",
+                                         "cuda_graphs"])
 
 # name -> (Environment field, default as written in the environment); the README table lists these
 VARIABLES = {
@@ -40,6 +41,7 @@ VARIABLES = {
     "ACCEL_DETERMINISTIC_OPS": ("deterministic_ops", "0"),
     "ACCEL_NUMBA": ("numba", "1"),
     "ACCEL_NUMBA_PARALLEL": ("numba_parallel", "0"),
+    "ACCEL_CUDA_GRAPHS": ("cuda_graphs", "0"),
 }
 
 
@@ -64,7 +66,8 @@ def _device(name, value):
     return value.strip()
 
 
-_PARSE = {"device": _device, "fused": _fused, "deterministic_ops": _flag, "numba": _flag, "numba_parallel": _flag}
+_PARSE = {"device": _device, "fused": _fused, "deterministic_ops": _flag, "numba": _flag, "numba_parallel": _flag,
+          "cuda_graphs": _flag}
 
 
 def read_environment(environ=None) -> Environment:
@@ -135,6 +138,22 @@ def disable_op_determinism() -> None:
 
 def op_determinism_enabled() -> bool:
     return _deterministic
+
+
+# --- CUDA graphs for accel.function's plans on the GPU: process-wide ------------------------
+
+_cuda_graphs = ENV.cuda_graphs
+
+
+def set_cuda_graphs(enabled: bool) -> None:
+    """Whether accel.function captures its plans' kernel-only segments into CUDA graphs on the GPU
+    (accel.cuda_plan). Off by default until the gpu-marked tests have passed on a GPU."""
+    global _cuda_graphs
+    _cuda_graphs = bool(enabled)
+
+
+def cuda_graphs() -> bool:
+    return _cuda_graphs
 
 
 experimental = SimpleNamespace(enable_op_determinism=enable_op_determinism,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import accel as tf
-from accel import kernel_registry as reg
+from accel import cuda_plan
 
 nvrtc = pytest.importorskip("nvrtc_ctypes", reason="tests/kernels/nvrtc_ctypes.py not importable")
 
@@ -88,11 +88,6 @@ def test_graphs_produce_fused_kernels():
     assert {name for name, _ in KERNELS} == {g[0] for g in GRAPHS}, [k.describe() for _, k in KERNELS]
 
 
-def _inlined(src):
-    common = (reg.kernels_dir() / "common.cuh").read_text()
-    return src.replace('#include "common.cuh"', common)
-
-
 LIB = nvrtc.find_libnvrtc()
 INC = nvrtc.find_cuda_include()
 
@@ -101,10 +96,10 @@ INC = nvrtc.find_cuda_include()
 @pytest.mark.parametrize("arch", ARCHS)
 def test_fused_kernels_compile_with_nvrtc_without_spills(arch):
     for graph, k in KERNELS:
-        src, name = k.cuda_source()
+        src, name = cuda_plan.group_source(k)  # what accel.cuda_plan hands CuPy's NVRTC, with its options
         names = ["%s<%s>" % (name, t) for t in ("float", "double", "__half")]
-        result = nvrtc.NVRTC(LIB).compile(_inlined(src), ["-arch=sm_%s" % arch, "-I" + INC, "-Xptxas=-v",
-                                                          "-std=c++17"], names, name + ".cu")
+        result = nvrtc.NVRTC(LIB).compile(src, ["-arch=sm_%s" % arch, "-I" + INC, "-Xptxas=-v",
+                                                *cuda_plan.GROUP_OPTIONS], names, name + ".cu")
         usage = nvrtc.parse_ptxas(result.log)
         for ne in names:
             u = usage[result.lowered[ne]]

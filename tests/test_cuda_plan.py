@@ -1,0 +1,142 @@
+"""accel.cuda_plan without a GPU: which steps a CUDA graph can hold (read from the steps' own code), how a
+plan is cut into segments, the plan run segment by segment equal to the plan run whole (the wiring a GPU
+replay uses, with each segment run as it is instead of captured), and the CuPy names the capture uses.
+Capture and replay themselves run in tests/test_function_gpu.py where a GPU is lent."""
+
+import inspect
+
+import numpy as np
+import pytest
+
+import accel as tf
+from accel import cuda_plan, tape
+from accel.function import _graph_segments, _node_refs
+from accel.ops.core import REGISTRY
+
+rng = np.random.default_rng(0)
+
+
+@pytest.mark.parametrize("name, breaks", [
+    ("matmul", True),  # cuBLAS
+    ("conv2d", True),  # im2col + GEMM, through helper functions
+    ("tanh", False),
+    ("add", False),
+    ("relu", False),
+    ("reduce_sum", False),
+    ("sparse_softmax_cross_entropy_with_logits", False),
+])
+def test_capture_breakers_are_read_from_the_ops_code(name, breaks):
+    op = REGISTRY[name]
+    assert cuda_plan.breaks_capture(op.forward) is breaks
+    if name == "matmul":
+        assert all(cuda_plan.breaks_capture(r) for r in op.rules if r is not None)
+
+
+def test_the_tapes_cotangent_sum_is_capturable():
+    assert not cuda_plan.breaks_capture(tape._plus)
+
+
+def _mlp(x, w1, b1, w2, b2, y):
+    with tf.GradientTape() as t:
+        t.watch([w1, b1, w2, b2])
+        h = tf.nn.relu(tf.matmul(x, w1) + b1)
+        logits = tf.matmul(h, w2) + b2
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
+    return (loss, *t.gradient(loss, [w1, b1, w2, b2]))
+
+
+def _args():
+    f32 = lambda *s: tf.constant(rng.standard_normal(s).astype(np.float32))  # noqa: E731
+    return [f32(8, 6), f32(6, 5), f32(5), f32(5, 3), f32(3), tf.constant(rng.integers(0, 3, 8).astype(np.int32))]
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_segments_hold_no_gemm_and_the_plan_run_by_segments_equals_the_plan(jit):
+    f = tf.function(_mlp, jit_compile=jit)
+    f(*_args())
+    plan = next(p for cf in f._cache.values() for p in cf.plans)
+    graphs = _graph_segments(plan)
+    assert graphs, plan.source
+    for start, (stop, _inputs, _outputs, runner) in graphs.items():
+        part = plan.nodes[start:stop]
+        assert len(part) >= 2 and all(cuda_plan.capturable(n) for n in part)
+        assert not any(n[0] == "op" and n[1].name == "matmul" for n in part)
+        assert not runner.capture  # a host plan: the segment runs as it is
+    by_segments = plan.variant("graph")
+    assert plan.graphs is not None
+    for _ in range(3):
+        args = _args()
+        arrays = [a._data for a in args]
+        whole = plan.run(arrays, ())
+        parts = by_segments(arrays, ())
+        assert len(whole) == len(parts)
+        for a, b in zip(whole, parts):
+            np.testing.assert_array_equal(a, b)
+        eager = _mlp(*args)
+        for a, b in zip(parts, eager):
+            np.testing.assert_allclose(a, b.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_segment_outputs_that_leave_the_plan_are_marked_for_copying():
+    f = tf.function(_mlp, jit_compile=True)
+    f(*_args())
+    plan = next(p for cf in f._cache.values() for p in cf.plans)
+    returned = {r[1] for r in plan.out_refs if r[0] == "slot"}
+    seen = False
+    for _stop, _inputs, outputs, runner in _graph_segments(plan).values():
+        for sl, copy in zip(outputs, runner.copy_out):
+            assert copy == (sl in plan.memory.escaped)
+            if sl in returned:
+                seen = True
+                assert copy
+    assert seen
+
+
+def test_variables_passed_as_arguments_stay_outside_graphs():
+    v = tf.Variable(np.ones((4, 4), np.float32))
+
+    def step(var, x):
+        var.assign(var * 0.5 + x)
+        return tf.reduce_sum(tf.tanh(var * 2.0 + 1.0))
+
+    f = tf.function(step, jit_compile=True)
+    f(v, tf.constant(np.ones((4, 4), np.float32)))
+    plan = next(p for cf in f._cache.values() for p in cf.plans)
+    for start, (stop, *_rest) in _graph_segments(plan).items():
+        for n in plan.nodes[start:stop]:
+            assert not any(r[0] == "arg_var" for r in _node_refs(n)), n
+
+
+cupy = pytest.importorskip("cupy", reason="cupy is needed to check the names the capture uses")
+
+
+@pytest.mark.parametrize("path", [
+    "cuda.Stream.begin_capture", "cuda.Stream.end_capture", "cuda.Stream.wait_event", "cuda.Stream.record",
+    "cuda.graph.Graph.launch", "cuda.MemoryPool.malloc", "cuda.using_allocator", "cuda.get_current_stream",
+    "cuda.MemoryPointer.ptr", "RawModule.get_function", "copyto", "ascontiguousarray", "empty",
+])
+def test_every_cupy_name_the_capture_uses_exists(path):
+    obj = cupy
+    for part in path.split("."):
+        assert hasattr(obj, part), "cupy.%s is missing" % path
+        obj = getattr(obj, part)
+
+
+def _signature_line(obj):
+    """A Cython builtin's signature, from the first line of its docstring (inspect cannot read them)."""
+    return (obj.__doc__ or "").strip().splitlines()[0]
+
+
+@pytest.mark.parametrize("obj, params", [
+    (lambda: cupy.cuda.Stream, ["non_blocking"]),
+    (lambda: cupy.RawModule, ["code=", "options=", "name_expressions="]),
+    (lambda: cupy.cuda.graph.Graph.launch, ["stream="]),
+])
+def test_cupy_signatures_take_the_arguments_the_capture_passes(obj, params):
+    o = obj()
+    try:
+        names = "".join("%s=" % p for p in inspect.signature(o).parameters)
+    except (TypeError, ValueError):
+        names = _signature_line(o)
+    for p in params:
+        assert p.rstrip("=") in names, (o, names)
