@@ -74,6 +74,19 @@ class TensorNS:
     log_softmax = staticmethod(nn.log_softmax)
     zeros_like = staticmethod(creation.zeros_like)
     ones_like = staticmethod(creation.ones_like)
+    expand_dims = staticmethod(sh.expand_dims)
+    sum = staticmethod(reduce.reduce_sum)
+    mean = staticmethod(reduce.reduce_mean)
+    max = staticmethod(reduce.reduce_max)
+    cumsum = staticmethod(reduce.cumsum)
+    astype = staticmethod(ew.cast)
+    zeros = staticmethod(creation.zeros)
+    getitem = staticmethod(sh.getitem)
+    # linear algebra for the rules in accel/ops/linalg.py, as differentiable ops
+    solve = staticmethod(linalg.solve)
+    triangular_solve = staticmethod(linalg.triangular_solve)
+    inv = staticmethod(linalg.inv)
+    band_part = staticmethod(linalg.band_part)
 
     @staticmethod
     def where(c, a, b):
@@ -93,10 +106,6 @@ class TensorNS:
         return sh.transpose(x, perm)
 
     @staticmethod
-    def expand_dims(x, axis):
-        return sh.expand_dims(x, axis)
-
-    @staticmethod
     def concatenate(xs, axis=0):
         return sh.concat(list(xs), axis)
 
@@ -105,32 +114,8 @@ class TensorNS:
         return sh.stack(list(xs), axis)
 
     @staticmethod
-    def sum(x, axis=None, keepdims=False):
-        return reduce.reduce_sum(x, axis, keepdims)
-
-    @staticmethod
-    def mean(x, axis=None, keepdims=False):
-        return reduce.reduce_mean(x, axis, keepdims)
-
-    @staticmethod
-    def max(x, axis=None, keepdims=False):
-        return reduce.reduce_max(x, axis, keepdims)
-
-    @staticmethod
-    def cumsum(x, axis=0):
-        return reduce.cumsum(x, axis)
-
-    @staticmethod
-    def astype(x, dtype):
-        return ew.cast(x, dtype)
-
-    @staticmethod
     def full_like(x, value):
         return creation.ones_like(x) * value
-
-    @staticmethod
-    def zeros(shape, dtype):
-        return creation.zeros(shape, dtype)
 
     @staticmethod
     def take(x, idx, axis=0):
@@ -140,10 +125,6 @@ class TensorNS:
     def scatter_add(shape, dtype, idx, src, axis=0):
         idx = idx if isinstance(idx, Tensor) else Tensor(idx)
         return apply(_scatter_add, (src, idx), {"shape": tuple(shape), "axis": axis})
-
-    @staticmethod
-    def getitem(x, key):
-        return sh.getitem(x, key)
 
     @staticmethod
     def setitem_zeros(shape, dtype, key, value):
@@ -160,23 +141,6 @@ class TensorNS:
     @staticmethod
     def dtype(x):
         return x._data.dtype
-
-    # linear algebra for the rules in accel/ops/linalg.py, as differentiable ops
-    @staticmethod
-    def solve(a, b, adjoint=False):
-        return linalg.solve(a, b, adjoint)
-
-    @staticmethod
-    def triangular_solve(a, b, lower=True, adjoint=False):
-        return linalg.triangular_solve(a, b, lower, adjoint)
-
-    @staticmethod
-    def inv(a, adjoint=False):
-        return linalg.inv(a, adjoint)
-
-    @staticmethod
-    def band_part(x, num_lower, num_upper):
-        return linalg.band_part(x, num_lower, num_upper)
 
     @staticmethod
     def matrix_diag(d, k=0, num_rows=-1, num_cols=-1):
