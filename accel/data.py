@@ -895,11 +895,25 @@ class _FilterDataset(_UnaryDataset):
                 yield element
 
 
-class _RepeatDataset(_UnaryDataset):
+class _CountedDataset(_UnaryDataset):
+    """repeat / take / skip: `_stream(stream, peek)` transforms the input's stream by `count`, the same
+    way over elements (_iter) and, where the input is rows of arrays, over row indices (_slice_indices)."""
+
     def __init__(self, input_dataset, count):
         super().__init__(input_dataset)
         self._count = count
 
+    def _iter(self, peek=False):
+        return self._stream(self._input._iter, peek)
+
+    def _slice_data(self):
+        return self._input._slice_data()
+
+    def _slice_indices(self, peek=False):
+        return self._stream(self._input._slice_indices, peek)
+
+
+class _RepeatDataset(_CountedDataset):
     def _card(self):
         n = self._input._card()
         if self._count < 0:
@@ -908,17 +922,7 @@ class _RepeatDataset(_UnaryDataset):
             return 0
         return n if n < 0 else n * self._count
 
-    # each over elements (_iter) or, where the input is rows of arrays, over row indices (_slice_indices)
-    def _iter(self, peek=False):
-        return self._passes(self._input._iter, peek)
-
-    def _slice_data(self):
-        return self._input._slice_data()
-
-    def _slice_indices(self, peek=False):
-        return self._passes(self._input._slice_indices, peek)
-
-    def _passes(self, stream, peek):
+    def _stream(self, stream, peek):
         passes = itertools.count() if self._count < 0 else range(self._count)
         for _ in passes:
             empty = True
@@ -929,11 +933,7 @@ class _RepeatDataset(_UnaryDataset):
                 return
 
 
-class _TakeDataset(_UnaryDataset):
-    def __init__(self, input_dataset, count):
-        super().__init__(input_dataset)
-        self._count = count
-
+class _TakeDataset(_CountedDataset):
     def _card(self):
         n = self._input._card()
         if n == UNKNOWN_CARDINALITY:
@@ -942,16 +942,7 @@ class _TakeDataset(_UnaryDataset):
             return self._count
         return n if self._count < 0 else min(n, self._count)
 
-    def _iter(self, peek=False):
-        return self._first(self._input._iter, peek)
-
-    def _slice_data(self):
-        return self._input._slice_data()
-
-    def _slice_indices(self, peek=False):
-        return self._first(self._input._slice_indices, peek)
-
-    def _first(self, stream, peek):
+    def _stream(self, stream, peek):
         if self._count < 0:
             yield from stream(peek)
         elif self._count > 0:
@@ -962,27 +953,14 @@ class _TakeDataset(_UnaryDataset):
                 gen.close()
 
 
-class _SkipDataset(_UnaryDataset):
-    def __init__(self, input_dataset, count):
-        super().__init__(input_dataset)
-        self._count = count
-
+class _SkipDataset(_CountedDataset):
     def _card(self):
         n = self._input._card()
         if n < 0:
             return n
         return 0 if self._count < 0 else max(0, n - self._count)
 
-    def _iter(self, peek=False):
-        return self._rest(self._input._iter, peek)
-
-    def _slice_data(self):
-        return self._input._slice_data()
-
-    def _slice_indices(self, peek=False):
-        return self._rest(self._input._slice_indices, peek)
-
-    def _rest(self, stream, peek):
+    def _stream(self, stream, peek):
         if self._count < 0:
             return
         yield from itertools.islice(stream(peek), self._count, None)
