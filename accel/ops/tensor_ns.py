@@ -6,6 +6,8 @@ ops, so gradients of gradients come out of the same rules.
 
 from __future__ import annotations
 
+import operator
+
 from accel.ops import creation, elementwise as ew, linalg, nn, reduce, shape as sh
 from accel.ops.core import apply, defop, scatter_add_array
 from accel.tensor import Tensor
@@ -82,6 +84,8 @@ class TensorNS:
     astype = staticmethod(ew.cast)
     zeros = staticmethod(creation.zeros)
     getitem = staticmethod(sh.getitem)
+    shape = staticmethod(operator.attrgetter("_data.shape"))  # NumPy and CuPy shapes are tuples
+    dtype = staticmethod(operator.attrgetter("_data.dtype"))
     # linear algebra for the rules in accel/ops/linalg.py, as differentiable ops
     solve = staticmethod(linalg.solve)
     triangular_solve = staticmethod(linalg.triangular_solve)
@@ -133,14 +137,6 @@ class TensorNS:
     @staticmethod
     def scatter_index(shape, g, key):
         return apply(_scatter_index, (g,), {"shape": tuple(shape), "key": key})
-
-    @staticmethod
-    def shape(x):
-        return tuple(x._data.shape)
-
-    @staticmethod
-    def dtype(x):
-        return x._data.dtype
 
     @staticmethod
     def matrix_diag(d, k=0, num_rows=-1, num_cols=-1):
