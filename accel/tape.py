@@ -64,6 +64,9 @@ class GradientTape:
         self._exits = []
         self._shadow = set()
         self._shadow_edges = []
+        # on_final(i, gradient): called during the backward pass as soon as source i's gradient is final (no
+        # op left to visit adds to it); accel.distribute starts all-reducing it while the pass goes on
+        self._on_final = None
 
     # --- context ------------------------------------------------------------------------
     def __enter__(self):
@@ -416,6 +419,10 @@ def _backward_pass(tape, nodes, flat_targets, flat_sources, flat_og, tensor_mode
     # ids of cotangent arrays this pass allocated by summing and has handed to nothing else: later sums
     # may go into them in place. Handing one to a rule (which may return it or a view of it) ends that.
     owned = set()
+    on_final = tape._on_final
+    finals = {}
+    if on_final is not None and array_mode and trace is None:
+        pop, fire_rest = _notifier(active, src_ids, flat_sources, cot, finals, on_final, profile)
     while active:
         op, in_ids, out_ids, saved, out, attrs, in_shapes = pop()
         if len(out_ids) == 1 and not op.multi_out:  # a one-piece split still gets a list
@@ -499,23 +506,78 @@ def _backward_pass(tape, nodes, flat_targets, flat_sources, flat_og, tensor_mode
                     owned.add(id(acc))
     if profile is not None:
         profile.label = "other"
+    if on_final is not None and array_mode and trace is None:
+        fire_rest()
     result = []
     for s in flat_sources:
-        if s._id in src_ids:
-            g = cot.get(s._id)
-            if type(g) is RowGrad:
-                if trace is not None:
-                    raise trace.NotCapturable("row gradient")
-                g = IndexedSlices(Tensor(g.values), Tensor(g.indices), np.asarray(g.shape, np.int64))
-            elif g is not None and not tensor_mode:
-                a = core.as_array(g if profile is None else profiler.plain(g))
-                if trace is not None and a is not g:  # a NumPy scalar made a 0-d array
-                    trace.array_call(core.as_array, (g,), empty, a)
-                g = Tensor(a)
-            result.append(g)
+        if s._id in finals:
+            result.append(finals[s._id])
+        elif s._id in src_ids:
+            result.append(_final_value(cot.get(s._id), tensor_mode, profile, trace))
         else:
             result.append(None)
+    if on_final is not None and not (array_mode and trace is None):
+        for i, g in enumerate(result):  # recorded or traced passes: the values exist only now
+            if g is not None:
+                on_final(i, g)
     return result
+
+
+def _final_value(g, tensor_mode, profile, trace):
+    """A source's accumulated cotangent as the gradient handed back (Tensor or IndexedSlices)."""
+    if type(g) is RowGrad:
+        if trace is not None:
+            raise trace.NotCapturable("row gradient")
+        return IndexedSlices(Tensor(g.values), Tensor(g.indices), np.asarray(g.shape, np.int64))
+    if g is not None and not tensor_mode:
+        a = core.as_array(g if profile is None else profiler.plain(g))
+        if trace is not None and a is not g:  # a NumPy scalar made a 0-d array
+            trace.array_call(core.as_array, (g,), {}, a)
+        return Tensor(a)
+    return g
+
+
+def _notifier(active, src_ids, flat_sources, cot, finals, on_final, profile):
+    """(pop, fire_rest) for a pass with an on_final callback: pop() first reports the sources whose last
+    contributing node (the earliest recorded node that reads them) was just visited; fire_rest() reports
+    the remaining ones after the pass."""
+    first = {}
+    for j, node in enumerate(active):
+        for iid in node[IN_IDS]:
+            if iid in src_ids and iid not in first:
+                first[iid] = j
+    order = sorted(first, key=first.get, reverse=True)
+    where = {}
+    for i, s in enumerate(flat_sources):
+        if s._id in src_ids:
+            where.setdefault(s._id, []).append(i)
+    raw_pop = active.pop
+    k = 0
+
+    def fire(sid):
+        g = cot.get(sid)
+        if g is None:
+            return
+        g = finals[sid] = _final_value(g, False, profile, None)
+        for i in where[sid]:
+            on_final(i, g)
+
+    def pop():
+        nonlocal k
+        n = len(active)
+        while k < len(order) and first[order[k]] >= n:
+            fire(order[k])
+            k += 1
+        return raw_pop()
+
+    def fire_rest():
+        for sid in order[k:]:
+            fire(sid)
+        for sid in where:
+            if sid not in first:
+                fire(sid)
+
+    return pop, fire_rest
 
 
 def _plus(a, b):

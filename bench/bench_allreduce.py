@@ -42,6 +42,20 @@ def _median(fn, reps=REPS, sync=None):
     return float(np.median(ts))
 
 
+def _interleaved(fns, rounds, sync):
+    """Median seconds of each of `fns`, run in turn (rotating the order) every round, after sync()."""
+    names = list(fns)
+    ts = {k: [] for k in names}
+    for r in range(rounds + 3):
+        for k in names[r % len(names):] + names[:r % len(names)]:
+            sync()
+            t0 = time.perf_counter()
+            fns[k]()
+            if r >= 3:  # warm-up rounds
+                ts[k].append(time.perf_counter() - t0)
+    return {k: float(np.median(v)) for k, v in ts.items()}
+
+
 def _mlp():
     import accel as tf  # noqa: PLC0415
 
@@ -133,11 +147,16 @@ def worker():
     flat = np.concatenate([g.reshape(-1) for g in grads])
     comm = s.comm
     res = {"ranks": s.size, "grad_bytes": nbytes}
-    res["flat_allreduce_s"] = _median(lambda: comm.Allreduce(MPI.IN_PLACE, flat, op=MPI.SUM), sync=comm.Barrier)
+    fns = {"flat_allreduce_s": lambda: comm.Allreduce(MPI.IN_PLACE, flat, op=MPI.SUM)}
+    reducers = {}
     for cap_mb in (25, 1):
-        red = dist.Reducer(s.group, cap_mb * 2**20, comm_group=s._comm_group)
-        res["bucketed_%dMB_s" % cap_mb] = _median(lambda red=red: red.reduce(grads, "SUM"), sync=comm.Barrier)
+        red = reducers[cap_mb] = dist.Reducer(s.group, cap_mb * 2**20, comm_group=s._comm_group)
+        fns["bucketed_%dMB_s" % cap_mb] = lambda red=red: red.reduce(grads, "SUM")
+    res.update(_interleaved(fns, 10 * REPS, comm.Barrier))
+    for cap_mb, red in reducers.items():
         res["buckets_%dMB" % cap_mb] = red.last_stats["buckets"]
+        out = red.reduce(grads, "SUM")
+        assert all(np.array_equal(o, 2 * g) for o, g in zip(out, grads)), "the bucketed all-reduce is wrong"
 
     # overlap, with 1 MB buckets so that several are in flight during the backward
     x, y = _batch(GLOBAL_BATCH // s.size, rank)

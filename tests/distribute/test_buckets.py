@@ -1,11 +1,16 @@
 """Bucketed all-reduce: layouts at odd bucket sizes, and gradients arriving complete in the right variables."""
 
+import pathlib
+
 import numpy as np
 import pytest
 
 import accel as tf
 import accel.distribute as dist
 from accel.distribute.buckets import plan_buckets
+from tests.distribute.mpi_util import mpirun
+
+HERE = pathlib.Path(__file__).parent
 
 SHAPES = [(3, 5), (7,), (1,), (4, 4, 2), (13,), (2, 3), (29,)]
 
@@ -62,3 +67,12 @@ def test_a_model_larger_than_a_bucket_gets_every_gradient_back_summed(logical_cp
             want = grads[0][i] + grads[1][i]
             assert got.dtype == want.dtype and got.shape == want.shape
             np.testing.assert_array_equal(got.numpy(), want)
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_ring_and_allreduce_buckets_sum_every_ranks_gradients(ranks):
+    """mpi_ring.py: every bucket size and ring threshold, SUM and MEAN, blocking and fed out of order."""
+    p, _ = mpirun(HERE / "mpi_ring.py", n=ranks, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    for r in range(ranks):
+        assert "RANK %d OK" % r in p.stdout, p.stdout + p.stderr
