@@ -109,7 +109,8 @@ def _load_numba():
         else:
             prange = numba.prange
             # helpers the numba kernels call: jitted here so the kernels see dispatchers, not Python
-            globals()["_row_max_sumexp"] = numba.njit(inline="always", error_model="numpy")(_row_max_sumexp)
+            for helper in (_row_max_sumexp, _softmax_xent_row):
+                globals()[helper.__name__] = numba.njit(inline="always", error_model="numpy")(helper)
             _nb = numba  # last: other threads read _nb without the lock
     return _nb or None
 
@@ -358,13 +359,21 @@ def _row_max_sumexp(x, r):
     return mx, total
 
 
+def _softmax_xent_row(d, x, r, g_r, dense_labels):
+    """d[r] = g_r * (softmax(x[r]) - dense_labels[r]); dense_labels None: g_r * softmax(x[r]) (numba
+    compiles that case without the subtraction)."""
+    mx, total = _row_max_sumexp(x, r)
+    scale = g_r / total
+    for c in range(x.shape[1]):
+        v = np.exp(x[r, c] - mx) * scale
+        if dense_labels is not None:
+            v -= g_r * dense_labels[r, c]
+        d[r, c] = v
+
+
 def _softmax_xent_sparse_nb(d, x, labels, g):
-    rows, cols = x.shape
-    for r in range(rows):
-        mx, total = _row_max_sumexp(x, r)
-        scale = g[r] / total
-        for c in range(cols):
-            d[r, c] = np.exp(x[r, c] - mx) * scale
+    for r in range(x.shape[0]):
+        _softmax_xent_row(d, x, r, g[r], None)
         d[r, labels[r]] -= g[r]
 
 
@@ -407,12 +416,8 @@ def _check_labels(fn, labels, rows, cols):
 
 
 def _softmax_xent_dense_nb(d, x, labels, g):
-    rows, cols = x.shape
-    for r in range(rows):
-        mx, total = _row_max_sumexp(x, r)
-        scale = g[r] / total
-        for c in range(cols):
-            d[r, c] = np.exp(x[r, c] - mx) * scale - g[r] * labels[r, c]
+    for r in range(x.shape[0]):
+        _softmax_xent_row(d, x, r, g[r], labels)
 
 
 def softmax_xent_bwd_numpy(logits, labels, g, sparse, out=None):
