@@ -320,14 +320,5 @@ def _build():
         num = _ONE if xf >= _ZERO else e
         return num / (_ONE + e)
 
-    return SimpleNamespace(
-        exp_f32=exp_f32,
-        erf_f32=erf_f32,
-        erfc_f32=erfc_f32,
-        erf_gauss_f32=erf_gauss_f32,
-        tanh_f32=tanh_f32,
-        sigmoid_f32=sigmoid_f32,
-        i32_as_f32=i32_as_f32,
-        f32_as_i32=f32_as_i32,
-        numba=numba,
-    )
+    public = (exp_f32, erf_f32, erfc_f32, erf_gauss_f32, tanh_f32, sigmoid_f32, i32_as_f32, f32_as_i32)
+    return SimpleNamespace(**{f.__name__: f for f in public}, numba=numba)
