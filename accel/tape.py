@@ -23,6 +23,11 @@ from accel.variables import Variable
 _now = _tensor_mod._next_id  # tensor ids grow monotonically: an id is also a timestamp
 
 
+# accel.distribute sets this on import: final_hook(sources) -> an on_final callback for an eager backward pass
+# (see GradientTape._on_final), or None
+final_hook = None
+
+
 class UnconnectedGradients(enum.Enum):
     NONE = "none"
     ZERO = "zero"
@@ -420,6 +425,8 @@ def _backward_pass(tape, nodes, flat_targets, flat_sources, flat_og, tensor_mode
     # may go into them in place. Handing one to a rule (which may return it or a view of it) ends that.
     owned = set()
     on_final = tape._on_final
+    if on_final is None and final_hook is not None and array_mode and trace is None:
+        on_final = final_hook(flat_sources)  # accel.distribute, inside a replica: start all-reducing early
     finals = {}
     if on_final is not None and array_mode and trace is None:
         pop, fire_rest = _notifier(active, src_ids, flat_sources, cot, finals, on_final, profile)

@@ -16,9 +16,12 @@ from accel.distribute.errors import (  # noqa: F401
 from accel.distribute.mirrored import MirroredVariable  # noqa: F401
 from accel.distribute.strategy import (  # noqa: F401
     DistributedDataset, MirroredStrategy, MultiWorkerMirroredStrategy, PerReplica, ReduceOp, ReplicaContext,
-    Strategy, all_reduce_gradients, current_strategy, reducing_gradients, variable_created)
+    Strategy, all_reduce_gradients, backward_started, current_strategy, reducing_gradients, variable_created)
 from accel.distribute.keras_support import keras_fit, keras_step, keras_strategy, keras_verbose  # noqa: F401
 from accel.distribute import strategy as _strategy
+from accel import tape as _tape
+
+_tape.final_hook = _strategy.backward_started  # backward passes in a replica start the all-reduce early
 
 
 def get_strategy():

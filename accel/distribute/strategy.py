@@ -18,6 +18,7 @@ from accel.distribute.collectives import MEAN, SUM, LocalGroup, LocalMember, MPI
 from accel.distribute.errors import DistributeError, ReplicaMismatchError
 from accel.indexed_slices import IndexedSlices
 from accel.tensor import Tensor
+from accel.variables import Variable
 
 
 class ReduceOp(enum.Enum):
@@ -61,6 +62,7 @@ class ReplicaContext:
         self.group = group
         self.device = device
         self.gradient_op = SUM  # TF sums replica gradients; Keras' fit averages (it scales its loss)
+        self.pending = None  # the all-reduce a backward pass started early (backward_started)
 
     @property
     def num_replicas_in_sync(self):
@@ -335,6 +337,9 @@ class MultiWorkerMirroredStrategy(Strategy):
                 return fn(*_select(args, 0, 1), **_select(kwargs or {}, 0, 1))
         finally:
             _state.scopes.pop()
+            if ctx.pending is not None:  # gradients never applied: let the launched buckets finish
+                ctx.pending, pending = None, ctx.pending
+                pending.cancel()
 
     def reduce(self, reduce_op, value, axis=None):
         self._check_cross_replica("strategy.reduce")
@@ -522,10 +527,36 @@ def reducing_gradients() -> bool:
     return ctx is not None and ctx.strategy.num_replicas_in_sync > 1 and not getattr(ctx, "reducing", False)
 
 
+def backward_started(sources):
+    """accel.tape's final_hook: in a MultiWorkerMirroredStrategy replica, a backward pass to this strategy's
+    variables starts their buckets' all-reduce as the pass makes each gradient final (overlapping the rest of
+    the pass, as DDP does). apply_gradients then takes the result if it gets exactly those gradients; other
+    gradients (changed, or None, or sparse) are all-reduced anew after the early buckets finish. Every
+    replica runs the same program, so all launch the same buckets in the same order."""
+    ctx = _state.replica
+    if ctx is None or not isinstance(ctx.strategy, MultiWorkerMirroredStrategy) or ctx.strategy.size == 1:
+        return None
+    s = ctx.strategy
+    if not sources or not all(isinstance(v, Variable) and v._id in s.created for v in sources):
+        return None
+    if ctx.pending is not None:  # a second backward pass before apply_gradients
+        ctx.pending, pending = None, ctx.pending
+        pending.cancel()
+    ctx.pending = s._reducer(ctx).start([v._data for v in sources], ctx.gradient_op)
+    return ctx.pending.ready
+
+
 def all_reduce_gradients(grads):
     """The replica context's gradients all-reduced in buckets (SUM as TF's apply_gradients in strategy.run;
     MEAN under Keras' fit)."""
     ctx = _state.replica
+    pending, ctx.pending = ctx.pending, None
+    if pending is not None:
+        given = pending.given
+        if pending.complete and not pending.sparse and len(given) == len(grads) and all(
+                given.get(i) is g for i, g in enumerate(grads)):
+            return [Tensor(g) for g in pending.finish()]
+        pending.cancel()
     arrays = []
     for g in grads:
         if g is None or isinstance(g, IndexedSlices):

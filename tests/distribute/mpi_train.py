@@ -59,17 +59,26 @@ for s in range(STEPS):
     ropt.apply_gradients(zip(t.gradient(loss, ref), ref))
 
 
-def step(x, y):
-    with tf.GradientTape() as t:
+def step(x, y, kind):
+    with tf.GradientTape(persistent=kind == "twice") as t:
         loss = loss_of(dvars, x, y, GLOBAL)
-    dopt.apply_gradients(zip(t.gradient(loss, dvars), dvars))
+    if kind == "twice":  # a backward pass whose gradients are dropped, then the one applied
+        t.gradient(loss, dvars)
+    grads = t.gradient(loss, dvars)
+    if kind == "changed":  # not the tape's gradients: the early all-reduce is dropped, these are reduced anew
+        grads = [g * 1.0 for g in grads]
+    dopt.apply_gradients(zip(grads, dvars))
     return loss
 
 
+KINDS = ["plain", "changed", "twice"]
 ds = tf.data.Dataset.from_tensor_slices((X, Y)).batch(GLOBAL)
-for x, y in strategy.experimental_distribute_dataset(ds):
+for i, (x, y) in enumerate(strategy.experimental_distribute_dataset(ds)):
     check(x.shape[0] == GLOBAL // n, "shard of %d rows" % x.shape[0])
-    last = strategy.run(step, args=(x, y))
+    kind = KINDS[i % 3]
+    last = strategy.run(step, args=(x, y, kind))
+    early = strategy._reducer_obj.last_stats["early"]  # the buckets were launched from the backward pass
+    check(early == (kind != "changed"), "step %d (%s): early all-reduce %s" % (i, kind, early))
 total = strategy.reduce(dist.ReduceOp.SUM, last, axis=None)
 with tf.GradientTape() as t:
     ref_loss = loss_of(ref, X[-GLOBAL:], Y[-GLOBAL:], GLOBAL)
