@@ -531,8 +531,8 @@ def backward_started(sources):
     """accel.tape's final_hook: in a MultiWorkerMirroredStrategy replica, a backward pass to this strategy's
     variables starts their buckets' all-reduce as the pass makes each gradient final (overlapping the rest of
     the pass, as DDP does). apply_gradients then takes the result if it gets exactly those gradients; other
-    gradients (changed, or None, or sparse) are all-reduced anew after the early buckets finish. Every
-    replica runs the same program, so all launch the same buckets in the same order."""
+    gradients (changed, or None, or sparse) are all-reduced anew after the early buckets finish. Such a
+    backward pass is a collective (as with DDP): every replica must run the same ones, in the same order."""
     ctx = _state.replica
     if ctx is None or not isinstance(ctx.strategy, MultiWorkerMirroredStrategy) or ctx.strategy.size == 1:
         return None
