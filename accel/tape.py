@@ -23,9 +23,14 @@ from accel.variables import Variable
 _now = _tensor_mod._next_id  # tensor ids grow monotonically: an id is also a timestamp
 
 
-# accel.distribute sets this on import: final_hook(sources) -> an on_final callback for an eager backward pass
-# (see GradientTape._on_final), or None
-final_hook = None
+final_hook = None  # see set_final_hook
+
+
+def set_final_hook(hook):
+    """Installs hook(sources) -> an on_final callback for an eager backward pass (see GradientTape._on_final)
+    or None; accel.distribute's starts the all-reduce of a replica's gradients during the pass."""
+    global final_hook
+    final_hook = hook
 
 
 class UnconnectedGradients(enum.Enum):

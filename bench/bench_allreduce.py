@@ -105,11 +105,11 @@ def step_time(strategy=None):
     hook = tape.final_hook
 
     def late():  # the all-reduce after the backward pass (no early buckets)
-        tape.final_hook = None
+        tape.set_final_hook(None)
         try:
             strategy.run(step)
         finally:
-            tape.final_hook = hook
+            tape.set_final_hook(hook)
 
     return _interleaved({"step_2rank_s": lambda: strategy.run(step), "step_2rank_late_s": late}, 5 * REPS,
                         strategy.group.barrier)

@@ -21,7 +21,7 @@ from accel.distribute.keras_support import keras_fit, keras_step, keras_strategy
 from accel.distribute import strategy as _strategy
 from accel import tape as _tape
 
-_tape.final_hook = _strategy.backward_started  # backward passes in a replica start the all-reduce early
+_tape.set_final_hook(_strategy.backward_started)  # backward passes in a replica start the all-reduce early
 
 
 def get_strategy():
