@@ -274,8 +274,16 @@ class Runner:
         for i, a in enumerate(self.values[k]):
             if prog.kinds[i] == "var_closure":
                 self.closure[i].assign(a)
-            elif prog.kinds[i] == "var_arg":  # a new Variable each time: arguments are matched by shape and dtype
-                out.append(tf.Variable(a))
+            elif prog.kinds[i] == "var_arg":
+                # Variable arguments are matched by shape and dtype: the next value set comes in a new
+                # Variable (even seeds) or is assigned to the one the plan was traced with (odd seeds)
+                held = self.arg_vars.get(i)
+                if held is None or (held[0] != k and prog.seed % 2 == 0):
+                    held = (k, tf.Variable(a))
+                else:
+                    held[1].assign(a)
+                self.arg_vars[i] = (k, held[1])
+                out.append(held[1])
             elif alias and k == 0 and prog.alias and i == prog.alias[1]:
                 out.append(out[prog.alias[0] - sum(prog.kinds[j] == "var_closure" for j in range(prog.alias[0]))])
             else:
@@ -328,8 +336,9 @@ def _check(fn, runner, want, exact):
                 rtol = 4 * np.finfo(prog.dtype).eps * len(prog.steps)
                 scale = float(np.max(np.abs(w))) if w.size else 0.0
                 np.testing.assert_allclose(g, w, rtol=rtol, atol=rtol * max(scale, 1.0), err_msg=msg)
-    # (a closure Variable returned as it is stays live, as eager's: test_returned_variable_is_a_snapshot)
-    live = [o < len(prog.kinds) and prog.kinds[o] == "var_closure" for o in prog.outputs]
+    # a Variable, or a reshape or transpose of one, changes with the Variable, eager and captured alike
+    # (the next call may assign it): test_tensors_read_from_a_variable_keep_their_values
+    live = [o in _views_of_variables(prog) for o in prog.outputs]
     for call, (got, copies) in enumerate(kept):
         for name, g, c, lv in zip(_names(prog), got, copies, live + [False] * len(got)):
             if lv:
@@ -337,6 +346,14 @@ def _check(fn, runner, want, exact):
             np.testing.assert_array_equal(g, c, err_msg="%s of call %d changed by a later call\n%r"
                                                         % (name, call, prog))
     assert fn.experimental_get_tracing_count() == 1
+
+
+def _views_of_variables(prog):
+    views = {i for i, kind in enumerate(prog.kinds) if kind != "const"}
+    for k, step in enumerate(prog.steps):
+        if step.op in ("reshape", "transpose") and step.args[0] in views:
+            views.add(len(prog.kinds) + k)
+    return views
 
 
 def _eager(runner):
@@ -364,8 +381,9 @@ def test_captured_with_fusion_matches_eager(prog):
     want = _eager(runner)
     # fused mode "auto": the default jit_compile fuses only loops that stay bitwise equal to eager,
     # jit_compile=True fuses every elementwise chain (numba loops with their own exp, tanh, ...)
-    _check(tf.function(runner.step), runner, want, exact=True)
-    _check(tf.function(runner.step, jit_compile=True), runner, want, exact=False)
+    with tf.config.fused("auto"):
+        _check(tf.function(runner.step), runner, want, exact=True)
+        _check(tf.function(runner.step, jit_compile=True), runner, want, exact=False)
 
 
 ALIAS_BUG = ("a plan traced with one tensor passed as two arguments reads the first argument wherever the "
@@ -388,6 +406,7 @@ def test_one_tensor_as_two_arguments_then_two_tensors():
 
 
 @pytest.mark.xfail(strict=True, reason=ALIAS_BUG)
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # reduce_max's gradient on the wrong values: 0/0
 @settings(max_examples=20, phases=[Phase.generate], **PROFILE)  # no shrinking: the repro is above
 @given(programs(alias=True))
 def test_captured_with_aliased_arguments_is_bitwise_eager(prog):
@@ -409,3 +428,19 @@ def test_returned_variable_is_a_snapshot():
     a, _ = f(tf.constant(1.0))
     v.assign([5.0])
     assert a.numpy().tolist() == [1.0]  # TF 2.21: [1.0]; accel: [5.0]
+
+
+@pytest.mark.xfail(strict=True, reason="a reshape, transpose or identity of a Variable is a view of its array "
+                                       "and Variable.assign writes that array in place, so the tensor changes "
+                                       "(eager and captured; TF 2.21 tensors keep the value read)")
+def test_tensors_read_from_a_variable_keep_their_values():
+    v = tf.Variable([1.0, 2.0])
+
+    def f():
+        return tf.reshape(v, (2, 1)), tf.transpose(tf.reshape(v, (1, 2))), tf.identity(v)
+
+    for fn in (f, tf.function(f)):
+        v.assign([1.0, 2.0])
+        outs = fn()
+        v.assign([5.0, 6.0])
+        assert [o.numpy().ravel().tolist() for o in outs] == [[1.0, 2.0]] * 3  # TF 2.21; accel: [5, 6]
