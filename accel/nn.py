@@ -6,8 +6,8 @@ from accel.ops.api import (  # noqa: F401
     sigmoid, sigmoid_cross_entropy_with_logits, silu, softmax, softmax_cross_entropy_with_logits, softplus,
     sparse_softmax_cross_entropy_with_logits, swish, tanh, top_k)
 from accel.ops.conv import (  # noqa: F401, E402
-    avg_pool, avg_pool1d, avg_pool2d, conv1d, conv2d, conv2d_transpose, depthwise_conv2d, max_pool, max_pool1d,
-    max_pool2d)
+    avg_pool, avg_pool1d, avg_pool2d, avg_pool3d, conv1d, conv2d, conv2d_transpose, conv3d, conv3d_transpose,
+    convolution, depthwise_conv2d, max_pool, max_pool1d, max_pool2d, max_pool3d, pool)
 
 
 def compute_average_loss(per_example_loss, sample_weight=None, global_batch_size=None):

@@ -18,7 +18,7 @@ rng = np.random.default_rng(0)
 
 @pytest.mark.parametrize("name, breaks", [
     ("matmul", True),  # cuBLAS
-    ("conv2d", True),  # im2col + GEMM, through helper functions
+    ("conv", True),  # im2col + GEMM, through helper functions
     ("tanh", False),
     ("add", False),
     ("relu", False),

@@ -6,6 +6,10 @@ from accel.keras.layers.conv import (  # noqa: F401
     Convolution2D, Convolution2DTranspose, Cropping2D, DepthwiseConv2D, GlobalAveragePooling1D,
     GlobalAveragePooling2D, GlobalAvgPool1D, GlobalAvgPool2D, GlobalMaxPool1D, GlobalMaxPool2D, GlobalMaxPooling1D,
     GlobalMaxPooling2D, MaxPool1D, MaxPool2D, MaxPooling1D, MaxPooling2D, UpSampling2D, ZeroPadding2D)
+from accel.keras.layers.conv import (  # noqa: F401
+    AveragePooling3D, AvgPool3D, Conv3D, Conv3DTranspose, Convolution3D, Convolution3DTranspose, Cropping3D,
+    GlobalAveragePooling3D, GlobalAvgPool3D, GlobalMaxPool3D, GlobalMaxPooling3D, MaxPool3D, MaxPooling3D,
+    UpSampling3D, ZeroPadding3D)
 from accel.keras.layers.core import Activation, Dense, Dropout, Embedding, Flatten, Input, Reshape  # noqa: F401
 from accel.keras.layers.normalization import BatchNormalization, LayerNormalization  # noqa: F401
 from accel.keras.layers.activation import ELU, LeakyReLU, PReLU, ReLU, Softmax  # noqa: F401

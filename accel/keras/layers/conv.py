@@ -1,8 +1,8 @@
 """Keras 3's convolution, pooling and spatial layers on the accel.nn conv/pool ops (accel/ops/conv.py).
 
 Weights have Keras 3's names and shapes (Conv kernel (*kernel_size, in_channels / groups, filters),
-Conv2DTranspose kernel (kh, kw, filters, in_channels), DepthwiseConv2D kernel (kh, kw, in_channels,
-depth_multiplier)), so weights copied from Keras give Keras's outputs.
+Conv2DTranspose/Conv3DTranspose kernel (*kernel_size, filters, in_channels), DepthwiseConv2D kernel
+(kh, kw, in_channels, depth_multiplier)), so weights copied from Keras give Keras's outputs.
 """
 
 from __future__ import annotations
@@ -50,19 +50,11 @@ def _from_last(y, data_format):
 
 
 def _check_rank(layer, x, rank):
-    names = {1: "3-D (batch, steps, channels)", 2: "4-D (batch, height, width, channels)"}
+    names = {1: "3-D (batch, steps, channels)", 2: "4-D (batch, height, width, channels)",
+             3: "5-D (batch, depth, height, width, channels)"}
     if x.ndim != rank + 2:
         raise ValueError("%s %s: expected a %s input, got shape %s" % (type(layer).__name__, layer.name,
                                                                        names[rank], tuple(x.shape)))
-
-
-def _as_2d(x, rank):
-    """A channels-last rank-1 input as NHWC with height 1."""
-    return accel.expand_dims(x, 1) if rank == 1 else x
-
-
-def _from_2d(y, rank):
-    return accel.squeeze(y, 1) if rank == 1 else y
 
 
 class _Conv(Layer):
@@ -128,28 +120,25 @@ class _Conv(Layer):
                              "but received input with shape %s" % (self.name, self._expected_channels(),
                                                                    1 if self.data_format == "channels_first" else -1,
                                                                    tuple(inputs.shape)))
-        y = self._convolve(_as_2d(x, self.rank))
+        y = self._convolve(x)
         if self.bias is not None:
             y = y + self.bias
-        return self.activation(_from_last(_from_2d(y, self.rank), self.data_format))
+        return self.activation(_from_last(y, self.data_format))
 
     def _geometry(self, x):
-        """(strides, dilations, pads) of the NHWC convolution for this layer's settings."""
-        k = (1,) * (2 - self.rank) + self.kernel_size
-        s = (1,) * (2 - self.rank) + self.strides
-        d = (1,) * (2 - self.rank) + self.dilation_rate
-        hw = tuple(x.shape[1:3])
+        """(strides, dilations, pads) of the channels-last convolution for this layer's settings."""
+        k, s, d = self.kernel_size, self.strides, self.dilation_rate
+        sizes = tuple(x.shape[1:-1])
         if self.padding == "causal":  # Keras pads the start of the sequence by the dilated kernel's reach
-            pads = ((0, 0), ((k[1] - 1) * d[1], 0))
+            pads = (((k[0] - 1) * d[0], 0),)
         else:
-            pads = ops._pads(self.padding.upper(), hw, k, s, d, "NHWC", self.name)
-        ops._check_out(hw, k, s, d, pads, self.name)
+            pads = ops._pads(self.padding.upper(), sizes, k, s, d, ops._FORMATS[self.rank][0], self.name)
+        ops._check_out(sizes, k, s, d, pads, self.name)
         return s, d, pads
 
     def _convolve(self, x):
         s, d, pads = self._geometry(x)
-        w = self.kernel if self.rank == 2 else accel.expand_dims(self.kernel, 0)
-        return ops._conv_nhwc(x, w, s, d, pads)
+        return ops._conv_last(x, self.kernel, s, d, pads)
 
 
 class Conv1D(_Conv):
@@ -172,22 +161,34 @@ class Conv2D(_Conv):
                          use_bias, kernel_initializer, bias_initializer, **kwargs)
 
 
-class Conv2DTranspose(_Conv):
-    """The transpose of Conv2D (the gradient of a convolution with respect to its input), kernel
-    (kh, kw, filters, in_channels); output size as Keras 3 computes it from padding and output_padding."""
+class Conv3D(_Conv):
+    """3-D convolution (cross-correlation) with a (kd, kh, kw, in_channels / groups, filters) kernel."""
 
-    def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", output_padding=None,
-                 data_format=None, dilation_rate=(1, 1), activation=None, use_bias=True,
+    rank = 3
+
+    def __init__(self, filters, kernel_size, strides=(1, 1, 1), padding="valid", data_format=None,
+                 dilation_rate=(1, 1, 1), groups=1, activation=None, use_bias=True,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
+        super().__init__(filters, kernel_size, strides, padding, data_format, dilation_rate, groups, activation,
+                         use_bias, kernel_initializer, bias_initializer, **kwargs)
+
+
+class _ConvTranspose(_Conv):
+    """The transpose of a convolution (its gradient with respect to its input), kernel (*kernel_size, filters,
+    in_channels); output size as Keras 3 computes it from padding and output_padding."""
+
+    def __init__(self, filters, kernel_size, strides, padding, output_padding, data_format, dilation_rate,
+                 activation, use_bias, kernel_initializer, bias_initializer, **kwargs):
         super().__init__(filters, kernel_size, strides, padding, data_format, dilation_rate, 1, activation,
                          use_bias, kernel_initializer, bias_initializer, **kwargs)
         self.output_padding = None if output_padding is None else tuple(
-            (output_padding,) * 2 if isinstance(output_padding, int) else output_padding)
+            (output_padding,) * self.rank if isinstance(output_padding, int) else output_padding)
         if self.output_padding is not None:
-            for op, s in zip(self.output_padding, self.strides):
-                if not 0 <= op < s:
-                    raise ValueError("Conv2DTranspose: each output_padding must be >= 0 and smaller than its "
-                                     "stride, got output_padding=%r and strides=%r" % (output_padding, self.strides))
+            if len(self.output_padding) != self.rank or not all(
+                    isinstance(op, int) and 0 <= op < s for op, s in zip(self.output_padding, self.strides)):
+                raise ValueError("%s: output_padding must be %d ints, each >= 0 and smaller than its stride, got "
+                                 "output_padding=%r and strides=%r" % (type(self).__name__, self.rank,
+                                                                       output_padding, self.strides))
 
     def _kernel_shape(self, channels):
         return self.kernel_size + (self.filters, channels)
@@ -197,16 +198,38 @@ class Conv2DTranspose(_Conv):
 
     def _convolve(self, x):
         out = []
-        for i, (n, k, s, d) in enumerate(zip(x.shape[1:3], self.kernel_size, self.strides, self.dilation_rate)):
+        for i, (n, k, s, d) in enumerate(zip(x.shape[1:-1], self.kernel_size, self.strides, self.dilation_rate)):
             k = (k - 1) * d + 1
             op = None if self.output_padding is None else self.output_padding[i]
             if self.padding == "valid":
                 out.append((n - 1) * s + k + (max(k, s) - k if op is None else op))
             else:
                 out.append(n * s if op is None else (n - 1) * s + k % 2 + op)
-        shape = (x.shape[0], out[0], out[1], self.filters)
-        return ops.conv2d_transpose(x, self.kernel, shape, self.strides, self.padding.upper(), "NHWC",
-                                    self.dilation_rate)
+        shape = (x.shape[0], *out, self.filters)
+        return ops._conv_transpose(self.name, self.rank, x, self.kernel, shape, self.strides, self.padding.upper(),
+                                   ops._FORMATS[self.rank][0], self.dilation_rate)
+
+
+class Conv2DTranspose(_ConvTranspose):
+    __doc__ = _ConvTranspose.__doc__
+    rank = 2
+
+    def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", output_padding=None,
+                 data_format=None, dilation_rate=(1, 1), activation=None, use_bias=True,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
+        super().__init__(filters, kernel_size, strides, padding, output_padding, data_format, dilation_rate,
+                         activation, use_bias, kernel_initializer, bias_initializer, **kwargs)
+
+
+class Conv3DTranspose(_ConvTranspose):
+    __doc__ = _ConvTranspose.__doc__
+    rank = 3
+
+    def __init__(self, filters, kernel_size, strides=(1, 1, 1), padding="valid", data_format=None,
+                 output_padding=None, dilation_rate=(1, 1, 1), activation=None, use_bias=True,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
+        super().__init__(filters, kernel_size, strides, padding, output_padding, data_format, dilation_rate,
+                         activation, use_bias, kernel_initializer, bias_initializer, **kwargs)
 
 
 class DepthwiseConv2D(_Conv):
@@ -237,7 +260,7 @@ class DepthwiseConv2D(_Conv):
     def _convolve(self, x):
         s, d, pads = self._geometry(x)
         kh, kw, c, m = self.kernel.shape
-        return ops._conv_nhwc(x, accel.reshape(self.kernel, (kh, kw, 1, c * m)), s, d, pads)
+        return ops._conv_last(x, accel.reshape(self.kernel, (kh, kw, 1, c * m)), s, d, pads)
 
 
 # --- pooling -------------------------------------------------------------------------------
@@ -257,8 +280,7 @@ class _Pool(Layer):
 
     def call(self, inputs):
         _check_rank(self, inputs, self.rank)
-        fmt = {(1, "channels_last"): "NWC", (1, "channels_first"): "NCW", (2, "channels_last"): "NHWC",
-               (2, "channels_first"): "NCHW"}[self.rank, self.data_format]
+        fmt = ops._FORMATS[self.rank][self.data_format == "channels_first"]
         return ops._pool(self.name, self._op, inputs, self.pool_size, self.strides, self.padding.upper(), fmt,
                          self.rank)
 
@@ -302,6 +324,28 @@ class AveragePooling2D(_Pool):
         super().__init__(pool_size, strides, padding, data_format, **kwargs)
 
 
+class MaxPooling3D(_Pool):
+    """The maximum of each pool_size window of (depth, height, width); the gradient goes to the first maximum
+    (row-major), as in TF."""
+
+    rank = 3
+    _op = ops._max_pool
+
+    def __init__(self, pool_size=(2, 2, 2), strides=None, padding="valid", data_format=None, **kwargs):
+        super().__init__(pool_size, strides, padding, data_format, **kwargs)
+
+
+class AveragePooling3D(_Pool):
+    """The mean of each pool_size window of (depth, height, width); 'same' windows average only the input
+    elements, as in TF. pool_size has no default, as in Keras 3."""
+
+    rank = 3
+    _op = ops._avg_pool
+
+    def __init__(self, pool_size, strides=None, padding="valid", data_format=None, **kwargs):
+        super().__init__(pool_size, strides, padding, data_format, **kwargs)
+
+
 class _GlobalPool(Layer):
     rank = 2
     _reduce = None
@@ -335,90 +379,156 @@ class GlobalMaxPooling2D(_GlobalPool):
     _reduce = accel.reduce_max
 
 
+class GlobalAveragePooling3D(_GlobalPool):
+    rank = 3
+    _reduce = accel.reduce_mean
+
+
+class GlobalMaxPooling3D(_GlobalPool):
+    rank = 3
+    _reduce = accel.reduce_max
+
+
 # --- resizing ------------------------------------------------------------------------------
 
 
-def _pairs(value, who, what):
-    """Keras's ((top, bottom), (left, right)) from an int, (symmetric_h, symmetric_w) or two pairs."""
+def _pairs(value, n, who, what):
+    """Keras's ((before, after), ...) for n spatial axes from an int, n symmetric ints or n pairs."""
     if isinstance(value, int):
-        pairs = ((value, value), (value, value))
+        pairs = ((value, value),) * n
     else:
         value = tuple(value)
-        if len(value) != 2:
-            raise ValueError("%s: %s must be an int, a tuple of 2 ints or a tuple of 2 pairs, got %r"
-                             % (who, what, value))
+        if len(value) != n:
+            raise ValueError("%s: %s must be an int, a tuple of %d ints or a tuple of %d pairs, got %r"
+                             % (who, what, n, n, value))
         pairs = tuple((v, v) if isinstance(v, int) else tuple(v) for v in value)
     if any(len(p) != 2 or not all(isinstance(v, int) and v >= 0 for v in p) for p in pairs):
         raise ValueError("%s: %s must hold non-negative ints, got %r" % (who, what, value))
     return pairs
 
 
-class UpSampling2D(Layer):
+class _UpSampling(Layer):
+    rank = 2
+
+    def __init__(self, size, data_format=None, **kwargs):
+        super().__init__(**kwargs)
+        who = type(self).__name__
+        self.size = _tuple(size, self.rank, "size", who)
+        self.data_format = _data_format(data_format, who)
+
+    def call(self, inputs):
+        _check_rank(self, inputs, self.rank)
+        x = _to_last(inputs, self.data_format)
+        n, *sizes, c = x.shape
+        spread = tuple(v for d, s in zip(sizes, self.size) for v in (d, s))
+        y = accel.broadcast_to(accel.reshape(x, (n,) + tuple(v for d in sizes for v in (d, 1)) + (c,)),
+                               (n,) + spread + (c,))
+        out = (n,) + tuple(d * s for d, s in zip(sizes, self.size)) + (c,)
+        return _from_last(accel.reshape(y, out), self.data_format)
+
+
+class UpSampling2D(_UpSampling):
     """Repeats each row size[0] times and each column size[1] times (nearest-neighbour upsampling)."""
 
     def __init__(self, size=(2, 2), data_format=None, interpolation="nearest", **kwargs):
-        super().__init__(**kwargs)
-        self.size = _tuple(size, 2, "size", "UpSampling2D")
-        self.data_format = _data_format(data_format, "UpSampling2D")
+        super().__init__(size, data_format, **kwargs)
         if interpolation != "nearest":
             raise NotImplementedError("UpSampling2D: only interpolation='nearest' is supported, got %r"
                                       % (interpolation,))
         self.interpolation = interpolation
 
-    def call(self, inputs):
-        _check_rank(self, inputs, 2)
-        x = _to_last(inputs, self.data_format)
-        n, h, w, c = x.shape
-        sh, sw = self.size
-        y = accel.broadcast_to(accel.reshape(x, (n, h, 1, w, 1, c)), (n, h, sh, w, sw, c))
-        return _from_last(accel.reshape(y, (n, h * sh, w * sw, c)), self.data_format)
+
+class UpSampling3D(_UpSampling):
+    """Repeats each element size[i] times along spatial axis i (depth, height, width)."""
+
+    rank = 3
+
+    def __init__(self, size=(2, 2, 2), data_format=None, **kwargs):
+        super().__init__(size, data_format, **kwargs)
 
 
-class ZeroPadding2D(Layer):
-    """Zeros added around the rows and columns: padding ((top, bottom), (left, right))."""
+class _ZeroPadding(Layer):
+    rank = 2
 
-    def __init__(self, padding=(1, 1), data_format=None, **kwargs):
+    def __init__(self, padding, data_format=None, **kwargs):
         super().__init__(**kwargs)
-        self.padding = _pairs(padding, "ZeroPadding2D", "padding")
-        self.data_format = _data_format(data_format, "ZeroPadding2D")
+        self.padding = _pairs(padding, self.rank, type(self).__name__, "padding")
+        self.data_format = _data_format(data_format, type(self).__name__)
 
     def call(self, inputs):
-        _check_rank(self, inputs, 2)
+        _check_rank(self, inputs, self.rank)
         spatial = [list(p) for p in self.padding]
         pads = [[0, 0], [0, 0]] + spatial if self.data_format == "channels_first" else [[0, 0]] + spatial + [[0, 0]]
         return accel.pad(inputs, pads)
 
 
-class Cropping2D(Layer):
+class ZeroPadding2D(_ZeroPadding):
+    """Zeros added around the rows and columns: padding ((top, bottom), (left, right))."""
+
+    def __init__(self, padding=(1, 1), data_format=None, **kwargs):
+        super().__init__(padding, data_format, **kwargs)
+
+
+class ZeroPadding3D(_ZeroPadding):
+    """Zeros added on both sides of depth, height and width: padding ((d0, d1), (h0, h1), (w0, w1))."""
+
+    rank = 3
+
+    def __init__(self, padding=((1, 1), (1, 1), (1, 1)), data_format=None, **kwargs):
+        super().__init__(padding, data_format, **kwargs)
+
+
+class _Cropping(Layer):
+    rank = 2
+
+    def __init__(self, cropping, data_format=None, **kwargs):
+        super().__init__(**kwargs)
+        self.cropping = _pairs(cropping, self.rank, type(self).__name__, "cropping")
+        self.data_format = _data_format(data_format, type(self).__name__)
+
+    def call(self, inputs):
+        _check_rank(self, inputs, self.rank)
+        first = 2 if self.data_format == "channels_first" else 1
+        sizes = tuple(inputs.shape[first: first + self.rank])
+        if any(a + b >= n for (a, b), n in zip(self.cropping, sizes)):
+            raise ValueError("%s %s: cropping %s leaves nothing of an input with spatial shape %s"
+                             % (type(self).__name__, self.name, self.cropping, sizes))
+        key = [slice(None)] * inputs.ndim
+        for i, ((a, b), n) in enumerate(zip(self.cropping, sizes)):
+            key[first + i] = slice(a, n - b)
+        return inputs[tuple(key)]
+
+
+class Cropping2D(_Cropping):
     """Rows and columns cut off the edges: cropping ((top, bottom), (left, right))."""
 
     def __init__(self, cropping=((0, 0), (0, 0)), data_format=None, **kwargs):
-        super().__init__(**kwargs)
-        self.cropping = _pairs(cropping, "Cropping2D", "cropping")
-        self.data_format = _data_format(data_format, "Cropping2D")
+        super().__init__(cropping, data_format, **kwargs)
 
-    def call(self, inputs):
-        _check_rank(self, inputs, 2)
-        first = 2 if self.data_format == "channels_first" else 1
-        (t, b), (lft, r) = self.cropping
-        h, w = inputs.shape[first], inputs.shape[first + 1]
-        if t + b >= h or lft + r >= w:
-            raise ValueError("Cropping2D %s: cropping %s leaves nothing of an input with height %d and width %d"
-                             % (self.name, self.cropping, h, w))
-        key = [slice(None)] * 4
-        key[first] = slice(t, h - b)
-        key[first + 1] = slice(lft, w - r)
-        return inputs[tuple(key)]
+
+class Cropping3D(_Cropping):
+    """Cut off the edges of depth, height and width: cropping ((d0, d1), (h0, h1), (w0, w1))."""
+
+    rank = 3
+
+    def __init__(self, cropping=((1, 1), (1, 1), (1, 1)), data_format=None, **kwargs):
+        super().__init__(cropping, data_format, **kwargs)
 
 
 Convolution1D = Conv1D
 Convolution2D = Conv2D
 Convolution2DTranspose = Conv2DTranspose
+Convolution3D = Conv3D
+Convolution3DTranspose = Conv3DTranspose
 MaxPool1D = MaxPooling1D
 MaxPool2D = MaxPooling2D
 AvgPool1D = AveragePooling1D
 AvgPool2D = AveragePooling2D
+MaxPool3D = MaxPooling3D
+AvgPool3D = AveragePooling3D
 GlobalAvgPool1D = GlobalAveragePooling1D
 GlobalAvgPool2D = GlobalAveragePooling2D
 GlobalMaxPool1D = GlobalMaxPooling1D
 GlobalMaxPool2D = GlobalMaxPooling2D
+GlobalAvgPool3D = GlobalAveragePooling3D
+GlobalMaxPool3D = GlobalMaxPooling3D
