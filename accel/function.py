@@ -968,7 +968,7 @@ def _emit(nodes, input_slots, out_refs, memory, mode="plain", xp=np, graphs=None
     (the third argument); "count": every step is counted in this thread's accel.profiler profile; "graph":
     the segments in `graphs` ({start: (stop, inputs, outputs, GraphSegment)}) run as CUDA graphs."""
     ns = {"np": xp, "_GuardMiss": _GuardMiss, "_host": backend.to_numpy, "_Tensor": Tensor,
-          "_step": _counted_step, "_kernel_step": _counted_kernel}
+          "_step": _counted_step, "_kernel_step": _counted_kernel, "_detach": _detach}
     lines = ["def plan(inputs, arg_vars, B=None):"]
     if input_slots:
         lines.append("    %s, = inputs" % ", ".join("v%d" % s for s in input_slots))
@@ -1027,6 +1027,9 @@ def _emit(nodes, input_slots, out_refs, memory, mode="plain", xp=np, graphs=None
             if attrs:
                 args += ", **" + name(attrs, "a")
             c = call(op.name, name(op.forward, "f"), args)
+            var_refs = [expr(r) for r in refs if r[0] in ("var", "arg_var")]
+            if var_refs:  # a view of a Variable's array is copied, as eager does (ops.core._detached)
+                c = "_detach(%s, %s, (%s,))" % (c, op.multi_out, ", ".join(var_refs))
             if op.multi_out:
                 lines.append("    %s, = %s" % (", ".join("v%d" % o for o in outs), c))
             else:
@@ -1069,11 +1072,20 @@ def _emit(nodes, input_slots, out_refs, memory, mode="plain", xp=np, graphs=None
         if dead:
             lines.append("    del %s" % ", ".join("v%d" % sl for sl in dead))
             defined.difference_update(dead)
-    outs = ", ".join(expr(r) for r in out_refs)
+    outs = ", ".join(expr(r) + (".copy()" if r[0] in ("var", "arg_var") else "") for r in out_refs)
     lines.append("    return (%s%s)" % (outs, "," if len(out_refs) == 1 else ""))
     src = "\n".join(lines) + "\n"
     exec(compile(src, "<accel.function plan>", "exec"), ns)
     return ns["plan"], src
+
+
+def _detach(res, multi, var_arrays):
+    if multi:
+        return [_detach(r, False, var_arrays) for r in res]
+    if any(res is a for a in var_arrays) or (getattr(res, "base", None) is not None and
+                                             any(_may_share(res, a) for a in var_arrays)):
+        return res.copy()
+    return res
 
 
 def _counted_step(label, fn, *args, **kwargs):
@@ -1381,10 +1393,15 @@ class Function:
         trace.var_args = {id(v): i for i, v in enumerate(arg_vars)}
         call_leaves = []
         input_slots = []
+        seen_arrays = set()
         for _path, x in leaves:
             if isinstance(x, (Tensor, np.ndarray, np.generic)) and not getattr(x, "_is_variable", False):
                 t = x if isinstance(x, Tensor) else Tensor(np.asarray(x))
-                t = Tensor(t._data)  # a fresh tensor per call: the trace's input
+                data = t._data
+                if id(data) in seen_arrays:  # one tensor passed as two arguments: two parameters, as in TF
+                    data = data.copy()
+                seen_arrays.add(id(data))
+                t = Tensor(data)  # a fresh tensor per call: the trace's input
                 input_slots.append(trace.new_slot(t))
                 call_leaves.append(t)
             else:
@@ -1421,6 +1438,10 @@ class Function:
                     out_refs.append(trace.ref(v))
                 else:
                     out_refs.append(("pyconst", v))
+            if any(getattr(v, "_is_variable", False) for _, v in out_leaves):
+                # a returned Variable is the value read, as TF returns it (later assigns do not reach it)
+                result = _pack(out_structure, iter(v for _, v in out_leaves),
+                               lambda v: Tensor(v._data.copy()) if getattr(v, "_is_variable", False) else v)
         finally:
             recorder.hooks.set_trace(prev_hook)
             assert recorder.state.trace is old or old is None

@@ -138,6 +138,8 @@ def apply(op: Op, inputs, attrs=None):
             except Exception:
                 res = None
             if type(res) is np.ndarray:
+                if inputs[0]._is_variable or inputs[n - 1]._is_variable:
+                    res = _detached(res, inputs)
                 out = Tensor(res)
                 tapes = _state.tapes
                 if tapes:
@@ -173,6 +175,8 @@ def apply(op: Op, inputs, attrs=None):
             op.name, e, ", ".join("%s %s" % (d.dtype, tuple(d.shape)) for d in datas))) from None
     if prof is not None:
         res = prof.plain(res) if not op.multi_out else [prof.plain(r) for r in res]
+    if any(t._is_variable for t in inputs):
+        res = _detached(res, inputs) if not op.multi_out else [_detached(r, inputs) for r in res]
     if op.multi_out:
         out = tuple(Tensor(as_array(r)) for r in res)
     else:
@@ -184,6 +188,17 @@ def apply(op: Op, inputs, attrs=None):
     if check is not None:
         check(op.name, [o._data for o in out] if op.multi_out else [out._data], "the output")
     return out
+
+
+def _detached(res, inputs):
+    """res, copied when it is a view of a Variable's array (a reshape, transpose, identity or slice): a
+    tensor read from a Variable keeps the value read, as in TF, however the Variable is assigned later."""
+    for t in inputs:
+        if t._is_variable and (res is t._data or (getattr(res, "base", None) is not None and
+                                                  backend.xp_of(t._data) is backend.xp_of(res) and
+                                                  backend.xp_of(res).may_share_memory(res, t._data))):
+            return res.copy()
+    return res
 
 
 def _record_or_cut(op, inputs, out, attrs):
