@@ -4,7 +4,8 @@ tests/data/tf_conv.npz (inputs, arguments as JSON, outputs, gradients of sum(out
     .venv-bench/bin/python tools/record_tf_conv.py     # tensorflow-cpu==2.21.* (Keras 3 as tf.keras)
 
 TF's CPU kernels take only NHWC (and no dilated conv2d_transpose): NCHW/NCW cases are recorded by running the
-NHWC op on transposed tensors, the definition TF's GPU kernels follow.
+NHWC op on transposed tensors, the definition TF's GPU kernels follow. TF's CPU conv3d also has no dilations,
+groups or explicit padding: those are recorded with an inflated filter, one conv3d per group and tf.pad.
 """
 
 import json
@@ -29,26 +30,27 @@ def distinct(*shape):
 
 
 def nchw(x):
-    return tf.transpose(x, (0, 3, 1, 2)) if len(x.shape) == 4 else tf.transpose(x, (0, 2, 1))
+    r = len(x.shape)
+    return tf.transpose(x, (0, r - 1) + tuple(range(1, r - 1)))
 
 
 def nhwc(x):
-    return tf.transpose(x, (0, 2, 3, 1)) if len(x.shape) == 4 else tf.transpose(x, (0, 2, 1))
+    r = len(x.shape)
+    return tf.transpose(x, (0,) + tuple(range(2, r)) + (1,))
 
 
 def inflate(w, dilations):
     """The filter with dilation - 1 zeros between its taps (differentiable): a dilated convolution is the
-    undilated convolution with it. TF's CPU kernels have no dilated backprop, so gradients go this way."""
-    nd = len(dilations)
-    shape = list(w.shape)
-    inter = []
-    for k in shape[:nd]:
-        inter += [k, 1]
-    w = tf.reshape(w, inter + shape[nd:])
-    w = tf.pad(w, [[0, 0] if i % 2 == 0 else [0, dilations[i // 2] - 1] for i in range(2 * nd)]
-               + [[0, 0]] * (len(shape) - nd))
-    w = tf.reshape(w, [k * d for k, d in zip(shape[:nd], dilations)] + shape[nd:])
-    return w[tuple(slice(0, (k - 1) * d + 1) for k, d in zip(shape[:nd], dilations))]
+    undilated convolution with it. TF's CPU kernels have no dilated backprop, so gradients go this way.
+    Each spatial axis is spread by a 0/1 matrix (tf.pad takes at most rank 6)."""
+    for axis, d in enumerate(dilations):
+        k = w.shape[axis]
+        spread = np.zeros((k, (k - 1) * d + 1), np.float32)
+        spread[np.arange(k), np.arange(k) * d] = 1
+        w = tf.tensordot(w, spread, [[axis], [0]])
+        r = len(w.shape)
+        w = tf.transpose(w, tuple(range(axis)) + (r - 1,) + tuple(range(axis, r - 1)))
+    return w
 
 
 def grouped_conv2d(x, w, **kw):
@@ -62,21 +64,44 @@ def grouped_conv2d(x, w, **kw):
     return y
 
 
+def conv3d_cpu(x, w, strides, padding, **kw):
+    """conv3d as TF's GPU kernel defines it, from what TF's CPU conv3d takes: explicit padding by tf.pad, a
+    grouped filter by one conv3d per group, strides as 5 ints."""
+    strides = [1, strides, strides, strides, 1] if isinstance(strides, int) else list(strides)
+    strides = [1] + strides + [1] if len(strides) == 3 else strides
+    if not isinstance(padding, str):
+        x, padding = tf.pad(x, padding), "VALID"
+    groups = x.shape[-1] // w.shape[3]
+    ys = [tf.nn.conv3d(xg, wg, strides, padding, **kw) for xg, wg in zip(tf.split(x, groups, -1),
+                                                                         tf.split(w, groups, -1))]
+    return tf.concat(ys, -1)
+
+
+def conv_layer_twin(x, w, b, layer):
+    """A Keras Conv2D/Conv3D layer (no activation, channels_last) in TF ops whose CPU gradients exist."""
+    if layer.rank == 3:
+        return conv3d_cpu(x, inflate(w, layer.dilation_rate), 1, layer.padding.upper()) + b
+    return grouped_conv2d(x, inflate(w, layer.dilation_rate), strides=layer.strides,
+                          padding=layer.padding.upper()) + b
+
+
 def tf_op(fn, args, channels_first):
     """The TF function for one case; channels-first cases run the channels-last op between transposes."""
-    f0 = grouped_conv2d if fn == "conv2d" else getattr(tf.nn, fn)
+    f0 = {"conv2d": grouped_conv2d, "conv3d": conv3d_cpu}.get(fn) or getattr(tf.nn, fn)
     args = dict(args)
-    dil = args.pop("dilations", None)
+    # tf.nn.convolution and tf.nn.pool dilate on TF's CPU (space_to_batch)
+    dil = None if fn in ("convolution", "pool") else args.pop("dilations", None)
     if dil is None:
         f = f0
     else:
-        nd = 1 if fn == "conv1d" else 2
-        dil = [dil] * nd if isinstance(dil, int) else dil
+        nd = 1 if fn == "conv1d" else 3 if fn.startswith("conv3d") else 2
+        dil = [dil] * nd if isinstance(dil, int) else dil[1:-1] if len(dil) == nd + 2 else dil
 
         def f(x, w, **kw):
             y = f0(x, inflate(w, dil), **kw)
-            direct = f0(x, w, dilations=dil, **kw)  # TF's own dilated forward agrees
-            np.testing.assert_allclose(y.numpy(), direct.numpy(), rtol=1e-5, atol=1e-5)
+            if not fn.startswith("conv3d"):  # TF's CPU conv3d kernels have no dilations
+                direct = f0(x, w, dilations=dil, **kw)  # TF's own dilated forward agrees
+                np.testing.assert_allclose(y.numpy(), direct.numpy(), rtol=1e-5, atol=1e-5)
             return y
     if not channels_first:
         return lambda *xs: f(*xs, **args)
@@ -86,8 +111,8 @@ def tf_op(fn, args, channels_first):
         args["padding"] = [p[0]] + p[2:] + [p[1]]
     for k in ("strides", "ksize"):
         v = args.get(k)
-        if isinstance(v, list) and len(v) == 4:
-            args[k] = [v[0], v[2], v[3], v[1]]
+        if isinstance(v, list) and len(v) in (4, 5):
+            args[k] = [v[0]] + v[2:] + [v[1]]
     if "output_shape" in args:
         s = args["output_shape"]
         args["output_shape"] = [s[0]] + s[2:] + [s[1]]
@@ -95,7 +120,7 @@ def tf_op(fn, args, channels_first):
 
 
 def record(name, fn, inputs, **args):
-    channels_first = args.get("data_format") in ("NCHW", "NCW")
+    channels_first = args.get("data_format") in ("NCHW", "NCW", "NCDHW")
     xs = [tf.constant(a) for a in inputs]
     with tf.GradientTape() as tape:
         tape.watch(xs)
@@ -209,7 +234,7 @@ def last_to_first(x):
     return tf.transpose(x, (0, len(x.shape) - 1) + tuple(range(1, len(x.shape) - 1)))
 
 
-for name, cls, kwargs, shape in LAYERS:
+def record_layer(name, cls, kwargs, shape):
     # TF's CPU kernels are NHWC only: a channels_first layer is recorded as its channels_last twin between
     # transposes (the same weights; Keras defines channels_first that way)
     channels_first = kwargs.get("data_format") == "channels_first"
@@ -229,12 +254,12 @@ for name, cls, kwargs, shape in LAYERS:
     try:
         grads = tape.gradient(proj, [x] + keras_layer.trainable_weights)
     except tf.errors.InvalidArgumentError:  # TF's CPU: no grouped or dilated conv backprop; same math in TF ops
-        assert cls == "Conv2D" and kwargs.get("data_format") is None and kwargs.get("activation") is None
+        assert cls in ("Conv2D", "Conv3D") and kwargs.get("data_format") is None and kwargs.get("activation") is None
+        assert cls == "Conv2D" or kwargs.get("strides", 1) == 1
         ws = [tf.constant(w) for w in weights]
         with tf.GradientTape() as tape:
             tape.watch([x] + ws)
-            y2 = grouped_conv2d(x, inflate(ws[0], keras_layer.dilation_rate), strides=keras_layer.strides,
-                                padding=keras_layer.padding.upper()) + ws[1]
+            y2 = conv_layer_twin(x, ws[0], ws[1], keras_layer)
             proj = tf.reduce_sum(y2 * r)
         np.testing.assert_allclose(y2.numpy(), y.numpy(), rtol=1e-5, atol=1e-5)
         grads = tape.gradient(proj, [x] + ws)
@@ -248,6 +273,115 @@ for name, cls, kwargs, shape in LAYERS:
         OUT["%s/w%d" % (key, i)] = w
         OUT["%s/gw%d" % (key, i)] = g.numpy()
     OUT[key + "/gx"] = grads[0].numpy()
+
+
+for case in LAYERS:
+    record_layer(*case)
+
+
+# --- 3-D, tf.nn.convolution and tf.nn.pool (recorded after the cases above, which keep their values) ----------
+
+record("conv3d_same", "conv3d", [rand(1, 4, 5, 3, 2), rand(3, 3, 2, 2, 3)], strides=[1, 1, 1, 1, 1], padding="SAME")
+record("conv3d_valid_strided", "conv3d", [rand(2, 5, 4, 7, 2), rand(2, 3, 2, 2, 2)], strides=[1, 2, 1, 3, 1],
+       padding="VALID")
+record("conv3d_same_stride2_odd", "conv3d", [rand(1, 5, 5, 4, 1), rand(3, 2, 3, 1, 2)], strides=[1, 2, 2, 2, 1],
+       padding="SAME")
+record("conv3d_dilated_same", "conv3d", [rand(1, 6, 5, 5, 2), rand(2, 2, 3, 2, 2)], strides=[1, 1, 1, 1, 1],
+       padding="SAME", dilations=[1, 2, 1, 2, 1])
+record("conv3d_grouped", "conv3d", [rand(1, 3, 4, 4, 4), rand(2, 2, 2, 2, 4)], strides=[1, 1, 1, 1, 1],
+       padding="VALID")
+record("conv3d_explicit", "conv3d", [rand(1, 3, 4, 3, 2), rand(2, 3, 2, 2, 2)], strides=[1, 1, 2, 1, 1],
+       padding=[[0, 0], [1, 0], [2, 1], [0, 1], [0, 0]])
+record("conv3d_ncdhw", "conv3d", [rand(1, 2, 3, 4, 5), rand(2, 2, 3, 2, 2)], strides=[1, 1, 1, 1, 2],
+       padding="SAME", data_format="NCDHW")
+record("conv3d_1x1x1_spatial", "conv3d", [rand(2, 1, 1, 1, 3), rand(1, 1, 1, 3, 2)], strides=[1, 1, 1, 1, 1],
+       padding="VALID")
+record("conv3d_kernel_over_input_same", "conv3d", [rand(1, 1, 2, 1, 2), rand(3, 3, 3, 2, 1)],
+       strides=[1, 2, 2, 2, 1], padding="SAME")
+record("conv3d_transpose_same", "conv3d_transpose", [rand(1, 2, 3, 2, 2), rand(3, 3, 3, 3, 2)],
+       output_shape=[1, 4, 6, 4, 3], strides=[1, 2, 2, 2, 1], padding="SAME")
+record("conv3d_transpose_same_odd", "conv3d_transpose", [rand(1, 2, 3, 2, 2), rand(3, 2, 3, 2, 2)],
+       output_shape=[1, 3, 5, 4, 2], strides=[1, 2, 2, 2, 1], padding="SAME")
+record("conv3d_transpose_valid", "conv3d_transpose", [rand(1, 2, 2, 3, 2), rand(2, 3, 2, 2, 2)],
+       output_shape=[1, 3, 5, 4, 2], strides=[1, 1, 2, 1, 1], padding="VALID")
+record("conv3d_transpose_ncdhw", "conv3d_transpose", [rand(1, 2, 2, 2, 3), rand(2, 2, 2, 3, 2)],
+       output_shape=[1, 3, 4, 4, 6], strides=[1, 1, 2, 2, 2], padding="SAME", data_format="NCDHW")
+record("conv3d_transpose_dilated", "conv3d_transpose", [rand(1, 3, 2, 3, 1), rand(2, 2, 2, 2, 1)],
+       output_shape=[1, 5, 4, 5, 2], strides=[1, 1, 1, 1, 1], padding="VALID", dilations=[1, 2, 2, 2, 1])
+record("max_pool3d_valid", "max_pool3d", [distinct(2, 4, 4, 5, 2)], ksize=2, strides=2, padding="VALID")
+record("max_pool3d_same_3s2", "max_pool3d", [distinct(1, 5, 4, 3, 2)], ksize=3, strides=[1, 2, 1, 2, 1],
+       padding="SAME")
+record("max_pool3d_ties", "max_pool3d", [np.round(rand(1, 3, 4, 4, 2)).clip(-1, 0.5)], ksize=[2, 2, 3], strides=1,
+       padding="VALID")
+record("max_pool3d_ncdhw", "max_pool3d", [distinct(1, 2, 4, 4, 3)], ksize=2, strides=1, padding="SAME",
+       data_format="NCDHW")
+record("avg_pool3d_same_3s2", "avg_pool3d", [rand(1, 5, 4, 6, 2)], ksize=3, strides=2, padding="SAME")
+record("avg_pool3d_valid", "avg_pool3d", [rand(2, 4, 3, 4, 1)], ksize=[2, 1, 2], strides=[2, 1, 1], padding="VALID")
+record("avg_pool3d_ncdhw", "avg_pool3d", [rand(1, 2, 3, 4, 3)], ksize=2, strides=[1, 1, 2, 1, 1], padding="SAME",
+       data_format="NCDHW")
+# data_format given: TF 2.21's MaxPool3D/AvgPool3D/Conv3D gradients fail on the data_format=None that max_pool,
+# avg_pool and convolution (undilated) pass on
+record("max_pool_generic_3d", "max_pool", [distinct(1, 4, 4, 4, 2)], ksize=[2, 2, 2], strides=2, padding="SAME",
+       data_format="NDHWC")
+record("avg_pool_generic_3d", "avg_pool", [rand(1, 3, 4, 5, 1)], ksize=2, strides=1, padding="VALID",
+       data_format="NDHWC")
+record("convolution_3d_dilated_same", "convolution", [rand(1, 5, 5, 4, 2), rand(2, 2, 2, 2, 3)], padding="SAME",
+       dilations=[2, 2, 1])
+record("convolution_3d_default", "convolution", [rand(1, 3, 3, 3, 1), rand(2, 2, 2, 1, 2)], data_format="NDHWC")
+record("convolution_2d_strided", "convolution", [rand(2, 5, 6, 3), rand(3, 3, 3, 2)], strides=[2, 1],
+       padding="VALID")
+record("convolution_2d_nchw", "convolution", [rand(1, 2, 5, 4), rand(2, 3, 2, 2)], strides=1, padding="SAME",
+       data_format="NCHW")
+record("convolution_1d_dilated_same", "convolution", [rand(2, 7, 2), rand(3, 2, 2)], padding="SAME", dilations=2)
+record("convolution_batch_dims", "convolution", [rand(2, 3, 5, 4, 2), rand(2, 2, 2, 3)], padding="SAME")
+record("pool_max_3d_same", "pool", [distinct(1, 4, 5, 3, 2)], window_shape=[2, 2, 2], pooling_type="MAX",
+       strides=[2, 2, 2], padding="SAME")
+record("pool_max_3d_dilated", "pool", [distinct(1, 5, 5, 5, 1)], window_shape=[2, 2, 2], pooling_type="MAX",
+       dilations=[2, 1, 2])
+record("pool_avg_3d_strided", "pool", [rand(1, 4, 4, 5, 2)], window_shape=[2, 3, 2], pooling_type="AVG",
+       strides=[2, 1, 2])
+record("pool_avg_2d_dilated", "pool", [rand(1, 6, 5, 2)], window_shape=[2, 2], pooling_type="AVG",
+       dilations=[2, 1])
+record("pool_max_1d_dilated", "pool", [distinct(2, 7, 2)], window_shape=[3], pooling_type="MAX", dilations=[2])
+record("pool_avg_1d_same", "pool", [rand(1, 5, 3)], window_shape=[2], pooling_type="AVG", strides=[2],
+       padding="SAME")
+
+LAYERS_3D = [
+    ("conv3d_same_stride2_relu", "Conv3D", dict(filters=3, kernel_size=3, strides=2, padding="same",
+                                                activation="relu"), (2, 5, 4, 6, 2)),
+    ("conv3d_valid_kernel_tuple", "Conv3D", dict(filters=2, kernel_size=(2, 3, 1)), (1, 4, 5, 3, 3)),
+    ("conv3d_groups_dilated", "Conv3D", dict(filters=4, kernel_size=2, dilation_rate=(2, 1, 2), groups=2),
+     (1, 5, 4, 5, 4)),
+    ("conv3d_channels_first", "Conv3D", dict(filters=2, kernel_size=2, padding="same", data_format="channels_first"),
+     (1, 3, 4, 3, 4)),
+    ("conv3d_1x1x1_no_bias", "Conv3D", dict(filters=3, kernel_size=1, use_bias=False), (2, 1, 1, 1, 2)),
+    ("conv3d_transpose_same", "Conv3DTranspose", dict(filters=3, kernel_size=3, strides=2, padding="same"),
+     (1, 2, 3, 2, 2)),
+    ("conv3d_transpose_valid", "Conv3DTranspose", dict(filters=2, kernel_size=(2, 3, 2), strides=(2, 1, 3)),
+     (1, 2, 3, 2, 2)),
+    ("conv3d_transpose_output_padding", "Conv3DTranspose", dict(filters=2, kernel_size=3, strides=2, padding="same",
+                                                                output_padding=1), (1, 2, 2, 3, 2)),
+    ("conv3d_transpose_channels_first", "Conv3DTranspose", dict(filters=2, kernel_size=2, strides=2,
+                                                                data_format="channels_first"), (1, 3, 2, 2, 2)),
+    ("max_pooling3d", "MaxPooling3D", dict(), (2, 4, 4, 5, 2)),
+    ("max_pooling3d_same", "MaxPooling3D", dict(pool_size=3, strides=2, padding="same"), (1, 5, 4, 3, 2)),
+    ("max_pooling3d_channels_first", "MaxPooling3D", dict(pool_size=(2, 1, 2), data_format="channels_first"),
+     (1, 2, 4, 3, 4)),
+    ("average_pooling3d_same", "AveragePooling3D", dict(pool_size=3, strides=(2, 1, 2), padding="same"),
+     (1, 5, 4, 5, 2)),
+    ("average_pooling3d_valid", "AveragePooling3D", dict(pool_size=2), (2, 4, 4, 4, 1)),
+    ("global_average_pooling3d", "GlobalAveragePooling3D", dict(), (2, 3, 4, 2, 3)),
+    ("global_max_pooling3d_channels_first", "GlobalMaxPooling3D", dict(data_format="channels_first", keepdims=True),
+     (2, 3, 2, 4, 2)),
+    ("up_sampling3d", "UpSampling3D", dict(size=(2, 1, 3)), (1, 2, 3, 2, 2)),
+    ("up_sampling3d_channels_first", "UpSampling3D", dict(size=2, data_format="channels_first"), (1, 2, 2, 1, 3)),
+    ("zero_padding3d", "ZeroPadding3D", dict(padding=((1, 0), (0, 2), (1, 1))), (1, 2, 3, 2, 2)),
+    ("zero_padding3d_default", "ZeroPadding3D", dict(), (1, 1, 2, 1, 1)),
+    ("cropping3d", "Cropping3D", dict(cropping=((1, 0), (0, 1), (1, 1))), (1, 3, 4, 4, 2)),
+    ("cropping3d_channels_first", "Cropping3D", dict(cropping=1, data_format="channels_first"), (1, 2, 3, 4, 3)),
+]
+for case in LAYERS_3D:
+    record_layer(*case)
 
 path = os.path.join(os.path.dirname(__file__), "..", "tests", "data", "tf_conv.npz")
 np.savez_compressed(path, **OUT)

@@ -162,24 +162,35 @@ def _flat_windows(xp, x, ksize, strides, dilations, pads, pad_value=0):
     return win.reshape(win.shape[:nd + 1] + (math.prod(ksize), win.shape[-1]))
 
 
-def _first_argmax(xp, x, ksize, strides, dilations, pads):
-    """Index (row-major in the window) of each window's first maximum, as TF routes max-pool gradients."""
-    return xp.argmax(_flat_windows(xp, x, ksize, strides, dilations, pads, _lowest(x.dtype)), axis=len(ksize) + 1)
+def _routes(xp, x, ksize, strides, dilations, pads):
+    """route(t): where the window element at offset t (row-major) receives a max-pool output's gradient. As TF:
+    MaxPool (1-D, 2-D) routes it to each window's first maximum only, MaxPool3D to every element equal to the
+    maximum."""
+    flat = _flat_windows(xp, x, ksize, strides, dilations, pads, _lowest(x.dtype))
+    axis = len(ksize) + 1
+    if len(ksize) == 3:
+        top = flat.max(axis=axis)
+        return lambda t: xp.take(flat, t, axis=axis) == top
+    arg = xp.argmax(flat, axis=axis)
+    return lambda t: arg == t
 
 
 def _max_pool_grad_fwd(xp, x, g, ksize, strides, dilations, pads):
-    arg = _first_argmax(xp, x, ksize, strides, dilations, pads)
+    route = _routes(xp, x, ksize, strides, dilations, pads)
     zero = xp.zeros((), g.dtype)
-    return _col2im(xp, lambda t: xp.where(arg == t, g, zero), x.shape, g.shape[1:-1], ksize, strides, dilations,
+    return _col2im(xp, lambda t: xp.where(route(t), g, zero), x.shape, g.shape[1:-1], ksize, strides, dilations,
                    pads, g.dtype)
 
 
 def _max_pool_grad_grad_fwd(xp, x, gx, ksize, strides, dilations, pads):
-    arg = _first_argmax(xp, x, ksize, strides, dilations, pads)
+    route = _routes(xp, x, ksize, strides, dilations, pads)
+    flat = _flat_windows(xp, gx, ksize, strides, dilations, pads)
     axis = len(ksize) + 1
-    picked = xp.take_along_axis(_flat_windows(xp, gx, ksize, strides, dilations, pads), xp.expand_dims(arg, axis),
-                                axis=axis)
-    return xp.squeeze(picked, axis)
+    zero = xp.zeros((), gx.dtype)
+    out = xp.where(route(0), xp.take(flat, 0, axis=axis), zero)
+    for t in range(1, flat.shape[axis]):
+        out += xp.where(route(t), xp.take(flat, t, axis=axis), zero)
+    return out
 
 
 _max_pool = defop("max_pool", _max_pool_fwd)
