@@ -125,6 +125,32 @@ GRAD_CASES = [
     Case("avg_pool_same", lambda x: tf.nn.avg_pool2d(x, 3, 2, "SAME"), [(1, 4, 5, 1)]),
     Case("avg_pool_valid_nchw", lambda x: tf.nn.avg_pool2d(x, [2, 1], 1, "VALID", "NCHW"), [(1, 2, 3, 3)]),
     Case("avg_pool1d_ncw", lambda x: tf.nn.avg_pool1d(x, 2, 1, "SAME", "NCW"), [(1, 2, 4)]),
+    Case("conv3d_same_s2", lambda x, w: tf.nn.conv3d(x, w, 2, "SAME"), [(1, 3, 4, 3, 2), (2, 2, 2, 2, 2)]),
+    Case("conv3d_valid_dilated", lambda x, w: tf.nn.conv3d(x, w, 1, "VALID", dilations=[1, 2, 1]),
+         [(1, 4, 3, 4, 1), (2, 2, 2, 1, 2)]),
+    Case("conv3d_explicit_ncdhw", lambda x, w: tf.nn.conv3d(x, w, [1, 1, 2, 1, 1],
+                                                            [[0, 0], [0, 0], [1, 0], [0, 1], [1, 1]], "NCDHW"),
+         [(1, 2, 2, 3, 2), (2, 2, 2, 2, 1)]),
+    Case("conv3d_grouped", lambda x, w: tf.nn.conv3d(x, w, 1, "VALID"), [(1, 2, 3, 3, 4), (1, 2, 2, 2, 4)]),
+    Case("conv3d_size1_spatial", lambda x, w: tf.nn.conv3d(x, w, 1, "SAME"), [(2, 1, 1, 1, 2), (3, 3, 3, 2, 1)]),
+    Case("conv3d_transpose_s2", lambda x, w: tf.nn.conv3d_transpose(x, w, [1, 3, 4, 3, 2], 2, "SAME"),
+         [(1, 2, 2, 2, 1), (2, 2, 2, 2, 1)]),
+    Case("conv3d_transpose_ncdhw_dilated",
+         lambda x, w: tf.nn.conv3d_transpose(x, w, [1, 2, 4, 4, 4], 1, "VALID", "NCDHW", dilations=2),
+         [(1, 1, 2, 2, 2), (2, 2, 2, 2, 1)]),
+    Case("convolution_batch_dims", lambda x, w: tf.nn.convolution(x, w, padding="SAME"),
+         [(2, 2, 3, 3, 1), (2, 2, 1, 2)]),
+    Case("convolution_1d_dilated", lambda x, w: tf.nn.convolution(x, w, padding="SAME", dilations=2),
+         [(1, 5, 2), (2, 2, 1)]),
+    Case("max_pool3d_same", lambda x: tf.nn.max_pool3d(x, 2, [1, 2, 1], "SAME"), [(1, 3, 4, 3, 2)], distinct=True),
+    Case("max_pool3d_ncdhw", lambda x: tf.nn.max_pool3d(x, [2, 1, 2], 1, "VALID", "NCDHW"), [(1, 2, 3, 2, 3)],
+         distinct=True),
+    Case("avg_pool3d_same", lambda x: tf.nn.avg_pool3d(x, 3, 2, "SAME"), [(1, 3, 4, 5, 1)]),
+    Case("avg_pool3d_ncdhw_valid", lambda x: tf.nn.avg_pool3d(x, 2, [1, 1, 2], "VALID", "NCDHW"),
+         [(1, 2, 3, 2, 4)]),
+    Case("pool_max_dilated", lambda x: tf.nn.pool(x, [2, 2], "MAX", dilations=[2, 1]), [(1, 5, 4, 1)],
+         distinct=True),
+    Case("pool_avg_3d_dilated", lambda x: tf.nn.pool(x, [2, 1, 2], "AVG", dilations=[1, 1, 2]), [(1, 3, 3, 5, 1)]),
 ]
 
 
@@ -145,7 +171,8 @@ def _grad_of(fn, n_watch):
 
 SECOND_ORDER = [c for c in GRAD_CASES if c.name in (
     "same_s2_even", "dilated_valid_21", "nchw", "grouped", "transpose_same_s2", "depthwise_s2", "max_pool_same_overlap",
-    "avg_pool_same")]
+    "avg_pool_same", "conv3d_same_s2", "conv3d_grouped", "conv3d_transpose_s2", "max_pool3d_same", "avg_pool3d_same",
+    "pool_max_dilated")]
 
 
 @pytest.mark.parametrize("case", SECOND_ORDER, ids=lambda c: c.name)
@@ -173,6 +200,14 @@ def test_same_padding_never_wins_a_max_window():
     np.testing.assert_array_equal(tape.gradient(y, x).numpy()[0, :, :, 0], [[4, 0], [0, 0]])
 
 
+def test_max_pool3d_gradient_goes_to_every_maximum_of_each_window():
+    x = tf.constant(np.array([0, 2, 2, 1, 2, 0, 0, 2], np.float32).reshape(1, 2, 2, 2, 1))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = tf.nn.max_pool3d(x, 2, 2, "VALID")
+    np.testing.assert_array_equal(tape.gradient(y, x).numpy().ravel(), [0, 1, 1, 0, 1, 0, 0, 1])  # TF 2.21's
+
+
 def test_float64_stays_float64():
     x, w = tf.constant(RNG.standard_normal((1, 3, 3, 2))), tf.constant(RNG.standard_normal((2, 2, 2, 1)))
     with tf.GradientTape() as tape:
@@ -185,6 +220,9 @@ def test_float64_stays_float64():
 
 X4 = np.zeros((1, 5, 5, 4), np.float32)
 W4 = np.zeros((3, 3, 4, 2), np.float32)
+X5 = np.zeros((1, 3, 3, 3, 4), np.float32)
+W5 = np.zeros((2, 2, 2, 4, 2), np.float32)
+W5T = np.zeros((2, 2, 2, 2, 4), np.float32)
 ERRORS = [
     ("input rank", lambda: tf.nn.conv2d(X4[0], W4, 1, "SAME"), tf.errors.InvalidArgumentError, "input must be 4-dim"),
     ("filter rank", lambda: tf.nn.conv2d(X4, W4[0], 1, "SAME"), tf.errors.InvalidArgumentError,
@@ -225,6 +263,57 @@ ERRORS = [
      tf.errors.InvalidArgumentError, "'SAME' or 'VALID'"),
     ("generic 4 spatial", lambda: tf.nn.max_pool(np.zeros((1, 2, 2, 2, 2, 1), np.float32), 2, 2, "SAME"),
      tf.errors.InvalidArgumentError, "3-, 4- or 5-dimensional"),
+    ("conv3d input rank", lambda: tf.nn.conv3d(X5[0], W5, 1, "SAME"), tf.errors.InvalidArgumentError,
+     r"input must be 5-dimensional \(NDHWC\)"),
+    ("conv3d filter rank", lambda: tf.nn.conv3d(X5, W5[0], 1, "SAME"), tf.errors.InvalidArgumentError,
+     r"filter must be 5-dimensional \(\[depth, height, width, in_channels, out_channels\]\)"),
+    ("conv3d channels", lambda: tf.nn.conv3d(X5, np.zeros((2, 2, 2, 3, 2), np.float32), 1, "SAME"),
+     tf.errors.InvalidArgumentError, "evenly divisible by filter depth: 4 vs 3"),
+    ("conv3d negative stride", lambda: tf.nn.conv3d(X5, W5, [1, -1, 1], "SAME"), tf.errors.InvalidArgumentError,
+     "strides must be positive"),
+    ("conv3d zero dilation", lambda: tf.nn.conv3d(X5, W5, 1, "SAME", dilations=0), tf.errors.InvalidArgumentError,
+     "dilations must be positive"),
+    ("conv3d stride count", lambda: tf.nn.conv3d(X5, W5, [1, 1], "SAME"), tf.errors.InvalidArgumentError,
+     "strides must be an int or a list of 1, 3 or 5 ints"),
+    ("conv3d padding", lambda: tf.nn.conv3d(X5, W5, 1, "same"), tf.errors.InvalidArgumentError, "padding must be"),
+    ("conv3d explicit count", lambda: tf.nn.conv3d(X5, W5, 1, [[0, 0], [1, 1], [0, 0], [0, 0]]),
+     tf.errors.InvalidArgumentError, "5 pairs"),
+    ("conv3d data_format", lambda: tf.nn.conv3d(X5, W5, 1, "SAME", data_format="NHWC"),
+     tf.errors.InvalidArgumentError, "data_format must be 'NDHWC' or 'NCDHW', got 'NHWC'"),
+    ("conv3d window", lambda: tf.nn.conv3d(X5, np.zeros((5, 2, 2, 4, 2), np.float32), 1, "VALID"),
+     tf.errors.InvalidArgumentError, "does not fit"),
+    ("conv3d_transpose output rank", lambda: tf.nn.conv3d_transpose(X5, W5T, [1, 6, 6, 4], 2),
+     tf.errors.InvalidArgumentError, "output_shape must have 5 elements"),
+    ("conv3d_transpose size", lambda: tf.nn.conv3d_transpose(X5, W5T, [1, 9, 6, 6, 2], 2),
+     tf.errors.InvalidArgumentError, r"spatial size \(3, 3, 3\) does not match the size \(5, 3, 3\)"),
+    ("conv3d_transpose channels", lambda: tf.nn.conv3d_transpose(X5, W5T, [1, 6, 6, 6, 3], 2),
+     tf.errors.InvalidArgumentError, "output_shape's channels"),
+    ("pool3d rank", lambda: tf.nn.max_pool3d(X4, 2, 2, "SAME"), tf.errors.InvalidArgumentError, "5-dim"),
+    ("pool3d ksize", lambda: tf.nn.avg_pool3d(X5, [2, 0, 2], 1, "SAME"), tf.errors.InvalidArgumentError,
+     "ksize must be positive"),
+    ("pool3d data_format", lambda: tf.nn.max_pool3d(X5, 2, 2, "SAME", "NCHW"), tf.errors.InvalidArgumentError,
+     "data_format"),
+    ("avg3d explicit", lambda: tf.nn.avg_pool3d(X5, 2, 2, [[0, 0], [1, 1], [1, 1], [0, 0], [0, 0]]),
+     tf.errors.InvalidArgumentError, "'SAME' or 'VALID'"),
+    ("convolution filter rank", lambda: tf.nn.convolution(X5, X5[..., None]), tf.errors.InvalidArgumentError,
+     "filters must be 3-, 4- or 5-dimensional"),
+    ("convolution input rank", lambda: tf.nn.convolution(X4, W5), tf.errors.InvalidArgumentError,
+     "input must have at least 5 dimensions"),
+    ("convolution dilated strided", lambda: tf.nn.convolution(X5, W5, strides=2, dilations=2),
+     tf.errors.InvalidArgumentError, "strides > 1 are not supported together with dilations > 1"),
+    ("convolution data_format", lambda: tf.nn.convolution(X5, W5, data_format="NHWC"),
+     tf.errors.InvalidArgumentError, "data_format must be 'NDHWC'"),
+    ("convolution channels", lambda: tf.nn.convolution(X4, np.zeros((2, 2, 3, 2), np.float32)),
+     tf.errors.InvalidArgumentError, "4 vs 3"),
+    ("pool type", lambda: tf.nn.pool(X4, [2, 2], "max"), tf.errors.InvalidArgumentError,
+     "pooling_type must be 'MAX' or 'AVG', got 'max'"),
+    ("pool window", lambda: tf.nn.pool(X4, 2, "MAX"), tf.errors.InvalidArgumentError,
+     "window_shape must be a list of 1, 2 or 3 ints, got 2"),
+    ("pool window rank", lambda: tf.nn.pool(X4, [2], "MAX"), tf.errors.InvalidArgumentError, "3-dim"),
+    ("pool dilated same", lambda: tf.nn.pool(X4, [2, 2], "AVG", padding="SAME", dilations=2),
+     tf.errors.InvalidArgumentError, "dilations > 1 need padding 'VALID'"),
+    ("pool dilated strided", lambda: tf.nn.pool(X4, [2, 2], "MAX", strides=2, dilations=2),
+     tf.errors.InvalidArgumentError, "strides > 1 are not supported together with dilations > 1"),
     ("layer dilated strided", lambda: layers.Conv2D(2, 3, strides=2, dilation_rate=2), ValueError,
      "strides > 1` not supported in conjunction with `dilation_rate > 1"),
     ("layer groups", lambda: layers.Conv2D(3, 3, groups=2), ValueError, "divisible by the number of groups"),
