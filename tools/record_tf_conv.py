@@ -383,6 +383,31 @@ LAYERS_3D = [
 for case in LAYERS_3D:
     record_layer(*case)
 
+
+def conv3d_model():
+    """Every 3-D layer in one Keras model, saved as tests/data/keras3_conv3d.keras (accel loads Keras's configs
+    and weights and must predict what Keras predicts)."""
+    L = tf.keras.layers
+    inp = tf.keras.Input((4, 6, 6, 2))
+    h = L.ZeroPadding3D(((1, 0), (0, 1), (1, 1)))(inp)
+    h = L.Conv3D(4, 3, padding="same", activation="relu", groups=2)(h)
+    h = L.MaxPooling3D(2)(h)
+    h = L.UpSampling3D((1, 2, 1))(h)
+    h = L.Conv3DTranspose(3, 2, strides=(1, 1, 2), dilation_rate=1)(h)
+    h = L.Cropping3D(((0, 1), (1, 0), (0, 0)))(h)
+    h = L.AveragePooling3D(2, padding="same")(h)
+    h = L.Conv3D(2, (1, 2, 1), data_format="channels_first", name="conv3d_channels_first")(h)
+    h = L.Concatenate()([L.GlobalAveragePooling3D()(h), L.GlobalMaxPooling3D(keepdims=False)(h)])
+    model = tf.keras.Model(inp, L.Dense(2)(h), name="conv3d")
+    model.set_weights([rand(*w.shape) * 0.5 for w in model.get_weights()])
+    x = rand(3, 4, 6, 6, 2)
+    OUT["model/conv3d/x"] = x
+    OUT["model/conv3d/out"] = model.predict(x, verbose=0)
+    model.save(os.path.join(os.path.dirname(__file__), "..", "tests", "data", "keras3_conv3d.keras"))
+
+
+conv3d_model()
+
 path = os.path.join(os.path.dirname(__file__), "..", "tests", "data", "tf_conv.npz")
 np.savez_compressed(path, **OUT)
 print("wrote %s (%d arrays, TF %s, Keras %s)" % (path, len(OUT), tf.__version__, tf.keras.__version__))

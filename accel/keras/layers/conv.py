@@ -58,12 +58,13 @@ def _check_rank(layer, x, rank):
 
 
 class _Conv(Layer):
+    """The convolution layers' shared setup and call. It has no __init__: get_config() reads each concrete
+    class's own signature (Keras's), so no argument of another class (groups on a transpose) leaks into it."""
+
     rank = 2
 
-    def __init__(self, filters, kernel_size, strides=1, padding="valid", data_format=None, dilation_rate=1,
-                 groups=1, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
-                 bias_initializer="zeros", **kwargs):
-        super().__init__(**kwargs)
+    def _setup(self, filters, kernel_size, strides, padding, data_format, dilation_rate, groups, activation,
+               use_bias, kernel_initializer, bias_initializer):
         who = type(self).__name__
         self.filters = int(filters)
         if self.filters <= 0:
@@ -147,6 +148,13 @@ class Conv1D(_Conv):
 
     rank = 1
 
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", data_format=None, dilation_rate=1,
+                 groups=1, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", **kwargs):
+        super().__init__(**kwargs)
+        self._setup(filters, kernel_size, strides, padding, data_format, dilation_rate, groups, activation,
+                    use_bias, kernel_initializer, bias_initializer)
+
 
 class Conv2D(_Conv):
     """2-D convolution (cross-correlation, as in TensorFlow) with a (kh, kw, in_channels / groups, filters)
@@ -157,8 +165,9 @@ class Conv2D(_Conv):
     def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", data_format=None,
                  dilation_rate=(1, 1), groups=1, activation=None, use_bias=True,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
-        super().__init__(filters, kernel_size, strides, padding, data_format, dilation_rate, groups, activation,
-                         use_bias, kernel_initializer, bias_initializer, **kwargs)
+        super().__init__(**kwargs)
+        self._setup(filters, kernel_size, strides, padding, data_format, dilation_rate, groups, activation,
+                    use_bias, kernel_initializer, bias_initializer)
 
 
 class Conv3D(_Conv):
@@ -169,18 +178,19 @@ class Conv3D(_Conv):
     def __init__(self, filters, kernel_size, strides=(1, 1, 1), padding="valid", data_format=None,
                  dilation_rate=(1, 1, 1), groups=1, activation=None, use_bias=True,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
-        super().__init__(filters, kernel_size, strides, padding, data_format, dilation_rate, groups, activation,
-                         use_bias, kernel_initializer, bias_initializer, **kwargs)
+        super().__init__(**kwargs)
+        self._setup(filters, kernel_size, strides, padding, data_format, dilation_rate, groups, activation,
+                    use_bias, kernel_initializer, bias_initializer)
 
 
 class _ConvTranspose(_Conv):
     """The transpose of a convolution (its gradient with respect to its input), kernel (*kernel_size, filters,
     in_channels); output size as Keras 3 computes it from padding and output_padding."""
 
-    def __init__(self, filters, kernel_size, strides, padding, output_padding, data_format, dilation_rate,
-                 activation, use_bias, kernel_initializer, bias_initializer, **kwargs):
-        super().__init__(filters, kernel_size, strides, padding, data_format, dilation_rate, 1, activation,
-                         use_bias, kernel_initializer, bias_initializer, **kwargs)
+    def _setup_transpose(self, filters, kernel_size, strides, padding, output_padding, data_format, dilation_rate,
+                         activation, use_bias, kernel_initializer, bias_initializer):
+        self._setup(filters, kernel_size, strides, padding, data_format, dilation_rate, 1, activation, use_bias,
+                    kernel_initializer, bias_initializer)
         self.output_padding = None if output_padding is None else tuple(
             (output_padding,) * self.rank if isinstance(output_padding, int) else output_padding)
         if self.output_padding is not None:
@@ -217,8 +227,9 @@ class Conv2DTranspose(_ConvTranspose):
     def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", output_padding=None,
                  data_format=None, dilation_rate=(1, 1), activation=None, use_bias=True,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
-        super().__init__(filters, kernel_size, strides, padding, output_padding, data_format, dilation_rate,
-                         activation, use_bias, kernel_initializer, bias_initializer, **kwargs)
+        super().__init__(**kwargs)
+        self._setup_transpose(filters, kernel_size, strides, padding, output_padding, data_format, dilation_rate,
+                              activation, use_bias, kernel_initializer, bias_initializer)
 
 
 class Conv3DTranspose(_ConvTranspose):
@@ -228,8 +239,9 @@ class Conv3DTranspose(_ConvTranspose):
     def __init__(self, filters, kernel_size, strides=(1, 1, 1), padding="valid", data_format=None,
                  output_padding=None, dilation_rate=(1, 1, 1), activation=None, use_bias=True,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
-        super().__init__(filters, kernel_size, strides, padding, output_padding, data_format, dilation_rate,
-                         activation, use_bias, kernel_initializer, bias_initializer, **kwargs)
+        super().__init__(**kwargs)
+        self._setup_transpose(filters, kernel_size, strides, padding, output_padding, data_format, dilation_rate,
+                              activation, use_bias, kernel_initializer, bias_initializer)
 
 
 class DepthwiseConv2D(_Conv):
@@ -241,11 +253,12 @@ class DepthwiseConv2D(_Conv):
                  bias_initializer="zeros", **kwargs):
         if "depthwise_regularizer" in kwargs:  # Keras's name for the penalty on this layer's `kernel`
             kwargs["kernel_regularizer"] = kwargs.pop("depthwise_regularizer")
+        super().__init__(**kwargs)
         self.depth_multiplier = int(depth_multiplier)
         if self.depth_multiplier <= 0:
             raise ValueError("DepthwiseConv2D: depth_multiplier must be positive, got %r" % (depth_multiplier,))
-        super().__init__(self.depth_multiplier, kernel_size, strides, padding, data_format, dilation_rate, 1,
-                         activation, use_bias, depthwise_initializer, bias_initializer, **kwargs)
+        self._setup(self.depth_multiplier, kernel_size, strides, padding, data_format, dilation_rate, 1, activation,
+                    use_bias, depthwise_initializer, bias_initializer)
         self.depthwise_initializer = self.kernel_initializer
 
     def _kernel_shape(self, channels):
