@@ -143,6 +143,8 @@ GRAD_CASES = [
     Case("convolution_1d_dilated", lambda x, w: tf.nn.convolution(x, w, padding="SAME", dilations=2),
          [(1, 5, 2), (2, 2, 1)]),
     Case("max_pool3d_same", lambda x: tf.nn.max_pool3d(x, 2, [1, 2, 1], "SAME"), [(1, 3, 4, 3, 2)], distinct=True),
+    Case("max_pool3d_explicit", lambda x: tf.nn.max_pool3d(x, 2, 2, [[0, 0], [1, 0], [0, 1], [1, 1], [0, 0]]),
+         [(1, 2, 3, 2, 1)], distinct=True),
     Case("max_pool3d_ncdhw", lambda x: tf.nn.max_pool3d(x, [2, 1, 2], 1, "VALID", "NCDHW"), [(1, 2, 3, 2, 3)],
          distinct=True),
     Case("avg_pool3d_same", lambda x: tf.nn.avg_pool3d(x, 3, 2, "SAME"), [(1, 3, 4, 5, 1)]),
