@@ -10,7 +10,9 @@ import accel as tf
 import accel.distribute as dist
 
 mode = sys.argv[1]
-strategy = dist.MultiWorkerMirroredStrategy(heartbeat_timeout=3.0)
+# a short watchdog only where it is what must fire: under load a start-up stall of a few seconds would
+# otherwise be reported as a lost rank before the failure the other modes test
+strategy = dist.MultiWorkerMirroredStrategy(heartbeat_timeout=3.0 if mode == "stop" else 20.0)
 rank = strategy.rank
 with strategy.scope():
     w = tf.Variable(np.ones((64, 64), np.float32))
