@@ -216,3 +216,15 @@ ERRORS = [
 def test_bad_arguments_raise_clear_errors(fn, error, match):
     with pytest.raises(error, match=match):
         fn()
+
+
+def test_depthwise_regularizer_is_written_under_keras_name_and_round_trips():
+    layer = keras.layers.DepthwiseConv2D(3, depthwise_regularizer=keras.regularizers.L2(0.5))
+    config = layer.get_config()
+    assert "depthwise_regularizer" in config and "kernel_regularizer" not in config
+    x = np.ones((1, 4, 4, 2), np.float32)
+    layer(x)
+    again = keras.layers.DepthwiseConv2D.from_config(config)
+    again(x)
+    again.set_weights(layer.get_weights())
+    assert float(sum(again.losses)) == pytest.approx(float(sum(layer.losses))) and float(sum(layer.losses)) > 0

@@ -261,6 +261,12 @@ class DepthwiseConv2D(_Conv):
                     use_bias, depthwise_initializer, bias_initializer)
         self.depthwise_initializer = self.kernel_initializer
 
+    def get_config(self):
+        config = super().get_config()
+        if "kernel_regularizer" in config:  # written under Keras's name, which Keras 3 reads
+            config["depthwise_regularizer"] = config.pop("kernel_regularizer")
+        return config
+
     def _kernel_shape(self, channels):
         return self.kernel_size + (channels, self.depth_multiplier)
 
