@@ -1,154 +1,20 @@
-"""Keras's functional API: symbolic `Input`s, layers called on them, and `Model(inputs, outputs)`.
+"""Keras's functional API: symbolic `Input`s, layers called on them, and the graph `Model(inputs, outputs)` runs.
 
-A `KerasTensor` holds a shape, a dtype and its history (the layer, node index and output index that made it).
-Calling a layer on KerasTensors runs it once on zeros of those shapes (which also builds it) to learn the output
-shapes, and records a `Node`. `Functional` replays the recorded nodes on real tensors, in Keras's order.
+Calling a layer on KerasTensors (accel/keras/symbolic.py) records a `Node`; a `Graph` orders the recorded nodes
+between some inputs and outputs and replays them on real tensors, in Keras's order. `Functional`, the model
+around a graph, is accel/keras/models.py's.
 """
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 import accel
-from accel.keras.layers import base as _base
-from accel.keras.layers.base import Layer, to_snake_case, unique_name
-
-
-# --- symbolic tensors ----------------------------------------------------------------------------------------
-# Keras 3's words (KerasTensor.__tf_tensor__), with accel's names
-_SYMBOLIC_MESSAGE = (
-    "A KerasTensor cannot be used as input to an accel (TensorFlow) function. A KerasTensor is a symbolic "
-    "placeholder for a shape and dtype, used when constructing Keras Functional models or Keras Functions. You "
-    "can only use it as input to a Keras layer or a Keras operation (the operators + - * / ** @ and unary -). "
-    "You are likely doing something like:\n\n```\nx = Input(...)\n...\ntf_fn(x)  # Invalid.\n```\n\nWhat you "
-    "should do instead is wrap `tf_fn` in a layer:\n\n```\nclass MyLayer(Layer):\n    def call(self, x):\n"
-    "        return tf_fn(x)\n\nx = MyLayer()(x)\n```\n\nor, for a one-off function, "
-    "`x = accel.keras.layers.Lambda(tf_fn)(x)`.\n")
-
-
-class KerasTensor:
-    """A symbolic tensor: `shape` (None for unknown sizes), `dtype` (a string) and `_keras_history`."""
-
-    __array_priority__ = 1000  # so `np_array + kt` defers to KerasTensor.__radd__
-
-    def __init__(self, shape, dtype="float32", name=None, history=None):
-        self.shape = tuple(None if d is None else int(d) for d in shape)
-        self.dtype = accel.as_dtype(dtype).name
-        self.name = name
-        self._keras_history = history  # (layer, node_index, tensor_index)
-
-    @property
-    def ndim(self):
-        return len(self.shape)
-
-    def __repr__(self):
-        return "<KerasTensor shape=%s, dtype=%s, name=%s>" % (self.shape, self.dtype, self.name)
-
-    def __tf_tensor__(self, dtype=None, name=None):
-        """TF's conversion protocol (accel's convert_to_tensor calls it): refused with Keras 3's message."""
-        raise ValueError(_SYMBOLIC_MESSAGE)
-
-    def __array__(self, *args, **kwargs):
-        raise TypeError(_SYMBOLIC_MESSAGE)
-
-    def __bool__(self):
-        raise TypeError("A KerasTensor is symbolic and has no truth value; use a Lambda layer for control flow")
-
-    def numpy(self):
-        self.__array__()
-
-    def _op(self, name, *args):
-        return OpLayer(name)(*args)
-
-    __hash__ = object.__hash__
-
-    def __add__(self, other):
-        return self._op("Add", self, other)
-
-    def __radd__(self, other):
-        return self._op("Add", other, self)
-
-    def __sub__(self, other):
-        return self._op("Subtract", self, other)
-
-    def __rsub__(self, other):
-        return self._op("Subtract", other, self)
-
-    def __mul__(self, other):
-        return self._op("Multiply", self, other)
-
-    def __rmul__(self, other):
-        return self._op("Multiply", other, self)
-
-    def __truediv__(self, other):
-        return self._op("TrueDivide", self, other)
-
-    def __rtruediv__(self, other):
-        return self._op("TrueDivide", other, self)
-
-    def __pow__(self, other):
-        return self._op("Power", self, other)
-
-    def __rpow__(self, other):
-        return self._op("Power", other, self)
-
-    def __matmul__(self, other):
-        return self._op("Matmul", self, other)
-
-    def __rmatmul__(self, other):
-        return self._op("Matmul", other, self)
-
-    def __neg__(self):
-        return self._op("Negative", self)
-
-
-# Keras 3 writes operators on KerasTensors as op entries of module keras.src.ops.numpy; these are the ones accel
-# reads and writes
-_OPS = {
-    "Add": lambda x, y: accel.add(x, y),
-    "Subtract": lambda x, y: accel.subtract(x, y),
-    "Multiply": lambda x, y: accel.multiply(x, y),
-    "TrueDivide": lambda x, y: accel.divide(x, y),
-    "Divide": lambda x, y: accel.divide(x, y),
-    "Power": lambda x, y: accel.pow(x, y),
-    "Matmul": lambda x, y: accel.matmul(x, y),
-    "Negative": lambda x: accel.negative(x),
-    "NotEqual": lambda x, y: accel.not_equal(x, y),
-    "Equal": lambda x, y: accel.equal(x, y),
-}
-
-
-class OpLayer(Layer):
-    """One of Keras's numpy ops (`x + 1`, `x * y`) as a graph step. It is not in `model.layers` (as in Keras)."""
-
-    _is_op = True
-
-    def __init__(self, op, name=None, **kwargs):
-        if op not in _OPS:
-            raise ValueError("accel reads only these Keras ops in a model: %s; got %r" % (sorted(_OPS), op))
-        super().__init__(name=name or unique_name(to_snake_case(op)), **kwargs)
-        self.op = op
-        self._display_class = op
-        self.built = True
-
-    def __call__(self, *args, **kwargs):
-        if any(isinstance(a, KerasTensor) for a in args):
-            return symbolic_call(self, args[0], args[1:], kwargs)
-        return self.call(*args, **kwargs)
-
-    def call(self, *args):
-        args = [a if isinstance(a, accel.Tensor) or not isinstance(a, np.ndarray) else accel.convert_to_tensor(a)
-                for a in args]
-        if self.op in ("Add", "Subtract", "Multiply", "TrueDivide", "Divide", "Power"):
-            dts = [a.dtype for a in args if isinstance(a, accel.Tensor)]
-            if dts:  # python numbers take the tensor's dtype, as in Keras
-                args = [a if isinstance(a, accel.Tensor) else accel.constant(a, dtype=dts[0]) for a in args]
-        return _OPS[self.op](*args)
-
-    def get_config(self):
-        return {"name": self.name}
+from accel.keras.configs import short_repr, serialize_keras_object, to_json
+from accel.keras.layers.base import Layer
+from accel.keras.serialization import deserialize_keras_object
+from accel.keras.symbolic import (  # noqa: F401  (KerasTensor, OpLayer, Node: the functional API's names)
+    _OPS, KerasTensor, Node, OpLayer, flatten, map_structure, pack_like, unique_name)
 
 
 class InputLayer(Layer):
@@ -187,6 +53,10 @@ class InputLayer(Layer):
     def call(self, inputs):
         return inputs
 
+    def get_config(self):
+        return {"batch_shape": list(self.batch_shape), "dtype": self.dtype, "sparse": False, "ragged": False,
+                "name": self.name, "optional": False}
+
 
 def Input(shape=None, batch_size=None, dtype=None, sparse=None, batch_shape=None, name=None, tensor=None,
           optional=False, ragged=None):
@@ -196,137 +66,6 @@ def Input(shape=None, batch_size=None, dtype=None, sparse=None, batch_shape=None
     layer = InputLayer(shape=shape, batch_size=batch_size, dtype=dtype, batch_shape=batch_shape, name=name,
                        sparse=sparse, ragged=ragged, optional=optional)
     return layer.output
-
-
-# --- nodes ---------------------------------------------------------------------------------------------------
-class Node:
-    """One call of `layer` in a graph: the call's arguments (with KerasTensors in them) and its outputs."""
-
-    def __init__(self, layer, inputs, args, kwargs, outputs, is_input=False):
-        self.layer = layer
-        self.call_inputs = inputs
-        self.call_args = tuple(args)
-        self.call_kwargs = dict(kwargs)
-        self.outputs = list(outputs)
-        self.is_input = is_input
-        if not hasattr(layer, "_inbound_nodes"):
-            layer._inbound_nodes = []
-        layer._inbound_nodes.append(self)
-
-    @property
-    def input_tensors(self):
-        return [t for t in flatten((self.call_inputs, self.call_args, self.call_kwargs)) if isinstance(t, KerasTensor)]
-
-    @property
-    def parent_nodes(self):
-        return [t._keras_history[0]._inbound_nodes[t._keras_history[1]] for t in self.input_tensors]
-
-
-def flatten(x):
-    """The leaves of nested lists, tuples and dicts (dicts in key order of insertion)."""
-    if isinstance(x, (list, tuple)):
-        return [leaf for v in x for leaf in flatten(v)]
-    if isinstance(x, dict):
-        return [leaf for v in x.values() for leaf in flatten(v)]
-    return [x]
-
-
-def map_structure(fn, x):
-    if isinstance(x, dict):
-        return {k: map_structure(fn, v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return type(x)(map_structure(fn, v) for v in x)
-    return fn(x)
-
-
-def pack_like(structure, flat):
-    """`flat` (a list of leaves) arranged as `structure`."""
-    it = iter(flat)
-    return map_structure(lambda _: next(it), structure)
-
-
-def has_symbolic(inputs, args=(), kwargs=None):
-    if isinstance(inputs, KerasTensor):
-        return True
-    if isinstance(inputs, (list, tuple, dict)) or args or kwargs:
-        return any(isinstance(t, KerasTensor) for t in flatten((inputs, args, kwargs or {})))
-    return False
-
-
-def _concrete(x, sizes):
-    """Zeros for a KerasTensor (unknown batch size -> sizes[0], other unknown sizes -> sizes[1])."""
-    if not isinstance(x, KerasTensor):
-        return x
-    shape = tuple(sizes[0 if i == 0 else 1] if d is None else d for i, d in enumerate(x.shape))
-    return accel.zeros(shape, dtype=x.dtype)
-
-
-def symbolic_call(layer, inputs, args, kwargs):
-    """Calls `layer` on KerasTensors: runs it on zeros to build it and find its output shapes, records a Node,
-    and returns KerasTensors shaped like the outputs."""
-    tensors = [t for t in flatten((inputs, args, kwargs)) if isinstance(t, KerasTensor)]
-    unknown = [d is None for t in tensors for d in t.shape[1:]]
-
-    def run(sizes):
-        conv = lambda v: _concrete(v, sizes)  # noqa: E731
-        c_in, c_args, c_kwargs = map_structure(conv, inputs), map_structure(conv, args), map_structure(conv, kwargs)
-        if isinstance(layer, OpLayer):
-            return layer.call(c_in, *c_args)
-        saved_training = _base._context.training
-        _base._context.training = None  # a model being built by a call is not training
-        try:
-            out = Layer.__call__(layer, c_in, *c_args, **c_kwargs)
-        finally:
-            _base._context.training = saved_training
-        for _, sub in layer._iter_layers():
-            sub._added_losses = []  # a building call on zeros is not a call of the user's
-        return out
-
-    try:
-        first = run((1, 16))
-        second = run((2, 32)) if any(unknown) else None
-    except KerasTensorError:
-        raise
-    except Exception as e:
-        raise type(e)("while calling layer %s (%s) on symbolic inputs %s: %s"
-                      % (layer.name, type(layer).__name__, [t.shape for t in tensors], e)) from e
-    batch_unknown = any(t.shape and t.shape[0] is None for t in tensors)
-
-    def spec(i, t1, t2):
-        if not isinstance(t1, accel.Tensor):
-            raise TypeError("layer %s returned %r, not a tensor; accel's functional API needs tensor outputs"
-                            % (layer.name, type(t1).__name__))
-        shape = list(t1.shape)
-        if t2 is not None:
-            shape = [a if a == b else None for a, b in zip(t1.shape, t2.shape)]
-        elif batch_unknown and shape:
-            shape[0] = None
-        return shape, t1.dtype.name
-
-    flat1 = flatten(first)
-    flat2 = flatten(second) if second is not None else [None] * len(flat1)
-    specs = [spec(i, a, b) for i, (a, b) in enumerate(zip(flat1, flat2))]
-    if not hasattr(layer, "_inbound_nodes"):
-        layer._inbound_nodes = []
-    node_index = len(layer._inbound_nodes)
-    outs = [KerasTensor(s, dt, name="%s_%d" % (layer.name, i) if i else layer.name, history=(layer, node_index, i))
-            for i, (s, dt) in enumerate(specs)]
-    Node(layer, inputs, args, kwargs, outs)
-    layer._last_output_shape = tuple(specs[0][0]) if len(specs) == 1 else [tuple(s) for s, _ in specs]
-    return pack_like(first, outs)
-
-
-class KerasTensorError(TypeError):
-    pass
-
-
-def _hook(layer, inputs, args, kwargs):
-    if has_symbolic(inputs, args, kwargs):
-        return symbolic_call(layer, inputs, args, kwargs)
-    return NotImplemented
-
-
-_base.symbolic_hook = _hook
 
 
 # --- graphs --------------------------------------------------------------------------------------------------
@@ -424,262 +163,144 @@ class Graph:
         return [n for n in layer._inbound_nodes if id(n) in self.node_ids].index(node)
 
 
-# --- the Functional model ----------------------------------------------------------------------------------
-from accel.keras.models import Model, keyed_layers  # noqa: E402  (models.py imports this module after Model)
+
+# --- configs -----------------------------------------------------------------------------------------------
+def graph_config(graph):
+    """The Keras 3 config of a Functional model's graph: its layers (each with the nodes of its calls in this
+    graph) and where its inputs and outputs come from."""
+
+    def tensor(t):
+        layer, i, j = t._keras_history
+        return {"class_name": "__keras_tensor__", "config": {
+            "shape": list(t.shape), "dtype": t.dtype,
+            "keras_history": [layer.name, graph.node_index(layer, layer._inbound_nodes[i]), j]}}
+
+    def value(v):
+        if isinstance(v, KerasTensor):
+            return tensor(v)
+        return map_structure(lambda x: tensor(x) if isinstance(x, KerasTensor) else to_json(x),
+                                        v) if isinstance(v, (list, tuple, dict)) else to_json(v)
+
+    layers = []
+    for op in graph.operations:
+        entry = serialize_keras_object(op)
+        entry["name"] = op.name
+        entry["inbound_nodes"] = [
+            {"args": [value(n.call_inputs)] + [value(a) for a in n.call_args],
+             "kwargs": {k: value(v) for k, v in n.call_kwargs.items()}}
+            for n in op._inbound_nodes if id(n) in graph.node_ids and not n.is_input]
+        layers.append(entry)
+    ref = lambda t: [t._keras_history[0].name, 0, 0]  # noqa: E731
+    out_ref = lambda t: tensor(t)["config"]["keras_history"]  # noqa: E731
+    return {"layers": layers,
+            "input_layers": map_structure(ref, graph.inputs),
+            "output_layers": map_structure(out_ref, graph.outputs)}
 
 
-class Functional(Model):
-    """`Model(inputs, outputs)`: a graph of layers from `Input`s (one, a list or a dict) to outputs (one, a list
-    or a dict). Calling it runs the recorded layer calls on real tensors; it can itself be called on KerasTensors
-    (a nested model). `layers` lists InputLayers and layers in Keras's order (deepest first)."""
-
-    _NOT_TRACKED = Model._NOT_TRACKED | {"_graph", "_layers", "_inbound_nodes", "_output_losses"}
-
-    def __init__(self, inputs, outputs, name=None, trainable=True, **kwargs):
-        if isinstance(inputs, tuple):
-            inputs = list(inputs)
-        if isinstance(outputs, tuple):
-            outputs = list(outputs)
-        graph = Graph(inputs, outputs)
-        super().__init__(name=name, trainable=trainable, **kwargs)
-        self._graph = graph
-        self._layers = [op for op in graph.operations if not getattr(op, "_is_op", False)]
-        self._output_losses = None
-        self.built = True
-        outs = graph.flat_outputs
-        self._last_output_shape = outs[0].shape if len(outs) == 1 else [t.shape for t in outs]
-
-    # --- structure ---------------------------------------------------------------------------------------
-    @property
-    def layers(self):
-        return list(self._layers)
-
-    def _children(self):
-        yield from keyed_layers(self._layers)
-        yield from super()._children()
-
-    @property
-    def inputs(self):
-        return list(self._graph.flat_inputs)
-
-    @property
-    def outputs(self):
-        return list(self._graph.flat_outputs)
-
-    @property
-    def input(self):
-        return self._graph.inputs
-
-    @property
-    def output(self):
-        return self._graph.outputs
-
-    @property
-    def input_names(self):
-        return [t._keras_history[0].name for t in self._graph.flat_inputs]
-
-    @property
-    def output_names(self):
-        if isinstance(self._graph.outputs, dict):
-            return list(self._graph.outputs)
-        return [t._keras_history[0].name for t in self._graph.flat_outputs]
-
-    def _summary_rows(self):
-        rows = []
-        for op in self._graph.operations:
-            parents = []
-            for node in op._inbound_nodes:
-                if id(node) in self._graph.node_ids and not node.is_input:
-                    for t in node.input_tensors:
-                        layer, i, j = t._keras_history
-                        index = self._graph.node_index(layer, layer._inbound_nodes[i])
-                        parents.append("%s[%d][%d]" % (layer.name, index, j))
-            rows.append((op, ", ".join(parents) if parents else "-"))
-        return rows
-
-    # --- calling -----------------------------------------------------------------------------------------
-    def _flatten_inputs(self, inputs):
-        spec = self._graph.inputs
-        flat_spec = self._graph.flat_inputs
-        if isinstance(inputs, dict):
-            names = list(spec) if isinstance(spec, dict) else [t._keras_history[0].name for t in flat_spec]
-            missing = [n for n in names if n not in inputs]
-            if missing:
-                raise ValueError("Model %s: the inputs dict lacks %s (it has %s; the model's inputs are %s)"
-                                 % (self.name, missing, list(inputs), names))
-            flat = [inputs[n] for n in names]
-        elif isinstance(inputs, (list, tuple)) and not isinstance(spec, KerasTensor):
-            flat = list(inputs)
-        elif isinstance(inputs, (list, tuple)) and len(inputs) == 1 and isinstance(inputs[0], (accel.Tensor,
-                                                                                               np.ndarray)):
-            flat = list(inputs)
+def graph_from_config(config):
+    """(inputs, outputs) of the graph a Functional model's config describes: its layers rebuilt and called on
+    each other's KerasTensors as its nodes say."""
+    created, pending = {}, {}
+    tensors = {}  # (layer name, node index, tensor index) -> KerasTensor
+    order = []
+    for entry in config["layers"]:
+        if not isinstance(entry, dict):
+            raise ValueError("each entry of 'layers' must be an object, got %r" % (short_repr(entry),))
+        name = entry.get("name") or (entry.get("config") or {}).get("name")
+        if not isinstance(name, str) or name in created:
+            raise ValueError("layer entries need distinct names; got %r" % (name,))
+        if entry.get("module") == "keras.src.ops.numpy" or entry.get("class_name") in _OPS and \
+                entry.get("module", "").startswith("keras.src.ops"):
+            layer = OpLayer(entry["class_name"], name=name)
         else:
-            flat = [inputs]
-        if len(flat) != len(flat_spec):
-            raise ValueError("Model %s expects %d input(s) %s, but it was called on %d"
-                             % (self.name, len(flat_spec), [t.name for t in flat_spec], len(flat)))
-        return [self._standardize(x, t, i) for i, (x, t) in enumerate(zip(flat, flat_spec))]
+            layer = deserialize_keras_object(entry)
+        created[name] = layer
+        order.append(name)
+        nodes = entry.get("inbound_nodes", [])
+        if not isinstance(nodes, list):
+            raise ValueError("layer %s: inbound_nodes must be a list" % name)
+        pending[name] = list(nodes)
+        if isinstance(layer, InputLayer):
+            tensors[(name, 0, 0)] = layer.output
 
-    def _standardize(self, x, spec, i):
-        """x as a tensor of the input's dtype and rank (a trailing axis of 1 is added or dropped, as Keras)."""
-        if not isinstance(x, accel.Tensor):
-            x = accel.convert_to_tensor(np.asarray(x))
-        if x.dtype.name != spec.dtype:
-            x = accel.cast(x, spec.dtype)
-        if x.ndim == len(spec.shape) + 1 and x.shape[-1] == 1:
-            x = accel.squeeze(x, axis=-1)
-        elif x.ndim == len(spec.shape) - 1 and spec.shape[-1] == 1:
-            x = accel.expand_dims(x, -1)
-        bad = x.ndim != len(spec.shape) or any(d is not None and d != e for d, e in zip(spec.shape, x.shape))
-        if bad:
-            raise ValueError("Input %d (%s) of model %s is incompatible: expected shape %s, got %s"
-                             % (i, spec.name, self.name, spec.shape, tuple(x.shape)))
-        return x
+    def ready(v):
+        return all(key in tensors for key in _refs(v))
 
-    def _convert_inputs(self, x):
-        return x  # call() converts each input to its Input's dtype
+    progress = True
+    while progress and any(pending.values()):
+        progress = False
+        for name in order:
+            while pending[name] and ready(pending[name][0]):
+                node = pending[name].pop(0)
+                index = len(created[name]._inbound_nodes) if hasattr(created[name], "_inbound_nodes") else 0
+                args, kwargs = _node_call(node, tensors)
+                outs = created[name](*args, **kwargs)
+                for j, t in enumerate(flatten(outs)):
+                    tensors[(name, index, j)] = t
+                progress = True
+    stuck = [n for n in order if pending[n]]
+    if stuck:
+        raise ValueError("the model config cannot be built: layers %s wait for tensors no layer makes" % stuck)
 
-    def call(self, inputs, training=None):
-        return pack_like(self._graph.outputs, self._graph.run(self._flatten_inputs(inputs)))
+    def lookup(ref):
+        if not (isinstance(ref, list) and len(ref) == 3 and isinstance(ref[0], str)):
+            raise ValueError("a model input or output must be [layer name, node index, tensor index], got %r"
+                             % (ref,))
+        key = (ref[0], int(ref[1]), int(ref[2]))
+        if key not in tensors:
+            raise ValueError("the model config names %r, which no layer makes" % (ref,))
+        return tensors[key]
 
-    # --- training with several outputs -------------------------------------------------------------------
-    def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None, run_eagerly=None,
-                jit_compile=None, **kwargs):
-        """As Model.compile; with several outputs `loss`, `loss_weights` and `metrics` may be lists (in output
-        order) or dicts (by output name), and the total loss is the weighted sum of the outputs' losses."""
-        n = len(self._graph.flat_outputs)
-        if n == 1 and not isinstance(loss, (list, dict)) and loss_weights is None \
-                and not isinstance(metrics, dict) and not (isinstance(metrics, list) and any(
-                    isinstance(m, (list, tuple)) for m in metrics)):
-            return super().compile(optimizer=optimizer, loss=loss, metrics=metrics, run_eagerly=run_eagerly,
-                                   jit_compile=jit_compile, **kwargs)
-        from accel.keras import losses as losses_module  # noqa: PLC0415
-        from accel.keras.training import CompileMetrics  # noqa: PLC0415
-
-        names = self.output_names
-        per_loss = self._per_output(loss, "loss", broadcast=True)
-        weights = self._per_output(loss_weights, "loss_weights", broadcast=False)
-        outputs_loss, outputs_metrics = _output_classes()
-        structured = outputs_loss(self, [losses_module.get(v) if v is not None else None for v in per_loss],
-                                  [1.0 if w is None else float(w) for w in weights])
-        super().compile(optimizer=optimizer, loss=structured, metrics=None, run_eagerly=run_eagerly,
-                        jit_compile=jit_compile, **kwargs)
-        self.loss = loss
-        self._compile_args = {"loss": loss, "metrics": metrics, "loss_weights": loss_weights}
-        if metrics:
-            per_metrics = self._per_output(metrics, "metrics", broadcast=False, lists=True)
-            self._compile_metrics = outputs_metrics(
-                self, [CompileMetrics(m if isinstance(m, (list, tuple)) else [m]) if m else None for m in per_metrics],
-                names)
-
-    def _per_output(self, value, what, broadcast, lists=False):
-        names = self.output_names
-        n = len(names)
-        if value is None:
-            return [None] * n
+    def structure(value):
+        if isinstance(value, list) and len(value) == 3 and isinstance(value[0], str):
+            return lookup(value)
         if isinstance(value, dict):
-            unknown = sorted(set(value) - set(names))
-            if unknown:
-                raise ValueError("compile: %s names %s, which are not outputs of model %s (its outputs are %s)"
-                                 % (what, unknown, self.name, names))
-            return [value.get(k) for k in names]
-        if isinstance(value, (list, tuple)) and not (lists and n == 1 and not any(
-                isinstance(v, (list, tuple)) for v in value)):
-            if len(value) != n:
-                raise ValueError("compile: %s is a list of %d entries, but model %s has %d outputs %s"
-                                 % (what, len(value), self.name, n, names))
-            return list(value)
-        if broadcast or n == 1:
-            return [value] * n
-        raise ValueError("compile: with %d outputs, %s must be a list (one per output) or a dict by output name %s"
-                         % (n, what, names))
+            return {k: structure(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [structure(v) for v in value]
+        raise ValueError("cannot read the model's inputs or outputs %r" % (short_repr(value),))
 
-    def _align(self, data, what):
-        """Targets (or sample weights) as a list in output order, from one array, a list or a dict."""
-        names = self.output_names
-        if isinstance(data, dict):
-            missing = [k for k in names if k not in data]
-            if missing and what == "y":
-                raise ValueError("Model %s: the targets dict lacks outputs %s (it has %s)"
-                                 % (self.name, missing, list(data)))
-            return [data.get(k) for k in names]
-        if isinstance(data, (list, tuple)):
-            if len(data) != len(names):
-                raise ValueError("Model %s has %d outputs %s, but %d %s were given"
-                                 % (self.name, len(names), names, len(data), what))
-            return list(data)
-        if data is None or what == "sample_weight":
-            return [data] * len(names)
-        if len(names) != 1:
-            raise ValueError("Model %s has %d outputs %s: give y as a list or a dict of %d arrays"
-                             % (self.name, len(names), names, len(names)))
-        return [data]
+    return structure(config.get("input_layers")), structure(config.get("output_layers"))
 
 
-@functools.lru_cache(maxsize=None)
-def _output_classes():
-    """The multi-output loss and metrics classes; built on first use, as losses and metrics are optional modules."""
-    from accel.keras import losses as losses_module  # noqa: PLC0415
-    from accel.keras import metrics as metrics_module  # noqa: PLC0415
+def _refs(value):
+    """The (layer, node, tensor) keys of the KerasTensors a node's data refers to."""
+    if isinstance(value, dict):
+        if value.get("class_name") == "__keras_tensor__":
+            h = (value.get("config") or {}).get("keras_history")
+            if not (isinstance(h, list) and len(h) == 3):
+                raise ValueError("a __keras_tensor__ needs keras_history [layer, node, tensor], got %r" % (h,))
+            return [(h[0], int(h[1]), int(h[2]))]
+        return [r for v in value.values() for r in _refs(v)]
+    if isinstance(value, list):
+        if len(value) == 4 and isinstance(value[0], str) and isinstance(value[3], dict):  # Keras 2 [name, n, t, {}]
+            return [(value[0], int(value[1]), int(value[2]))]
+        return [r for v in value for r in _refs(v)]
+    return []
 
-    class OutputsLoss(losses_module.Loss):
-        """The compiled loss of a model with several outputs: sum of weight_i * loss_i(y_i, pred_i)."""
 
-        def __init__(self, model, losses, weights):
-            super().__init__(name="loss")
-            self.model, self.weights = model, weights
-            self.losses = [None if fn is None else fn if isinstance(fn, losses_module.Loss)
-                           else losses_module.LossFunctionWrapper(fn) for fn in losses]
-            # Keras 3 tracks each output's unweighted loss as "<output>_loss" when there are several losses
-            named = [n for n, fn in zip(model.output_names, self.losses) if fn is not None]
-            self.trackers = ([metrics_module.Mean(name="%s_loss" % n) for n in named] if len(named) > 1 else [])
-            self._tracker_of = dict(zip(named, self.trackers))
+def _node_call(node, tensors):
+    """(args, kwargs) of a node, with its KerasTensors; Keras 3's {'args', 'kwargs'} or Keras 2's list form."""
+    def sub(v):
+        if isinstance(v, dict) and v.get("class_name") == "__keras_tensor__":
+            h = v["config"]["keras_history"]
+            return tensors[(h[0], int(h[1]), int(h[2]))]
+        if isinstance(v, dict):
+            return {k: sub(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [sub(x) for x in v]
+        return v
 
-        def __call__(self, y_true, y_pred, sample_weight=None):
-            preds = flatten(y_pred)
-            trues = self.model._align(y_true, "y")
-            sws = self.model._align(sample_weight, "sample_weight")
-            total = None
-            for name, fn, w, t, p, sw in zip(self.model.output_names, self.losses, self.weights, trues, preds, sws):
-                if fn is None or t is None:
-                    continue
-                term = fn(t, p, sample_weight=sw)
-                tracker = self._tracker_of.get(name)
-                if tracker is not None:
-                    # Keras weighs by the batch size, which is None inside TF's traced train step: every batch
-                    # counts once (recorded: tests/data/keras_training.npz)
-                    tracker.update_state(term)
-                term = term * w
-                total = term if total is None else total + term
-            if total is None:
-                raise ValueError("compile: no output of model %s has both a loss and a target" % self.model.name)
-            return total
-
-    class OutputsMetrics(metrics_module.Metric):
-        """Per-output compiled metrics; results are named '<output>_<metric>' as in Keras 3."""
-
-        def __init__(self, model, per_output, names):
-            super().__init__(name="compile_metrics")
-            self.model, self.per_output, self.names = model, per_output, names
-
-        def update_state(self, y_true, y_pred, sample_weight=None):
-            preds = flatten(y_pred)
-            trues = self.model._align(y_true, "y")
-            sws = self.model._align(sample_weight, "sample_weight")
-            for m, t, p, sw in zip(self.per_output, trues, preds, sws):
-                if m is not None and t is not None:
-                    m.update_state(t, p, sample_weight=sw)
-
-        def result(self):
-            out = {}
-            for m, name in zip(self.per_output, self.names):
-                if m is not None:
-                    out.update({"%s_%s" % (name, k): v for k, v in m.result().items()})
-            return out
-
-        def reset_state(self):
-            for m in self.per_output:
-                if m is not None:
-                    m.reset_state()
-
-    return OutputsLoss, OutputsMetrics
+    if isinstance(node, dict):
+        args = node.get("args", [])
+        kwargs = node.get("kwargs", {})
+        if not isinstance(args, list) or not isinstance(kwargs, dict) or not args:
+            raise ValueError("a node needs 'args' (a non-empty list) and 'kwargs' (an object), got %r"
+                             % (short_repr(node),))
+        # Keras records `mask=None` on every call of a layer whose call() takes a mask
+        return [sub(a) for a in args], {k: sub(v) for k, v in kwargs.items() if not (k == "mask" and v is None)}
+    if isinstance(node, list):  # Keras 2: [[name, node, tensor, kwargs], ...]
+        ins = [tensors[(r[0], int(r[1]), int(r[2]))] for r in node]
+        kwargs = node[0][3] if node and len(node[0]) > 3 and isinstance(node[0][3], dict) else {}
+        return [ins[0] if len(ins) == 1 else ins], dict(kwargs)
+    raise ValueError("cannot read node %r" % (short_repr(node),))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 import accel
-from accel import backend
+from accel import backend, optimizers
 from accel.optimizers.base import Optimizer
 from accel.recorder import state as _rec
 from accel.variables import Variable
@@ -144,15 +144,11 @@ class LossScaleOptimizer(Optimizer):
         self.inner_optimizer.finalize_variable_values(var_list)
 
     def get_config(self):
-        from accel import optimizers  # noqa: PLC0415
-
         return {"name": self.name, "inner_optimizer": optimizers.serialize(self.inner_optimizer),
                 "initial_scale": self.initial_scale, "dynamic_growth_steps": self.dynamic_growth_steps}
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        from accel import optimizers  # noqa: PLC0415
-
         config = dict(config)
         inner = config.pop("inner_optimizer")
         if isinstance(inner, dict):

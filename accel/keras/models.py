@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from accel.keras import saving
+import accel
+from accel.keras import configs, saving, serialization
+from accel.keras.functional import Graph, Input, InputLayer, KerasTensor, graph_config, graph_from_config
 from accel.keras.layers.base import Layer, to_snake_case
+from accel.keras.symbolic import pack_like
 
 try:
+    import accel.keras.training as training
     from accel.keras.training import Trainer
-except ModuleNotFoundError as e:  # the training mixin has not landed yet
+except ModuleNotFoundError as e:  # the training modules are optional: accel.keras works without them
     if e.name != "accel.keras.training":
         raise
 
     class Trainer:
         pass
-
 
 __all__ = ["Input", "Model", "Sequential", "Functional", "load_model", "save_model"]
 
@@ -87,16 +90,27 @@ class Model(Trainer, Layer):
         """Writes a Keras 3 `.keras` file (config.json, metadata.json, model.weights.h5), atomically."""
         saving.save_model(self, filepath, overwrite=overwrite)
 
-    def get_config(self):
-        from accel.keras import serialization  # noqa: PLC0415
-
-        return serialization.model_config(self)
-
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        from accel.keras import serialization  # noqa: PLC0415
+        """A Functional or Sequential model from its config (a subclassed model's config has no layers)."""
+        if custom_objects:
+            return serialization.deserialize_keras_object({"class_name": cls.__name__, "config": config},
+                                                          custom_objects, configs._state.safe_mode)
+        if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
+            raise ValueError("from_config(%s): the config needs a 'layers' list" % cls.__name__)
+        if issubclass(cls, Functional) or cls is Model or "input_layers" in config:
+            inputs, outputs = graph_from_config(config)
+            return Functional(inputs, outputs, name=config.get("name"), trainable=config.get("trainable", True))
+        if issubclass(cls, Sequential):
+            layers = [serialization.deserialize_keras_object(entry) for entry in config["layers"]]
+            layers = [layer.output if isinstance(layer, InputLayer) else layer for layer in layers]
+            return Sequential(layers, name=config.get("name"), trainable=config.get("trainable", True))
+        raise ValueError("from_config: cannot build a %s from a config" % cls.__name__)
 
-        return serialization.model_from_config(cls, config, custom_objects=custom_objects)
+    def _weight_tree_children(self):
+        layers = self._layers if hasattr(self, "_layers") else self.layers
+        for key, layer in keyed_layers(layers):
+            yield "layers/" + key, layer
 
     def _summary_rows(self):
         return [(layer, None) for layer in self.layers]
@@ -163,6 +177,192 @@ def keyed_layers(layers):
         yield (base if n == 0 else "%s_%d" % (base, n)), layer
 
 
+class Functional(Model):
+    """`Model(inputs, outputs)`: a graph of layers from `Input`s (one, a list or a dict) to outputs (one, a list
+    or a dict). Calling it runs the recorded layer calls on real tensors; it can itself be called on KerasTensors
+    (a nested model). `layers` lists InputLayers and layers in Keras's order (deepest first)."""
+
+    _NOT_TRACKED = Model._NOT_TRACKED | {"_graph", "_layers", "_inbound_nodes", "_output_losses"}
+
+    def __init__(self, inputs, outputs, name=None, trainable=True, **kwargs):
+        if isinstance(inputs, tuple):
+            inputs = list(inputs)
+        if isinstance(outputs, tuple):
+            outputs = list(outputs)
+        graph = Graph(inputs, outputs)
+        super().__init__(name=name, trainable=trainable, **kwargs)
+        self._graph = graph
+        self._layers = [op for op in graph.operations if isinstance(op, Layer)]
+        self._output_losses = None
+        self.built = True
+        outs = graph.flat_outputs
+        self._last_output_shape = outs[0].shape if len(outs) == 1 else [t.shape for t in outs]
+
+    # --- structure ---------------------------------------------------------------------------------------
+    @property
+    def layers(self):
+        return list(self._layers)
+
+    def get_config(self):
+        return {"name": self.name, "trainable": self.trainable, **graph_config(self._graph)}
+
+    def _keras_names(self):
+        return "keras.src.models.functional", type(self).__name__, "Functional"
+
+    def _children(self):
+        yield from keyed_layers(self._layers)
+        yield from super()._children()
+
+    @property
+    def inputs(self):
+        return list(self._graph.flat_inputs)
+
+    @property
+    def outputs(self):
+        return list(self._graph.flat_outputs)
+
+    @property
+    def input(self):
+        return self._graph.inputs
+
+    @property
+    def output(self):
+        return self._graph.outputs
+
+    @property
+    def input_names(self):
+        return [t._keras_history[0].name for t in self._graph.flat_inputs]
+
+    @property
+    def output_names(self):
+        if isinstance(self._graph.outputs, dict):
+            return list(self._graph.outputs)
+        return [t._keras_history[0].name for t in self._graph.flat_outputs]
+
+    def _summary_rows(self):
+        rows = []
+        for op in self._graph.operations:
+            parents = []
+            for node in op._inbound_nodes:
+                if id(node) in self._graph.node_ids and not node.is_input:
+                    for t in node.input_tensors:
+                        layer, i, j = t._keras_history
+                        index = self._graph.node_index(layer, layer._inbound_nodes[i])
+                        parents.append("%s[%d][%d]" % (layer.name, index, j))
+            rows.append((op, ", ".join(parents) if parents else "-"))
+        return rows
+
+    # --- calling -----------------------------------------------------------------------------------------
+    def _flatten_inputs(self, inputs):
+        spec = self._graph.inputs
+        flat_spec = self._graph.flat_inputs
+        if isinstance(inputs, dict):
+            names = list(spec) if isinstance(spec, dict) else [t._keras_history[0].name for t in flat_spec]
+            missing = [n for n in names if n not in inputs]
+            if missing:
+                raise ValueError("Model %s: the inputs dict lacks %s (it has %s; the model's inputs are %s)"
+                                 % (self.name, missing, list(inputs), names))
+            flat = [inputs[n] for n in names]
+        elif isinstance(inputs, (list, tuple)) and not isinstance(spec, KerasTensor):
+            flat = list(inputs)
+        elif isinstance(inputs, (list, tuple)) and len(inputs) == 1 and isinstance(inputs[0], (accel.Tensor,
+                                                                                               np.ndarray)):
+            flat = list(inputs)
+        else:
+            flat = [inputs]
+        if len(flat) != len(flat_spec):
+            raise ValueError("Model %s expects %d input(s) %s, but it was called on %d"
+                             % (self.name, len(flat_spec), [t.name for t in flat_spec], len(flat)))
+        return [self._standardize(x, t, i) for i, (x, t) in enumerate(zip(flat, flat_spec))]
+
+    def _standardize(self, x, spec, i):
+        """x as a tensor of the input's dtype and rank (a trailing axis of 1 is added or dropped, as Keras)."""
+        if not isinstance(x, accel.Tensor):
+            x = accel.convert_to_tensor(np.asarray(x))
+        if x.dtype.name != spec.dtype:
+            x = accel.cast(x, spec.dtype)
+        if x.ndim == len(spec.shape) + 1 and x.shape[-1] == 1:
+            x = accel.squeeze(x, axis=-1)
+        elif x.ndim == len(spec.shape) - 1 and spec.shape[-1] == 1:
+            x = accel.expand_dims(x, -1)
+        bad = x.ndim != len(spec.shape) or any(d is not None and d != e for d, e in zip(spec.shape, x.shape))
+        if bad:
+            raise ValueError("Input %d (%s) of model %s is incompatible: expected shape %s, got %s"
+                             % (i, spec.name, self.name, spec.shape, tuple(x.shape)))
+        return x
+
+    def _convert_inputs(self, x):
+        return x  # call() converts each input to its Input's dtype
+
+    def call(self, inputs, training=None):
+        return pack_like(self._graph.outputs, self._graph.run(self._flatten_inputs(inputs)))
+
+    # --- training with several outputs -------------------------------------------------------------------
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None, run_eagerly=None,
+                jit_compile=None, **kwargs):
+        """As Model.compile; with several outputs `loss`, `loss_weights` and `metrics` may be lists (in output
+        order) or dicts (by output name), and the total loss is the weighted sum of the outputs' losses."""
+        n = len(self._graph.flat_outputs)
+        if n == 1 and not isinstance(loss, (list, dict)) and loss_weights is None \
+                and not isinstance(metrics, dict) and not (isinstance(metrics, list) and any(
+                    isinstance(m, (list, tuple)) for m in metrics)):
+            return super().compile(optimizer=optimizer, loss=loss, metrics=metrics, run_eagerly=run_eagerly,
+                                   jit_compile=jit_compile, **kwargs)
+        per_loss = self._per_output(loss, "loss", broadcast=True)
+        weights = self._per_output(loss_weights, "loss_weights", broadcast=False)
+        structured = training.OutputsLoss(self, per_loss, [1.0 if w is None else float(w) for w in weights])
+        super().compile(optimizer=optimizer, loss=structured, metrics=None, run_eagerly=run_eagerly,
+                        jit_compile=jit_compile, **kwargs)
+        self.loss = loss
+        self._compile_args = {"loss": loss, "metrics": metrics, "loss_weights": loss_weights}
+        if metrics:
+            per_metrics = self._per_output(metrics, "metrics", broadcast=False, lists=True)
+            self._compile_metrics = training.OutputsMetrics(self, per_metrics)
+
+    def _per_output(self, value, what, broadcast, lists=False):
+        names = self.output_names
+        n = len(names)
+        if value is None:
+            return [None] * n
+        if isinstance(value, dict):
+            unknown = sorted(set(value) - set(names))
+            if unknown:
+                raise ValueError("compile: %s names %s, which are not outputs of model %s (its outputs are %s)"
+                                 % (what, unknown, self.name, names))
+            return [value.get(k) for k in names]
+        if isinstance(value, (list, tuple)) and not (lists and n == 1 and not any(
+                isinstance(v, (list, tuple)) for v in value)):
+            if len(value) != n:
+                raise ValueError("compile: %s is a list of %d entries, but model %s has %d outputs %s"
+                                 % (what, len(value), self.name, n, names))
+            return list(value)
+        if broadcast or n == 1:
+            return [value] * n
+        raise ValueError("compile: with %d outputs, %s must be a list (one per output) or a dict by output name %s"
+                         % (n, what, names))
+
+    def _align(self, data, what):
+        """Targets (or sample weights) as a list in output order, from one array, a list or a dict."""
+        names = self.output_names
+        if isinstance(data, dict):
+            missing = [k for k in names if k not in data]
+            if missing and what == "y":
+                raise ValueError("Model %s: the targets dict lacks outputs %s (it has %s)"
+                                 % (self.name, missing, list(data)))
+            return [data.get(k) for k in names]
+        if isinstance(data, (list, tuple)):
+            if len(data) != len(names):
+                raise ValueError("Model %s has %d outputs %s, but %d %s were given"
+                                 % (self.name, len(names), names, len(data), what))
+            return list(data)
+        if data is None or what == "sample_weight":
+            return [data] * len(names)
+        if len(names) != 1:
+            raise ValueError("Model %s has %d outputs %s: give y as a list or a dict of %d arrays"
+                             % (self.name, len(names), names, len(names)))
+        return [data]
+
+
 class Sequential(Model):
     """A stack of layers, each fed the previous one's output.
 
@@ -213,15 +413,23 @@ class Sequential(Model):
         yield from keyed_layers(self._layers)
         yield from super()._children()
 
+    def get_config(self):
+        entries = [] if self._input is None else [configs.serialize_keras_object(self._input._keras_history[0])]
+        entries += [configs.serialize_keras_object(layer) for layer in self._layers]
+        return {"name": self.name, "trainable": self.trainable, "dtype": configs.policy_config(self.dtype_policy.name),
+                "layers": entries}
+
+    def _keras_names(self):
+        return "keras", type(self).__name__, None
+
+    def _build_config(self):
+        return None if self._input is None else {"input_shape": list(self._input.shape)}
+
     def call(self, inputs, training=None):
         x = inputs
         for layer in self._layers:
             x = layer(x, training=training)
         return x
-
-
-# after Model: functional.py subclasses it
-from accel.keras.functional import Functional, Input, InputLayer, KerasTensor  # noqa: E402
 
 
 def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):

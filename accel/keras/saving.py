@@ -12,13 +12,19 @@ same folder, then os.replace.
 
 from __future__ import annotations
 
+import datetime
 import io
+import json
 import os
+import warnings
 import zipfile
 
 import numpy as np
 
+import accel
 from accel.files import replace_atomically, write_atomically
+from accel.keras import serialization
+from accel.keras.configs import get_registered_name, get_registered_object, register_keras_serializable  # noqa: F401
 
 
 def weight_paths(layer):
@@ -137,10 +143,6 @@ def load_weights(layer, filepath, skip_mismatch=False):
 
 
 # === Keras 3 formats =========================================================================================
-import json  # noqa: E402
-import datetime  # noqa: E402
-import warnings  # noqa: E402
-
 _MAX_CONFIG_BYTES = 64 << 20
 _MAX_WEIGHTS_BYTES = 4 << 30
 _MAX_RATIO = 100
@@ -173,20 +175,12 @@ def _kind(path, what, loading=False):
 def keras_weight_tree(obj):
     """[(group path, [Variable, ...])] in Keras 3's layout: `vars` of each object, `layers/<key>/` for a model's
     layers (keys: snake-case class name, _1, _2 ... for repeats), attribute names for other nested layers."""
-    from accel.keras import models  # noqa: PLC0415
-
     out = []
 
     def visit(o, prefix):
         out.append((prefix + "vars", _keras_vars(o)))
-        if isinstance(o, models.Model):
-            layers = o._layers if hasattr(o, "_layers") else o.layers
-            for key, child in models.keyed_layers(layers):
-                visit(child, prefix + "layers/" + key + "/")
-        else:
-            for path, child in o._children():
-                if hasattr(child, "_own_variables"):
-                    visit(child, prefix + path + "/")
+        for path, child in o._weight_tree_children():
+            visit(child, prefix + path + "/")
 
     visit(obj, "")
     return out
@@ -214,8 +208,6 @@ class _Slot:
 
 
 def _keras_vars(layer):
-    if getattr(layer, "_is_op", False):
-        return []
     variables = [v for _, v in layer._own_variables()]
     if type(layer).__name__ == "Normalization" and type(layer).__module__.startswith("accel."):
         if getattr(layer, "input_mean", None) is not None:
@@ -459,8 +451,6 @@ def _depth(x):
 
 def save_model(model, filepath, overwrite=True):
     """Writes `model` as a Keras 3 `.keras` file, atomically (missing folders are created)."""
-    from accel.keras import serialization  # noqa: PLC0415
-
     path = os.path.abspath(os.fspath(filepath))
     if not path.endswith(".keras"):
         raise ValueError("save: the file name must end in .keras, got %s (use save_weights for weights only)" % path)
@@ -488,12 +478,7 @@ def save_model(model, filepath, overwrite=True):
 
 
 def _version():
-    try:
-        import accel  # noqa: PLC0415
-
-        return getattr(accel, "__version__", "unknown")
-    except ImportError:  # pragma: no cover
-        return "unknown"
+    return getattr(accel, "__version__", "unknown")
 
 
 def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):
@@ -504,8 +489,6 @@ def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):
     comes back compiled (optimizer, loss, metrics) with the optimizer's saved state (iterations, slots), so
     training continues where it stopped.
     """
-    from accel.keras import serialization  # noqa: PLC0415
-
     path = os.fspath(filepath)
     if not str(path).endswith(".keras"):
         hint = " (a weights file: build the model and call load_weights)" if str(path).endswith(".h5") else ""
@@ -535,6 +518,3 @@ def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):
     _assign(pairs)
     return model
 
-
-from accel.keras.serialization import (  # noqa: E402, F401
-    get_registered_name, get_registered_object, register_keras_serializable)

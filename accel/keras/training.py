@@ -13,11 +13,15 @@ import warnings
 
 import numpy as np
 
+from accel import optimizers as optimizers_module
 from accel import random
+from accel.data import Dataset
+from accel.function import TRACED_VALUE_ERRORS, function
 from accel.keras import callbacks as callbacks_module
 from accel.keras import losses as losses_module
 from accel.keras import metrics as metrics_module
-from accel import optimizers as optimizers_module
+from accel.keras.loss_scale_optimizer import LossScaleOptimizer
+from accel.keras.symbolic import flatten
 from accel.ops.api import add_n, cast, concat, convert_to_tensor, gather, reduce_sum
 from accel.recorder import state as _rec
 from accel.tape import GradientTape
@@ -107,8 +111,6 @@ class _DatasetBatches:
                 self._it = iter(self.dataset)  # a dataset of known length starts over (Keras's EpochIterator)
                 element = next(self._it, None)
             if element is None:
-                import warnings  # noqa: PLC0415
-
                 warnings.warn("Your input ran out of data; interrupting training. Make sure the dataset can "
                               "generate at least steps_per_epoch * epochs batches (use .repeat()).", stacklevel=3)
                 if self.dataset._cardinality > 0:
@@ -121,8 +123,6 @@ class _DatasetBatches:
 
 def _batches_of(x, y, sample_weight, batch_size, steps, what):
     """_Batches for arrays, _DatasetBatches for an accel.data.Dataset (which must bring its own y)."""
-    from accel.data import Dataset  # noqa: PLC0415
-
     if isinstance(x, Dataset):
         if y is not None or sample_weight is not None:
             raise ValueError("%s: the `y` and `sample_weight` arguments are not supported when x is a dataset "
@@ -168,12 +168,6 @@ def _pack(x, y, sample_weight):
     if y is None:
         return (x,)
     return (x, y) if sample_weight is None else (x, y, sample_weight)
-
-
-def _traced_value_errors():
-    from accel.function import TRACED_VALUE_ERRORS  # noqa: PLC0415
-
-    return TRACED_VALUE_ERRORS
 
 
 def _pythonify(logs):
@@ -256,6 +250,72 @@ class CompileMetrics(metrics_module.Metric):
             m.reset_state()
 
 
+class OutputsLoss(losses_module.Loss):
+    """The compiled loss of a model with several outputs: sum of weight_i * loss_i(y_i, pred_i)."""
+
+    def __init__(self, model, losses, weights):
+        """`losses`: one identifier (a name, function or Loss) or None per output, in output order."""
+        super().__init__(name="loss")
+        self.model, self.weights = model, weights
+        losses = [None if v is None else losses_module.get(v) for v in losses]
+        self.losses = [None if fn is None else fn if isinstance(fn, losses_module.Loss)
+                       else losses_module.LossFunctionWrapper(fn) for fn in losses]
+        # Keras 3 tracks each output's unweighted loss as "<output>_loss" when there are several losses
+        named = [n for n, fn in zip(model.output_names, self.losses) if fn is not None]
+        self.trackers = ([metrics_module.Mean(name="%s_loss" % n) for n in named] if len(named) > 1 else [])
+        self._tracker_of = dict(zip(named, self.trackers))
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        preds = flatten(y_pred)
+        trues = self.model._align(y_true, "y")
+        sws = self.model._align(sample_weight, "sample_weight")
+        total = None
+        for name, fn, w, t, p, sw in zip(self.model.output_names, self.losses, self.weights, trues, preds, sws):
+            if fn is None or t is None:
+                continue
+            term = fn(t, p, sample_weight=sw)
+            tracker = self._tracker_of.get(name)
+            if tracker is not None:
+                # Keras weighs by the batch size, which is None inside TF's traced train step: every batch
+                # counts once (recorded: tests/data/keras_training.npz)
+                tracker.update_state(term)
+            term = term * w
+            total = term if total is None else total + term
+        if total is None:
+            raise ValueError("compile: no output of model %s has both a loss and a target" % self.model.name)
+        return total
+
+class OutputsMetrics(metrics_module.Metric):
+    """Per-output compiled metrics; results are named '<output>_<metric>' as in Keras 3."""
+
+    def __init__(self, model, per_output):
+        """`per_output`: the metrics (one, a list, or None) of each output, in output order."""
+        super().__init__(name="compile_metrics")
+        self.model, self.names = model, model.output_names
+        self.per_output = [CompileMetrics(m if isinstance(m, (list, tuple)) else [m]) if m else None
+                           for m in per_output]
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        preds = flatten(y_pred)
+        trues = self.model._align(y_true, "y")
+        sws = self.model._align(sample_weight, "sample_weight")
+        for m, t, p, sw in zip(self.per_output, trues, preds, sws):
+            if m is not None and t is not None:
+                m.update_state(t, p, sample_weight=sw)
+
+    def result(self):
+        out = {}
+        for m, name in zip(self.per_output, self.names):
+            if m is not None:
+                out.update({"%s_%s" % (name, k): v for k, v in m.result().items()})
+        return out
+
+    def reset_state(self):
+        for m in self.per_output:
+            if m is not None:
+                m.reset_state()
+
+
 class Trainer:
     """compile / fit / evaluate / predict for a model (mixed into `accel.keras.Model`).
 
@@ -288,8 +348,6 @@ class Trainer:
         self.optimizer = optimizers_module.get(optimizer)
         policy = getattr(self, "dtype_policy", None)
         if auto_scale_loss and policy is not None and policy.name == "mixed_float16":
-            from accel.keras.loss_scale_optimizer import LossScaleOptimizer  # noqa: PLC0415
-
             if not isinstance(self.optimizer, LossScaleOptimizer):
                 self.optimizer = LossScaleOptimizer(self.optimizer, name="loss_scale_optimizer")
         self.loss = loss
@@ -330,8 +388,6 @@ class Trainer:
                                       % (config["weighted_metrics"],))
         optimizer = config.get("optimizer", "rmsprop")
         if isinstance(optimizer, dict) and optimizer.get("class_name") == "LossScaleOptimizer":
-            from accel.keras.loss_scale_optimizer import LossScaleOptimizer  # noqa: PLC0415
-
             optimizer = LossScaleOptimizer.from_config(optimizer.get("config") or {})
         elif isinstance(optimizer, dict):
             optimizer = optimizers_module.deserialize(optimizer)
@@ -403,9 +459,7 @@ class Trainer:
         fns = self.__dict__.setdefault("_step_functions", {})
         fn = fns.get(kind)
         if fn is None:
-            from accel.function import function as _function  # noqa: PLC0415  (above the Keras training loop)
-
-            fn = fns[kind] = _function(step, jit_compile=getattr(self, "_jit_compile", None))
+            fn = fns[kind] = function(step, jit_compile=getattr(self, "_jit_compile", None))
 
         def run(data):
             if fn.experimental_get_tracing_count():
@@ -413,7 +467,7 @@ class Trainer:
             saved = [(v, v.numpy()) for v in self._state_variables()]
             try:
                 return fn(data)
-            except _traced_value_errors() as e:
+            except TRACED_VALUE_ERRORS as e:
                 for v, a in saved:
                     v.assign(a)
                 warnings.warn("%s: %s cannot run compiled (%s); running eagerly (compile(run_eagerly=True) "
@@ -468,8 +522,6 @@ class Trainer:
         Shuffling draws from accel's global random stream: `accel.random.set_seed` makes it repeat (a dataset
         is used in its own order: shuffle it with dataset.shuffle).
         """
-        from accel.data import Dataset  # noqa: PLC0415
-
         self._assert_compiled("fit")
         is_dataset = isinstance(x, Dataset)
         if y is None and not is_dataset:

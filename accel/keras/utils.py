@@ -15,6 +15,7 @@ import zipfile
 import numpy as np
 
 import accel
+from accel.keras.symbolic import KerasTensor
 
 
 def to_categorical(x, num_classes=None):
@@ -147,8 +148,6 @@ def model_to_dot(model, show_shapes=False, show_dtype=False, show_layer_names=Tr
     """The model's layer graph in Graphviz's DOT language, as text (Keras returns a pydot graph; accel writes
     the same graph without needing pydot). One box per layer (name and class, optionally output shape, dtype,
     activation, trainable) and one edge per connection."""
-    from accel.keras import functional  # noqa: PLC0415
-
     if rankdir not in ("TB", "LR"):
         raise ValueError("model_to_dot: rankdir must be 'TB' or 'LR', got %r" % (rankdir,))
     if expand_nested:
@@ -169,7 +168,7 @@ def model_to_dot(model, show_shapes=False, show_dtype=False, show_layer_names=Tr
         if show_shapes:
             nodes = [n for n in getattr(layer, "_inbound_nodes", []) if n.outputs]
             if nodes:  # a symbolic call: its KerasTensors' shapes
-                shapes = [tuple(t.shape) for t in nodes[0].outputs if isinstance(t, functional.KerasTensor)]
+                shapes = [tuple(t.shape) for t in nodes[0].outputs if isinstance(t, KerasTensor)]
                 shape = shapes[0] if len(shapes) == 1 else shapes
             else:
                 shape = getattr(layer, "_last_output_shape", None)

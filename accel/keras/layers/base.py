@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import re
 import threading
 import weakref
 
@@ -17,27 +16,9 @@ import numpy as np
 import accel
 from accel import module as _module
 from accel import tape as _tape
-from accel.keras import initializers, regularizers
+from accel.keras import configs, initializers, mixed_precision, regularizers
+from accel.keras.symbolic import Operation, has_symbolic, symbolic_call, to_snake_case, unique_name
 from accel.module import Module, name_scope
-
-_uids: dict[str, int] = {}
-
-
-def unique_name(prefix):
-    """`prefix`, then `prefix_1`, `prefix_2`, ... as Keras names layers."""
-    n = _uids.get(prefix, 0)
-    _uids[prefix] = n + 1
-    return prefix if n == 0 else "%s_%d" % (prefix, n)
-
-
-def to_snake_case(name):
-    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
-
-
-# --- functional API and serialization hooks: set by accel/keras/functional.py and serialization.py ---
-symbolic_hook = None  # (layer, inputs, args, kwargs) -> outputs, or NotImplemented for a call on real tensors
-# --- end hooks ---
 
 
 class _CallContext(threading.local):
@@ -111,7 +92,7 @@ def _walk(path, value):
             yield from _walk("%s/%s" % (path, k), v)
 
 
-class Layer(Module):
+class Layer(Module, Operation):
     """Base class of all layers: override `build(input_shape)` to create weights and `call(inputs)`.
 
     >>> class Scale(Layer):
@@ -145,8 +126,6 @@ class Layer(Module):
         # Keras names need not be Python identifiers, so Module.__init__ (which checks that) is not called
         with name_scope(self.name) as scope:
             self._name_scope = name_scope(scope)
-        from accel.keras import mixed_precision  # noqa: PLC0415
-
         try:
             self._dtype_policy = mixed_precision.get(dtype)
         except ValueError as e:
@@ -202,8 +181,6 @@ class Layer(Module):
 
     @dtype_policy.setter
     def dtype_policy(self, value):
-        from accel.keras import mixed_precision  # noqa: PLC0415
-
         policy = mixed_precision.get(value)
         if self.built and policy.variable_dtype != self._dtype.name:
             raise ValueError("%s: the built layer's weights are %s; a policy with variable dtype %s needs a new "
@@ -272,12 +249,8 @@ class Layer(Module):
         raise NotImplementedError("Layer %s (%s) has no call() method" % (self.name, type(self).__name__))
 
     def __call__(self, inputs, *args, **kwargs):
-        # --- functional API: a call on KerasTensors records a graph node (accel/keras/functional.py) ---
-        if symbolic_hook is not None:
-            out = symbolic_hook(self, inputs, args, kwargs)
-            if out is not NotImplemented:
-                return out
-        # --- end functional API ---
+        if has_symbolic(inputs, args, kwargs):  # the functional API: records a graph node
+            return symbolic_call(self, inputs, args, kwargs)
         # masks: as Keras 3, a single-tensor call gets the mask attached to its input
         previous_mask = kwargs.get("mask")
         if previous_mask is None:
@@ -317,6 +290,18 @@ class Layer(Module):
                 if m is not None and isinstance(out, accel.Tensor):
                     set_keras_mask(out, m)
         return outputs
+
+    def _build_call(self, inputs, args, kwargs):
+        """The call on zeros by which symbolic_call builds the layer: not training, and adding no losses."""
+        saved_training = _context.training
+        _context.training = None
+        try:
+            out = Layer.__call__(self, inputs, *args, **kwargs)
+        finally:
+            _context.training = saved_training
+        for _, sub in self._iter_layers():
+            sub._added_losses = []
+        return out
 
     supports_masking = False  # whether compute_mask gives the outputs' masks (Keras's flag)
 
@@ -488,20 +473,28 @@ class Layer(Module):
                 layer._frozen += now
             layer._trainable = value
 
-    # --- configs: accel/keras/serialization.py ---
+    # --- configs: accel/keras/configs.py ---
     def get_config(self):
         """The constructor arguments as JSON-able values, as Keras's `get_config()`."""
-        from accel.keras import serialization  # noqa: PLC0415
-
-        return serialization.layer_config(self)
+        return configs.layer_config(self, Layer)
 
     @classmethod
     def from_config(cls, config):
-        from accel.keras import serialization  # noqa: PLC0415
+        return configs.layer_from_config(cls, config, Layer)
 
-        return serialization.layer_from_config(cls, config)
+    def _keras_names(self):
+        cls = type(self)
+        if not cls.__module__.startswith("accel.keras"):
+            raise TypeError("cannot serialise layer %s of class %s.%s: register the class with "
+                            "accel.keras.saving.register_keras_serializable" % (self.name, cls.__module__,
+                                                                                cls.__name__))
+        return "keras.layers", cls.__name__, None
 
-    # --- end configs ---
+    def _weight_tree_children(self):
+        """(path, layer) of the nested layers in Keras 3's weights layout (a model's are `layers/<key>`)."""
+        for path, child in self._children():
+            if isinstance(child, Layer):
+                yield path, child
 
     def count_params(self):
         if not self.built:

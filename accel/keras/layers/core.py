@@ -6,19 +6,8 @@ import numpy as np
 
 import accel
 from accel.keras import activations, initializers
+from accel.keras.functional import Input  # noqa: F401  (layers.Input, as Keras)
 from accel.keras.layers.base import Layer
-
-
-# --- functional API: Input is accel/keras/functional.py's (a symbolic KerasTensor, also Sequential's first item)
-def Input(shape=None, batch_size=None, dtype=None, sparse=None, batch_shape=None, name=None, tensor=None,
-          optional=False):
-    """A symbolic input with `shape` (without the batch axis): feed it to layers, then to `Model(inputs, outputs)`,
-    or put it first in a `Sequential`. `.shape` includes the batch axis (None unless `batch_size` is given)."""
-    from accel.keras import functional  # noqa: PLC0415 (functional imports this package)
-
-    return functional.Input(shape=shape, batch_size=batch_size, dtype=dtype, sparse=sparse, batch_shape=batch_shape,
-                            name=name, tensor=tensor, optional=optional)
-# --- end functional API
 
 
 def _check_last_axis(layer, inputs, expected):
