@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import math
 import os
 import sys
@@ -471,8 +472,6 @@ class CSVLogger(Callback):
         self._file = None
 
     def on_train_begin(self, logs=None):
-        import csv  # noqa: PLC0415
-
         folder = os.path.dirname(self.filename)
         if folder:
             os.makedirs(folder, exist_ok=True)

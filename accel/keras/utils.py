@@ -6,6 +6,7 @@ import hashlib
 import os
 import random as _pyrandom
 import shutil
+import subprocess
 import tarfile
 import tempfile
 import urllib.parse
@@ -230,8 +231,6 @@ def plot_model(model, to_file="model.png", show_shapes=False, show_dtype=False, 
         raise ImportError("plot_model: rendering %s needs Graphviz's `dot` program, which is not on PATH. Install "
                           "Graphviz (apt-get install graphviz, brew install graphviz or conda install graphviz), or "
                           "write the graph as text with to_file='model.dot' (no dependency)" % path)
-    import subprocess  # noqa: PLC0415
-
     run = subprocess.run([dot, "-T" + ext, "-o", path], input=text.encode(), capture_output=True, timeout=120)
     if run.returncode != 0:
         raise ValueError("plot_model: Graphviz could not render %s: %s" % (path, run.stderr.decode()[-500:]))
