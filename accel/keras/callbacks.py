@@ -25,47 +25,14 @@ class Callback:
     def set_model(self, model):
         self.model = model
 
-    def on_epoch_begin(self, epoch, logs=None):
-        pass
+    def _does_nothing(self, *args, **kwargs):
+        """A hook the base class leaves empty: override it to act there (`logs` is its last argument)."""
 
-    def on_epoch_end(self, epoch, logs=None):
-        pass
-
-    def on_train_begin(self, logs=None):
-        pass
-
-    def on_train_end(self, logs=None):
-        pass
-
-    def on_train_batch_begin(self, batch, logs=None):
-        pass
-
-    def on_train_batch_end(self, batch, logs=None):
-        pass
-
-    def on_test_begin(self, logs=None):
-        pass
-
-    def on_test_end(self, logs=None):
-        pass
-
-    def on_test_batch_begin(self, batch, logs=None):
-        pass
-
-    def on_test_batch_end(self, batch, logs=None):
-        pass
-
-    def on_predict_begin(self, logs=None):
-        pass
-
-    def on_predict_end(self, logs=None):
-        pass
-
-    def on_predict_batch_begin(self, batch, logs=None):
-        pass
-
-    def on_predict_batch_end(self, batch, logs=None):
-        pass
+    # Keras's hooks: around each epoch, and around each run and batch of fit (train), evaluate (test) and predict
+    on_epoch_begin = on_epoch_end = _does_nothing
+    on_train_begin = on_train_end = on_train_batch_begin = on_train_batch_end = _does_nothing
+    on_test_begin = on_test_end = on_test_batch_begin = on_test_batch_end = _does_nothing
+    on_predict_begin = on_predict_end = on_predict_batch_begin = on_predict_batch_end = _does_nothing
 
 
 _HOOKS = [name for name in vars(Callback) if name.startswith("on_")]
