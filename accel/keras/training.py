@@ -21,28 +21,11 @@ from accel.keras import callbacks as callbacks_module
 from accel.keras import losses as losses_module
 from accel.keras import metrics as metrics_module
 from accel.keras.loss_scale_optimizer import LossScaleOptimizer
-from accel.keras.symbolic import flatten
+from accel.keras.symbolic import flatten, map_structure
 from accel.ops.api import add_n, cast, concat, convert_to_tensor, gather, reduce_sum
 from accel.recorder import state as _rec
 from accel.tape import GradientTape
 from accel.tensor import Tensor
-
-
-def _map(fn, data):
-    """Applies `fn` to every array in `data`: an array, or a list, tuple or dict of them."""
-    if isinstance(data, dict):
-        return {k: _map(fn, v) for k, v in data.items()}
-    if isinstance(data, (list, tuple)):
-        return type(data)(_map(fn, v) for v in data)
-    return fn(data)
-
-
-def _leaves(data):
-    if isinstance(data, dict):
-        return [leaf for v in data.values() for leaf in _leaves(v)]
-    if isinstance(data, (list, tuple)):
-        return [leaf for v in data for leaf in _leaves(v)]
-    return [data]
 
 
 def _to_tensor(value):
@@ -54,7 +37,7 @@ def _to_tensor(value):
 
 
 def _num_samples(*structures):
-    sizes = {int(leaf.shape[0]) for s in structures if s is not None for leaf in _leaves(s)}
+    sizes = {int(leaf.shape[0]) for s in structures if s is not None for leaf in flatten(s)}
     if len(sizes) != 1:
         raise ValueError("Data cardinality is ambiguous: the arrays have different numbers of samples %s"
                          % sorted(sizes))
@@ -65,7 +48,7 @@ class _Batches:
     """The (x, y, sample_weight) batches of an epoch, in order or shuffled."""
 
     def __init__(self, x, y=None, sample_weight=None, batch_size=32):
-        self.data = tuple(None if d is None else _map(_to_tensor, d) for d in (x, y, sample_weight))
+        self.data = tuple(None if d is None else map_structure(_to_tensor, d) for d in (x, y, sample_weight))
         self.num_samples = _num_samples(*self.data)
         if self.num_samples == 0:
             raise ValueError("The data has no samples")
@@ -76,10 +59,10 @@ class _Batches:
         data = self.data
         if rng is not None:
             perm = convert_to_tensor(rng.permutation(self.num_samples))
-            data = tuple(None if d is None else _map(lambda t: gather(t, perm), d) for d in data)
+            data = tuple(None if d is None else map_structure(lambda t: gather(t, perm), d) for d in data)
         for step in range(self.steps):
             rows = slice(step * self.batch_size, min((step + 1) * self.batch_size, self.num_samples))
-            yield tuple(None if d is None else _map(lambda t, rows=rows: t[rows], d) for d in data)
+            yield tuple(None if d is None else map_structure(lambda t, rows=rows: t[rows], d) for d in data)
 
 
 class _DatasetBatches:
@@ -134,14 +117,14 @@ def _batches_of(x, y, sample_weight, batch_size, steps, what):
 
 def _split_validation(data, validation_split):
     """Keras's split: the last `validation_split` fraction of the samples, taken before shuffling."""
-    arrays = [_map(_to_tensor, d) if d is not None else None for d in data]
+    arrays = [map_structure(_to_tensor, d) if d is not None else None for d in data]
     n = _num_samples(*arrays)
     split_at = int(math.floor(n * (1.0 - validation_split)))
     if split_at == 0 or split_at == n:
         raise ValueError("validation_split=%s leaves no samples for training or for validation (%d samples)"
                          % (validation_split, n))
-    train = tuple(None if d is None else _map(lambda t: t[:split_at], d) for d in arrays)
-    val = tuple(None if d is None else _map(lambda t: t[split_at:], d) for d in arrays)
+    train = tuple(None if d is None else map_structure(lambda t: t[:split_at], d) for d in arrays)
+    val = tuple(None if d is None else map_structure(lambda t: t[split_at:], d) for d in arrays)
     return train, val
 
 
@@ -443,7 +426,7 @@ class Trainer:
 
     def _track_loss(self, x, loss):
         # the epoch's loss is the mean of the batch losses weighted by batch size
-        self._loss_tracker.update_state(loss, sample_weight=_leaves(x)[0].shape[0])
+        self._loss_tracker.update_state(loss, sample_weight=flatten(x)[0].shape[0])
 
     def _step_function(self, kind):
         """self.train_step / test_step as the loops call it: wrapped in accel.function unless run_eagerly.
@@ -648,4 +631,4 @@ class Trainer:
         """The model's output for exactly this batch, as NumPy."""
         ((bx, _, _),) = _Batches(x, batch_size=_num_samples(x)).epoch()
         out = self(bx, training=False)
-        return _map(lambda t: t.numpy(), out)
+        return map_structure(lambda t: t.numpy(), out)
