@@ -145,12 +145,14 @@ def _snake_case(name):
 
 
 class LossFunctionWrapper(Loss):
-    """A `Loss` around a function `fn(y_true, y_pred, **kwargs)` returning per-sample losses."""
+    """A `Loss` around a function `fn(y_true, y_pred, **kwargs)` returning per-sample losses; each keyword
+    argument is also an attribute (`BinaryCrossentropy(from_logits=True).from_logits`)."""
 
     def __init__(self, fn, reduction="sum_over_batch_size", name=None, dtype=None, **kwargs):
         super().__init__(name=name or getattr(fn, "__name__", None), reduction=reduction, dtype=dtype)
         self.fn = fn
         self._fn_kwargs = kwargs
+        vars(self).update(kwargs)
 
     def call(self, y_true, y_pred):
         y_true, y_pred = squeeze_or_expand_to_same_rank(y_true, y_pred)
@@ -289,9 +291,6 @@ class BinaryCrossentropy(LossFunctionWrapper):
                  name="binary_crossentropy", dtype=None):
         super().__init__(binary_crossentropy, name=name, reduction=reduction, dtype=dtype,
                          from_logits=from_logits, label_smoothing=label_smoothing, axis=axis)
-        self.from_logits = from_logits
-        self.label_smoothing = label_smoothing
-        self.axis = axis
 
 
 class CategoricalCrossentropy(LossFunctionWrapper):
@@ -299,9 +298,6 @@ class CategoricalCrossentropy(LossFunctionWrapper):
                  name="categorical_crossentropy", dtype=None):
         super().__init__(categorical_crossentropy, name=name, reduction=reduction, dtype=dtype,
                          from_logits=from_logits, label_smoothing=label_smoothing, axis=axis)
-        self.from_logits = from_logits
-        self.label_smoothing = label_smoothing
-        self.axis = axis
 
 
 class SparseCategoricalCrossentropy(LossFunctionWrapper):
@@ -309,13 +305,11 @@ class SparseCategoricalCrossentropy(LossFunctionWrapper):
                  name="sparse_categorical_crossentropy", dtype=None):
         super().__init__(sparse_categorical_crossentropy, name=name, reduction=reduction, dtype=dtype,
                          from_logits=from_logits, ignore_class=ignore_class, axis=axis)
-        self.from_logits = from_logits
-        self.ignore_class = ignore_class
 
     def _loss_mask(self, y_true, y_pred):
         if self.ignore_class is None:
             return None
-        labels = _sparse_labels(y_true, y_pred, self._fn_kwargs["axis"])
+        labels = _sparse_labels(y_true, y_pred, self.axis)
         return not_equal(labels, cast(self.ignore_class, labels.dtype))
 
 

@@ -124,12 +124,14 @@ class Sum(Metric):
 
 
 class MeanMetricWrapper(Mean):
-    """The running mean of `fn(y_true, y_pred, **kwargs)`, a function of per-sample values."""
+    """The running mean of `fn(y_true, y_pred, **kwargs)`, a function of per-sample values; each keyword
+    argument is also an attribute (`BinaryAccuracy(threshold=0.7).threshold`)."""
 
     def __init__(self, fn, name=None, dtype=None, **kwargs):
         super().__init__(name=name or getattr(fn, "__name__", None) or "mean_metric_wrapper", dtype=dtype)
         self._fn = fn
         self._fn_kwargs = kwargs
+        vars(self).update(kwargs)
         if fn in losses_module.ALL_OBJECTS:
             self._direction = "down"
 
@@ -194,7 +196,6 @@ class BinaryAccuracy(MeanMetricWrapper):
 
     def __init__(self, name="binary_accuracy", dtype=None, threshold=0.5):
         super().__init__(binary_accuracy, name=name, dtype=dtype, threshold=threshold)
-        self.threshold = threshold
 
 
 class CategoricalAccuracy(MeanMetricWrapper):
