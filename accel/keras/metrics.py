@@ -180,40 +180,38 @@ def sparse_categorical_accuracy(y_true, y_pred):
     return matches
 
 
-class Accuracy(MeanMetricWrapper):
+class _Accuracy(MeanMetricWrapper):
+    """How often `_match`, a per-sample 0/1 function, holds; named after the function unless `name` is given."""
+
+    _direction = "up"
+
+    def __init__(self, name=None, dtype=None):
+        super().__init__(self._match, name=name or self._match.__name__, dtype=dtype)
+
+
+class Accuracy(_Accuracy):
     """How often predictions equal labels exactly."""
 
-    _direction = "up"
-
-    def __init__(self, name="accuracy", dtype=None):
-        super().__init__(accuracy, name=name, dtype=dtype)
+    _match = staticmethod(accuracy)
 
 
-class BinaryAccuracy(MeanMetricWrapper):
+class BinaryAccuracy(_Accuracy):
     """How often (y_pred > threshold) matches binary labels."""
 
-    _direction = "up"
-
     def __init__(self, name="binary_accuracy", dtype=None, threshold=0.5):
-        super().__init__(binary_accuracy, name=name, dtype=dtype, threshold=threshold)
+        MeanMetricWrapper.__init__(self, binary_accuracy, name=name, dtype=dtype, threshold=threshold)
 
 
-class CategoricalAccuracy(MeanMetricWrapper):
+class CategoricalAccuracy(_Accuracy):
     """How often argmax(y_pred) matches argmax of one-hot labels."""
 
-    _direction = "up"
-
-    def __init__(self, name="categorical_accuracy", dtype=None):
-        super().__init__(categorical_accuracy, name=name, dtype=dtype)
+    _match = staticmethod(categorical_accuracy)
 
 
-class SparseCategoricalAccuracy(MeanMetricWrapper):
+class SparseCategoricalAccuracy(_Accuracy):
     """How often argmax(y_pred) matches integer labels."""
 
-    _direction = "up"
-
-    def __init__(self, name="sparse_categorical_accuracy", dtype=None):
-        super().__init__(sparse_categorical_accuracy, name=name, dtype=dtype)
+    _match = staticmethod(sparse_categorical_accuracy)
 
 
 ALL_OBJECTS = (
