@@ -72,28 +72,19 @@ class Concatenate(Layer):
         return accel.concat(list(inputs), axis=self.axis)
 
 
-def add(inputs, **kwargs):
-    return Add(**kwargs)(inputs)
+def _functional_form(cls):
+    """Keras's function for a merge layer: `add(inputs, **kwargs)` is `Add(**kwargs)(inputs)`."""
+
+    def merge(inputs, **kwargs):
+        return cls(**kwargs)(inputs)
+
+    merge.__name__ = merge.__qualname__ = cls.__name__.lower()
+    merge.__doc__ = "`%s(**kwargs)(inputs)`: the %s layer called on the list `inputs`." % (cls.__name__, cls.__name__)
+    return merge
 
 
-def subtract(inputs, **kwargs):
-    return Subtract(**kwargs)(inputs)
-
-
-def multiply(inputs, **kwargs):
-    return Multiply(**kwargs)(inputs)
-
-
-def average(inputs, **kwargs):
-    return Average(**kwargs)(inputs)
-
-
-def maximum(inputs, **kwargs):
-    return Maximum(**kwargs)(inputs)
-
-
-def minimum(inputs, **kwargs):
-    return Minimum(**kwargs)(inputs)
+add, subtract, multiply, average, maximum, minimum = map(_functional_form,
+                                                         (Add, Subtract, Multiply, Average, Maximum, Minimum))
 
 
 def concatenate(inputs, axis=-1, **kwargs):
