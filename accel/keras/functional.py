@@ -12,9 +12,10 @@ import numpy as np
 import accel
 from accel.keras.configs import short_repr, serialize_keras_object, to_json
 from accel.keras.layers.base import Layer
+from accel.keras.naming import unique_name
 from accel.keras.serialization import deserialize_keras_object
 from accel.keras.symbolic import (  # noqa: F401  (KerasTensor, OpLayer, Node: the functional API's names)
-    _OPS, KerasTensor, Node, OpLayer, flatten, map_structure, pack_like, unique_name)
+    _OPS, KerasTensor, Node, OpLayer, flatten, map_structure, pack_like)
 
 
 class InputLayer(Layer):

@@ -7,11 +7,11 @@ from accel's global random stream (reproducible under `accel.random.set_seed`).
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 
 import accel
+from accel.keras.naming import to_snake_case
 
 
 class Initializer:
@@ -185,12 +185,8 @@ _CLASSES = (
 )
 
 
-def _snake(name):
-    return re.sub(r"(?<=[a-z])(?=[A-Z])", "_", name).lower()
-
-
 _BY_NAME = {c.__name__: c for c in _CLASSES}
-_BY_NAME.update({_snake(c.__name__): c for c in _CLASSES})
+_BY_NAME.update({to_snake_case(c.__name__): c for c in _CLASSES})
 _BY_NAME.update({"zero": Zeros, "one": Ones, "normal": RandomNormal, "uniform": RandomUniform})
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 
+from accel.keras.naming import to_snake_case
 from accel.math import divide_no_nan
 from accel.ops.api import (
     abs, cast, clip_by_value, convert_to_tensor, expand_dims, log, not_equal, reduce_mean, reduce_sum,
@@ -113,7 +114,7 @@ class Loss:
     """
 
     def __init__(self, name=None, reduction="sum_over_batch_size", dtype=None):
-        self.name = name or _snake_case(type(self).__name__)
+        self.name = name or to_snake_case(type(self).__name__)
         self.reduction = _standardize_reduction(reduction)
         self.dtype = dtype or FLOATX
 
@@ -138,10 +139,6 @@ class Loss:
     @classmethod
     def from_config(cls, config):
         return cls(**config)
-
-
-def _snake_case(name):
-    return "".join("_" + c.lower() if c.isupper() and i else c.lower() for i, c in enumerate(name))
 
 
 class LossFunctionWrapper(Loss):

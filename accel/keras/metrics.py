@@ -11,6 +11,7 @@ import inspect
 
 from accel.keras import losses as losses_module
 from accel.keras.losses import _to_tensor, squeeze_or_expand_to_same_rank
+from accel.keras.naming import to_snake_case
 from accel.math import divide_no_nan
 from accel.ops.api import (
     argmax, broadcast_to, cast, convert_to_tensor, equal, greater, reduce_mean, reduce_sum, reshape, squeeze,
@@ -30,7 +31,7 @@ class Metric:
     _direction = None
 
     def __init__(self, name=None, dtype=None):
-        self.name = name or losses_module._snake_case(type(self).__name__)
+        self.name = name or to_snake_case(type(self).__name__)
         self.dtype = dtype or FLOATX
         self._variables = []
 

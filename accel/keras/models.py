@@ -7,7 +7,8 @@ import numpy as np
 import accel
 from accel.keras import configs, saving, serialization
 from accel.keras.functional import Graph, Input, InputLayer, KerasTensor, graph_config, graph_from_config
-from accel.keras.layers.base import Layer, to_snake_case
+from accel.keras.layers.base import Layer
+from accel.keras.naming import to_snake_case
 from accel.keras.symbolic import pack_like
 
 try:

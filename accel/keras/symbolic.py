@@ -8,26 +8,10 @@ shapes, and records a `Node`. This module sits below the layers: `Layer.__call__
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
 import accel
-
-_uids: dict[str, int] = {}
-
-
-def unique_name(prefix):
-    """`prefix`, then `prefix_1`, `prefix_2`, ... as Keras names layers."""
-    n = _uids.get(prefix, 0)
-    _uids[prefix] = n + 1
-    return prefix if n == 0 else "%s_%d" % (prefix, n)
-
-
-def to_snake_case(name):
-    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
-
+from accel.keras.naming import to_snake_case, unique_name
 
 # --- symbolic tensors ----------------------------------------------------------------------------------------
 # Keras 3's words (KerasTensor.__tf_tensor__), with accel's names

@@ -17,7 +17,8 @@ import accel
 from accel import module as _module
 from accel import tape as _tape
 from accel.keras import configs, initializers, mixed_precision, regularizers
-from accel.keras.symbolic import Operation, has_symbolic, symbolic_call, to_snake_case, unique_name
+from accel.keras.naming import to_snake_case, unique_name
+from accel.keras.symbolic import Operation, has_symbolic, symbolic_call
 from accel.module import Module, name_scope
 
 
