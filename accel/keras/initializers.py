@@ -117,37 +117,34 @@ class VarianceScaling(Initializer):
         return accel.random.uniform(_shape(shape), -limit, limit, dtype=dt, seed=self.seed)
 
 
-class _Preset(VarianceScaling):
-    """VarianceScaling with the (scale, mode, distribution) Keras fixes for the class: only `seed` is an argument."""
-
-    _preset = None
-
+class GlorotUniform(VarianceScaling):
     def __init__(self, seed=None):
-        super().__init__(*self._preset, seed)
+        super().__init__(1.0, "fan_avg", "uniform", seed)
 
 
-class GlorotUniform(_Preset):
-    _preset = 1.0, "fan_avg", "uniform"
+class GlorotNormal(VarianceScaling):
+    def __init__(self, seed=None):
+        super().__init__(1.0, "fan_avg", "truncated_normal", seed)
 
 
-class GlorotNormal(_Preset):
-    _preset = 1.0, "fan_avg", "truncated_normal"
+class HeNormal(VarianceScaling):
+    def __init__(self, seed=None):
+        super().__init__(2.0, "fan_in", "truncated_normal", seed)
 
 
-class HeNormal(_Preset):
-    _preset = 2.0, "fan_in", "truncated_normal"
+class HeUniform(VarianceScaling):
+    def __init__(self, seed=None):
+        super().__init__(2.0, "fan_in", "uniform", seed)
 
 
-class HeUniform(_Preset):
-    _preset = 2.0, "fan_in", "uniform"
+class LecunNormal(VarianceScaling):
+    def __init__(self, seed=None):
+        super().__init__(1.0, "fan_in", "truncated_normal", seed)
 
 
-class LecunNormal(_Preset):
-    _preset = 1.0, "fan_in", "truncated_normal"
-
-
-class LecunUniform(_Preset):
-    _preset = 1.0, "fan_in", "uniform"
+class LecunUniform(VarianceScaling):
+    def __init__(self, seed=None):
+        super().__init__(1.0, "fan_in", "uniform", seed)
 
 
 class Orthogonal(Initializer):
