@@ -1,4 +1,5 @@
-"""Models: `Model` (subclass it and write `call`) and `Sequential`. Both train through the `Trainer` mixin."""
+"""Models: `Model` (subclass it and write `call`), `Functional` (`Model(inputs, outputs)`) and `Sequential`; all train
+through the `Trainer` mixin."""
 
 from __future__ import annotations
 
@@ -96,7 +97,7 @@ class Model(Trainer, Layer):
         """A Functional or Sequential model from its config (a subclassed model's config has no layers)."""
         if custom_objects:
             return serialization.deserialize_keras_object({"class_name": cls.__name__, "config": config},
-                                                          custom_objects, configs._state.safe_mode)
+                                                          custom_objects)
         if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
             raise ValueError("from_config(%s): the config needs a 'layers' list" % cls.__name__)
         if issubclass(cls, Functional) or cls is Model or "input_layers" in config:
