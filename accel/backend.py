@@ -227,6 +227,12 @@ def xp_of(a):
     return np
 
 
+def may_share_memory(a, b) -> bool:
+    """Whether arrays a and b may overlap (False for arrays of different devices or kinds)."""
+    xp = xp_of(a)
+    return xp is xp_of(b) and bool(xp.may_share_memory(a, b))
+
+
 def to_numpy(a) -> np.ndarray:
     """A host NumPy array (copies from the GPU)."""
     if is_cupy_array(a):

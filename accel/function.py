@@ -37,6 +37,7 @@ import numpy as np
 
 from accel import backend, cuda_plan, recorder
 from accel.ops import codegen, symbolic
+from accel.ops.core import detached
 from accel.tape import _plus as _tape_plus  # the backward pass's cotangent sum: fusible like an add
 from accel.tensor import Tensor, TensorShape, TensorSpec
 
@@ -794,9 +795,9 @@ def _store_group(n, open_groups, examples):
     # the Variable itself, or shares no memory with it, is safe (not a row or a view of another shape)
     for m in g.members:
         for r in _view(m)[1]:
-            if r[0] == "slot" and r[1] not in g.slots and _may_share(examples[r[1]], data):
+            if r[0] == "slot" and r[1] not in g.slots and backend.may_share_memory(examples[r[1]], data):
                 return None
-            if r[0] == "const" and _may_share(r[1], data):
+            if r[0] == "const" and backend.may_share_memory(r[1], data):
                 return None
     return g
 
@@ -920,7 +921,7 @@ class MemoryPlan:
                 escaped.update(_used_slots(n))  # a host step may keep what it is given
             elif n[0] in ("op", "acall"):
                 for o in _produced(n):
-                    views[o].update(sl for sl in _used_slots(n) if _may_share(examples[o], examples[sl]))
+                    views[o].update(sl for sl in _used_slots(n) if backend.may_share_memory(examples[o], examples[sl]))
         for i in range(len(nodes) - 1, -1, -1):
             for o in _produced(nodes[i]):
                 for sl in views.get(o, ()):
@@ -953,14 +954,6 @@ class MemoryPlan:
 
     def allocate(self, xp=np):
         return [xp.empty(sh, dt) for sh, dt in self.buffers]
-
-
-def _may_share(a, b):
-    """Whether arrays a and b may overlap (False for arrays of different devices or kinds)."""
-    xp = backend.xp_of(a)
-    if xp is not backend.xp_of(b):
-        return False
-    return bool(xp.may_share_memory(a, b))
 
 
 def _emit(nodes, input_slots, out_refs, memory, mode="plain", xp=np, graphs=None):
@@ -1028,7 +1021,7 @@ def _emit(nodes, input_slots, out_refs, memory, mode="plain", xp=np, graphs=None
                 args += ", **" + name(attrs, "a")
             c = call(op.name, name(op.forward, "f"), args)
             var_refs = [expr(r) for r in refs if r[0] in ("var", "arg_var")]
-            if var_refs:  # a view of a Variable's array is copied, as eager does (ops.core._detached)
+            if var_refs:  # a view of a Variable's array is copied, as eager does (ops.core.detached)
                 c = "_detach(%s, %s, (%s,))" % (c, op.multi_out, ", ".join(var_refs))
             if op.multi_out:
                 lines.append("    %s, = %s" % (", ".join("v%d" % o for o in outs), c))
@@ -1080,12 +1073,8 @@ def _emit(nodes, input_slots, out_refs, memory, mode="plain", xp=np, graphs=None
 
 
 def _detach(res, multi, var_arrays):
-    if multi:
-        return [_detach(r, False, var_arrays) for r in res]
-    if any(res is a for a in var_arrays) or (getattr(res, "base", None) is not None and
-                                             any(_may_share(res, a) for a in var_arrays)):
-        return res.copy()
-    return res
+    """An op's result on a Variable's array, as eager returns it (accel.ops.core.detached)."""
+    return [detached(r, var_arrays) for r in res] if multi else detached(res, var_arrays)
 
 
 def _counted_step(label, fn, *args, **kwargs):

@@ -191,12 +191,15 @@ def apply(op: Op, inputs, attrs=None):
 
 
 def _detached(res, inputs):
-    """res, copied when it is a view of a Variable's array (a reshape, transpose, identity or slice): a
-    tensor read from a Variable keeps the value read, as in TF, however the Variable is assigned later."""
-    for t in inputs:
-        if t._is_variable and (res is t._data or (getattr(res, "base", None) is not None and
-                                                  backend.xp_of(t._data) is backend.xp_of(res) and
-                                                  backend.xp_of(res).may_share_memory(res, t._data))):
+    return detached(res, [t._data for t in inputs if t._is_variable])
+
+
+def detached(res, var_arrays):
+    """res, copied when it is one of var_arrays (Variables' arrays) or a view into one (a reshape, transpose,
+    identity or slice): a tensor read from a Variable keeps the value read, as in TF, however the Variable is
+    assigned later (assigns write its array in place)."""
+    for a in var_arrays:
+        if res is a or (getattr(res, "base", None) is not None and backend.may_share_memory(res, a)):
             return res.copy()
     return res
 
