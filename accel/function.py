@@ -373,21 +373,14 @@ class Plan:
 
     def peak_bytes(self):
         """The most bytes of intermediate values alive at once while the plan runs (each value freed after
-        its last reader; inputs, Variables and constants not counted)."""
-        last = {}
-        for i, n in enumerate(self.nodes):
-            for sl in _used_slots(n):
-                last[sl] = i
-        for r in self.out_refs:
-            if r[0] == "slot":
-                last[r[1]] = len(self.nodes)
+        its last reader, as the MemoryPlan releases it; inputs, Variables and constants not counted)."""
         live, peak = {}, 0
         for i, n in enumerate(self.nodes):
             for sl in _produced(n):
                 live[sl] = int(np.asarray(self._examples[sl]).nbytes)
             peak = max(peak, sum(live.values()))
-            for sl in [sl for sl in live if last.get(sl, -1) <= i]:
-                del live[sl]
+            for sl in self.memory.release.get(i, ()):
+                live.pop(sl, None)
         return peak
 
     def counts(self):
@@ -506,11 +499,7 @@ def _used_slots(n):
 
 
 def _slots_in(refs):
-    for r in refs:
-        if r[0] == "slot":
-            yield r[1]
-        elif r[0] == "seq":
-            yield from _slots_in(r[2])
+    return (r[1] for r in _flat_refs(refs) if r[0] == "slot")
 
 
 def _dce(nodes, out_refs):
@@ -680,7 +669,7 @@ def _fusible(n, examples, exact=False):
         if _input_kind(tuple(a.shape), shape) is None:
             return None
     try:
-        key = (key[0], _attrs_key(key[1]) if len(key) > 1 else ())
+        key = _traceable_key(key)
     except TypeError:
         return None
     ok = _traceable.get(key)
@@ -699,10 +688,14 @@ def _fusible(n, examples, exact=False):
     return shape
 
 
+def _traceable_key(view_key):
+    """_traceable's key for a _view's cache key: (op name or rule, hashable attributes)."""
+    return view_key[0], _attrs_key(view_key[1]) if len(view_key) > 1 else ()
+
+
 def _steps(n):
     """How many scalar operations a fusible node's expression has (NumPy runs each as a pass)."""
-    v = _view(n)
-    return _traceable.get((v[4][0], _attrs_key(v[4][1]) if len(v[4]) > 1 else ()), (None, 1))[1]
+    return _traceable.get(_traceable_key(_view(n)[4]), (None, 1))[1]
 
 
 def _float_dtype(n, examples):
@@ -901,18 +894,17 @@ class MemoryPlan:
 
     def __init__(self, nodes, examples, out_refs):
         returned = {r[1] for r in out_refs if r[0] == "slot"}
-        last = {}  # slot -> the last node that reads it (or makes it, when nothing reads it)
+        last = {}  # slot -> the last node that reads it
+        touched = {}  # slot -> the last node that reads or makes it
         for i, n in enumerate(nodes):
-            for sl in _produced(n) + _used_slots(n):
-                last[sl] = i
+            for sl in _produced(n):
+                touched[sl] = i
+            for sl in _used_slots(n):
+                touched[sl] = last[sl] = i
         self.release = collections.defaultdict(list)  # node index -> slots to drop after it
-        for sl, i in last.items():
+        for sl, i in touched.items():
             if sl not in returned:
                 self.release[i].append(sl)
-        last = {}
-        for i, n in enumerate(nodes):
-            for sl in _used_slots(n):
-                last[sl] = i
         escaped = set(returned)
         end = dict(last)  # a value's memory is in use until its last reader or the last reader of a view of it
         views = collections.defaultdict(set)  # slot -> earlier slots it may share memory with
@@ -949,7 +941,6 @@ class MemoryPlan:
                 self.buffer_of[sl] = b
                 busy.append((end[sl], b))
         self.arena_bytes = sum(int(np.prod(sh, dtype=np.int64)) * dt.itemsize for sh, dt in self.buffers)
-
         self.escaped = escaped
 
     def allocate(self, xp=np):
@@ -1133,7 +1124,7 @@ def _node_refs(n):
     if kind == "op":
         return list(n[2])
     if kind == "acall":
-        return [r for r in _flat_refs(n[2])]
+        return list(_flat_refs(n[2]))
     if kind == "kernel":
         return list(n[1].inputs) + [("var", v) for v, _, _ in n[1].stores]
     if kind == "assign":
