@@ -366,6 +366,13 @@ def _check_conv(x, w, nd, strides, dilations, padding, data_format, fn, depthwis
 
 # --- public functions (tf.nn) --------------------------------------------------------------
 
+def _strides_or_dilations(strides, dilations, fn):
+    """TF's rule for convolution and pool: strides above 1 and dilations above 1 not both."""
+    if max(strides) > 1 and max(dilations) > 1:
+        raise _err("%s: strides > 1 are not supported together with dilations > 1, got strides %s and "
+                   "dilations %s", fn, list(strides), list(dilations))
+
+
 def _convolve(fn, nd, input, filters, strides, padding, data_format, dilations, explicit_ok=True, stride="strides"):
     x, w = convert(input), convert(filters)
     data_format = _format(data_format, nd, fn)
@@ -413,9 +420,7 @@ def convolution(input, filters, strides=None, padding="VALID", data_format=None,
     data_format = _format(_FORMATS[nd][0] if data_format is None else data_format, nd, fn)
     strides = _spatial(strides, nd, data_format, fn, "strides")
     dilations = _spatial(dilations, nd, data_format, fn, "dilations")
-    if max(strides) > 1 and max(dilations) > 1:
-        raise _err("%s: strides > 1 are not supported together with dilations > 1, got strides %s and "
-                   "dilations %s", fn, list(strides), list(dilations))
+    _strides_or_dilations(strides, dilations, fn)
     batch = tuple(x._data.shape[:x._data.ndim - nd - 1])
     if len(batch) > 1:
         x = reshape(x, (-1,) + tuple(x._data.shape[len(batch):]))
@@ -568,9 +573,7 @@ def pool(input, window_shape, pooling_type, strides=None, padding="VALID", data_
     fmt = _format(_FORMATS[nd][0] if data_format is None else data_format, nd, fn)
     strides = _spatial(strides, nd, fmt, fn, "strides")
     dilations = _spatial(dilations, nd, fmt, fn, "dilations")
-    if max(dilations) > 1 and max(strides) > 1:
-        raise _err("%s: strides > 1 are not supported together with dilations > 1, got strides %s and dilations "
-                   "%s", fn, list(strides), list(dilations))
+    _strides_or_dilations(strides, dilations, fn)
     if max(dilations) > 1 and padding != "VALID":
         raise _err("%s: dilations > 1 need padding 'VALID' (TF has no 'SAME' dilated pooling), got %r", fn, padding)
     return _pool(fn, ops[pooling_type], input, window, strides, padding, fmt, nd, dilations)
