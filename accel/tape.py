@@ -433,7 +433,8 @@ def _backward_pass(tape, nodes, flat_targets, flat_sources, flat_og, tensor_mode
     if on_final is None and final_hook is not None and array_mode and trace is None:
         on_final = final_hook(flat_sources)  # accel.distribute, inside a replica: start all-reducing early
     finals = {}
-    if on_final is not None and array_mode and trace is None:
+    early = on_final is not None and array_mode and trace is None  # report each source as it becomes final
+    if early:
         pop, fire_rest = _notifier(active, src_ids, flat_sources, cot, finals, on_final, profile)
     while active:
         op, in_ids, out_ids, saved, out, attrs, in_shapes = pop()
@@ -518,7 +519,7 @@ def _backward_pass(tape, nodes, flat_targets, flat_sources, flat_og, tensor_mode
                     owned.add(id(acc))
     if profile is not None:
         profile.label = "other"
-    if on_final is not None and array_mode and trace is None:
+    if early:
         fire_rest()
     result = []
     for s in flat_sources:
@@ -528,7 +529,7 @@ def _backward_pass(tape, nodes, flat_targets, flat_sources, flat_og, tensor_mode
             result.append(_final_value(cot.get(s._id), tensor_mode, profile, trace))
         else:
             result.append(None)
-    if on_final is not None and not (array_mode and trace is None):
+    if on_final is not None and not early:
         for i, g in enumerate(result):  # recorded or traced passes: the values exist only now
             if g is not None:
                 on_final(i, g)
