@@ -330,7 +330,8 @@ class Plan:
         self.nodes = nodes
         self.out_refs = out_refs
         self.writes = _written(nodes)
-        self.memory = MemoryPlan(nodes, trace.examples, out_refs)
+        arg_arrays = {trace.var_args[id(v)]: v._data for v in trace.variables.values() if id(v) in trace.var_args}
+        self.memory = MemoryPlan(nodes, trace.examples, out_refs, arg_arrays)
         self.run, self.source = _emit(nodes, input_slots, out_refs, self.memory, xp=self.xp)
         self.post = None  # turns the plan's outputs into the function's (Python constants, None)
         self.arena = None  # the MemoryPlan's buffers, made on the first replay (see Function._replay)
@@ -849,13 +850,18 @@ def _compile_group(g, roots, kinds, cpu=True):
     lines, res = codegen._lines(roots, codegen._PY, codegen._py_float, codegen._nb_call, erf_gauss=True,
                                 arrays=names)
     params = ["o%d" % i for i in range(len(roots))] + list(names) + ["cols"]
-    body = ["def make(F, prange, exp, tanh, erf, erf_gauss):", "    def loop(%s):" % ", ".join(params),
-            "        for i in prange(o0.size):"]
+    body = ["def make(F, prange, exp, tanh, erf, erf_gauss):", "    def loop(%s):" % ", ".join(params)]
+    if "row" in kinds:  # rows x columns: a row input is read at the column, without a division per element
+        body += ["        rows = o0.size // cols if cols else 0", "        for r in prange(rows):",
+                 "            for c in range(cols):", "                i = r * cols + c"]
+    else:
+        body.append("        for i in prange(o0.size):")
+    pad = " " * (16 if "row" in kinds else 12)
     for nm, kind in zip(names, kinds):
-        idx = {"same": "i", "scalar": "0", "row": "i % cols"}[kind]
-        body.append("            %s_ = %s[%s]" % (nm, nm, idx))
-    body += ["            %s = %s" % (t, code) for t, _, code in lines]
-    body += ["            o%d[i] = %s" % (k, r) for k, r in enumerate(res)]
+        idx = {"same": "i", "scalar": "0", "row": "c"}[kind]
+        body.append("%s%s_ = %s[%s]" % (pad, nm, nm, idx))
+    body += ["%s%s = %s" % (pad, t, code) for t, _, code in lines]
+    body += ["%so%d[i] = %s" % (pad, k, r) for k, r in enumerate(res)]
     body += ["", "    return loop"]
     src = "import math\n\n\n" + "\n".join(body) + "\n"
     if not cpu:  # a GPU plan launches the group's CUDA source (accel.cuda_plan); the text names the kernel
@@ -892,7 +898,7 @@ class MemoryPlan:
     buffer serving values whose lifetimes do not overlap: no allocation, no fresh pages, and the same
     pointers on every replay. Stores write Variables in place (see _store_group)."""
 
-    def __init__(self, nodes, examples, out_refs):
+    def __init__(self, nodes, examples, out_refs, arg_arrays=None):
         returned = {r[1] for r in out_refs if r[0] == "slot"}
         last = {}  # slot -> the last node that reads it
         touched = {}  # slot -> the last node that reads or makes it
@@ -906,10 +912,11 @@ class MemoryPlan:
             if sl not in returned:
                 self.release[i].append(sl)
         escaped = set(returned)
+        into = _into_candidates(nodes, examples, returned, arg_arrays or {})
         end = dict(last)  # a value's memory is in use until its last reader or the last reader of a view of it
         views = collections.defaultdict(set)  # slot -> earlier slots it may share memory with
         for n in nodes:
-            if n[0] in ("call", "host"):
+            if n[0] == "host" or (n[0] == "call" and not getattr(n[2], "borrows_inputs", False)):
                 escaped.update(_used_slots(n))  # a host step may keep what it is given
             elif n[0] in ("op", "acall"):
                 for o in _produced(n):
@@ -924,13 +931,18 @@ class MemoryPlan:
         self.buffer_of = {}  # slot -> buffer index
         busy = []  # (end, buffer index)
         free = collections.defaultdict(list)  # (shape, dtype) -> buffer indices
+        self.into = {}  # node index -> buffer index: a step whose one matmul writes into the arena (_Into)
         for i, n in enumerate(nodes):
             for e, b in [x for x in busy if x[0] < i]:
                 busy.remove((e, b))
                 free[self.buffers[b]].append(b)
-            if n[0] != "kernel":
+            if n[0] == "kernel":
+                produced = n[1].outputs
+            elif i in into:
+                produced = _produced(n)
+            else:
                 continue
-            for sl in n[1].outputs:
+            for sl in produced:
                 if sl in escaped or sl not in end:
                     continue
                 spec = (tuple(examples[sl].shape), examples[sl].dtype)
@@ -940,6 +952,8 @@ class MemoryPlan:
                     self.buffers.append(spec)
                 self.buffer_of[sl] = b
                 busy.append((end[sl], b))
+                if n[0] != "kernel":
+                    self.into[i] = b
         self.arena_bytes = sum(int(np.prod(sh, dtype=np.int64)) * dt.itemsize for sh, dt in self.buffers)
         self.escaped = escaped
 
@@ -947,11 +961,69 @@ class MemoryPlan:
         return [xp.empty(sh, dt) for sh, dt in self.buffers]
 
 
+class _Into:
+    """An array namespace whose matmul writes into a given buffer, so that a plan step whose result is one
+    matmul (an op's forward, a gradient rule: code that takes the namespace as its first argument) computes
+    straight into its arena buffer: a GEMM output of fresh pages costs a page fault per 4 KiB."""
+
+    __slots__ = ("xp", "out", "calls")
+
+    def __init__(self, xp, out):
+        self.xp = xp
+        self.out = out
+        self.calls = 0
+
+    def __getattr__(self, name):
+        return getattr(self.xp, name)
+
+    def matmul(self, a, b):
+        self.calls += 1
+        return self.xp.matmul(a, b, out=self.out)
+
+
+def _example(r, examples, arg_arrays):
+    if r[0] == "slot":
+        return examples[r[1]]
+    if r[0] == "var":
+        return r[1]._data
+    if r[0] == "arg_var":
+        return arg_arrays[r[1]]
+    if r[0] in ("const", "py"):
+        return r[1]
+    return r[1](_example(e, examples, arg_arrays) for e in r[2])  # "seq"
+
+
+def _into_candidates(nodes, examples, returned, arg_arrays):
+    """The nodes (index -> slot) whose one output _Into can put in a buffer: tried once on the traced
+    values, accepted when the step's one matmul made the result in the buffer, bitwise as without it."""
+    found = {}
+    for i, n in enumerate(nodes):
+        if n[0] == "op" and not n[1].multi_out:
+            fn, refs, kwargs, out = n[1].forward, (("py", None),) + n[2], n[3], n[4][0]
+        elif n[0] == "acall" and not n[5] and n[2] and n[2][0][0] == "py" and hasattr(n[2][0][1], "matmul"):
+            fn, refs, kwargs, out = n[1], n[2], n[3], n[4][0]
+        else:
+            continue
+        if out in returned or "matmul" not in getattr(getattr(fn, "__code__", None), "co_names", ()):
+            continue
+        try:
+            args = [_example(r, examples, arg_arrays) for r in refs[1:]]
+            xp = backend.xp_of(examples[out])
+            plain = fn(xp, *args, **kwargs)
+            into = _Into(xp, xp.empty_like(plain))
+            res = fn(into, *args, **kwargs)
+        except Exception:  # noqa: BLE001  (any failure only means: no buffer for this step)
+            continue
+        if res is into.out and into.calls == 1 and plain.dtype == res.dtype and bool((plain == res).all()):
+            found[i] = out
+    return found
+
+
 def _emit(nodes, input_slots, out_refs, memory, mode="plain", xp=np, graphs=None):
     """The plan as Python source, compiled. mode "arena": fused kernels write into the MemoryPlan's buffers
     (the third argument); "count": every step is counted in this thread's accel.profiler profile; "graph":
     the segments in `graphs` ({start: (stop, inputs, outputs, GraphSegment)}) run as CUDA graphs."""
-    ns = {"np": xp, "_GuardMiss": _GuardMiss, "_host": backend.to_numpy, "_Tensor": Tensor,
+    ns = {"np": xp, "_GuardMiss": _GuardMiss, "_Into": _Into, "_host": backend.to_numpy, "_Tensor": Tensor,
           "_step": _counted_step, "_kernel_step": _counted_kernel, "_detach": _detach}
     lines = ["def plan(inputs, arg_vars, B=None):"]
     if input_slots:
@@ -1005,9 +1077,10 @@ def _emit(nodes, input_slots, out_refs, memory, mode="plain", xp=np, graphs=None
                 defined.difference_update(dead)
             continue
         defined.update(_produced(n))
+        into = "_Into(%%s, B[%d])" % memory.into[i] if mode == "arena" and i in memory.into else "%s"
         if kind == "op":
             _, op, refs, attrs, outs = n
-            args = ", ".join(["np"] + [expr(r) for r in refs])
+            args = ", ".join([into % "np"] + [expr(r) for r in refs])
             if attrs:
                 args += ", **" + name(attrs, "a")
             c = call(op.name, name(op.forward, "f"), args)
@@ -1020,8 +1093,11 @@ def _emit(nodes, input_slots, out_refs, memory, mode="plain", xp=np, graphs=None
                 lines.append("    v%d = %s" % (outs[0], c))
         elif kind == "acall":
             _, fn, refs, kwargs, outs, multi, op = n
+            args = [aexpr(r) for r in refs]
+            if refs:
+                args[0] = into % args[0]
             c = call("grad:" + (op.name if op is not None else getattr(fn, "__name__", "step")), name(fn, "r"),
-                     ", ".join(aexpr(r) for r in refs) + ((", **" + name(kwargs, "a")) if kwargs else ""))
+                     ", ".join(args) + ((", **" + name(kwargs, "a")) if kwargs else ""))
             if multi:
                 t = "t%d" % counter[0]
                 lines.append("    %s = %s" % (t, c))

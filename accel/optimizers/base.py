@@ -424,6 +424,7 @@ class Optimizer:
             self.apply(gs, variables)
 
         replay.writes_variables = lambda: list(variables or []) + list(self.variables)
+        replay.borrows_inputs = True  # the gradients are read during the update, never kept (plans may reuse them)
         trace.call("optimizer " + type(self).__name__, replay, tensors, writes=True)
         return result
 
