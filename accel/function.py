@@ -44,7 +44,9 @@ from accel.tensor import Tensor, TensorShape, TensorSpec
 __all__ = ["function", "Function", "ConcreteFunction"]
 
 MAX_CACHED = 256  # concrete functions per Function (LRU); TF keeps all of them
-RETRACE_WARN_AFTER = 5
+RETRACE_WARN_AT = 5  # traces among the last RETRACE_WARN_WINDOW calls of one Python function (TF 2.21's numbers)
+RETRACE_WARN_WINDOW = 10
+RETRACE_WARN_MAX = 2
 
 
 class _GuardMiss(Exception):
@@ -1285,7 +1287,7 @@ class Function:
         self._generic = {}  # reduce_retracing: leaf path -> generalized shape
         self._traces = 0
         self._history = collections.deque(maxlen=10)
-        self._warned = 0
+        self._detector = _TracingDetector.of(python_function)
         self._lock = threading.RLock()
         self._first_traced = False
         self._evicted = False
@@ -1388,6 +1390,7 @@ class Function:
     def __call__(self, *args, **kwargs):
         if recorder.state.trace is not None:  # called while another function traces: inline it
             return self.python_function(*args, **kwargs)
+        self._detector.calls += 1
         fast = None
         if not kwargs and self._n_plain == len(args) and self.input_signature is None and not self.reduce_retracing:
             fast = _fast_key(args)
@@ -1535,9 +1538,8 @@ class Function:
 
     def _note_retrace(self, key):
         self._history.append(key)
-        if self._traces <= RETRACE_WARN_AFTER or self._warned >= 2:
+        if not self._detector.traced():
             return
-        self._warned += 1
         names, _, leaves = key
         changing = _changing_argument(list(self._history), names)
         warnings.warn(
@@ -1575,6 +1577,44 @@ class Function:
                 for g in p.kernels:
                     lines.append("    kernel " + g.describe())
         return "\n".join(lines)
+
+
+class _TracingDetector:
+    """TF's frequent-tracing detector: one per Python function's code object (a function wrapped anew per
+    call shares it), warning when a call traces and RETRACE_WARN_AT of the calls in the window traced, at
+    most RETRACE_WARN_MAX times. Calls are counted by each Function's __call__."""
+
+    _all = weakref.WeakKeyDictionary()
+    _lock = threading.Lock()
+
+    def __init__(self):
+        self.calls = 0
+        self.trace_calls = []  # the call number of each trace still in the window
+        self.warned = 0
+
+    @classmethod
+    def of(cls, fn):
+        code = getattr(getattr(fn, "__func__", fn), "__code__", None)
+        if code is None:
+            return cls()
+        with cls._lock:
+            det = cls._all.get(code)
+            if det is None:
+                det = cls._all[code] = cls()
+            return det
+
+    def traced(self):
+        """Notes that the current call traced; True when it should warn."""
+        with self._lock:
+            now = self.calls
+            self.trace_calls.append(now)
+            # a trace leaves the window once the calls since the trace after it number more than the window
+            while len(self.trace_calls) > 1 and now - self.trace_calls[1] + 1 > RETRACE_WARN_WINDOW:
+                self.trace_calls.pop(0)
+            if len(self.trace_calls) < RETRACE_WARN_AT or self.warned >= RETRACE_WARN_MAX:
+                return False
+            self.warned += 1
+            return True
 
 
 def _short_key(key):
