@@ -302,3 +302,39 @@ def test_explain_reports_the_plan_and_its_peak_memory():
     # the largest intermediates are (4, 5) float32 arrays: a few of them alive at once, never zero
     assert 80 <= c["peak_bytes"] <= 8 * 80
     assert "peak of intermediates %d bytes" % c["peak_bytes"] in f.explain()
+
+
+def test_a_trace_waits_for_the_cpu_kernels_so_the_plan_keeps_their_paths(monkeypatch):
+    """Fused mode "auto" runs NumPy fallbacks while numba loads in the background; a plan keeps the paths
+    its trace took, so tracing waits for the load: the backward's fused hook (a CPU twin) is in the plan."""
+    from accel import cpu_kernels
+
+    if not cpu_kernels.wait_warmed(300):
+        pytest.skip("numba is not available")
+    waited = []
+
+    def wait_warmed(timeout=None):
+        waited.append(True)
+        monkeypatch.setattr(cpu_kernels, "_warmed", True)
+        return True
+
+    monkeypatch.setattr(cpu_kernels, "_warmed", False)  # as if the background load had not finished
+    monkeypatch.setattr(cpu_kernels, "wait_warmed", wait_warmed)
+    monkeypatch.setattr(cpu_kernels, "_start_warm_up", lambda: None)
+    x = tf.Variable(np.linspace(-3, 3, 1 << 16, dtype=np.float32))
+
+    def grad():
+        with tf.GradientTape() as tape:
+            y = tf.reduce_sum(tf.nn.gelu(x) * x)  # the cotangent reaching gelu: a contiguous array
+        return tape.gradient(y, x)
+
+    f = tf.function(grad)
+    with tf.config.fused("auto"):
+        got = f()
+        want = grad()
+    assert waited
+    plan = next(p for cf in f._cache.values() for p in cf.plans)
+    from accel.ops.nn import _gelu
+
+    assert any(n[0] == "acall" and n[1] == _gelu.fused for n in plan.nodes), plan.source
+    np.testing.assert_array_equal(got.numpy(), want.numpy())
