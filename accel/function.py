@@ -880,17 +880,6 @@ def _compile_group(g, roots, kinds, cpu=True):
     return src, fn
 
 
-def _await_cpu_kernels(arrays):
-    """A plan keeps the paths its trace took, so a host trace waits for numba's background load (fused mode
-    "auto", accel.cpu_kernels.warmed) rather than freezing the NumPy fallbacks into every replay; the plan's
-    fused groups need numba anyway."""
-    if backend.fused_mode() == "auto" and not any(backend.is_cupy_array(a) for a in arrays):
-        from accel import cpu_kernels  # noqa: PLC0415
-
-        if cpu_kernels.available():
-            cpu_kernels.wait_warmed()
-
-
 def _numba_ready():
     from accel import cpu_kernels  # noqa: PLC0415
 
@@ -1496,7 +1485,6 @@ class Function:
                 pos.append(v)
         if counted:
             self._traces += 1  # counted when it starts, as TF counts a trace that raises
-        _await_cpu_kernels(arrays)
         old = recorder.state.trace
         prev_hook = recorder.hooks.set_trace(trace)
         try:

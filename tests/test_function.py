@@ -306,7 +306,8 @@ def test_explain_reports_the_plan_and_its_peak_memory():
 
 def test_a_trace_waits_for_the_cpu_kernels_so_the_plan_keeps_their_paths(monkeypatch):
     """Fused mode "auto" runs NumPy fallbacks while numba loads in the background; a plan keeps the paths
-    its trace took, so tracing waits for the load: the backward's fused hook (a CPU twin) is in the plan."""
+    its trace took, so a trace that reaches a twin waits for the load: the backward's fused hook (a CPU
+    twin) is in the plan. (A first `fit` of small arrays does not wait: tests/test_tf_core.py.)"""
     from accel import cpu_kernels
 
     if not cpu_kernels.wait_warmed(300):
@@ -318,6 +319,9 @@ def test_a_trace_waits_for_the_cpu_kernels_so_the_plan_keeps_their_paths(monkeyp
         monkeypatch.setattr(cpu_kernels, "_warmed", True)
         return True
 
+    from accel.ops import fusion
+
+    monkeypatch.setattr(fusion, "_twins", None)
     monkeypatch.setattr(cpu_kernels, "_warmed", False)  # as if the background load had not finished
     monkeypatch.setattr(cpu_kernels, "wait_warmed", wait_warmed)
     monkeypatch.setattr(cpu_kernels, "_start_warm_up", lambda: None)

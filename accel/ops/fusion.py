@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from accel import backend, profiler
+from accel.recorder import state as _rec
 from accel.ops import generated_loops
 
 # Below this many elements the generic NumPy rule wins on the CPU: a numba call costs
@@ -21,15 +22,19 @@ CPU_MIN_SIZE = 1 << 15
 _twins = None  # accel.cpu_kernels once numba is known to load, else False
 
 
-def _cpu_twins(mode):
+def _cpu_twins(mode, size=0):
     """accel.cpu_kernels when its loops can run now, else False. Mode "always" loads numba here; "auto"
-    uses the NumPy rules until a background thread has loaded it (cpu_kernels.warmed)."""
+    uses the NumPy rules until a background thread has loaded it (cpu_kernels.warmed), except for arrays
+    of CPU_MIN_SIZE elements or more inside an accel.function trace, which waits for the load: its plan
+    keeps the path taken for every replay."""
     global _twins
     if _twins is None:
         from accel import cpu_kernels  # noqa: PLC0415
 
         if mode == "auto" and not cpu_kernels.warmed():
-            return False
+            trace = _rec.trace
+            if size < CPU_MIN_SIZE or trace is None or trace.paused or not cpu_kernels.wait_warmed():
+                return False
         _twins = cpu_kernels if cpu_kernels.available() else False
     return _twins
 
@@ -51,7 +56,8 @@ def _cpu_ok(*arrays, any_size=False):
     """Cheapest checks first: this runs on every hooked op of every backward pass."""
     mode = backend.fused_mode()
     a0 = arrays[0]
-    if mode == "never" or (mode == "auto" and a0.size < CPU_MIN_SIZE and not any_size) or not _cpu_twins(mode):
+    if mode == "never" or (mode == "auto" and a0.size < CPU_MIN_SIZE and not any_size) or \
+            not _cpu_twins(mode, a0.size):
         return False
     return all(isinstance(a, np.ndarray) and a.shape == a0.shape and a.dtype == a0.dtype and a.flags.c_contiguous
                and a.dtype in (np.float32, np.float64) for a in arrays)

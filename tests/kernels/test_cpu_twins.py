@@ -430,3 +430,39 @@ def test_layer_norm_twin_matches_float64(dt, rows, cols):
             np.testing.assert_allclose(got, w, **tol)
     with pytest.raises(ValueError, match="gamma must be a"):
         ck.layer_norm_bwd(g, x, gamma[:-1] if cols else np.ones(1, dt), 1e-3)
+
+
+@needs_numba
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("dt", FLOATS, ids=ids(FLOATS))
+def test_erf_twin_matches_float64(dt, n):
+    """erf's twin (erf_array's path for float32 arrays of fused size; cpu_math's erf_f32, libm for float64)."""
+    import math
+
+    x = np.concatenate([np.random.default_rng(n).standard_normal(n) * 3, F32_SPECIAL[:min(n, 18)]]).astype(dt)
+    got = ck.erf(x)
+    want = np.array([math.erf(v) for v in x.astype(np.float64)])
+    assert got.dtype == dt and got.shape == x.shape
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-7 if dt == np.float32 else 1e-15)
+    out = np.empty_like(x)
+    assert ck.erf(x, out=out) is out and np.array_equal(out, got)
+    with pytest.raises(ValueError, match="erf: out has shape"):
+        ck.erf(x, out=np.empty(x.size + 1, dt))
+
+
+@needs_numba
+def test_erf_array_takes_the_twin_for_large_float32_arrays_only():
+    from accel.ops import fusion
+
+    ck.wait_warmed(300)
+    big = np.random.default_rng(0).standard_normal(fusion.CPU_MIN_SIZE).astype(np.float32)
+    import accel
+
+    with accel.config.fused("auto"):
+        np.testing.assert_array_equal(core.erf_array(np, big), ck.erf(big))
+        small = big[:100].copy()
+        np.testing.assert_allclose(core.erf_array(np, small), ck.erf(small), rtol=0, atol=2e-7)
+    with accel.config.fused("never"):
+        scipy_erf = core.erf_array(np, big)
+    assert not np.array_equal(scipy_erf, ck.erf(big))  # the two paths differ in the last bits somewhere
+    np.testing.assert_allclose(scipy_erf, ck.erf(big), rtol=0, atol=2e-7)
