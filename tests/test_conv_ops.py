@@ -193,6 +193,48 @@ def test_max_pool_gradient_goes_to_the_first_maximum_of_each_window():
     np.testing.assert_array_equal(g, [[0, 2, 0], [1, 1, 0], [0, 0, 0]])  # TF 2.21's result
 
 
+def _first_max_routing(x, g, k, s, padding):
+    """max_pool's gradient by loops: each window's output gradient to np.argmax of the window (the first
+    maximum in row-major order; a window holding NaN: its first NaN), padding never winning."""
+    n, h, w, c = x.shape
+    oh, ow = g.shape[1:3]
+    ph = max((oh - 1) * s + k - h, 0) // 2 if padding == "SAME" else 0
+    pw = max((ow - 1) * s + k - w, 0) // 2 if padding == "SAME" else 0
+    gx = np.zeros_like(x)
+    for b, i, j, ch in np.ndindex(n, oh, ow, c):
+        cells = [(r, q) for r in range(i * s - ph, i * s - ph + k) for q in range(j * s - pw, j * s - pw + k)
+                 if 0 <= r < h and 0 <= q < w]
+        r, q = cells[int(np.argmax([x[b, r, q, ch] for r, q in cells]))]
+        gx[b, r, q, ch] += g[b, i, j, ch]
+    return gx
+
+
+@pytest.mark.parametrize("k,s,padding,nan", [(2, 2, "VALID", False), (2, 1, "VALID", False),
+                                             (3, 2, "SAME", False), (3, 1, "SAME", True), (2, 2, "VALID", True)])
+def test_max_pool_gradient_with_many_ties_and_nans_matches_argmax_routing(k, s, padding, nan):
+    x = RNG.integers(0, 3, (2, 7, 6, 3)).astype(np.float32)  # values 0..2: most windows tie
+    if nan:
+        x[RNG.random(x.shape) < 0.1] = np.nan
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        y = tf.nn.max_pool2d(xt, k, s, padding)
+    g = RNG.standard_normal(y.shape).astype(np.float32)
+    got = tape.gradient(y, xt, output_gradients=tf.constant(g)).numpy()
+    np.testing.assert_allclose(got, _first_max_routing(x, g, k, s, padding), rtol=1e-6, atol=1e-6)
+    with tf.GradientTape() as tape:  # 1-D: the same windows along one axis
+        tape.watch(xt)
+        y1 = tf.nn.max_pool1d(xt[:, 0], k, s, padding)
+    g1 = RNG.standard_normal(y1.shape).astype(np.float32)
+    got1 = tape.gradient(y1, xt, output_gradients=tf.constant(g1)).numpy()[:, 0]
+    want = np.zeros_like(x[:, 0])
+    pad = max((y1.shape[1] - 1) * s + k - x.shape[2], 0) // 2 if padding == "SAME" else 0
+    for b, i, ch in np.ndindex(x.shape[0], y1.shape[1], x.shape[3]):
+        cells = [q for q in range(i * s - pad, i * s - pad + k) if 0 <= q < x.shape[2]]
+        want[b, cells[int(np.argmax(x[b, 0, cells, ch]))], ch] += g1[b, i, ch]
+    np.testing.assert_allclose(got1, want, rtol=1e-6, atol=1e-6)
+
+
 def test_same_padding_never_wins_a_max_window():
     x = tf.constant(-np.ones((1, 2, 2, 1), np.float32))
     with tf.GradientTape() as tape:

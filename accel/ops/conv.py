@@ -166,13 +166,22 @@ def _routes(xp, x, ksize, strides, dilations, pads):
     """route(t): where the window element at offset t (row-major) receives a max-pool output's gradient. As TF:
     MaxPool (1-D, 2-D) routes it to each window's first maximum only, MaxPool3D to every element equal to the
     maximum."""
-    flat = _flat_windows(xp, x, ksize, strides, dilations, pads, _lowest(x.dtype))
-    axis = len(ksize) + 1
-    if len(ksize) == 3:
-        top = flat.max(axis=axis)
-        return lambda t: xp.take(flat, t, axis=axis) == top
-    arg = xp.argmax(flat, axis=axis)
-    return lambda t: arg == t
+    win = _windows(xp, x, ksize, strides, dilations, pads, _lowest(x.dtype))
+    nd = len(ksize)
+    lead = (slice(None),) * (nd + 1)
+    at = [win[lead + offset] for offset in itertools.product(*map(range, ksize))]  # (n, *out, c) views
+    top = win.max(axis=_window_axes(nd))
+    if nd == 3:
+        return lambda t: at[t] == top
+    # each window's first maximum in row-major order, as argmax picks it (a NaN maximum: the first NaN),
+    # without copying the windows out
+    routes, taken = [], xp.zeros(top.shape, bool)
+    for a in at:
+        hit = (a == top) | (a != a)
+        hit &= ~taken
+        taken |= hit
+        routes.append(hit)
+    return routes.__getitem__
 
 
 def _max_pool_grad_fwd(xp, x, g, ksize, strides, dilations, pads):
