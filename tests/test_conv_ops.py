@@ -415,3 +415,38 @@ def test_bench_conv_variants_agree():
     for make in (bench_conv.accel_layer, bench_conv.accel_slices):
         for got, ref in zip(make()(), want):
             np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("shape,ksize,strides,pads", [
+    ((7, 9, 9, 3), (3, 3), (1, 1), ((1, 1), (1, 1))),
+    ((6, 20, 4), (5,), (2,), ((2, 2),)),
+    ((5, 4, 5, 4, 2), (2, 2, 2), (1, 2, 1), ((0, 0), (1, 0), (0, 1))),
+    ((0, 5, 5, 2), (3, 3), (1, 1), ((0, 0), (0, 0))),  # an empty batch
+], ids=["2d", "1d-strided", "3d", "empty"])
+def test_host_convolutions_in_batch_chunks_equal_one_chunk(monkeypatch, shape, ksize, strides, pads):
+    """Host convolutions run their GEMMs over chunks of the batch (conv._chunks): forward and input gradient
+    bitwise equal to one chunk, the filter gradient (summed over chunks) to rounding; float64 gradients
+    against finite differences with a chunk per image."""
+    from accel.ops import conv
+
+    x = RNG.standard_normal(shape).astype(np.float32)
+    w = RNG.standard_normal(ksize + (shape[-1], 4)).astype(np.float32)
+    geo = dict(strides=strides, dilations=(1,) * len(ksize), pads=pads)
+    y = conv._conv_fwd(np, x, w, **geo)
+    g = RNG.standard_normal(y.shape).astype(np.float32)
+    results = {}
+    for rows in (1, 10 ** 9):  # a chunk per image; one chunk
+        monkeypatch.setattr(conv, "_CHUNK_ROWS", rows)
+        assert len(conv._chunks(np, shape[0], int(np.prod(y.shape[1:-1])))) == (max(shape[0], 1) if rows == 1 else 1)
+        results[rows] = (conv._conv_fwd(np, x, w, **geo), conv._input_grad_fwd(np, g, w, x.shape, **geo),
+                         conv._filter_grad_fwd(np, x, g, w.shape, **geo))
+    (y1, ig1, fg1), (y2, ig2, fg2) = results[1], results[10 ** 9]
+    np.testing.assert_array_equal(y1, y2)
+    np.testing.assert_array_equal(ig1, ig2)
+    np.testing.assert_allclose(fg1, fg2, rtol=1e-5, atol=1e-5)
+    if shape[0]:
+        monkeypatch.setattr(conv, "_CHUNK_ROWS", 1)
+        x64, w64 = x[:2].astype(np.float64), w.astype(np.float64)
+        padding = [[0, 0]] + [list(p) for p in pads] + [[0, 0]]
+        check_grads(lambda a, b: tf.reduce_sum(tf.nn.convolution(a, b, strides=list(strides), padding=padding) ** 2),
+                    [x64, w64], rtol=1e-4, atol=1e-5)
