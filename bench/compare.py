@@ -603,22 +603,27 @@ def render_train(title, rows):
 
 
 def render_targets(results):
-    """The issue's goals for accel.function, measured in this run."""
+    """The issue's goals for accel.function, measured in this run: one row per variant (the default, which
+    fuses only what stays bitwise equal to eager as tf.function without XLA, and jit_compile=True)."""
     lines = []
+    variants = (("accel accel.function", "accel.function"), ("accel accel.function jit", "jit_compile=True"))
     tape = results.get("tape", {})
-    ours, jit = tape.get("accel accel.function"), tape.get("jax jit")
-    if ours and jit:
-        lines.append("| tape: accel.function ≤ jax.jit µs/op | %.3g vs %.3g µs/op (%.2f×) | %s |" % (
-            ours["us_per_op"], jit["us_per_op"], ours["us_per_op"] / jit["us_per_op"],
-            "met" if ours["us_per_op"] <= jit["us_per_op"] else "not met"))
+    jit = tape.get("jax jit")
+    for label, name in variants:
+        ours = tape.get(label)
+        if ours and jit:
+            lines.append("| tape: %s ≤ jax.jit µs/op | %.3g vs %.3g µs/op (%.2f×) | %s |" % (
+                name, ours["us_per_op"], jit["us_per_op"], ours["us_per_op"] / jit["us_per_op"],
+                "met" if ours["us_per_op"] <= jit["us_per_op"] else "not met"))
     for batch, rows in results.get("mlp", {}).items():
-        ours = rows.get("accel accel.function")
         peer, peer_s = best_peer(rows)
-        if ours and peer_s:
-            ratio = ours["median_s"] / peer_s
-            lines.append("| MLP batch %s: accel.function ≤ 0.9× best peer | %.3g ms vs %.3g ms (%s): %.2f× | %s |"
-                         % (batch, ours["median_s"] * 1e3, peer_s * 1e3, peer, ratio,
-                            "met" if ratio <= 0.9 else "not met"))
+        for label, name in variants:
+            ours = rows.get(label)
+            if ours and peer_s:
+                ratio = ours["median_s"] / peer_s
+                lines.append("| MLP batch %s: %s ≤ 0.9× best peer | %.3g ms vs %.3g ms (%s): %.2f× | %s |"
+                             % (batch, name, ours["median_s"] * 1e3, peer_s * 1e3, peer, ratio,
+                                "met" if ratio <= 0.9 else "not met"))
     return ["## Targets (issue 12)", "", "| goal | this run | |", "|---|---|---|"] + lines + [""] if lines else []
 
 
