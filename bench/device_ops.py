@@ -72,6 +72,29 @@ def accel_counts(batch=32):
     return out
 
 
+def graph_launches(batch=32):
+    """Launch calls per replay of the captured MLP step if it ran on a GPU with ACCEL_CUDA_GRAPHS=1, derived
+    from the plan's CUDA-graph segments (accel.cuda_plan.segments: runs of two or more capturable steps
+    between cuBLAS calls and host steps), not measured: (graph launches, other launches, steps in graphs)."""
+    import importlib  # noqa: PLC0415
+
+    import accel  # noqa: PLC0415
+    from accel import cuda_plan  # noqa: PLC0415
+
+    from bench.workloads import accel_impl  # noqa: PLC0415
+
+    fn = importlib.import_module("accel.function")
+    x, y = make_batch(batch)
+    with accel.config.fused("auto"):
+        step = accel_impl.MLP["accel.function"](init_params(), x, y, "cpu")
+        step()
+        step()
+    plan = next(p for cf in step._step._cache.values() for p in cf.plans)
+    segs = cuda_plan.segments(plan.nodes, fn._used_slots, fn._produced, lambda stop: set())
+    in_graphs = sum(stop - start for start, stop, _, _ in segs)
+    return len(segs), len(plan.nodes) - in_graphs, in_graphs
+
+
 def torch_counts(batch=32):
     try:
         from bench.workloads import torch_impl  # noqa: PLC0415
@@ -102,6 +125,11 @@ def main(argv=None):
     print("| hand-fused minimum (derived) | %d | %.1f |" % (min_ops, min_bytes / 1e6))
     for variant, n in tor.items():
         print("| PyTorch eager %s | %s | |" % (variant, n))
+    graphs, others, captured = graph_launches(args.batch)
+    print("\nOn a GPU with ACCEL_CUDA_GRAPHS=1 (derived from the plan's graph segments, not run on a GPU): "
+          "%d launch calls per replay, %d CUDA-graph launches holding %d steps plus %d uncaptured steps (cuBLAS "
+          "GEMMs, the optimizer's host step, single kernels between GEMMs); the goal is one." % (
+              graphs + others, graphs, captured, others))
     for label in ("fused always", "accel.function jit (replay)"):
         print("\n### accel, %s, by op\n" % label)
         print("| op | device ops | MB |")
