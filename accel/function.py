@@ -6,7 +6,8 @@ optimizer update, accel.print and random draw, in program order. The backward pa
 inside the function runs through the ops too (tensor mode), so it is recorded like the forward pass.
 The recording becomes a Plan: dead code and common subexpressions removed, constants folded, chains
 of elementwise ops fused into one generated numba loop each (accel.ops.codegen renders the ops' own
-forward functions, traced with accel.ops.symbolic), and the rest emitted as one straight-line Python
+forward functions, traced with accel.ops.symbolic), a mean of sparse softmax cross-entropy rows and its
+backward made one loss kernel each (_fuse_xent_mean), and the rest emitted as one straight-line Python
 function that calls the ops' forward functions on arrays: no Tensor wrapping, no tape, no dispatch.
 
 Signatures follow TF 2.21 (/work/shared/reference/CAPTURE.md): tensors and NumPy arrays by shape and
