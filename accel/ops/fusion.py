@@ -153,8 +153,8 @@ def sparse_softmax_xent_mean_fwd(labels, logits):
 def sparse_softmax_xent_mean_bwd(g, labels, logits):
     """d logits of mean(sparse softmax cross-entropy) for the mean's cotangent g (1 element) as one
     kernel, the division by the row count inside it; None where it does not qualify."""
-    if type(g) is not type(logits) or g.size != 1 or g.dtype != logits.dtype or \
-            not _sparse_mean_qualifies(labels, logits):
+    if isinstance(g, np.ndarray) != isinstance(logits, np.ndarray) or g.size != 1 or g.dtype != logits.dtype \
+            or not _sparse_mean_qualifies(labels, logits):
         return None
     if isinstance(logits, np.ndarray):
         return _twins.softmax_xent_sparse_mean_bwd(logits, labels, g)
