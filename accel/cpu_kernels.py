@@ -109,8 +109,9 @@ def _load_numba():
         else:
             prange = numba.prange
             # helpers the numba kernels call: jitted here so the kernels see dispatchers, not Python
-            for helper in (_row_max_sumexp, _softmax_xent_row):
+            for helper in (_row_max_sumexp, _softmax_xent_row, _sparse_xent_row_loss, _pairwise_block):
                 globals()[helper.__name__] = numba.njit(inline="always", error_model="numpy")(helper)
+            globals()["_pairwise_sum"] = numba.njit(error_model="numpy")(_pairwise_sum)
             _nb = numba  # last: other threads read _nb without the lock
     return _nb or None
 
@@ -399,10 +400,82 @@ def _softmax_xent_sparse_nb(d, x, labels, g):
         d[r, labels[r]] -= g[r]
 
 
+def _sparse_xent_row_loss(x, r, label):
+    """-log_softmax(x[r])[label]: the one expression of every sparse forward twin (their rows agree bitwise)."""
+    mx, total = _row_max_sumexp(x, r)
+    return np.log(total) - (x[r, label] - mx)
+
+
 def _softmax_xent_sparse_fwd_nb(loss, x, labels):
     for r in range(x.shape[0]):
-        mx, total = _row_max_sumexp(x, r)
-        loss[r] = np.log(total) - (x[r, labels[r]] - mx)
+        loss[r] = _sparse_xent_row_loss(x, r, labels[r])
+
+
+def _pairwise_block(a, lo, n):
+    """a[lo:lo + n] (n <= 128) summed as NumPy's pairwise_sum sums a block: 8 running sums, then the rest."""
+    if n < 8:
+        res = a.dtype.type(0)
+        for i in range(n):
+            res += a[lo + i]
+        return res
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    i = 8
+    while i < n - n % 8:
+        r0 += a[lo + i]
+        r1 += a[lo + i + 1]
+        r2 += a[lo + i + 2]
+        r3 += a[lo + i + 3]
+        r4 += a[lo + i + 4]
+        r5 += a[lo + i + 5]
+        r6 += a[lo + i + 6]
+        r7 += a[lo + i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[lo + i]
+        i += 1
+    return res
+
+
+def _pairwise_sum(a):
+    """1-D a summed in NumPy's order for a contiguous add.reduce (pairwise_sum in NumPy's loops_utils.h.src:
+    blocks of at most 128 elements, above that the two halves, the first a multiple of 8, summed apart), so
+    that a twin's mean equals np.mean bitwise (tests/kernels/test_cpu_twins.py checks many lengths). The
+    recursion runs on an explicit stack: numba's on-disk cache does not take recursive functions."""
+    los = np.empty(128, np.int64)  # the halving depth is at most log2(len(a)) < 64
+    ns = np.empty(128, np.int64)
+    stage = np.zeros(128, np.int64)  # 0: split next, 1: left half summed, 2: both halves summed
+    vals = np.empty(128, a.dtype)
+    los[0], ns[0], sp, nv = 0, a.shape[0], 1, 0
+    while sp:
+        t = sp - 1
+        lo, n = los[t], ns[t]
+        if n <= 128:
+            vals[nv] = _pairwise_block(a, lo, n)
+            nv += 1
+            sp -= 1
+            continue
+        n2 = n // 2
+        n2 -= n2 % 8
+        if stage[t] < 2:
+            los[sp], ns[sp], stage[sp] = (lo, n2, 0) if stage[t] == 0 else (lo + n2, n - n2, 0)
+            stage[t] += 1
+            sp += 1
+        else:
+            vals[nv - 2] = vals[nv - 2] + vals[nv - 1]
+            nv -= 1
+            sp -= 1
+    return vals[0]
+
+
+def _softmax_xent_sparse_mean_nb(mean, x, labels):
+    rows = x.shape[0]
+    loss = np.empty(rows, x.dtype)  # the kernel's own scratch (a block's shared memory on the GPU)
+    for r in range(rows):
+        loss[r] = _sparse_xent_row_loss(x, r, labels[r])
+    # np.mean: the identity 0 plus the pairwise sum, then one division in the array's dtype
+    mean[0] = (x.dtype.type(0) + _pairwise_sum(loss)) / x.dtype.type(rows)
 
 
 @entry_point
@@ -425,6 +498,57 @@ def softmax_xent_sparse_fwd(logits, labels, out=None):
             lse = np.log(np.exp(logits - m[:, None]).sum(axis=1))
             np.subtract(lse, logits[np.arange(rows), labels] - m, out=loss)
     return loss
+
+
+@entry_point
+def softmax_xent_sparse_mean_fwd(logits, labels, out=None):
+    """mean over the rows of -log_softmax(logits)[r, labels[r]] in one kernel: each row's loss as
+    softmax_xent_sparse_fwd computes it, summed in np.mean's order (equal to np.mean of that kernel's
+    rows, bitwise). Returns a 1-element array (out: one to fill). Needs numba; labels in [0, C)."""
+    fn = "softmax_xent_sparse_mean_fwd"
+    _check(fn, logits=logits)
+    if logits.ndim != 2 or 0 in logits.shape:
+        raise ValueError("%s: logits must be 2-D [N, C] with N, C >= 1, got shape %s" % (fn, logits.shape))
+    rows, cols = logits.shape
+    _check_labels(fn, labels, rows, cols)
+    mean = np.empty(1, logits.dtype) if out is None else out
+    if not (isinstance(mean, np.ndarray) and mean.dtype == logits.dtype and mean.size == 1):
+        raise ValueError("%s: out must be a %s array of 1 element" % (fn, logits.dtype))
+    _need_numba(fn, logits)
+    if not labels.flags.c_contiguous:
+        raise ValueError("%s: labels must be C-contiguous" % fn)
+    _jit(_softmax_xent_sparse_mean_nb)(mean.reshape(1), logits, labels)
+    return mean
+
+
+def _softmax_xent_sparse_mean_bwd_nb(d, x, labels, g):
+    g_r = g[0] / x.dtype.type(x.shape[0])  # the mean's rule: g / N in the dtype, then the same row pass
+    for r in range(x.shape[0]):
+        _softmax_xent_row(d, x, r, g_r, None)
+        d[r, labels[r]] -= g_r
+
+
+@entry_point
+def softmax_xent_sparse_mean_bwd(logits, labels, g, out=None):
+    """dlogits of mean over the rows of sparse softmax cross-entropy, for the mean's cotangent g (1
+    element): (softmax(logits) - onehot(labels)) * (g / N) in one pass per row, equal bitwise to
+    softmax_xent_bwd(logits, labels, broadcast of g / N, sparse=True). Needs numba; labels in [0, C)."""
+    fn = "softmax_xent_sparse_mean_bwd"
+    _check(fn, logits=logits)
+    if logits.ndim != 2 or 0 in logits.shape:
+        raise ValueError("%s: logits must be 2-D [N, C] with N, C >= 1, got shape %s" % (fn, logits.shape))
+    rows, cols = logits.shape
+    _check_labels(fn, labels, rows, cols)
+    if not isinstance(g, np.ndarray) or g.dtype != logits.dtype or g.size != 1:
+        raise ValueError("%s: g must be a %s array of 1 element, got %s %s"
+                         % (fn, logits.dtype, getattr(g, "dtype", type(g).__name__), getattr(g, "shape", "")))
+    d = np.empty_like(logits) if out is None else out
+    _check(fn, logits=logits, out=d)
+    _need_numba(fn, logits, d)
+    if not labels.flags.c_contiguous:
+        raise ValueError("%s: labels must be C-contiguous" % fn)
+    _jit(_softmax_xent_sparse_mean_bwd_nb)(d, logits, labels, g.reshape(1))
+    return d
 
 
 def _check_labels(fn, labels, rows, cols):

@@ -6,7 +6,8 @@ optimizer update, accel.print and random draw, in program order. The backward pa
 inside the function runs through the ops too (tensor mode), so it is recorded like the forward pass.
 The recording becomes a Plan: dead code and common subexpressions removed, constants folded, chains
 of elementwise ops fused into one generated numba loop each (accel.ops.codegen renders the ops' own
-forward functions, traced with accel.ops.symbolic), and the rest emitted as one straight-line Python
+forward functions, traced with accel.ops.symbolic), a mean of sparse softmax cross-entropy rows and its
+backward made one loss kernel each (_fuse_xent_mean), and the rest emitted as one straight-line Python
 function that calls the ops' forward functions on arrays: no Tensor wrapping, no tape, no dispatch.
 
 Signatures follow TF 2.21 (/work/shared/reference/CAPTURE.md): tensors and NumPy arrays by shape and
@@ -328,6 +329,7 @@ class Plan:
         self.xp = next((backend.xp_of(a) for a in trace.examples if backend.is_cupy_array(a)), np)
         self.kernels = []
         if fuse:
+            nodes = _fuse_xent_mean(nodes, trace.examples, out_refs, exact=fuse == "exact", xp=self.xp)
             nodes = _fuse(nodes, trace.examples, out_refs, self.kernels, exact=fuse == "exact", xp=self.xp)
         self.nodes = nodes
         self.out_refs = out_refs
@@ -775,6 +777,80 @@ def _fuse(nodes, examples, out_refs, kernels, exact=False, xp=np):
         _build_kernel(g, examples, readers, ret, cpu=xp is np)
         kernels.append(g)
     return out
+
+
+def _fuse_xent_mean(nodes, examples, out_refs, exact=False, xp=np):
+    """reduce_mean over the rows of sparse_softmax_cross_entropy_with_logits, rows that nothing else reads,
+    becomes one step (nn.sparse_xent_mean: one kernel that also takes the mean) where the cross-entropy
+    was; and the backward pair, the mean's rule (g / N broadcast over the rows) feeding the cross-entropy's
+    fused hook and read by nothing else, becomes one step (nn.sparse_xent_mean_grad: g / N inside the
+    kernel) where the hook was. Each rewrite stands alone (rows also returned: only the backward one).
+    On the host both kernels equal eager bitwise (the rows' own expression; np.mean's pairwise order);
+    on a GPU the mean's order differs from CuPy's, so there it needs jit_compile=True."""
+    if (exact and xp is not np) or not _fusion_ready(xp):
+        return nodes
+    from accel.ops import nn  # noqa: PLC0415
+
+    xent, mean = nn._sparse_xent, nn.reduce_mean.op
+    readers = collections.Counter(r[1] for r in out_refs if r[0] == "slot")
+    made_by = {}
+    for i, n in enumerate(nodes):
+        readers.update(_used_slots(n))
+        for sl in _produced(n):
+            made_by[sl] = i
+
+    def rows_of(labels_ref, logits_ref):
+        """The row count where labels and logits are what the kernels take, else None."""
+        lg, lb = (_ref_example(r, examples) for r in (logits_ref, labels_ref))
+        if lg is None or lb is None or lg.ndim != 2 or 0 in lg.shape or lg.dtype not in _FUSIBLE_DTYPES \
+                or lb.dtype.kind not in "iu" or lb.shape != lg.shape[:1]:
+            return None
+        return lg.shape[0]
+
+    def producer(ref, kind, fn_or_op):
+        """The node making slot ref (read by nothing else) when it is an `kind` node of fn_or_op."""
+        if ref[0] != "slot" or readers[ref[1]] != 1 or ref[1] not in made_by:
+            return None
+        j = made_by[ref[1]]
+        n = nodes[j]
+        if n[0] != kind or (n[1] if kind == "op" else n[6]) is not fn_or_op:
+            return None
+        return j
+
+    replace, drop = {}, set()
+    for i, n in enumerate(nodes):
+        if n[0] == "op" and n[1] is mean and len(n[2]) == 1 and n[3].get("axes") == (0,):
+            j = producer(n[2][0], "op", xent)
+            if j is not None and len(nodes[j][2]) == 2 and rows_of(*nodes[j][2]):
+                replace[j] = ("op", nn.sparse_xent_mean, nodes[j][2], {"keepdims": n[3]["keepdims"]}, n[4])
+                drop.add(i)
+        elif n[0] == "acall" and n[1] is xent.fused and len(n[2]) == 5 and n[5] and n[4][0] is None:
+            # fused(xp, g, out, labels, logits) -> (None, d logits); g made by the mean's rule
+            j = producer(n[2][1], "acall", mean)
+            if j is None:
+                continue
+            m = nodes[j]
+            rows = rows_of(n[2][3], n[2][4])
+            if m[1] is not mean.rules[0] or len(m[2]) != 4 or m[2][0][0] != "py" or m[3].get("axes") != (0,) \
+                    or rows is None or tuple(m[3].get("shape", ())) != (rows,) or m[2][1][0] not in ("slot", "const"):
+                continue
+            replace[i] = ("acall", nn.sparse_xent_mean_grad, (m[2][0], n[2][0], m[2][1], n[2][3], n[2][4]), m[3],
+                          n[4], True, nn.sparse_xent_mean)
+            drop.add(j)
+    if not replace:
+        return nodes
+    return [replace.get(i, n) for i, n in enumerate(nodes) if i not in drop]
+
+
+def _ref_example(r, examples):
+    """The array a slot or constant ref stood for while tracing (Variables: their current array), else None."""
+    if r[0] == "slot":
+        return examples[r[1]]
+    if r[0] == "const":
+        return r[1]
+    if r[0] == "var":
+        return r[1]._data
+    return None
 
 
 def _store_group(n, open_groups, examples):

@@ -207,6 +207,45 @@ def softmax_xent_sparse_fwd(logits, labels, out=None):
     return out
 
 
+_MEAN_BLOCK = (512,)  # the mean's one block: 16 warps, a row per warp at a time (kernel_registry's budget)
+
+
+def _check_sparse_mean(fn, logits, labels):
+    _check(fn, "logits", logits, _FLOATS)
+    if logits.ndim != 2 or 0 in logits.shape:
+        raise ValueError("%s: logits must be 2-D [N, C] with N, C >= 1, got shape %s" % (fn, tuple(logits.shape)))
+    _check(fn, "labels", labels, (np.dtype(np.int32), np.dtype(np.int64)), (logits.shape[0],))
+    return logits.shape
+
+
+@entry_point
+def softmax_xent_sparse_mean_fwd(logits, labels, out=None):
+    """mean over r of -log_softmax(logits)[r, labels[r]] in one launch (one block; the per-row losses stay
+    in registers); a 1-element array. NaN when a label is outside [0, C)."""
+    fn = "softmax_xent_sparse_mean_fwd"
+    rows, cols = _check_sparse_mean(fn, logits, labels)
+    if out is None:
+        out = _cp().empty(1, logits.dtype)
+    _check(fn, "out", out, (logits.dtype,), (1,))
+    _launch(fn, (logits.dtype, labels.dtype), (1,), _MEAN_BLOCK, (out, logits, labels, np.int64(rows), np.int32(cols)))
+    return out
+
+
+@entry_point
+def softmax_xent_sparse_mean_bwd(logits, labels, g, out=None):
+    """dlogits = (softmax(logits) - onehot(labels)) * (g / N) for the mean's cotangent g (1 element), one
+    launch (the division by N is in the kernel)."""
+    fn = "softmax_xent_sparse_mean_bwd"
+    rows, cols = _check_sparse_mean(fn, logits, labels)
+    _check(fn, "g", g, (logits.dtype,), contiguous=False)
+    if g.size != 1:
+        raise ValueError("%s: g must have 1 element, got shape %s" % (fn, tuple(g.shape)))
+    d = _out(fn, out, logits)
+    _launch(fn, (logits.dtype, labels.dtype), (min(rows, 65535),), _row_block(cols),
+            (d, logits, labels, g, np.int64(rows), np.int32(cols)))
+    return d
+
+
 @entry_point
 def sigmoid_xent_bwd(x, z, g, out=None):
     """gx = g * (sigmoid(x) - z), elementwise."""

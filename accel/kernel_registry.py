@@ -68,6 +68,9 @@ FAMILIES = {
         _k("softmax_xent_dense_bwd", (FLOATS,), max_regs=48, max_smem=256)
         + _k("softmax_xent_sparse_bwd", (FLOATS, INDEX), max_regs=48, max_smem=256)
         + _k("softmax_xent_sparse_fwd", (FLOATS, INDEX), max_regs=48, max_smem=256)
+        # the mean's one block of 512 threads leaves up to 128 registers a thread (63 measured for double)
+        + _k("softmax_xent_sparse_mean_fwd", (FLOATS, INDEX), max_regs=72, max_smem=256)
+        + _k("softmax_xent_sparse_mean_bwd", (FLOATS, INDEX), max_regs=48, max_smem=256)
         + _k("sigmoid_xent_bwd", (FLOATS,), max_regs=48)
     ),
     "reductions": Family(

@@ -131,6 +131,44 @@ def sparse_softmax_xent_fwd(labels, logits):
     return fused.softmax_xent_sparse_fwd(logits, labels)
 
 
+def _sparse_mean_qualifies(labels, logits):
+    """Whether the one-kernel mean of sparse softmax cross-entropy may run: exactly where
+    sparse_softmax_xent_fwd and sparse_softmax_xent would take their kernels (so a plan using it agrees
+    with eager, which takes them), with at least one row and one class."""
+    if logits.ndim != 2 or 0 in logits.shape or not labels.flags.c_contiguous:
+        return False
+    if isinstance(logits, np.ndarray):
+        return bool(_cpu_ok(logits, any_size=True))
+    from accel import fused  # noqa: PLC0415
+
+    return fused.qualifies(logits, dtypes=fused._FLOATS)
+
+
+def sparse_softmax_xent_mean_fwd(labels, logits):
+    """mean over the rows of sparse softmax cross-entropy as one kernel (a 1-element array), or None where
+    it does not qualify. On the host its value equals np.mean of sparse_softmax_xent_fwd's rows bitwise."""
+    if not _sparse_mean_qualifies(labels, logits):
+        return None
+    if isinstance(logits, np.ndarray):
+        return _twins.softmax_xent_sparse_mean_fwd(logits, labels)
+    from accel import fused  # noqa: PLC0415
+
+    return fused.softmax_xent_sparse_mean_fwd(logits, labels)
+
+
+def sparse_softmax_xent_mean_bwd(g, labels, logits):
+    """d logits of mean(sparse softmax cross-entropy) for the mean's cotangent g (1 element) as one
+    kernel, the division by the row count inside it; None where it does not qualify."""
+    if isinstance(g, np.ndarray) != isinstance(logits, np.ndarray) or g.size != 1 or g.dtype != logits.dtype \
+            or not _sparse_mean_qualifies(labels, logits):
+        return None
+    if isinstance(logits, np.ndarray):
+        return _twins.softmax_xent_sparse_mean_bwd(logits, labels, g)
+    from accel import fused  # noqa: PLC0415
+
+    return fused.softmax_xent_sparse_mean_bwd(logits, labels, g)
+
+
 def bias_add(xp, g, out, x, b, axis):
     """d bias of bias_add as one column-reduction kernel (GPU, bias on the last axis)."""
     if isinstance(g, np.ndarray) or axis != g.ndim - 1:

@@ -8,7 +8,7 @@ import math
 from accel import backend, random as _random
 from accel.errors import InvalidArgumentError
 from accel.ops import fusion
-from accel.ops.core import apply, defop, convert, convert_pair, erf_array
+from accel.ops.core import Op, apply, defop, convert, convert_pair, erf_array
 from accel.ops.creation import one_hot
 from accel.ops.elementwise import _sigmoid_fwd, greater_equal, maximum, rsqrt, sigmoid, sigmoid_of, square, unary
 from accel.ops.reduce import normalize_axis, reduce_mean, reduce_sum
@@ -252,6 +252,34 @@ def sparse_softmax_cross_entropy_with_logits(labels=None, logits=None, name=None
     if type(labels._data) is not type(logits._data):
         labels = Tensor(backend.to_device(labels._data, backend.device_of(logits._data)))
     return apply(_sparse_xent, (labels, logits))
+
+
+def _sparse_xent_mean_fwd(xp, labels, logits, keepdims):
+    m = fusion.sparse_softmax_xent_mean_fwd(labels, logits)
+    if m is None:  # the two ops it stands for, as eager runs them
+        rows = _sparse_xent_fwd(xp, labels, logits)
+        return reduce_mean.op.forward(xp, rows, (0,), keepdims, tuple(rows.shape))
+    return m.reshape((1,) if keepdims else ())
+
+
+def sparse_xent_mean_grad(F, xp, g, labels, logits, **mean_attrs):
+    """(None, d logits) of sparse_xent_mean for its cotangent g: one kernel with the division by the row
+    count in it; where that does not qualify, the mean's rule then the cross-entropy's hook or rule, as
+    eager's backward pass runs them (mean_attrs: the mean's attributes)."""
+    d = fusion.sparse_softmax_xent_mean_bwd(g, labels, logits)
+    if d is not None:
+        return (None, d)
+    g_rows = reduce_mean.op.rules[0](F, g, None, None, **mean_attrs)
+    res = _sparse_xent.fused(xp, g_rows, None, labels, logits)
+    if res is not None and res[1] is not None:
+        return res
+    return (None, _sparse_xent_rule(F, g_rows, None, labels, logits))
+
+
+# reduce_mean over the rows of sparse_softmax_cross_entropy_with_logits as one step (one kernel, the mean
+# in it): not an op users apply, but the step accel.function's plan puts in place of that pair where
+# nothing else reads the rows, with sparse_xent_mean_grad in place of their two backward steps
+sparse_xent_mean = Op("sparse_softmax_cross_entropy_with_logits+reduce_mean", _sparse_xent_mean_fwd, dtypes="float")
 
 
 def _sig_xent_fwd(xp, labels, logits):

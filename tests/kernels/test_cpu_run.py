@@ -331,6 +331,52 @@ def test_softmax_xent_sparse_bad_label_gives_nan_row(lib):
     assert np.isfinite(out[0]).all() and np.isnan(out[1:]).all()
 
 
+# (rows, cols, block): one row; fewer rows than warps; rows over several turns of the warps, with the
+# classes over several turns of the lanes
+MEAN_CASES = [(1, 1, 32), (7, 10, 128), (32, 10, 64), (100, 70, 128), (33, 257, 512)]
+
+
+@pytest.mark.parametrize("rows,cols,block", MEAN_CASES)
+@pytest.mark.parametrize("lt", [np.int32, np.int64], ids=["int32", "int64"])
+@pytest.mark.parametrize("dt", [np.float32, np.float64], ids=["float32", "float64"])
+def test_softmax_xent_sparse_mean_fwd(lib, dt, lt, rows, cols, block):
+    rng = np.random.default_rng(rows * cols + 7)
+    logits = (3 * rng.standard_normal((rows, cols))).astype(dt)
+    lab = rng.integers(0, cols, rows).astype(lt)
+    want = R.sparse_xent_loss_ref(logits, lab).mean()
+    for grid in (1, 3):  # one block computes the mean; any other block returns at once
+        mean = np.full(2, np.nan, dt)  # one guard element past the end
+        lib.launch(name("softmax_xent_sparse_mean_fwd", dt, lt), grid, block, mean, logits, lab, rows, cols,
+                   threaded=True)
+        close(mean[:1], [want], dt)
+        assert np.isnan(mean[1])
+
+
+def test_softmax_xent_sparse_mean_fwd_bad_label_gives_nan(lib):
+    mean = np.zeros(1, np.float32)
+    lib.launch("softmax_xent_sparse_mean_fwd<float, int>", 1, 64, mean, np.zeros((3, 4), np.float32),
+               np.array([1, 4, 0], np.int32), 3, 4, threaded=True)
+    assert np.isnan(mean[0])
+
+
+@pytest.mark.parametrize("rows,cols", SOFTMAX_SHAPES + [(32, 10)])
+@pytest.mark.parametrize("lt", [np.int32, np.int64], ids=["int32", "int64"])
+@pytest.mark.parametrize("dt", [np.float32, np.float64], ids=["float32", "float64"])
+def test_softmax_xent_sparse_mean_bwd(lib, dt, lt, rows, cols):
+    rng = np.random.default_rng(rows * cols + 8)
+    logits = (3 * rng.standard_normal((rows, cols))).astype(dt)
+    lab = rng.integers(0, cols, rows).astype(lt)
+    g = rng.standard_normal(1).astype(dt)
+    out = np.full((rows, cols), np.nan, dt)
+    lib.launch(name("softmax_xent_sparse_mean_bwd", dt, lt), 4, 64, out, logits, lab, g, rows, cols, threaded=True)
+    close(out, R.softmax_xent_ref(logits, lab, np.full(rows, g[0] / rows), True), dt)
+    # the same as the row kernel given g / rows with stride 0 (what eager launches after its division)
+    row = np.full((rows, cols), np.nan, dt)
+    lib.launch(name("softmax_xent_sparse_bwd", dt, lt), 4, 64, row, logits, lab, (g / dt(rows)).astype(dt), 0,
+               rows, cols, threaded=True)
+    np.testing.assert_array_equal(out, row)
+
+
 @pytest.mark.parametrize("n,grid,block", SIZES)
 @pytest.mark.parametrize("dt", [np.float32, np.float64], ids=["float32", "float64"])
 def test_sigmoid_xent_bwd(lib, dt, n, grid, block):

@@ -344,6 +344,83 @@ def test_softmax_xent_twin_rejects_bad_arguments(args, msg):
         ck.softmax_xent_bwd(*args, sparse=True)
 
 
+# ---- mean of sparse softmax cross-entropy in one kernel (accel.function's loss step) ----
+
+# lengths around NumPy's pairwise blocks (8 running sums, blocks of 128, halves above) and its 8192 buffer
+PAIRWISE_LENGTHS = [1, 2, 7, 8, 9, 15, 16, 17, 127, 128, 129, 136, 255, 256, 257, 1000, 8191, 8192, 8193, 20001]
+
+
+@pytest.mark.parametrize("n", PAIRWISE_LENGTHS)
+@pytest.mark.parametrize("dt", FLOATS, ids=ids(FLOATS))
+def test_pairwise_sum_is_numpys_order_bitwise(dt, n):
+    ck.available()
+    # mixed magnitudes: any other summation order rounds differently somewhere
+    rng = np.random.default_rng(n)
+    a = (rng.standard_normal(n) * 10.0 ** rng.integers(-3, 4, n)).astype(dt)
+    got = ck._numba().njit(lambda x: ck._pairwise_sum(x))(a)
+    assert np.asarray(got, dt).tobytes() == np.asarray(np.add.reduce(a), dt).tobytes()
+
+
+MEAN_SHAPES = [(1, 1), (7, 10), (32, 10), (129, 3), (300, 257)]
+
+
+@pytest.mark.parametrize("rows,cols", MEAN_SHAPES)
+@pytest.mark.parametrize("lt", [np.int32, np.int64], ids=["int32", "int64"])
+@pytest.mark.parametrize("dt", FLOATS, ids=ids(FLOATS))
+def test_sparse_xent_mean_twins_equal_the_row_kernels_bitwise(dt, lt, rows, cols):
+    """The one-kernel mean equals np.mean of the row kernel's losses, and its gradient equals the row
+    gradient kernel fed g / N broadcast (what eager runs): bitwise, so a plan may use them by default."""
+    rng = np.random.default_rng(rows * cols + 3)
+    logits = (3 * rng.standard_normal((rows, cols))).astype(dt)
+    lab = rng.integers(0, cols, rows).astype(lt)
+    mean = ck.softmax_xent_sparse_mean_fwd(logits, lab)
+    assert mean.shape == (1,) and mean.dtype == dt
+    assert mean.tobytes() == np.asarray(np.mean(ck.softmax_xent_sparse_fwd(logits, lab)), dt).reshape(1).tobytes()
+    tol = dict(rtol=1e-5, atol=1e-6) if dt == np.float32 else dict(rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(mean[0], R.sparse_xent_loss_ref(logits, lab).mean(), **tol)
+    g = np.asarray(rng.standard_normal(), dt)
+    d = ck.softmax_xent_sparse_mean_bwd(logits, lab, g)
+    want = ck.softmax_xent_bwd(logits, lab, np.broadcast_to((g / rows).reshape(1), (rows,)), sparse=True)
+    assert d.tobytes() == want.tobytes()
+    np.testing.assert_allclose(d, R.softmax_xent_ref(logits, lab, np.full(rows, g / rows), True), **tol)
+    out = np.full((rows, cols), np.nan, dt)
+    assert ck.softmax_xent_sparse_mean_bwd(logits, lab, g.reshape(1), out=out) is out and out.tobytes() == d.tobytes()
+
+
+def test_sparse_xent_mean_twin_gradient_matches_finite_differences():
+    rng = np.random.default_rng(4)
+    logits, lab = rng.standard_normal((6, 5)), rng.integers(0, 5, 6)
+    d = ck.softmax_xent_sparse_mean_bwd(logits, lab, np.array(1.5))
+    eps, num = 1e-6, np.zeros_like(logits)
+    for i in np.ndindex(logits.shape):
+        hi, lo = logits.copy(), logits.copy()
+        hi[i] += eps
+        lo[i] -= eps
+        f_hi, f_lo = ck.softmax_xent_sparse_mean_fwd(hi, lab)[0], ck.softmax_xent_sparse_mean_fwd(lo, lab)[0]
+        num[i] = 1.5 * (f_hi - f_lo) / (2 * eps)
+    np.testing.assert_allclose(d, num, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize(
+    "fn, args, msg",
+    [
+        ("fwd", (np.zeros((0, 3), np.float32), np.zeros(0, np.int32)), r"N, C >= 1, got shape \(0, 3\)"),
+        ("fwd", (np.zeros(3, np.float32), np.zeros(3, np.int32)), "logits must be 2-D"),
+        ("fwd", (np.zeros((2, 3), np.float32), np.array([0, 3])), r"labels must lie in \[0, 3\)"),
+        ("fwd", (np.zeros((2, 3), np.int32), np.array([0, 1])), "logits must be float16/32/64"),
+        ("bwd", (np.zeros((2, 3), np.float32), np.array([0, 1]), np.zeros(2, np.float32)), "g must be a float32 "
+         r"array of 1 element, got float32 \(2,\)"),
+        ("bwd", (np.zeros((2, 3), np.float32), np.array([0, 1]), np.zeros((), np.float64)), "g must be a float32"),
+        ("bwd", (np.zeros((2, 3), np.float32), np.array([[0, 1]]), np.zeros((), np.float32)), "labels must be an "
+         r"int32/int64 array of shape \(2,\)"),
+    ],
+)
+def test_sparse_xent_mean_twins_reject_bad_arguments(fn, args, msg):
+    f = ck.softmax_xent_sparse_mean_fwd if fn == "fwd" else ck.softmax_xent_sparse_mean_bwd
+    with pytest.raises(ValueError, match=msg):
+        f(*args)
+
+
 # ---- accumulate, and the numba switch ----
 
 

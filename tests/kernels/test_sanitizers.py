@@ -67,6 +67,29 @@ def subset(lib_path):
         cols,
         threaded=True,
     )
+    lib.launch(  # warps over rows, then the block's sum (shuffles and a block reduction)
+        "softmax_xent_sparse_mean_fwd<float, int>",
+        1,
+        64,
+        np.empty(1, np.float32),
+        f32(rows, cols),
+        rng.integers(0, cols, rows).astype(np.int32),
+        rows,
+        cols,
+        threaded=True,
+    )
+    lib.launch(
+        "softmax_xent_sparse_mean_bwd<double, long long>",
+        2,
+        64,
+        np.empty((rows, cols)),
+        f32(rows, cols).astype(np.float64),
+        rng.integers(0, cols, rows).astype(np.int64),
+        np.ones(1),
+        rows,
+        cols,
+        threaded=True,
+    )
     lib.launch(
         "layer_norm_bwd<double>",
         2,
