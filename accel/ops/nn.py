@@ -254,11 +254,16 @@ def sparse_softmax_cross_entropy_with_logits(labels=None, logits=None, name=None
     return apply(_sparse_xent, (labels, logits))
 
 
+# the ops themselves, not their public functions (host-side argument handling that accel.cuda_plan's
+# bytecode scan would read as a capture breaker): what the two steps below run where their kernels do not
+_REDUCE_MEAN = reduce_mean.op
+
+
 def _sparse_xent_mean_fwd(xp, labels, logits, keepdims):
     m = fusion.sparse_softmax_xent_mean_fwd(labels, logits)
     if m is None:  # the two ops it stands for, as eager runs them
-        rows = _sparse_xent_fwd(xp, labels, logits)
-        return reduce_mean.op.forward(xp, rows, (0,), keepdims, tuple(rows.shape))
+        rows = _sparse_xent.forward(xp, labels, logits)
+        return _REDUCE_MEAN.forward(xp, rows, (0,), keepdims, tuple(rows.shape))
     return m.reshape((1,) if keepdims else ())
 
 
@@ -269,11 +274,11 @@ def sparse_xent_mean_grad(F, xp, g, labels, logits, **mean_attrs):
     d = fusion.sparse_softmax_xent_mean_bwd(g, labels, logits)
     if d is not None:
         return (None, d)
-    g_rows = reduce_mean.op.rules[0](F, g, None, None, **mean_attrs)
+    g_rows = _REDUCE_MEAN.rules[0](F, g, None, None, **mean_attrs)
     res = _sparse_xent.fused(xp, g_rows, None, labels, logits)
     if res is not None and res[1] is not None:
         return res
-    return (None, _sparse_xent_rule(F, g_rows, None, labels, logits))
+    return (None, _sparse_xent.rules[1](F, g_rows, None, labels, logits))
 
 
 # reduce_mean over the rows of sparse_softmax_cross_entropy_with_logits as one step (one kernel, the mean
