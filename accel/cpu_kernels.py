@@ -500,17 +500,21 @@ def softmax_xent_sparse_fwd(logits, labels, out=None):
     return loss
 
 
+def _check_mean_xent_args(fn, logits, labels):
+    """The logits and labels checks both mean cross-entropy kernels make."""
+    _check(fn, logits=logits)
+    if logits.ndim != 2 or 0 in logits.shape:
+        raise ValueError("%s: logits must be 2-D [N, C] with N, C >= 1, got shape %s" % (fn, logits.shape))
+    _check_labels(fn, labels, *logits.shape)
+
+
 @entry_point
 def softmax_xent_sparse_mean_fwd(logits, labels, out=None):
     """mean over the rows of -log_softmax(logits)[r, labels[r]] in one kernel: each row's loss as
     softmax_xent_sparse_fwd computes it, summed in np.mean's order (equal to np.mean of that kernel's
     rows, bitwise). Returns a 1-element array (out: one to fill). Needs numba; labels in [0, C)."""
     fn = "softmax_xent_sparse_mean_fwd"
-    _check(fn, logits=logits)
-    if logits.ndim != 2 or 0 in logits.shape:
-        raise ValueError("%s: logits must be 2-D [N, C] with N, C >= 1, got shape %s" % (fn, logits.shape))
-    rows, cols = logits.shape
-    _check_labels(fn, labels, rows, cols)
+    _check_mean_xent_args(fn, logits, labels)
     mean = np.empty(1, logits.dtype) if out is None else out
     if not (isinstance(mean, np.ndarray) and mean.dtype == logits.dtype and mean.size == 1):
         raise ValueError("%s: out must be a %s array of 1 element" % (fn, logits.dtype))
@@ -534,11 +538,7 @@ def softmax_xent_sparse_mean_bwd(logits, labels, g, out=None):
     element): (softmax(logits) - onehot(labels)) * (g / N) in one pass per row, equal bitwise to
     softmax_xent_bwd(logits, labels, broadcast of g / N, sparse=True). Needs numba; labels in [0, C)."""
     fn = "softmax_xent_sparse_mean_bwd"
-    _check(fn, logits=logits)
-    if logits.ndim != 2 or 0 in logits.shape:
-        raise ValueError("%s: logits must be 2-D [N, C] with N, C >= 1, got shape %s" % (fn, logits.shape))
-    rows, cols = logits.shape
-    _check_labels(fn, labels, rows, cols)
+    _check_mean_xent_args(fn, logits, labels)
     if not isinstance(g, np.ndarray) or g.dtype != logits.dtype or g.size != 1:
         raise ValueError("%s: g must be a %s array of 1 element, got %s %s"
                          % (fn, logits.dtype, getattr(g, "dtype", type(g).__name__), getattr(g, "shape", "")))
