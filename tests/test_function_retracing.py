@@ -25,15 +25,7 @@ TABLE = sorted(n for n in CASES if n not in DELIBERATE)
 
 # Where accel differs from TF today, found by this table and reported (issue 12). Strict: once fixed, the
 # test passes, the xfail fails, and its entry goes.
-_REPLAYS_BODY = ("the Python body runs again for each new concrete shape under a None dimension (the plan is "
-                 "re-recorded); TF runs it once per generic trace, so Python side effects repeat")
 KNOWN = {
-    ("counts", "concrete_function"): "get_concrete_function(TensorSpec([None])) traces a [1]-shaped call, so a "
-    "[3] call and get_concrete_function(<[2] tensor>) trace again; TF: the one [None] trace serves them",
-    ("results", "concrete_function"): "count 3 after the second get_concrete_function; TF 1",
-    ("counts", "input_signature_matrix"): _REPLAYS_BODY,
-    ("counts", "reduce_retracing_shapes"): _REPLAYS_BODY,
-    ("counts", "input_signature_none_dim"): _REPLAYS_BODY,
     ("results", "python_outputs"): "TF returns a string output as a string tensor; accel has no string tensors "
     "and returns the Python str (numbers become tensors as in TF)",
     ("warnings", "tensor_dtypes"): "TF warns at the 5th trace (5 of the last 6 calls traced); accel only after "
