@@ -94,6 +94,9 @@ class Trace:
         # slot -> the dimensions of it the Python read (None: all of them)
         self.sym = {}
         self.shape_reads = {}
+        # (gradient array, where its forward input's shape comes from, that shape): a gradient the tape did not
+        # sum down to its input's shape (it had it) must keep having it in a derived plan
+        self.grad_ties = []
 
     def new_slot(self, t):
         s = self.new_array_slot(t._data)
@@ -130,16 +133,21 @@ class Trace:
             raise NotCapturable("argument of type %s" % type(x).__name__)
         return ("py", x)
 
-    def array_call(self, fn, args, kwargs, result, op=None, in_ids=None, shape_of=None):
+    def array_call(self, fn, args, kwargs, result, op=None, in_ids=None, shape_of=None, grad_of=None):
         """One array-level step of a backward pass (a rule, a fused hook, an unbroadcast, a sum). in_ids: the
         ids of the forward op's inputs (a rule's attributes may hold their shapes); shape_of: (i, id) when
-        argument i is the shape of the tensor with that id (sum_to_array's target)."""
+        argument i is the shape of the tensor with that id (sum_to_array's target); grad_of: per result,
+        (id, shape) of the forward input it is the gradient of (the tape sums it to that shape if they differ)."""
         refs = tuple(self._arg(a) for a in args)  # before the result is registered: a rule may return an input
         sym = self._shape_attrs(op, kwargs, [self._id_source(i) for i in in_ids]) if in_ids is not None else {}
         if shape_of is not None:
             src = self._id_source(shape_of[1])
             if src is not None:
                 sym[("arg", shape_of[0])] = functools.partial(_input_shape, src, tuple(args[shape_of[0]]))
+        if grad_of is not None:  # which gradients the tape left unsummed: a derived plan must leave the same
+            for r, (iid, shape) in zip(result if isinstance(result, (tuple, list)) else (result,), grad_of):
+                if r is not None and id(r) not in self.var_arrays:
+                    self.grad_ties.append((r, self._id_source(iid), tuple(shape)))
         if isinstance(result, (np.ndarray, np.generic)):  # NumPy's 0-d arithmetic gives scalars
             if id(result) in self.array_slot or id(result) in self.var_arrays:
                 return  # the rule handed back one of its inputs
@@ -177,6 +185,10 @@ class Trace:
                 if any(src is None for src in sources):
                     continue
                 fn = functools.partial(_concat_sizes, tuple(sources), attrs[k], attrs["axis"])
+            elif j == "minus":  # reshape: the size the caller left as -1
+                if "minus" not in attrs or sources[0] is None:
+                    continue
+                fn = functools.partial(_reshape_target, sources[0], attrs[k], attrs["minus"])
             elif j < len(sources) and sources[j] is not None:
                 fn = functools.partial(_input_shape, sources[j], attrs[k])
             else:
@@ -200,6 +212,8 @@ class Trace:
         return functools.partial(self._note_shape_read, s)
 
     def _note_shape_read(self, slot, dims):
+        if recorder.state.trace is not self:  # a shape kept and read after the trace
+            return
         prev = self.shape_reads.get(slot, ())
         if prev is None:
             return
@@ -1239,19 +1253,30 @@ _arenas = _ArenaHolders()
 # on the axis)}: recorded as "the shape of that slot", so a derived plan recomputes it for the new shapes
 _SHAPE_ATTRS = dict({n: {"shape": 0} for n in (
     "reduce_sum", "reduce_mean", "reduce_max", "reduce_min", "reduce_prod", "reduce_any", "reduce_all",
-    "reduce_logsumexp", "tile", "getitem")}, reshape={"in_shape": 0}, concat={"sizes": "sizes"})
+    "reduce_logsumexp", "tile", "getitem")}, reshape={"in_shape": 0, "shape": "minus"}, concat={"sizes": "sizes"})
 # attributes that hold no size (axes, flags, dtypes, the caller's scalars)
 _NO_SIZES = {"axis", "axes", "perm", "keepdims", "batch_dims", "dtype", "advanced", "adjoint", "lower",
              "full_matrices", "exclusive", "reverse", "descending", "approximate", "mode", "alpha", "eps", "keep",
-             "scale", "on", "off", "value", "padding_value", "lo", "hi", "device", "source", "sign"}
-# attributes whose ints the caller wrote (a reshape's target, an index): no plan is derived when one of them
-# equals the traced size of a generic dimension (it may have come from it)
-_CALLER_INTS = {("reshape", "shape"), ("broadcast_to", "shape"), ("getitem", "key"), ("tile", "multiples"),
-                ("pad", "pads"), ("one_hot", "depth")}
+             "scale", "on", "off", "value", "padding_value", "lo", "hi", "device", "source", "sign", "minus"}
+# attributes whose ints the caller wrote as they are (an index, multiples, paddings, a target shape): a size in
+# them came from reading a traced tensor's shape, which the trace notes (Tensor.shape, len, accel.shape)
+_CALLER_INTS = {("getitem", "key"), ("tile", "multiples"), ("pad", "pads"), ("one_hot", "depth"),
+                ("broadcast_to", "shape")}
+# ...or nearly: a reshape's target has its -1 resolved by the wrapper (derived anew when `minus` says where);
+# without that, a target that holds a generic size is not trusted
+_SCANNED_INTS = {("reshape", "shape")}
 
 
 def _input_shape(src, traced, examples):
     return traced if src[0] == "fixed" else tuple(examples[src[1]].shape)
+
+
+def _reshape_target(src, traced, minus, examples):
+    if src[0] == "fixed":
+        return traced
+    n = int(np.prod(examples[src[1]].shape, dtype=np.int64))
+    known = int(np.prod([d for i, d in enumerate(traced) if i != minus], dtype=np.int64))
+    return tuple(n // known if i == minus else d for i, d in enumerate(traced))
 
 
 def _concat_sizes(sources, traced, axis, examples):
@@ -1276,7 +1301,13 @@ def _ints_in(v, depth=0):
         yield from (int(e) for e in v.reshape(-1))
 
 
-class _UnknownInts(Exception):
+def _holds_array(v):
+    if isinstance(v, (tuple, list)):
+        return any(_holds_array(e) for e in v)
+    return hasattr(v, "shape") and hasattr(v, "dtype") and not isinstance(v, np.generic)
+
+
+class _NotDerivable(Exception):
     pass
 
 
@@ -1301,6 +1332,9 @@ class _Recording:
         self.examples = trace.examples
         self.sym = trace.sym
         self.shape_reads = trace.shape_reads
+        # the gradients the tape left as they were, by slot (the arrays are registered by now)
+        self.grad_ties = [(trace.array_slot[id(a)], src, shape) for a, src, shape in trace.grad_ties
+                          if id(a) in trace.array_slot and tuple(a.shape) == shape]
         self.guards_after_write = trace.guards_after_write
         self.fn_name = trace.fn_name
         self.input_slots = input_slots
@@ -1341,25 +1375,25 @@ class _Recording:
         if self._checked is None:
             try:
                 self._checked = (None, self._scan())
-            except _UnknownInts as e:
+            except _NotDerivable as e:
                 self._checked = (str(e), frozenset())
         return self._checked
 
     def _scan(self):
         sizes = self.sizes
         if not sizes:
-            raise _UnknownInts("no generic dimension")
+            raise _NotDerivable("no generic dimension")
         for s, dims in zip(self.input_slots, self.generic_dims):
             read = self.shape_reads.get(s, ())
             if read is None or set(read) & set(dims):
-                raise _UnknownInts("the Python read a generic dimension of an input")
+                raise _NotDerivable("the Python read a generic dimension of an input")
 
         def const(a):
             a = np.asarray(a) if not hasattr(a, "shape") else a
             if sizes & set(int(d) for d in a.shape):
-                raise _UnknownInts("a constant of shape %s" % (tuple(a.shape),))
+                raise _NotDerivable("a constant of shape %s" % (tuple(a.shape),))
             if a.dtype.kind in "iu" and a.size <= 64 and sizes & set(_ints_in(backend.to_numpy(a))):
-                raise _UnknownInts("an int constant holding a generic size")
+                raise _NotDerivable("an int constant holding a generic size")
 
         fixed = set()
         for r in self.plan_refs:
@@ -1398,10 +1432,10 @@ class _Recording:
                 ints = set(_ints_in(v))
                 if not ints:
                     continue
-                if (name, k) in _CALLER_INTS:
+                if (name, k) in _SCANNED_INTS:
                     if ints & sizes:
-                        raise _UnknownInts("%s's %s %r holds a generic size" % (name, k, v))
-                else:
+                        raise _NotDerivable("%s's %s %r holds a generic size" % (name, k, v))
+                elif (name, k) not in _CALLER_INTS or _holds_array(v):  # an index array: a traced one's shape
                     fixed.add(i)
         return frozenset(fixed)
 
@@ -1423,9 +1457,11 @@ class _Recording:
                 return None
         try:
             ex = self._dry_run(arrays, arg_vars, fixed, ranks)
-        except Exception:  # an op that refuses the new shapes: trace again, which reports it as eager does
+        except _NotDerivable as e:
+            self.last_miss = str(e)
             return None
-        if ex is None:
+        except Exception as e:  # an op that refuses the new shapes: trace again, which reports it as eager does
+            self.last_miss = "%s: %s" % (type(e).__name__, e)
             return None
         nodes = [self._resolved(n, self.sym[i], ex) if i in self.sym else n for i, n in enumerate(self.nodes)]
         trace = _DerivedTrace(nodes, ex, self.guards_after_write, self.fn_name)
@@ -1481,19 +1517,15 @@ class _Recording:
                 a, b = ex[o], old[o]
                 if not hasattr(a, "shape") or a.dtype != b.dtype or (a.ndim != b.ndim and not ranks) or \
                         (0 in a.shape) != (0 in b.shape) or not self._reads_ok(o, a):
-                    return False
-                for r in new_refs:  # a broadcast pattern that changed would change which sums the tape made
+                    raise _NotDerivable("step %d: the dtype, rank, emptiness or a dimension the Python read of "
+                                        "slot %d changed" % (i, o))
+                if not ranks:
+                    continue
+                for r in new_refs:  # another rank: only scalars and inputs of the output's shape
                     if r[0] in ("slot", "const", "var", "arg_var"):
                         x_new, x_old = val(r), (old[r[1]] if r[0] == "slot" else val(r))
-                        if ranks and x_new.ndim == x_old.ndim == 0:
-                            continue  # a scalar broadcasts the same way into any rank
-                        if ranks:  # another rank: only inputs of the output's shape
-                            if x_new.shape != a.shape or x_old.shape != b.shape:
-                                return False
-                            continue
-                        if _broadcast(x_new.shape, a.shape) != _broadcast(x_old.shape, b.shape):
-                            return False
-            return True
+                        if not (x_new.ndim == x_old.ndim == 0 or (x_new.shape == a.shape and x_old.shape == b.shape)):
+                            raise _NotDerivable("step %d: at another rank, an input shaped unlike its output" % i)
 
         for i, n in enumerate(self.nodes):
             kind = n[0]
@@ -1502,7 +1534,7 @@ class _Recording:
             if kind == "op":
                 _, op, refs, attrs, outs = n
                 if i in fixed and not same_inputs(refs):
-                    return None
+                    raise _NotDerivable("step %d: %s has int attributes and inputs of new shapes" % (i, op.name))
                 args = [val(r) for r in refs]
                 res = op.forward(xp, *args, **attrs)
                 var_arrays = tuple(val(r) for r in refs if r[0] in ("var", "arg_var"))
@@ -1510,48 +1542,46 @@ class _Recording:
                     res = _detach(res, op.multi_out, var_arrays)
                 res = list(res) if op.multi_out else [res]
                 if len(res) != len(outs):
-                    return None
+                    raise _NotDerivable("step %d: another number of outputs" % i)
                 for o, a in zip(outs, res):
                     ex[o] = a
-                if not produced(outs, refs):
-                    return None
+                produced(outs, refs)
             elif kind == "acall":
                 _, fn, refs, kwargs, outs, multi, op = n
                 flat = list(_flat_refs(refs))
                 if i in fixed and not same_inputs(flat):
-                    return None
+                    raise _NotDerivable("step %d: a backward step with int arguments, inputs of new shapes" % i)
                 res = fn(*[val(r) for r in refs], **kwargs)
                 if multi:
                     res = list(res)
                     if len(res) != len(outs):
-                        return None
+                        raise _NotDerivable("step %d: another number of outputs" % i)
                     for o, a in zip(outs, res):
                         if o is not None:
                             if a is None:
-                                return None
+                                raise _NotDerivable("step %d: a gradient is missing" % i)
                             ex[o] = a
                 else:
                     ex[outs[0]] = res
-                if not produced([o for o in outs if o is not None], [r for r in flat if r[0] != "py"]):
-                    return None
+                produced([o for o in outs if o is not None], [r for r in flat if r[0] != "py"])
             elif kind == "guard":
                 _, s, what, value = n
                 if _py_value(ex[s], what) != value:
-                    return None
+                    raise _NotDerivable("step %d: a guard comes out differently" % i)
             elif kind == "assign":
                 r = n[3]
                 if r[0] == "slot" and ex[r[1]].shape != old[r[1]].shape:
-                    return None
+                    raise _NotDerivable("step %d: a Variable assigned a value of another shape" % i)
             elif kind == "call" and n[4]:  # an optimizer step: the gradients it gets keep their shapes
                 if not same_inputs(n[3]):
-                    return None
+                    raise _NotDerivable("step %d: an optimizer step given gradients of new shapes" % i)
             # host (a random draw of a fixed shape): its traced example stands for the new one
+        for slot, src, shape in self.grad_ties:
+            new_shape = shape if src is None or src[0] == "fixed" else ex[src[1]].shape  # None: a constant's
+            if tuple(ex[slot].shape) != tuple(new_shape):
+                raise _NotDerivable("the gradient in slot %d had its input's shape and no longer has it (a broadcast "
+                                    "that changed: the tape would have summed it)" % slot)
         return ex
-
-
-def _broadcast(shape, out_shape):
-    """Which dimensions of an input of `shape` broadcast in an output of out_shape (and the rank gap)."""
-    return len(out_shape) - len(shape), tuple(a == 1 and b != 1 for a, b in zip(shape[::-1], out_shape[::-1]))
 
 
 class _DerivedTrace:
@@ -1569,7 +1599,7 @@ def _generic_dims(key, arrays):
     "rank" where even its rank is (reduce_retracing after a change of rank)."""
     out = []
     leaves = [k for k in key[2] if k[0] == "tensor"]
-    for k, a in zip(leaves, arrays):
+    for k, _a in zip(leaves, arrays):
         shape = k[1]
         if shape == "unknown":
             out.append("rank")
@@ -1991,6 +2021,8 @@ class Function:
                              % (_short_key(key), c["recorded_ops"], c["ops"], c["fused_kernels"], c["rule_calls"],
                                 c["host_steps"], c["guards"], c["peak_bytes"], c["arena_bytes"],
                                 c["arena_buffers"], c["stores"]))
+                if getattr(p, "derived", False):
+                    lines[-1] += "; derived for input shapes %s (the Python did not run)" % (p.arg_shapes,)
                 for g in p.kernels:
                     lines.append("    kernel " + g.describe())
         return "\n".join(lines)
