@@ -12,9 +12,16 @@ function that calls the ops' forward functions on arrays: no Tensor wrapping, no
 Signatures follow TF 2.21 (/work/shared/reference/CAPTURE.md): tensors and NumPy arrays by shape and
 dtype, Variables passed as arguments by shape and dtype, Python scalars and other hashable values by
 value (1 == 1.0 == True, as TF), other objects by identity, nested structures by structure.
-`input_signature` and `reduce_retracing` make dimensions generic (None). A plan records the shapes it
-was traced with; a call with other concrete shapes under a generic signature re-records silently
-(it is not counted as a trace, but the function's Python runs again for that shape).
+`input_signature` and `reduce_retracing` make dimensions generic (None), and so does
+get_concrete_function(TensorSpec([None, ...])). A plan records the shapes it was traced with; a call with
+other concrete shapes under a generic signature gets a plan derived from the recorded graph, without running
+the Python again (as TF runs it once per generic trace): the recorded nodes run once unfused on the new
+arrays, which gives every value's new shape, and the plan is built for them (fusion, memory plan). Attributes
+that are an input's shape (a reduction's, a reshape's -1, the tape's unbroadcast targets) are recorded as
+such. Where the Python may have seen a size of a generic dimension (Tensor.shape, len(), accel.shape of a
+traced tensor; a guard that comes out differently; a constant or random draw of the traced batch shape; an
+op whose other int attributes came from its changed inputs' shapes) the call re-records instead (not counted
+as a trace; the Python runs again for that shape). _Recording has the rules.
 
 Python control flow on a traced value (`if loss > 0:`, `while n < 3:`, `int(t)`) records a guard: a
 call whose guard comes out differently traces that path too and keeps both. Writes the plan made
