@@ -1315,7 +1315,9 @@ def _holds_array(v):
 
 
 class _NotDerivable(Exception):
-    pass
+    def __init__(self, reason, permanent=False):
+        super().__init__(reason)
+        self.permanent = permanent  # the Python read a size that changes with the generic one: every size would miss
 
 
 class _Recording:
@@ -1466,6 +1468,9 @@ class _Recording:
             ex = self._dry_run(arrays, arg_vars, fixed, ranks)
         except _NotDerivable as e:
             self.last_miss = str(e)
+            if e.permanent:
+                self._checked = (self.last_miss, frozenset())
+                self.permanent_miss = True
             return None
         except Exception as e:  # an op that refuses the new shapes: trace again, which reports it as eager does
             self.last_miss = "%s: %s" % (type(e).__name__, e)
@@ -1525,7 +1530,7 @@ class _Recording:
                 if not hasattr(a, "shape") or a.dtype != b.dtype or (a.ndim != b.ndim and not ranks) or \
                         (0 in a.shape) != (0 in b.shape) or not self._reads_ok(o, a):
                     raise _NotDerivable("step %d: the dtype, rank, emptiness or a dimension the Python read of "
-                                        "slot %d changed" % (i, o))
+                                        "slot %d changed" % (i, o), permanent=not self._reads_ok(o, a))
                 if not ranks:
                     continue
                 for r in new_refs:  # another rank: only scalars and inputs of the output's shape
@@ -1845,6 +1850,8 @@ class Function:
     def _derive(self, cf, arrays, arg_vars):
         """New concrete shapes under a generic signature: a plan derived from a recording of this signature
         (no Python runs; _Recording says when it cannot be), replayed; else _MISS (the caller traces)."""
+        if getattr(cf, "underived", False):
+            return _MISS
         recordings = []
         for plan in cf.plans:
             rec = getattr(plan, "recording", None)
@@ -1853,6 +1860,10 @@ class Function:
         for rec in recordings:
             plan = rec.derive(arrays, arg_vars)
             if plan is None:
+                if getattr(rec, "permanent_miss", False):
+                    # the Python reads a size that changes with the generic one: its later traces will too,
+                    # so this signature stops trying (each try runs the recorded steps up to that read)
+                    cf.underived = True
                 continue
             with self._lock:
                 cf.plans.insert(0, plan)
