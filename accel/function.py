@@ -1308,10 +1308,12 @@ def _ints_in(v, depth=0):
         yield from (int(e) for e in v.reshape(-1))
 
 
-def _holds_array(v):
+def _arrays_in(v):
     if isinstance(v, (tuple, list)):
-        return any(_holds_array(e) for e in v)
-    return hasattr(v, "shape") and hasattr(v, "dtype") and not isinstance(v, np.generic)
+        for e in v:
+            yield from _arrays_in(e)
+    elif hasattr(v, "shape") and hasattr(v, "dtype") and not isinstance(v, np.generic):
+        yield v
 
 
 class _NotDerivable(Exception):
@@ -1405,6 +1407,7 @@ class _Recording:
                 raise _NotDerivable("an int constant holding a generic size")
 
         fixed = set()
+        traced = {id(a) for a in self.examples}
         for r in self.plan_refs:
             if r[0] == "const":
                 const(r[1])
@@ -1436,6 +1439,8 @@ class _Recording:
                 extra = [(j, r[1]) for j, r in enumerate(n[2]) if r[0] == "py" and ("arg", j) not in sym]
             name = op.name if op is not None else None
             for k, v in list(attrs.items()) + [(("arg", j), v) for j, v in extra]:
+                if any(id(a) in traced for a in _arrays_in(v)):  # a traced tensor's value frozen into an index
+                    raise _NotDerivable("%s's %s holds a traced value" % (name, k))
                 if k in sym or k in _NO_SIZES:
                     continue
                 ints = set(_ints_in(v))
@@ -1444,7 +1449,7 @@ class _Recording:
                 if (name, k) in _SCANNED_INTS:
                     if ints & sizes:
                         raise _NotDerivable("%s's %s %r holds a generic size" % (name, k, v))
-                elif (name, k) not in _CALLER_INTS or _holds_array(v):  # an index array: a traced one's shape
+                elif (name, k) not in _CALLER_INTS or any(True for _ in _arrays_in(v)):  # an index array
                     fixed.add(i)
         return frozenset(fixed)
 

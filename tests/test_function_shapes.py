@@ -535,3 +535,19 @@ def test_random_programs_over_a_generic_batch_equal_eager_bitwise(seed, traced):
                 np.testing.assert_array_equal(g, e, err_msg="%s batch %d" % (steps, n))
     # traced at 6 every program derives; traced at 1 a broadcast may differ at other sizes (one more trace)
     assert len(runs) == 1 or (traced == 1 and len(runs) == 2), (steps, len(runs))
+
+
+def test_an_index_tensor_frozen_into_a_key_is_not_reused_for_other_shapes():
+    """x[idx] with a traced idx keeps idx's array in the recorded key (accel.function replays it as a constant):
+    a new shape of idx traces again rather than reuse that array."""
+
+    def fn(x, idx):
+        return x[idx] * 2.0
+
+    body, runs = _counted(fn)
+    f = tf.function(body, input_signature=[tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.int32)])
+    x = tf.constant(np.arange(6, dtype=np.float32))
+    for idx in ([0, 1], [3, 4, 5], [5]):
+        i = tf.constant(np.array(idx, np.int32))
+        np.testing.assert_array_equal(f(x, i).numpy(), fn(x, i).numpy())
+    assert len(runs) == 3
