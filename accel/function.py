@@ -2048,6 +2048,10 @@ class Function:
                     lines[-1] += "; derived for input shapes %s (the Python did not run)" % (p.arg_shapes,)
                 for g in p.kernels:
                     lines.append("    kernel " + g.describe())
+            rec = next((p.recording for p in cf.plans if getattr(p, "recording", None) is not None), None)
+            miss = rec is not None and (rec.static_check()[0] or getattr(rec, "last_miss", None))
+            if miss:
+                lines.append("    a new shape of this signature traced again (the Python ran) because: " + miss)
         return "\n".join(lines)
 
 

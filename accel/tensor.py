@@ -12,6 +12,7 @@ import numpy as np
 
 from accel import backend, dtypes
 from accel.recorder import leaving as _warn_leaving_tape
+from accel.recorder import hooks as _hooks
 from accel.recorder import state as _rec_state
 
 _next_id = itertools.count(1).__next__
@@ -255,7 +256,7 @@ class Tensor:
     # --- properties ---------------------------------------------------------------------
     @property
     def shape(self) -> TensorShape:
-        trace = _rec_state.trace
+        trace = _rec_state.trace if _hooks.active else None  # active: some thread traces, profiles or checks
         if trace is not None:
             note = trace.watch_shape(self)
             if note is not None:

@@ -397,12 +397,16 @@ def test_reduce_retracing_generalises_then_derives():
     assert f.experimental_get_tracing_count() == 2 and len(runs) == 2
 
 
-def test_derivation_cost_is_recorded_in_explain():
+def test_explain_says_which_plans_were_derived_and_why_a_shape_traced_again():
     fn, shapes = _case_mlp_grads()
     f = tf.function(fn, input_signature=_specs(shapes))
     for n in [3, 5]:
         f(*_inputs(n, n))
-    assert "derived" in f.explain()
+    assert "derived for input shapes [(5, 4), (5, 4)]" in f.explain()
+    g = tf.function(FALLBACK["reshape_to_shape_0"][0], input_signature=_specs(shapes))
+    for n in [3, 5]:
+        g(*_inputs(n, n))
+    assert "traced again (the Python ran) because: the Python read a generic dimension of an input" in g.explain()
 
 
 # --- random programs over a generic batch dimension ---------------------------------------------------------
