@@ -1335,8 +1335,11 @@ class _Recording:
       generic dimension of an input (`x.shape[0]`; accel.shape);
     - on the new shapes: a node that raises, a guard that comes out differently, a dimension the Python
       read that changed, a node whose other int attributes (pads, split sizes) were made from its inputs'
-      shapes and those changed, a broadcast, empty or dtype pattern that changed, a Variable write of
-      another shape."""
+      shapes and those changed, a value that becomes empty (or stops being) or changes dtype, a gradient the
+      tape did not sum (it had its input's shape) that no longer has its input's shape (a broadcast that
+      changed: the tape would have summed it), a Variable write or optimizer step given another shape.
+    A size-1 traced dimension is the usual cause of the last one: a recording at another size serves size 1
+    where the broadcast comes out the same."""
 
     def __init__(self, trace, input_slots, plan_refs, fuse, generic_dims, arg_vars):
         self.nodes = trace.nodes
@@ -1482,7 +1485,11 @@ class _Recording:
             return None
         nodes = [self._resolved(n, self.sym[i], ex) if i in self.sym else n for i, n in enumerate(self.nodes)]
         trace = _DerivedTrace(nodes, ex, self.guards_after_write, self.fn_name)
-        plan = Plan(trace, self.input_slots, self.plan_refs, None, self.fuse)
+        try:
+            plan = Plan(trace, self.input_slots, self.plan_refs, None, self.fuse)
+        except Exception as e:  # a step the plan cannot take at these shapes: trace again
+            self.last_miss = "building the plan: %s: %s" % (type(e).__name__, e)
+            return None
         plan.arg_shapes = [tuple(a.shape) for a in arrays]
         plan.out_structure = self.out_structure
         plan.post = self.post
@@ -1583,7 +1590,7 @@ class _Recording:
                 produced([o for o in outs if o is not None], [r for r in flat if r[0] != "py"])
             elif kind == "guard":
                 _, s, what, value = n
-                if _py_value(ex[s], what) != value:
+                if _py_value(backend.to_numpy(ex[s]), what) != value:
                     raise _NotDerivable("step %d: a guard comes out differently" % i)
             elif kind == "assign":
                 r = n[3]

@@ -555,3 +555,20 @@ def test_an_index_tensor_frozen_into_a_key_is_not_reused_for_other_shapes():
         i = tf.constant(np.array(idx, np.int32))
         np.testing.assert_array_equal(f(x, i).numpy(), fn(x, i).numpy())
     assert len(runs) == 3
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not tf.config.list_physical_devices("GPU"), reason="no CUDA device")
+def test_derived_plans_on_the_gpu_equal_eager():
+    """Never run on this project's machines so far (no GPU)."""
+    with tf.device("gpu:0"):
+        fn, shapes = _case_mlp_grads()  # its Variables on the GPU
+    body, runs = _counted(fn)
+    f = tf.function(body, input_signature=_specs(shapes), jit_compile=True)
+    for k, n in enumerate(SIZES):
+        with tf.device("gpu:0"):
+            args = [tf.constant(a.numpy()) for a in _inputs(n, k)]
+            got, want = _flat(f(*args)), _flat(fn(*args))
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+    assert len(runs) == 1
