@@ -103,6 +103,8 @@ DERIVED = {
     "softmax_xent_grads": _case_softmax_xent_grads,
     "concat_slice_broadcast_grads": _case_concat_slice_broadcast_grads,
     "reshape_minus_one_grads": _case_reshape_minus_one_grads,
+    "seeded_random_of_fixed_shape": lambda: ((lambda x, y: x * tf.random.uniform([4], seed=2) + y),
+                                             [(None, 4), (None, 4)]),  # drawn again on every call
 }
 
 # the Python saw a generic size, or a recorded value has it: a new size traces again (the body runs). Sizes
@@ -116,6 +118,8 @@ FALLBACK = {
     "guard_on_size": (lambda x, y: x * 2.0 if tf.reduce_sum(x * 0.0 + 1.0) > 12.0 else x * 3.0 + y, 2),
     "int_guard_on_size": (lambda x, y: tf.tile(y[:1], [int(tf.reduce_sum(x[:, 0] * 0.0 + 1.0)), 1]) + x, 3),
     "loop_over_rows": (lambda x, y: tf.add_n([r * float(i + 1) for i, r in enumerate(x)]) + y[0], 3),
+    "unstack_rows": (lambda x, y: tf.stack(tf.unstack(x)[::-1]) + y, 3),  # as many outputs as rows
+    "seeded_dropout": (lambda x, y: tf.nn.dropout(x, 0.5, seed=3) + y, 3),  # a mask of the batch's shape
 }
 
 
