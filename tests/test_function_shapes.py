@@ -576,3 +576,41 @@ def test_derived_plans_on_the_gpu_equal_eager():
         for g, w in zip(got, want):
             np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
     assert len(runs) == 1
+
+
+# every way Python code can get sizes out of a traced tensor's shape notes which dimensions it read
+SHAPE_USES = {
+    "index": (lambda s: s[1], {1}),
+    "negative index": (lambda s: s[-1], {2}),
+    "slice": (lambda s: s[1:], {1, 2}),
+    "len (the rank)": (lambda s: len(s), set()),
+    "tuple": (lambda s: tuple(s), None),
+    "unpack": (lambda s: [a for a, _, _ in [s]], None),
+    "star": (lambda s: (lambda *a: a)(*s), None),
+    "np.zeros": (lambda s: np.zeros(s), None),
+    "reshape to it": (lambda s: np.arange(60).reshape(s), None),
+    "concatenated": (lambda s: s + (1,), None),
+    "concatenated to": (lambda s: (1,) + s, None),
+    "compared": (lambda s: s == (3, 4, 5), None),
+    "as_list": (lambda s: s.as_list(), None),
+    "num_elements": (lambda s: s.num_elements(), None),
+    "str": (lambda s: str(s), None),
+    "hash": (lambda s: hash(s), None),
+    "max": (lambda s: max(s), None),
+    "np.prod": (lambda s: np.prod(s), None),
+    "in": (lambda s: 3 in s, None),
+}
+
+
+@pytest.mark.parametrize("use", sorted(SHAPE_USES))
+def test_reading_a_traced_shape_notes_the_dimensions_read(use):
+    fn, want = SHAPE_USES[use]
+    seen = {}
+
+    def body(x):
+        fn(x.shape)
+        seen["slot"] = function_mod.recorder.state.trace.shape_reads.get(0, set())
+        return x * 2.0
+
+    tf.function(body)(tf.constant(np.zeros((3, 4, 5), np.float32)))
+    assert seen["slot"] == want, (use, seen["slot"])
