@@ -13,9 +13,16 @@ function that calls the ops' forward functions on arrays: no Tensor wrapping, no
 Signatures follow TF 2.21 (/work/shared/reference/CAPTURE.md): tensors and NumPy arrays by shape and
 dtype, Variables passed as arguments by shape and dtype, Python scalars and other hashable values by
 value (1 == 1.0 == True, as TF), other objects by identity, nested structures by structure.
-`input_signature` and `reduce_retracing` make dimensions generic (None). A plan records the shapes it
-was traced with; a call with other concrete shapes under a generic signature re-records silently
-(it is not counted as a trace, but the function's Python runs again for that shape).
+`input_signature` and `reduce_retracing` make dimensions generic (None), and so does
+get_concrete_function(TensorSpec([None, ...])). A plan records the shapes it was traced with; a call with
+other concrete shapes under a generic signature gets a plan derived from the recorded graph, without running
+the Python again (as TF runs it once per generic trace): the recorded nodes run once unfused on the new
+arrays, which gives every value's new shape, and the plan is built for them (fusion, memory plan). Attributes
+that are an input's shape (a reduction's, a reshape's -1, the tape's unbroadcast targets) are recorded as
+such. Where the Python may have seen a size of a generic dimension (Tensor.shape, len(), accel.shape of a
+traced tensor; a guard that comes out differently; a constant or random draw of the traced batch shape; an
+op whose other int attributes came from its changed inputs' shapes) the call re-records instead (not counted
+as a trace; the Python runs again for that shape). _Recording has the rules.
 
 Python control flow on a traced value (`if loss > 0:`, `while n < 3:`, `int(t)`) records a guard: a
 call whose guard comes out differently traces that path too and keeps both. Writes the plan made
@@ -45,6 +52,7 @@ from accel.tensor import Tensor, TensorShape, TensorSpec
 __all__ = ["function", "Function", "ConcreteFunction"]
 
 MAX_CACHED = 256  # concrete functions per Function (LRU); TF keeps all of them
+MAX_PLANS = 8  # plans per concrete function (guard paths, and concrete shapes of a generic signature); LRU
 RETRACE_WARN_AT = 5  # traces among the last RETRACE_WARN_WINDOW calls of one Python function (TF 2.21's numbers)
 RETRACE_WARN_WINDOW = 10
 RETRACE_WARN_MAX = 2
@@ -91,6 +99,14 @@ class Trace:
         self.guards_after_write = False
         self._wrote = False
         self.created_variables = False
+        # for plans derived for new shapes (see _derive): node index -> {attr name | ("arg", i): fn(examples)}
+        # giving a shape-valued attribute or argument from the shapes of the slots it came from, and
+        # slot -> the dimensions of it the Python read (None: all of them)
+        self.sym = {}
+        self.shape_reads = {}
+        # (gradient array, where its forward input's shape comes from, that shape): a gradient the tape did not
+        # sum down to its input's shape (it had it) must keep having it in a derived plan
+        self.grad_ties = []
 
     def new_slot(self, t):
         s = self.new_array_slot(t._data)
@@ -127,9 +143,21 @@ class Trace:
             raise NotCapturable("argument of type %s" % type(x).__name__)
         return ("py", x)
 
-    def array_call(self, fn, args, kwargs, result, op=None):
-        """One array-level step of a backward pass (a rule, a fused hook, an unbroadcast, a sum)."""
+    def array_call(self, fn, args, kwargs, result, op=None, in_ids=None, shape_of=None, grad_of=None):
+        """One array-level step of a backward pass (a rule, a fused hook, an unbroadcast, a sum). in_ids: the
+        ids of the forward op's inputs (a rule's attributes may hold their shapes); shape_of: (i, id) when
+        argument i is the shape of the tensor with that id (sum_to_array's target); grad_of: per result,
+        (id, shape) of the forward input it is the gradient of (the tape sums it to that shape if they differ)."""
         refs = tuple(self._arg(a) for a in args)  # before the result is registered: a rule may return an input
+        sym = self._shape_attrs(op, kwargs, [self._id_source(i) for i in in_ids]) if in_ids is not None else {}
+        if shape_of is not None:
+            src = self._id_source(shape_of[1])
+            if src is not None:
+                sym[("arg", shape_of[0])] = functools.partial(_input_shape, src, tuple(args[shape_of[0]]))
+        if grad_of is not None:  # which gradients the tape left unsummed: a derived plan must leave the same
+            for r, (iid, shape) in zip(result if isinstance(result, (tuple, list)) else (result,), grad_of):
+                if r is not None and id(r) not in self.var_arrays:
+                    self.grad_ties.append((r, self._id_source(iid), tuple(shape)))
         if isinstance(result, (np.ndarray, np.generic)):  # NumPy's 0-d arithmetic gives scalars
             if id(result) in self.array_slot or id(result) in self.var_arrays:
                 return  # the rule handed back one of its inputs
@@ -142,7 +170,64 @@ class Trace:
         else:
             raise NotCapturable("a %s cotangent" % type(result).__name__)
         self.keep.append((args, result))
+        if sym:
+            self.sym[len(self.nodes)] = sym
         self.nodes.append(("acall", fn, refs, kwargs or {}, outs, multi, op))
+
+    def _id_source(self, tid):
+        """Where the tensor with id tid got its shape: ("slot", s), ("fixed",) for a Variable, else None."""
+        s = self.slot_of.get(tid)
+        if s is not None:
+            return ("slot", s)
+        return ("fixed",) if tid in self.variables else None
+
+    def _shape_attrs(self, op, attrs, sources):
+        """{attr: fn(examples)} for the attributes of op that hold its inputs' shapes (see _SHAPE_ATTRS),
+        each checked against the shape it stands for."""
+        spec = _SHAPE_ATTRS.get(op.name) if op is not None and attrs else None
+        if not spec:
+            return {}
+        out = {}
+        for k, j in spec.items():
+            if k not in attrs:
+                continue
+            if j == "sizes":  # concat: each input's size along the axis
+                if any(src is None for src in sources):
+                    continue
+                fn = functools.partial(_concat_sizes, tuple(sources), attrs[k], attrs["axis"])
+            elif j == "minus":  # reshape: the size the caller left as -1
+                if "minus" not in attrs or sources[0] is None:
+                    continue
+                fn = functools.partial(_reshape_target, sources[0], attrs[k], attrs["minus"])
+            elif j < len(sources) and sources[j] is not None:
+                fn = functools.partial(_input_shape, sources[j], attrs[k])
+            else:
+                continue
+            try:
+                if fn(self.examples) == attrs[k]:
+                    out[k] = fn
+            except (TypeError, IndexError):
+                pass
+        return out
+
+    def watch_shape(self, t):
+        """How Tensor.shape notes a read of traced tensor t's dimensions (None: t is not traced)."""
+        if self.paused:
+            return None
+        s = self.slot_of.get(t._id)
+        if s is None:
+            s = self.array_slot.get(id(t._data))
+        if s is None:
+            return None
+        return functools.partial(self._note_shape_read, s)
+
+    def _note_shape_read(self, slot, dims):
+        if recorder.state.trace is not self:  # a shape kept and read after the trace
+            return
+        prev = self.shape_reads.get(slot, ())
+        if prev is None:
+            return
+        self.shape_reads[slot] = None if dims is None else set(prev) | set(dims)
 
     def ref(self, t):
         """How a plan gets tensor t: ("slot", s), ("var", v) (read at use), ("arg_var", i) or ("const", a)."""
@@ -165,6 +250,12 @@ class Trace:
             return
         refs = tuple(self.ref(t) for t in inputs)
         outs = tuple(self.new_slot(o) for o in out) if op.multi_out else (self.new_slot(out),)
+        if attrs and op.name in _SHAPE_ATTRS:
+            sources = [r if r[0] == "slot" else ("fixed",) if r[0] in ("var", "arg_var", "const") else None
+                       for r in refs]
+            sym = self._shape_attrs(op, attrs, sources)
+            if sym:
+                self.sym[len(self.nodes)] = sym
         self.nodes.append(("op", op, refs, attrs or {}, outs))
 
     def assign(self, var, how, value):
@@ -1315,6 +1406,403 @@ class _ArenaHolders:
 _arenas = _ArenaHolders()
 
 
+# --- plans for new shapes under a generic signature ------------------------------------------------
+
+# op name -> {attribute: the index of the input whose shape it holds, or "sizes" (concat: each input's size
+# on the axis)}: recorded as "the shape of that slot", so a derived plan recomputes it for the new shapes
+_SHAPE_ATTRS = dict({n: {"shape": 0} for n in (
+    "reduce_sum", "reduce_mean", "reduce_max", "reduce_min", "reduce_prod", "reduce_any", "reduce_all",
+    "reduce_logsumexp", "tile", "getitem")}, reshape={"in_shape": 0, "shape": "minus"}, concat={"sizes": "sizes"})
+# attributes that hold no size (axes, flags, dtypes, the caller's scalars)
+_NO_SIZES = {"axis", "axes", "perm", "keepdims", "batch_dims", "dtype", "advanced", "adjoint", "lower",
+             "full_matrices", "exclusive", "reverse", "descending", "approximate", "mode", "alpha", "eps", "keep",
+             "scale", "on", "off", "value", "padding_value", "lo", "hi", "device", "source", "sign", "minus"}
+# attributes whose ints the caller wrote as they are (an index, multiples, paddings, a target shape): a size in
+# them came from reading a traced tensor's shape, which the trace notes (Tensor.shape, len, accel.shape)
+_CALLER_INTS = {("getitem", "key"), ("tile", "multiples"), ("pad", "pads"), ("one_hot", "depth"),
+                ("broadcast_to", "shape")}
+# ...or nearly: a reshape's target has its -1 resolved by the wrapper (derived anew when `minus` says where);
+# without that, a target that holds a generic size is not trusted
+_SCANNED_INTS = {("reshape", "shape")}
+
+
+def _input_shape(src, traced, examples):
+    return traced if src[0] == "fixed" else tuple(examples[src[1]].shape)
+
+
+def _reshape_target(src, traced, minus, examples):
+    if src[0] == "fixed":
+        return traced
+    n = int(np.prod(examples[src[1]].shape, dtype=np.int64))
+    known = int(np.prod([d for i, d in enumerate(traced) if i != minus], dtype=np.int64))
+    return tuple(n // known if i == minus else d for i, d in enumerate(traced))
+
+
+def _concat_sizes(sources, traced, axis, examples):
+    return tuple(t if src[0] == "fixed" else int(examples[src[1]].shape[axis]) for src, t in zip(sources, traced))
+
+
+def _ints_in(v, depth=0):
+    """The Python/NumPy ints inside an attribute value (tuples, lists, dicts, slices, small int arrays)."""
+    if isinstance(v, (bool, np.bool_)) or v is None or depth > 8:
+        return
+    if isinstance(v, (int, np.integer)):
+        yield int(v)
+    elif isinstance(v, (tuple, list)):
+        for e in v:
+            yield from _ints_in(e, depth + 1)
+    elif isinstance(v, dict):
+        for e in v.values():
+            yield from _ints_in(e, depth + 1)
+    elif isinstance(v, slice):
+        yield from _ints_in((v.start, v.stop, v.step), depth + 1)
+    elif isinstance(v, np.ndarray) and v.dtype.kind in "iu" and v.size <= 64:
+        yield from (int(e) for e in v.reshape(-1))
+
+
+def _arrays_in(v):
+    if isinstance(v, (tuple, list)):
+        for e in v:
+            yield from _arrays_in(e)
+    elif hasattr(v, "shape") and hasattr(v, "dtype") and not isinstance(v, np.generic):
+        yield v
+
+
+class _NotDerivable(Exception):
+    def __init__(self, reason, permanent=False):
+        super().__init__(reason)
+        self.permanent = permanent  # the Python read a size that changes with the generic one: every size would miss
+
+
+class _Recording:
+    """What a trace recorded, kept with its plans so that a call with new concrete shapes under a generic
+    signature gets a plan without running the Python again (`derive`): the recorded nodes run once,
+    unfused and without side effects, on the new arrays, which gives every slot's new example, and the
+    Plan is built from the same nodes for those examples (fusion and the memory plan depend on shapes).
+
+    This is sound only where nothing the Python computed depends on a generic dimension's size. Where it
+    might, derive returns None and the caller traces again (the Python runs, as before):
+    - statically: a constant or random draw with a generic size in its shape, an int constant holding one,
+      a caller-written int attribute (a reshape target, an index) equal to one, or the Python having read a
+      generic dimension of an input (`x.shape[0]`; accel.shape);
+    - on the new shapes: a node that raises, a guard that comes out differently, a dimension the Python
+      read that changed, a node whose other int attributes (pads, split sizes) were made from its inputs'
+      shapes and those changed, a value that becomes empty (or stops being) or changes dtype, a gradient the
+      tape did not sum (it had its input's shape) that no longer has its input's shape (a broadcast that
+      changed: the tape would have summed it), a Variable write or optimizer step given another shape.
+    A size-1 traced dimension is the usual cause of the last one: a recording at another size serves size 1
+    where the broadcast comes out the same."""
+
+    def __init__(self, trace, input_slots, plan_refs, fuse, generic_dims, arg_vars):
+        self.nodes = trace.nodes
+        self.examples = trace.examples
+        self.sym = trace.sym
+        self.shape_reads = trace.shape_reads
+        # the gradients the tape left as they were, by slot (the arrays are registered by now)
+        self.grad_ties = [(trace.array_slot[id(a)], src, shape) for a, src, shape in trace.grad_ties
+                          if id(a) in trace.array_slot and tuple(a.shape) == shape]
+        self.guards_after_write = trace.guards_after_write
+        self.fn_name = trace.fn_name
+        self.input_slots = input_slots
+        self.plan_refs = plan_refs
+        self.fuse = fuse
+        self.any_rank = [d == "rank" for d in generic_dims]  # inputs whose rank may change too
+        self.generic_dims = [tuple(range(self.examples[s].ndim)) if d == "rank" else d
+                             for s, d in zip(input_slots, generic_dims)]  # per input: its generic dimensions
+        self.sizes = {int(self.examples[s].shape[d]) for s, dims in zip(input_slots, self.generic_dims)
+                      for d in dims}
+        self.arg_var_shapes = [tuple(v._data.shape) for v in arg_vars]
+        self.xp = next((backend.xp_of(a) for a in trace.examples if backend.is_cupy_array(a)), np)
+        self._checked = None  # (reason or None, nodes whose int attributes need unchanged input shapes)
+        self._rank_free = None
+        self.out_structure = self.post = None
+
+    def rank_free(self):
+        """True when no recorded step depends on a rank: only attribute-free ops (elementwise ones) on the
+        inputs, Variables and scalar constants, no shape read, no random draw. Such a recording serves
+        inputs of another rank under an unknown-rank signature (reduce_retracing after a change of rank)."""
+        if self._rank_free is None:
+            ok = not self.sym and not self.shape_reads
+            for n in self.nodes:
+                if not ok:
+                    break
+                if n[0] == "op":
+                    ok = not any(k != "dtype" for k in n[3]) and all(
+                        r[0] != "const" or np.ndim(r[1]) == 0 for r in n[2])
+                elif n[0] == "acall":
+                    ok = n[6] is not None and not any(k != "dtype" for k in n[3]) and all(
+                        r[0] != "const" or np.ndim(r[1]) == 0 for r in _flat_refs(n[2]))
+                elif n[0] in ("host", "guard"):
+                    ok = False
+            self._rank_free = ok and all(r[0] != "const" or np.ndim(r[1]) == 0 for r in self.plan_refs)
+        return self._rank_free
+
+    def static_check(self):
+        if self._checked is None:
+            try:
+                self._checked = (None, self._scan())
+            except _NotDerivable as e:
+                self._checked = (str(e), frozenset())
+        return self._checked
+
+    def _scan(self):
+        sizes = self.sizes
+        if not sizes:
+            raise _NotDerivable("no generic dimension")
+        for s, dims in zip(self.input_slots, self.generic_dims):
+            read = self.shape_reads.get(s, ())
+            if read is None or set(read) & set(dims):
+                raise _NotDerivable("the Python read a generic dimension of an input")
+
+        def const(a):
+            a = np.asarray(a) if not hasattr(a, "shape") else a
+            if sizes & set(int(d) for d in a.shape):
+                raise _NotDerivable("a constant of shape %s" % (tuple(a.shape),))
+            if a.dtype.kind in "iu" and a.size <= 64 and sizes & set(_ints_in(backend.to_numpy(a))):
+                raise _NotDerivable("an int constant holding a generic size")
+
+        fixed = set()
+        traced = {id(a) for a in self.examples}
+        for r in self.plan_refs:
+            if r[0] == "const":
+                const(r[1])
+        for i, n in enumerate(self.nodes):
+            kind = n[0]
+            sym = self.sym.get(i, {})
+            if kind == "host":
+                const(self.examples[n[2]])
+                continue
+            if kind == "assign":
+                if n[3][0] == "const":
+                    const(n[3][1])
+                continue
+            if kind == "call":
+                for r in n[3]:
+                    if r[0] == "const":
+                        const(r[1])
+                continue
+            if kind not in ("op", "acall"):
+                continue
+            op = n[1] if kind == "op" else n[6]
+            attrs = n[3]
+            refs = n[2] if kind == "op" else tuple(_flat_refs(n[2]))
+            for r in refs:
+                if r[0] == "const":
+                    const(r[1])
+            extra = []
+            if kind == "acall":
+                extra = [(j, r[1]) for j, r in enumerate(n[2]) if r[0] == "py" and ("arg", j) not in sym]
+            name = op.name if op is not None else None
+            for k, v in list(attrs.items()) + [(("arg", j), v) for j, v in extra]:
+                if any(id(a) in traced for a in _arrays_in(v)):  # a traced tensor's value frozen into an index
+                    raise _NotDerivable("%s's %s holds a traced value" % (name, k))
+                if k in sym or k in _NO_SIZES:
+                    continue
+                ints = set(_ints_in(v))
+                if not ints:
+                    continue
+                if (name, k) in _SCANNED_INTS:
+                    if ints & sizes:
+                        raise _NotDerivable("%s's %s %r holds a generic size" % (name, k, v))
+                elif (name, k) not in _CALLER_INTS or any(True for _ in _arrays_in(v)):  # an index array
+                    fixed.add(i)
+        return frozenset(fixed)
+
+    def derive(self, arrays, arg_vars):
+        """A Plan for these inputs' shapes, or None where it cannot be derived soundly (see the class)."""
+        reason, fixed = self.static_check()
+        if reason is not None:
+            return None
+        if [tuple(v._data.shape) for v in arg_vars] != self.arg_var_shapes or len(arrays) != len(self.input_slots):
+            return None
+        ranks = False
+        for s, a, any_rank in zip(self.input_slots, arrays, self.any_rank):
+            old = self.examples[s]
+            if a.ndim != old.ndim:
+                if not (any_rank and self.rank_free()):
+                    return None
+                ranks = True
+            if a.dtype != old.dtype or (a.ndim == old.ndim and not self._reads_ok(s, a)):
+                return None
+        try:
+            ex = self._dry_run(arrays, arg_vars, fixed, ranks)
+        except _NotDerivable as e:
+            self.last_miss = str(e)
+            if e.permanent:
+                self._checked = (self.last_miss, frozenset())
+                self.permanent_miss = True
+            return None
+        except Exception as e:  # an op that refuses the new shapes: trace again, which reports it as eager does
+            self.last_miss = "%s: %s" % (type(e).__name__, e)
+            return None
+        nodes = [self._resolved(n, self.sym[i], ex) if i in self.sym else n for i, n in enumerate(self.nodes)]
+        trace = _DerivedTrace(nodes, ex, self.guards_after_write, self.fn_name, arg_vars)
+        try:
+            plan = Plan(trace, self.input_slots, self.plan_refs, None, self.fuse)
+        except Exception as e:  # a step the plan cannot take at these shapes: trace again
+            self.last_miss = "building the plan: %s: %s" % (type(e).__name__, e)
+            return None
+        plan.arg_shapes = [tuple(a.shape) for a in arrays]
+        plan.out_structure = self.out_structure
+        plan.post = self.post
+        plan.recording = self
+        plan.derived = True
+        return plan
+
+    def _reads_ok(self, slot, a):
+        read = self.shape_reads.get(slot, ())
+        old = self.examples[slot].shape
+        if read is None:
+            return tuple(a.shape) == tuple(old)
+        return all(a.shape[d] == old[d] for d in read)
+
+    @staticmethod
+    def _resolved(n, sym, ex):
+        if n[0] == "op":
+            return n[:3] + (dict(n[3], **{k: f(ex) for k, f in sym.items()}),) + n[4:]
+        kw = dict(n[3], **{k: f(ex) for k, f in sym.items() if isinstance(k, str)})
+        refs = tuple(("py", sym[("arg", j)](ex)) if ("arg", j) in sym else r for j, r in enumerate(n[2]))
+        return n[:2] + (refs, kw) + n[4:]
+
+    def _dry_run(self, arrays, arg_vars, fixed, ranks=False):
+        """Every slot's array for these inputs: the recorded nodes run unfused, writing nothing (no Variable
+        assign, no optimizer step, no print, no new random draw), and checked as the class says."""
+        old = self.examples
+        ex = list(old)
+        for s, a in zip(self.input_slots, arrays):
+            ex[s] = a
+        xp = self.xp
+
+        def val(r):
+            kind = r[0]
+            if kind == "slot":
+                return ex[r[1]]
+            if kind == "var":
+                return r[1]._data
+            if kind == "arg_var":
+                return arg_vars[r[1]]._data
+            if kind == "seq":
+                return r[1](val(e) for e in r[2])
+            return r[1]  # const, py
+
+        def same_inputs(refs):
+            return all(ex[r[1]].shape == old[r[1]].shape for r in refs if r[0] == "slot")
+
+        def produced(slots, new_refs):
+            for o in slots:
+                a, b = ex[o], old[o]
+                if not hasattr(a, "shape") or a.dtype != b.dtype or (a.ndim != b.ndim and not ranks) or \
+                        (0 in a.shape) != (0 in b.shape) or not self._reads_ok(o, a):
+                    raise _NotDerivable("step %d: the dtype, rank, emptiness or a dimension the Python read of "
+                                        "slot %d changed" % (i, o), permanent=not self._reads_ok(o, a))
+                if not ranks:
+                    continue
+                for r in new_refs:  # another rank: only scalars and inputs of the output's shape
+                    if r[0] in ("slot", "const", "var", "arg_var"):
+                        x_new, x_old = val(r), (old[r[1]] if r[0] == "slot" else val(r))
+                        if not (x_new.ndim == x_old.ndim == 0 or (x_new.shape == a.shape and x_old.shape == b.shape)):
+                            raise _NotDerivable("step %d: at another rank, an input shaped unlike its output" % i)
+
+        for i, n in enumerate(self.nodes):
+            kind = n[0]
+            if kind in ("op", "acall") and i in self.sym:
+                n = self._resolved(n, self.sym[i], ex)
+            if kind == "op":
+                _, op, refs, attrs, outs = n
+                if i in fixed and not same_inputs(refs):
+                    raise _NotDerivable("step %d: %s has int attributes and inputs of new shapes" % (i, op.name))
+                args = [val(r) for r in refs]
+                res = op.forward(xp, *args, **attrs)
+                var_arrays = tuple(val(r) for r in refs if r[0] in ("var", "arg_var"))
+                if var_arrays:
+                    res = _detach(res, op.multi_out, var_arrays)
+                res = list(res) if op.multi_out else [res]
+                if len(res) != len(outs):
+                    raise _NotDerivable("step %d: another number of outputs" % i)
+                for o, a in zip(outs, res):
+                    ex[o] = a
+                produced(outs, refs)
+            elif kind == "acall":
+                _, fn, refs, kwargs, outs, multi, op = n
+                flat = list(_flat_refs(refs))
+                if i in fixed and not same_inputs(flat):
+                    raise _NotDerivable("step %d: a backward step with int arguments, inputs of new shapes" % i)
+                res = fn(*[val(r) for r in refs], **kwargs)
+                if multi:
+                    res = list(res)
+                    if len(res) != len(outs):
+                        raise _NotDerivable("step %d: another number of outputs" % i)
+                    for o, a in zip(outs, res):
+                        if o is not None:
+                            if a is None:
+                                raise _NotDerivable("step %d: a gradient is missing" % i)
+                            ex[o] = a
+                else:
+                    ex[outs[0]] = res
+                produced([o for o in outs if o is not None], [r for r in flat if r[0] != "py"])
+            elif kind == "guard":
+                _, s, what, value = n
+                if _py_value(backend.to_numpy(ex[s]), what) != value:
+                    raise _NotDerivable("step %d: a guard comes out differently" % i)
+            elif kind == "assign":
+                r = n[3]
+                if r[0] == "slot" and ex[r[1]].shape != old[r[1]].shape:
+                    raise _NotDerivable("step %d: a Variable assigned a value of another shape" % i)
+            elif kind == "call" and n[4]:  # an optimizer step: the gradients it gets keep their shapes
+                if not same_inputs(n[3]):
+                    raise _NotDerivable("step %d: an optimizer step given gradients of new shapes" % i)
+            # host (a random draw of a fixed shape): its traced example stands for the new one
+        for slot, src, shape in self.grad_ties:
+            new_shape = shape if src is None or src[0] == "fixed" else ex[src[1]].shape  # None: a constant's
+            if tuple(ex[slot].shape) != tuple(new_shape):
+                raise _NotDerivable("the gradient in slot %d had its input's shape and no longer has it (a broadcast "
+                                    "that changed: the tape would have summed it)" % slot)
+        return ex
+
+
+class _DerivedTrace:
+    """The fields of a Trace that Plan reads, for a plan derived for new shapes."""
+
+    def __init__(self, nodes, examples, guards_after_write, fn_name, arg_vars):
+        self.nodes = nodes
+        self.examples = examples
+        self.guards_after_write = guards_after_write
+        self.fn_name = fn_name
+        self.var_args = {id(v): i for i, v in enumerate(arg_vars)}
+        self.variables = {i: v for i, v in enumerate(arg_vars)}  # what Plan reads: the Variable arguments
+
+
+def _generic_dims(key, arrays):
+    """Per traced input array (in order): the indices of its dimensions the signature leaves generic, or
+    "rank" where even its rank is (reduce_retracing after a change of rank)."""
+    out = []
+    leaves = [k for k in key[2] if k[0] == "tensor"]
+    for k, _a in zip(leaves, arrays):
+        shape = k[1]
+        if shape == "unknown":
+            out.append("rank")
+        else:
+            out.append(tuple(d for d, s in enumerate(shape) if s is None))
+    return out
+
+
+def _key_fits(key, generic):
+    """True when concrete signature `key` is an instance of `generic` (same structure, None matching any size)."""
+    if key[0] != generic[0] or key[1] != generic[1] or len(key[2]) != len(generic[2]):
+        return False
+    for k, g in zip(key[2], generic[2]):
+        if k[0] != g[0]:
+            return False
+        if k[0] in ("tensor", "var"):
+            if k[2] != g[2] or not isinstance(k[1], tuple) or not isinstance(g[1], tuple) or len(k[1]) != len(g[1]):
+                return False
+            if any(b is not None and a != b for a, b in zip(k[1], g[1])):
+                return False
+        elif k != g:
+            return False
+    return True
+
+
 # --- Function and ConcreteFunction ------------------------------------------------------------
 
 class ConcreteFunction:
@@ -1365,6 +1853,7 @@ class Function:
         self._lock = threading.RLock()
         self._first_traced = False
         self._evicted = False
+        self._spec_keys = []  # generic signatures traced by get_concrete_function(TensorSpec with None dims)
 
     # descriptor: a method decorated with accel.function binds to its instance
     def __get__(self, obj, objtype=None):
@@ -1477,7 +1966,7 @@ class Function:
                         if result is not _MISS:
                             return result
         result = self._call_slow(args, kwargs)
-        if fast is not None:
+        if fast is not None and self._last_key is not None:
             if len(self._fast) > 4 * MAX_CACHED:
                 self._fast.clear()
             self._fast[fast] = self._last_key
@@ -1491,6 +1980,12 @@ class Function:
         self._last_key = key
         with self._lock:
             cf = self._cache.get(key)
+            if cf is None and self._spec_keys:  # a generic trace made by get_concrete_function(TensorSpec)
+                generic = next((g for g in self._spec_keys if _key_fits(key, g)), None)
+                if generic is not None:
+                    key = generic
+                    cf = self._cache.get(key)
+                    self._last_key = None  # the fast path does not check shapes: it must not reach this one
             if cf is not None:
                 self._cache.move_to_end(key)
         tensors = [x for _, x in leaves
@@ -1499,17 +1994,51 @@ class Function:
         arg_vars = [x for _, x in leaves if getattr(x, "_is_variable", False)]
         if cf is not None:
             shapes = [tuple(a.shape) for a in arrays]
-            for plan in cf.plans:
+            for i, plan in enumerate(cf.plans):
                 if plan.arg_shapes != shapes:
                     continue
                 result = self._replay(plan, arrays, arg_vars)
                 if result is not _MISS:
+                    if i and len(cf.plans) >= MAX_PLANS:  # the plans of a generic signature are kept LRU
+                        with self._lock:
+                            if plan in cf.plans:
+                                cf.plans.remove(plan)
+                                cf.plans.insert(0, plan)
                     return result
+            result = self._derive(cf, arrays, arg_vars)
+            if result is not _MISS:
+                return result
             counted = not cf.plans  # the trace after a variable-creating first trace counts, as TF's second
         else:
             cf = ConcreteFunction(self, key)
             counted = True
         return self._trace(cf, key, named, leaves, structure, arrays, arg_vars, counted)
+
+    def _derive(self, cf, arrays, arg_vars):
+        """New concrete shapes under a generic signature: a plan derived from a recording of this signature
+        (no Python runs; _Recording says when it cannot be), replayed; else _MISS (the caller traces)."""
+        if getattr(cf, "underived", False):
+            return _MISS
+        recordings = []
+        for plan in cf.plans:
+            rec = getattr(plan, "recording", None)
+            if rec is not None and all(rec is not r for r in recordings):
+                recordings.append(rec)
+        for rec in recordings:
+            plan = rec.derive(arrays, arg_vars)
+            if plan is None:
+                if getattr(rec, "permanent_miss", False):
+                    # the Python reads a size that changes with the generic one: its later traces will too,
+                    # so this signature stops trying (each try runs the recorded steps up to that read)
+                    cf.underived = True
+                continue
+            with self._lock:
+                cf.plans.insert(0, plan)
+                del cf.plans[MAX_PLANS:]
+            result = self._replay(plan, arrays, arg_vars)
+            if result is not _MISS:
+                return result
+        return _MISS
 
     def _replay(self, plan, arrays, arg_vars):
         snap = _snapshot(plan) if plan.snapshot else None
@@ -1590,13 +2119,17 @@ class Function:
             plan.post = functools.partial(_with_pyconsts, out_refs)
         if result is None:
             plan.post = _returns_none
+        generic = _generic_dims(key, arrays)
+        if any(generic):  # new concrete shapes of this signature derive their plans from this recording
+            rec = plan.recording = _Recording(trace, input_slots, plan_refs, fuse, generic, arg_vars)
+            rec.out_structure, rec.post = plan.out_structure, plan.post
         with self._lock:
             # a trace that created variables (a lazily built model or optimizer) may have read them before
             # they existed (an optimizer's initial loss scale): like TF, which traces such a first call twice,
             # the next call traces again, with the variables in place, and only that plan is kept
             if not trace.created_variables:
                 cf.plans.insert(0, plan)
-                del cf.plans[8:]
+                del cf.plans[MAX_PLANS:]
             if counted:
                 if key not in self._cache:
                     self._note_retrace(key)
@@ -1616,11 +2149,16 @@ class Function:
             return
         names, _, leaves = key
         changing = _changing_argument(list(self._history), names)
+        in_window = len(self._detector.trace_calls)
+        rewrapped = "" if self._traces >= in_window else (
+            " (this accel.function object traced %d of them: the same Python function is wrapped anew, e.g. inside "
+            "a loop; wrap it once)" % self._traces)
         warnings.warn(
-            "accel.function %r has traced %d times%s. Tracing is expensive: pass tensors (not Python "
-            "numbers) for values that change between calls, or give an input_signature / reduce_retracing=True "
-            "for changing shapes." % (self.__name__, self._traces,
-                                       "; the argument that keeps changing is %r" % changing if changing else ""),
+            "%d of the last %d calls to accel.function %r traced%s%s. Tracing is expensive: pass tensors (not "
+            "Python numbers) for values that change between calls, or give an input_signature / "
+            "reduce_retracing=True for changing shapes." % (
+                in_window, RETRACE_WARN_WINDOW, self.__name__, rewrapped,
+                "; the argument that keeps changing is %r" % changing if changing else ""),
             RuntimeWarning, stacklevel=3)
 
     def get_concrete_function(self, *args, **kwargs):
@@ -1631,10 +2169,34 @@ class Function:
             specs = [a for a in args]
             concrete_args = [np.zeros([d or 1 for d in s.shape.as_list()], s.dtype.as_numpy_dtype)
                              if isinstance(s, TensorSpec) else s for s in specs]
+            generic = self._spec_key(specs, concrete_args, kwargs)
+            if generic is not None and generic not in self._spec_keys:
+                # TF traces a TensorSpec with None dimensions once, generically: later calls whose shapes fit
+                # it use that trace (plans for their shapes are derived from it, see _Recording)
+                self._spec_keys.append(generic)
+                del self._spec_keys[:-MAX_PLANS]
             self(*concrete_args, **kwargs)
             key, _, _ = self._key(self._canonical(concrete_args, kwargs))
             cf = self._cache.get(key)
+            if cf is None:
+                cf = self._cache.get(next((g for g in self._spec_keys if _key_fits(key, g)), None))
         return cf
+
+    def _spec_key(self, specs, concrete_args, kwargs):
+        """The generic key of get_concrete_function's TensorSpecs with None dimensions (positional ones, with
+        no input_signature or reduce_retracing), else None."""
+        if self.input_signature is not None or self.reduce_retracing or not any(
+                isinstance(s, TensorSpec) and s.shape.rank is not None and None in s.shape.as_list() for s in specs):
+            return None
+        key, leaves, _ = self._key(self._canonical(concrete_args, kwargs))
+        by_arg = {id(c): s for s, c in zip(specs, concrete_args) if isinstance(s, TensorSpec)}
+        out = []
+        for (_path, x), k in zip(leaves, key[2]):
+            s = by_arg.get(id(x))
+            if s is not None and k[0] == "tensor":
+                k = (k[0], tuple(s.shape.as_list()), k[2])
+            out.append(k)
+        return key[0], key[1], tuple(out)
 
     def explain(self):
         """What was captured for each signature: recorded and planned ops, fused kernels, guards."""
@@ -1648,8 +2210,14 @@ class Function:
                              % (_short_key(key), c["recorded_ops"], c["ops"], c["fused_kernels"], c["rule_calls"],
                                 c["host_steps"], c["guards"], c["peak_bytes"], c["arena_bytes"],
                                 c["arena_buffers"], c["stores"]))
+                if getattr(p, "derived", False):
+                    lines[-1] += "; derived for input shapes %s (the Python did not run)" % (p.arg_shapes,)
                 for g in p.kernels:
                     lines.append("    kernel " + g.describe())
+            rec = next((p.recording for p in cf.plans if getattr(p, "recording", None) is not None), None)
+            miss = rec is not None and (rec.static_check()[0] or getattr(rec, "last_miss", None))
+            if miss:
+                lines.append("    a new shape of this signature traced again (the Python ran) because: " + miss)
         return "\n".join(lines)
 
 

@@ -178,3 +178,12 @@ def leaving(t, what):
         note_exit(t, what)
     if state.trace is not None:
         state.trace.leaving(t, what)
+
+
+def shape_read(t):
+    """Tensor t's whole shape is read into Python (accel.shape, accel.size): noted on the accel.function
+    trace, which derives plans for new shapes only where the Python saw no size that changed."""
+    if state.trace is not None:
+        note = state.trace.watch_shape(t)
+        if note is not None:
+            note(None)

@@ -482,7 +482,8 @@ def _backward_pass(tape, nodes, flat_targets, flat_sources, flat_og, tensor_mode
                     type(g) is not np.ndarray or g.size >= fuse_min or op.fused_small):
                 fused = op.fused(xp, g, out, *vals, **attrs)
                 if trace is not None and fused is not None:
-                    trace.array_call(op.fused, (xp, g, out, *vals), attrs, fused)
+                    trace.array_call(op.fused, (xp, g, out, *vals), attrs, fused, op, in_ids,
+                                     grad_of=tuple(zip(in_ids, in_shapes)))
             if profile is not None and fused is None:
                 g, vals, out = _counted_views(g, vals, out)
         k = -1
@@ -494,7 +495,7 @@ def _backward_pass(tape, nodes, flat_targets, flat_sources, flat_og, tensor_mode
             if gi is None:  # no hook, or the hook left this input to its rule
                 gi = rule(F, g, out, *vals, **attrs) if attrs else rule(F, g, out, *vals)
                 if trace is not None and gi is not None:
-                    trace.array_call(rule, (F, g, out, *vals), attrs, gi, op)
+                    trace.array_call(rule, (F, g, out, *vals), attrs, gi, op, in_ids, grad_of=((iid, shape),))
             if gi is None:
                 continue
             if check is not None:
@@ -503,7 +504,7 @@ def _backward_pass(tape, nodes, flat_targets, flat_sources, flat_og, tensor_mode
                 if gi.shape != shape:
                     g_full, gi = gi, sum_to_array(gi, shape)
                     if trace is not None:
-                        trace.array_call(sum_to_array, (g_full, shape), empty, gi)
+                        trace.array_call(sum_to_array, (g_full, shape), empty, gi, shape_of=(1, iid))
             elif tuple(gi._data.shape) != tuple(shape):
                 gi = F.sum_to(gi, shape)
             prev = cot.get(iid)

@@ -12,6 +12,8 @@ import numpy as np
 
 from accel import backend, dtypes
 from accel.recorder import leaving as _warn_leaving_tape
+from accel.recorder import hooks as _hooks
+from accel.recorder import state as _rec_state
 
 _next_id = itertools.count(1).__next__
 _OPS = {}  # name -> op function, bound by bind_operators
@@ -77,6 +79,110 @@ class TensorShape(tuple):
         if self.unknown_rank:
             return "<unknown>"
         return "(" + ", ".join(str(d) for d in self) + ("," if len(self) == 1 else "") + ")"
+
+
+class _WatchedShape(TensorShape):
+    """The shape of a traced tensor inside accel.function: every dimension the Python code reads is noted
+    on the trace (by index where it indexes one, else all of them), so that a plan derived for a new
+    concrete shape is only used where the Python did not see a dimension that changed. len() (the rank)
+    is not a read of a size."""
+
+    def __new__(cls, dims, note):
+        shape = super().__new__(cls, dims)
+        shape._note = note
+        return shape
+
+    def _all(self):
+        self._note(None)
+        return TensorShape(tuple.__iter__(self))
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            self._note(range(len(self))[i])
+            return TensorShape(tuple.__getitem__(self, i))
+        try:
+            k = i.__index__()
+        except AttributeError:
+            self._note(None)
+            return tuple.__getitem__(self, i)
+        self._note((k % len(self),) if -len(self) <= k < len(self) else None)
+        return tuple.__getitem__(self, k)
+
+    def __iter__(self):
+        self._note(None)
+        return tuple.__iter__(self)
+
+    def __reversed__(self):
+        self._note(None)
+        return reversed(tuple(tuple.__iter__(self)))
+
+    def __eq__(self, other):
+        return self._all() == other
+
+    def __ne__(self, other):
+        return self._all() != other
+
+    def __hash__(self):
+        return hash(self._all())
+
+    def __lt__(self, other):
+        return self._all() < other
+
+    def __le__(self, other):
+        return self._all() <= other
+
+    def __gt__(self, other):
+        return self._all() > other
+
+    def __ge__(self, other):
+        return self._all() >= other
+
+    def __contains__(self, x):
+        return x in self._all()
+
+    def __add__(self, other):
+        return self._all() + other
+
+    def __radd__(self, other):
+        return other + self._all()
+
+    def __mul__(self, n):
+        return self._all() * n
+
+    __rmul__ = __mul__
+
+    def count(self, x):
+        return self._all().count(x)
+
+    def index(self, *args):
+        return self._all().index(*args)
+
+    def as_list(self):
+        return self._all().as_list()
+
+    def num_elements(self):
+        return self._all().num_elements()
+
+    def is_compatible_with(self, other):
+        return self._all().is_compatible_with(other)
+
+    def __repr__(self):
+        return repr(self._all())
+
+    def __str__(self):
+        return str(self._all())
+
+    def __format__(self, spec):
+        return format(self._all(), spec)
+
+    def __reduce__(self):
+        return (TensorShape, (tuple(self._all()),))
+
+    def __copy__(self):
+        return self._all()
+
+    def __deepcopy__(self, memo):
+        return self._all()
 
 
 class TensorSpec:
@@ -150,6 +256,11 @@ class Tensor:
     # --- properties ---------------------------------------------------------------------
     @property
     def shape(self) -> TensorShape:
+        trace = _rec_state.trace if _hooks.active else None  # active: some thread traces, profiles or checks
+        if trace is not None:
+            note = trace.watch_shape(self)
+            if note is not None:
+                return _WatchedShape(self._data.shape, note)
         return TensorShape(self._data.shape)
 
     @property
@@ -221,12 +332,12 @@ class Tensor:
     def __len__(self):
         if self._data.ndim == 0:
             raise TypeError("len() of a scalar tensor")
-        return self._data.shape[0]
+        return self.shape[0]
 
     def __iter__(self):
         if self._data.ndim == 0:
             raise TypeError("cannot iterate over a scalar tensor")
-        for i in range(self._data.shape[0]):
+        for i in range(self.shape[0]):
             yield self[i]
 
     def __hash__(self):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from accel import backend
+from accel import backend, recorder
 from accel.dtypes import as_dtype
 from accel.errors import InvalidArgumentError
 from accel.ops.core import apply, convert, defop
@@ -171,11 +171,13 @@ _one_hot = defop("one_hot", _one_hot_fwd, save="none")  # no gradient: integer i
 
 def shape(input, out_type=np.int32, name=None):  # noqa: A002
     x = convert(input)
+    recorder.shape_read(x)
     return Tensor(np.asarray(x._data.shape, dtype=_np_dtype(out_type)))
 
 
 def size(input, out_type=np.int32, name=None):  # noqa: A002
     x = convert(input)
+    recorder.shape_read(x)
     return Tensor(np.asarray(x._data.size, dtype=_np_dtype(out_type)))
 
 

@@ -29,8 +29,10 @@ def _ints(value, what, opname):
 
 # --- reshape / transpose ------------------------------------------------------------------
 
-_reshape = defop("reshape", lambda xp, x, shape, in_shape: xp.reshape(x, shape),
-                 lambda F, g, out, x, shape, in_shape: F.reshape(g, in_shape), save="none")
+# minus: the index the caller gave as -1 (its size is resolved into `shape`); accel.function derives it anew
+# for other input sizes
+_reshape = defop("reshape", lambda xp, x, shape, in_shape, minus=None: xp.reshape(x, shape),
+                 lambda F, g, out, x, shape, in_shape, minus=None: F.reshape(g, in_shape), save="none")
 
 
 def reshape(tensor, shape, name=None):
@@ -49,9 +51,11 @@ def reshape(tensor, shape, name=None):
         raise InvalidArgumentError(
             None, None, "reshape: cannot reshape a tensor with %d elements (shape %s) to shape %s"
             % (n, tuple(x._data.shape), list(shape)))
+    attrs = {"shape": shape, "in_shape": tuple(x._data.shape)}
     if minus:
-        shape = tuple(n // known if s == -1 else s for s in shape)
-    return apply(_reshape, (x,), {"shape": shape, "in_shape": tuple(x._data.shape)})
+        attrs["shape"] = tuple(n // known if s == -1 else s for s in shape)
+        attrs["minus"] = minus[0]
+    return apply(_reshape, (x,), attrs)
 
 
 _transpose = defop("transpose", lambda xp, x, perm: xp.transpose(x, perm),

@@ -66,8 +66,8 @@ def _is_shape(s):
 
 
 def _shapes(x):
-    if isinstance(x, accel.Tensor):
-        return tuple(x.shape)
+    if isinstance(x, accel.Tensor):  # bookkeeping for summary(): not a size the call computes with
+        return tuple(x._data.shape)
     if isinstance(x, (list, tuple)):
         return [_shapes(v) for v in x]
     if isinstance(x, dict):
