@@ -12,11 +12,14 @@ the addresses baked into the graph stay valid; its inputs are copied into static
 its outputs that leave the plan are copied out, and a Variable whose array was replaced since the capture
 makes it capture again. A segment whose capture fails runs without a graph from then on (one warning).
 
-The alternative designs, and why not here: accel's own GEMM kernels inside the graph (one graph per step)
-would trade cuBLAS's speed for fewer launches and need tuning on hardware we do not have; cuBLAS through
-another binding that allows capture (nvmath-python) adds a dependency whose calls could not be checked
-without a GPU. Segments between GEMMs keep cuBLAS and still remove the launch overhead of every elementwise
-and reduction step between them.
+Two layouts, chosen by settings.set_cuda_graphs (ACCEL_CUDA_GRAPHS): True keeps cuBLAS and cuts the plan at
+its GEMMs, so a step is a few graphs with the GEMMs and the optimizer's host step between them; "whole_step"
+puts the GEMMs that accel's own kernel serves (kernels/gemm.cu: 2-D float operands, transposed views too)
+and optimizer updates that read their step count on the device (`device_run`) inside the graphs, so an MLP
+training step is one graph launch. The trade: the own GEMM is slower than cuBLAS on large matrices and sums
+in another order, but a step of small matrices is bound by launches, not by GEMM speed. cuBLAS through
+another binding that allows capture (nvmath-python) would add a dependency whose calls could not be
+checked without a GPU.
 
 Nothing in this module has run on a GPU: no GPU was available where it was written. What is checked without
 one: the fused groups' CUDA compiles with NVRTC for sm_75..sm_120 with GROUP_OPTIONS and runs through the
@@ -83,22 +86,27 @@ _BREAKERS = frozenset({
 })
 
 
-_verdicts = {}  # code object -> bool
+_verdicts = {}  # code object -> frozenset of the breaking names it reaches
 
 
-def breaks_capture(fn, _seen=None):
-    """True when fn's code calls, as an attribute (`xp.matmul`, `a.get()`), a name that cannot be captured,
-    directly or through the accel functions it reaches by global name or closure: a conservative reading,
-    since naming the attribute is enough."""
+def breaks_capture(fn, allowed=frozenset()):
+    """True when fn's code calls, as an attribute (`xp.matmul`, `a.get()`), a name that cannot be captured
+    (other than those in `allowed`), directly or through the accel functions it reaches by global name or
+    closure: a conservative reading, since naming the attribute is enough."""
+    return bool(breakers(fn) - allowed)
+
+
+def breakers(fn, _seen=None):
+    """The names in _BREAKERS that fn's code reaches (see breaks_capture)."""
     seen = set() if _seen is None else _seen
     if isinstance(fn, functools.partial):
-        return breaks_capture(fn.func, seen)
+        return breakers(fn.func, seen)
     code = getattr(fn, "__code__", None)
     if code is None:
         call = type(fn).__dict__.get("__call__")  # a callable object: its method's code
-        return breaks_capture(call, seen) if isinstance(call, types.FunctionType) else False
+        return breakers(call, seen) if isinstance(call, types.FunctionType) else frozenset()
     if code in seen:
-        return False
+        return frozenset()
     seen.add(code)
     cached = _verdicts.get(code)
     if cached is not None:
@@ -115,10 +123,12 @@ def breaks_capture(fn, _seen=None):
         stack.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
     reached = [getattr(fn, "__globals__", {}).get(nm) for nm in globals_]
     reached += [cell.cell_contents for cell in (getattr(fn, "__closure__", None) or ()) if _filled(cell)]
-    verdict = bool(attrs & _BREAKERS) or any(
-        isinstance(obj, (types.FunctionType, functools.partial)) and
-        getattr(obj, "__module__", "").startswith("accel") and breaks_capture(obj, seen) for obj in reached)
-    _verdicts[code] = verdict
+    found = set(attrs & _BREAKERS)
+    for obj in reached:
+        if isinstance(obj, (types.FunctionType, functools.partial)) and \
+                getattr(obj, "__module__", "").startswith("accel"):
+            found |= breakers(obj, seen)
+    verdict = _verdicts[code] = frozenset(found)
     return verdict
 
 
@@ -130,38 +140,53 @@ def _filled(cell):
     return True
 
 
-def capturable(node):
-    """Whether a plan node can sit inside a CUDA graph."""
+def capturable(node, own_gemm=False):
+    """Whether a plan node can sit inside a CUDA graph. own_gemm: the node's matmuls run on accel's own GEMM
+    kernel (the plan checked their operands: see accel.function._own_gemm_steps), so matmul does not break it.
+    A host step (an optimizer update) can where it offers a device_run that reads nothing on the host."""
     kind = node[0]
+    allowed = _OWN_GEMM if own_gemm else frozenset()
     if kind == "kernel":
         return not any(r[0] == "arg_var" for r in node[1].inputs)
     if kind == "assign":
         return node[1][0] == "var" and node[3][0] != "arg_var"
     if kind == "op":
         _, op, refs, _, _ = node
-        return op.name != "to_device" and not any(r[0] == "arg_var" for r in refs) and not breaks_capture(op.forward)
+        return op.name != "to_device" and not any(r[0] == "arg_var" for r in refs) and \
+            not breaks_capture(op.forward, allowed)
     if kind == "acall":
         _, fn, refs, _, _, _, op = node
-        return not _any_arg_var(refs) and not breaks_capture(fn)
+        return not _any_arg_var(refs) and not breaks_capture(fn, allowed)
+    if kind == "call":
+        return own_gemm and getattr(node[2], "device_run", None) is not None and \
+            not any(r[0] == "arg_var" for r in node[3])
     return False
+
+
+_OWN_GEMM = frozenset({"matmul"})
 
 
 def _any_arg_var(refs):
     return any(r[0] == "arg_var" or (r[0] == "seq" and _any_arg_var(r[2])) for r in refs)
 
 
-def segments(nodes, used_slots, produced, after_uses, min_steps=2):
+def segments(nodes, used_slots, produced, after_uses, min_steps=2, whole_step=frozenset()):
     """[(start, stop, inputs, outputs)]: maximal runs nodes[start:stop] of capturable nodes with at least
     min_steps steps; inputs are the slots they read that are made before them, outputs the slots they make
-    that a later node reads or the plan returns (`after_uses(stop)` gives those)."""
+    that a later node reads or the plan returns (`after_uses(stop)` gives those). whole_step: the indices of
+    the nodes that may go in with accel's own GEMM or a device-step update (capturable's own_gemm)."""
     out = []
     i = 0
+
+    def ok(k):
+        return capturable(nodes[k], k in whole_step)
+
     while i < len(nodes):
-        if not capturable(nodes[i]):
+        if not ok(i):
             i += 1
             continue
         j = i
-        while j < len(nodes) and capturable(nodes[j]):
+        while j < len(nodes) and ok(j):
             j += 1
         if j - i >= min_steps:
             made, inputs = set(), []

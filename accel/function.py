@@ -43,7 +43,7 @@ import weakref
 
 import numpy as np
 
-from accel import backend, cuda_plan, recorder
+from accel import backend, cuda_plan, fused, recorder, settings
 from accel.ops import codegen, symbolic
 from accel.ops.core import detached
 from accel.tape import _plus as _tape_plus  # the backward pass's cotangent sum: fusible like an add
@@ -149,6 +149,7 @@ class Trace:
         argument i is the shape of the tensor with that id (sum_to_array's target); grad_of: per result,
         (id, shape) of the forward input it is the gradient of (the tape sums it to that shape if they differ)."""
         refs = tuple(self._arg(a) for a in args)  # before the result is registered: a rule may return an input
+        fn = getattr(fn, "array_form", fn)  # a rule's half for arrays, where it names one (what ran here)
         sym = self._shape_attrs(op, kwargs, [self._id_source(i) for i in in_ids]) if in_ids is not None else {}
         if shape_of is not None:
             src = self._id_source(shape_of[1])
@@ -439,10 +440,10 @@ class Plan:
         fn = self._variants.get(mode)
         if fn is None:
             graphs = None
-            if mode == "graph":
-                graphs = self.graphs = _graph_segments(self)
-            fn = self._variants[mode] = _emit(self.nodes, self.input_slots, self.out_refs, self.memory, mode,
-                                              xp=self.xp, graphs=graphs)[0]
+            if mode in ("graph", "graph_whole_step"):
+                graphs = self.graphs = _graph_segments(self, whole_step=mode == "graph_whole_step")
+            fn = self._variants[mode] = _emit(self.nodes, self.input_slots, self.out_refs, self.memory,
+                                              "plain" if graphs is not None else mode, xp=self.xp, graphs=graphs)[0]
         return fn
 
     def execute(self, arrays, arg_vars):
@@ -452,7 +453,8 @@ class Plan:
             outs = self.variant("count")(arrays, arg_vars)
         elif self.xp is not np and cuda_plan.graphs_enabled() and self._arena_lock.acquire(blocking=False):
             try:  # the graphs hold their memory, as the arena does: one thread replays them at a time
-                outs = self.variant("graph")(arrays, arg_vars)
+                mode = "graph_whole_step" if settings.cuda_graphs_whole_step() else "graph"
+                outs = self.variant(mode)(arrays, arg_vars)
             finally:
                 self._arena_lock.release()
         elif self.memory.buffers and self._arena_lock.acquire(blocking=False):
@@ -1186,12 +1188,14 @@ def _into_candidates(nodes, examples, returned, arg_arrays):
     return found
 
 
-def _emit(nodes, input_slots, out_refs, memory, mode="plain", xp=np, graphs=None):
+def _emit(nodes, input_slots, out_refs, memory, mode="plain", xp=np, graphs=None, own_gemm=frozenset()):
     """The plan as Python source, compiled. mode "arena": fused kernels write into the MemoryPlan's buffers
     (the third argument); "count": every step is counted in this thread's accel.profiler profile; "graph":
-    the segments in `graphs` ({start: (stop, inputs, outputs, GraphSegment)}) run as CUDA graphs."""
-    ns = {"np": xp, "_GuardMiss": _GuardMiss, "_Into": _Into, "_host": backend.to_numpy, "_Tensor": Tensor,
-          "_step": _counted_step, "_kernel_step": _counted_kernel, "_detach": _detach}
+    the segments in `graphs` ({start: (stop, inputs, outputs, GraphSegment)}) run as CUDA graphs. own_gemm:
+    the indices of the steps whose matmuls run on accel's GEMM kernel (_OwnGemm) and whose optimizer update
+    runs from device state (device_run, on the GPU): the steps of a whole-step graph."""
+    ns = {"np": xp, "_GuardMiss": _GuardMiss, "_Into": _Into, "_OwnGemm": _OwnGemm, "_host": backend.to_numpy,
+          "_Tensor": Tensor, "_step": _counted_step, "_kernel_step": _counted_kernel, "_detach": _detach}
     lines = ["def plan(inputs, arg_vars, B=None):"]
     if input_slots:
         lines.append("    %s, = inputs" % ", ".join("v%d" % s for s in input_slots))
@@ -1244,7 +1248,8 @@ def _emit(nodes, input_slots, out_refs, memory, mode="plain", xp=np, graphs=None
                 defined.difference_update(dead)
             continue
         defined.update(_produced(n))
-        into = "_Into(%%s, B[%d])" % memory.into[i] if mode == "arena" and i in memory.into else "%s"
+        into = "_Into(%%s, B[%d])" % memory.into[i] if mode == "arena" and i in memory.into else (
+            "_OwnGemm(%s)" if i in own_gemm else "%s")
         if kind == "op":
             _, op, refs, attrs, outs = n
             args = ", ".join([into % "np"] + [expr(r) for r in refs])
@@ -1286,7 +1291,8 @@ def _emit(nodes, input_slots, out_refs, memory, mode="plain", xp=np, graphs=None
             lines.append("    %s._assign_%s(%s)" % (t, how, expr(ref)))
         elif kind == "call":
             _, what, fn, refs, writes = n
-            lines.append("    %s(%s)" % (name(fn, "h"), ", ".join(expr(r) for r in refs)))
+            run = fn.device_run if i in own_gemm and xp is not np else fn
+            lines.append("    %s(%s)" % (name(run, "h"), ", ".join(expr(r) for r in refs)))
         elif kind == "host":
             _, make, slot = n
             lines.append("    v%d = %s()._data" % (slot, name(make, "m")))
@@ -1334,8 +1340,10 @@ def _counted_kernel(g, dest, *arrays):
     return outs
 
 
-def _graph_segments(plan):
-    """{start: (stop, inputs, outputs, GraphSegment)} for the plan's capturable runs (accel.cuda_plan)."""
+def _graph_layout(plan, whole_step=False):
+    """([(start, stop, inputs, outputs)], own): the plan's runs of steps a CUDA graph can hold
+    (accel.cuda_plan.segments), and with whole_step the indices of the steps that go in because accel's own
+    GEMM kernel serves their matmuls or their optimizer update reads its step on the device."""
     nodes = plan.nodes
     returned = {r[1] for r in plan.out_refs if r[0] == "slot"}
 
@@ -1345,11 +1353,19 @@ def _graph_segments(plan):
             used.update(_used_slots(n))
         return used
 
+    own = _own_gemm_steps(nodes, plan._examples) if whole_step else frozenset()
+    return cuda_plan.segments(nodes, _used_slots, _produced, after_uses, whole_step=own), own
+
+
+def _graph_segments(plan, whole_step=False):
+    """{start: (stop, inputs, outputs, GraphSegment)} for the plan's capturable runs (accel.cuda_plan)."""
+    layout, own = _graph_layout(plan, whole_step)
     out = {}
-    for start, stop, inputs, outputs in cuda_plan.segments(nodes, _used_slots, _produced, after_uses):
-        part = nodes[start:stop]
+    for start, stop, inputs, outputs in layout:
+        part = plan.nodes[start:stop]
         refs = [("slot", sl) for sl in outputs]
-        run = _emit(part, inputs, refs, MemoryPlan(part, plan._examples, refs), xp=plan.xp)[0]
+        run = _emit(part, inputs, refs, MemoryPlan(part, plan._examples, refs), xp=plan.xp,
+                    own_gemm={i - start for i in own if start <= i < stop})[0]
         variables = []
         for n in part:
             for r in _node_refs(n):
@@ -1359,6 +1375,82 @@ def _graph_segments(plan):
                                         "steps %d-%d of %s" % (start, stop - 1, plan.name), capture=plan.xp is not np)
         out[start] = (stop, inputs, outputs, runner)
     return out
+
+
+def graph_launch_calls(plan, whole_step=False):
+    """What one replay of `plan` would launch on a GPU with CUDA graphs, derived from its segments (not
+    measured): {"graphs", "copies" (a segment's inputs copied into its static buffers, its outputs that leave
+    the plan copied out), "uncaptured" (steps run outside graphs), "in_graphs" (steps inside), "total"}."""
+    layout, _ = _graph_layout(plan, whole_step)
+    escaped = plan.memory.escaped
+    in_graphs = sum(stop - start for start, stop, _, _ in layout)
+    copies = sum(len(inputs) + sum(1 for sl in outputs if sl in escaped) for _, _, inputs, outputs in layout)
+    uncaptured = len(plan.nodes) - in_graphs
+    return {"graphs": len(layout), "copies": copies, "uncaptured": uncaptured, "in_graphs": in_graphs,
+            "total": len(layout) + copies + uncaptured}
+
+
+class _GemmProbe:
+    """An array namespace that records the operands of each matmul it runs (see _own_gemm_steps)."""
+
+    def __init__(self, xp):
+        self.xp = xp
+        self.pairs = []
+
+    def __getattr__(self, name):
+        return getattr(self.xp, name)
+
+    def matmul(self, a, b, out=None):
+        self.pairs.append((a, b))
+        return self.xp.matmul(a, b, out=out)
+
+
+class _OwnGemm:
+    """An array namespace whose matmul runs accel's own GEMM kernel (accel.fused.gemm) on CuPy arrays it
+    serves: a cuBLAS call cannot be captured into a CUDA graph. NumPy arrays (a host plan, run by segments
+    as a GPU would) and operands the kernel does not take use the namespace's own matmul."""
+
+    __slots__ = ("xp",)
+
+    def __init__(self, xp):
+        self.xp = xp
+
+    def __getattr__(self, name):
+        return getattr(self.xp, name)
+
+    def matmul(self, a, b, out=None):
+        if backend.is_cupy_array(a) and fused.gemm_serves(a, b):
+            return fused.gemm(a, b, out=out)
+        return self.xp.matmul(a, b, out=out)
+
+
+def _own_gemm_steps(nodes, examples):
+    """The indices of the steps that can sit in a whole-step CUDA graph although they call matmul (their
+    code reaches no other capture breaker, and every matmul they ran on the traced values is one accel's
+    GEMM kernel serves: tried once here), or are optimizer updates offering a device_run."""
+    found = set()
+    for i, n in enumerate(nodes):
+        if n[0] == "call":
+            if getattr(n[2], "device_run", None) is not None:
+                found.add(i)
+            continue
+        if n[0] == "op":
+            fn, refs, kwargs = n[1].forward, (("py", None),) + n[2], n[3]
+        elif n[0] == "acall" and n[2] and n[2][0][0] == "py" and hasattr(n[2][0][1], "matmul"):
+            fn, refs, kwargs = n[1], n[2], n[3]
+        else:
+            continue
+        if cuda_plan.breakers(fn) != {"matmul"}:
+            continue
+        try:
+            args = [_example(r, examples, {}) for r in refs[1:]]
+            probe = _GemmProbe(backend.xp_of(next((a for a in args if hasattr(a, "shape")), np.zeros(0))))
+            fn(probe, *args, **kwargs)
+        except Exception:  # noqa: BLE001  (a step that cannot be tried stays outside the graphs)
+            continue
+        if probe.pairs and all(fused.gemm_serves(a, b) for a, b in probe.pairs):
+            found.add(i)
+    return frozenset(found)
 
 
 def _node_refs(n):

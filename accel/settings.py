@@ -66,8 +66,21 @@ def _device(name, value):
     return value.strip()
 
 
+CUDA_GRAPH_MODES = ("whole_step",)  # beside on/off: see set_cuda_graphs
+
+
+def _cuda_graphs_value(name, value):
+    v = value.strip().lower()
+    if v in CUDA_GRAPH_MODES:
+        return v
+    try:
+        return _flag(name, v)
+    except ValueError:
+        raise ValueError("environment variable %s: expected 1, 0 or whole_step, got %r" % (name, value)) from None
+
+
 _PARSE = {"device": _device, "fused": _fused, "deterministic_ops": _flag, "numba": _flag, "numba_parallel": _flag,
-          "cuda_graphs": _flag}
+          "cuda_graphs": _cuda_graphs_value}
 
 
 def read_environment(environ=None) -> Environment:
@@ -145,15 +158,32 @@ def op_determinism_enabled() -> bool:
 _cuda_graphs = ENV.cuda_graphs
 
 
-def set_cuda_graphs(enabled: bool) -> None:
-    """Whether accel.function captures its plans' kernel-only segments into CUDA graphs on the GPU
-    (accel.cuda_plan). Off by default until the gpu-marked tests have passed on a GPU."""
+def set_cuda_graphs(enabled) -> None:
+    """Whether accel.function captures its plans into CUDA graphs on the GPU (accel.cuda_plan): False; True
+    (runs of kernel steps between cuBLAS GEMMs and host steps); or "whole_step" (GEMMs that accel's own
+    kernel serves and optimizer updates that read their step from the device go inside the graphs too, so a
+    training step can be one graph). Off by default until the gpu-marked tests have passed on a GPU."""
     global _cuda_graphs
-    _cuda_graphs = bool(enabled)
+    if isinstance(enabled, str):
+        if enabled not in CUDA_GRAPH_MODES:
+            raise ValueError("set_cuda_graphs: expected True, False or %s, got %r"
+                             % (" or ".join(map(repr, CUDA_GRAPH_MODES)), enabled))
+        _cuda_graphs = enabled
+    else:
+        _cuda_graphs = bool(enabled)
 
 
 def cuda_graphs() -> bool:
+    return bool(_cuda_graphs)
+
+
+def cuda_graphs_mode():
+    """What set_cuda_graphs was given: False, True or "whole_step"."""
     return _cuda_graphs
+
+
+def cuda_graphs_whole_step() -> bool:
+    return _cuda_graphs == "whole_step"
 
 
 experimental = SimpleNamespace(enable_op_determinism=enable_op_determinism,

@@ -73,26 +73,21 @@ def accel_counts(batch=32):
 
 
 def graph_launches(batch=32):
-    """Launch calls per replay of the captured MLP step if it ran on a GPU with ACCEL_CUDA_GRAPHS=1, derived
-    from the plan's CUDA-graph segments (accel.cuda_plan.segments: runs of two or more capturable steps
-    between cuBLAS calls and host steps), not measured: (graph launches, other launches, steps in graphs)."""
-    import importlib  # noqa: PLC0415
-
+    """Launch calls per replay of the captured MLP step if it ran on a GPU with CUDA graphs, derived from the
+    plan's graph segments (accel.function.graph_launch_calls), not measured: {mode: counts} for
+    ACCEL_CUDA_GRAPHS=1 (cuBLAS GEMMs and the optimizer's host step outside the graphs) and =whole_step."""
     import accel  # noqa: PLC0415
-    from accel import cuda_plan  # noqa: PLC0415
+    from accel.function import graph_launch_calls  # noqa: PLC0415
 
     from bench.workloads import accel_impl  # noqa: PLC0415
 
-    fn = importlib.import_module("accel.function")
     x, y = make_batch(batch)
     with accel.config.fused("auto"):
         step = accel_impl.MLP["accel.function"](init_params(), x, y, "cpu")
         step()
         step()
     plan = next(p for cf in step._step._cache.values() for p in cf.plans)
-    segs = cuda_plan.segments(plan.nodes, fn._used_slots, fn._produced, lambda stop: set())
-    in_graphs = sum(stop - start for start, stop, _, _ in segs)
-    return len(segs), len(plan.nodes) - in_graphs, in_graphs
+    return {mode: graph_launch_calls(plan, whole_step=mode == "whole_step") for mode in ("1", "whole_step")}
 
 
 def torch_counts(batch=32):
@@ -125,11 +120,13 @@ def main(argv=None):
     print("| hand-fused minimum (derived) | %d | %.1f |" % (min_ops, min_bytes / 1e6))
     for variant, n in tor.items():
         print("| PyTorch eager %s | %s | |" % (variant, n))
-    graphs, others, captured = graph_launches(args.batch)
-    print("\nOn a GPU with ACCEL_CUDA_GRAPHS=1 (derived from the plan's graph segments, not run on a GPU): "
-          "%d launch calls per replay, %d CUDA-graph launches holding %d steps plus %d uncaptured steps (cuBLAS "
-          "GEMMs, the optimizer's host step, single kernels between GEMMs); the goal is one." % (
-              graphs + others, graphs, captured, others))
+    print("\nOn a GPU with CUDA graphs (derived from the plan's graph segments, not run on a GPU):\n")
+    print("| ACCEL_CUDA_GRAPHS | launch calls per replay | graph launches | steps in graphs | input/output copies "
+          "| uncaptured steps |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for mode, c in graph_launches(args.batch).items():
+        print("| %s | %d | %d | %d | %d | %d |" % (mode, c["total"], c["graphs"], c["in_graphs"], c["copies"],
+                                                   c["uncaptured"]))
     for label in ("fused always", "accel.function jit (replay)"):
         print("\n### accel, %s, by op\n" % label)
         print("| op | device ops | MB |")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import accel as tf
-from accel import cuda_plan, tape
-from accel.function import _graph_segments, _node_refs
+from accel import cuda_plan, settings, tape
+from accel.function import _graph_layout, _graph_segments, _node_refs, _OwnGemm, graph_launch_calls
 from accel.ops.core import REGISTRY
 
 rng = np.random.default_rng(0)
@@ -105,6 +105,85 @@ def test_variables_passed_as_arguments_stay_outside_graphs():
     for start, (stop, *_rest) in _graph_segments(plan).items():
         for n in plan.nodes[start:stop]:
             assert not any(r[0] == "arg_var" for r in _node_refs(n)), n
+
+
+# --- whole-step graphs: GEMMs on accel's own kernel inside the graph -------------------------------
+
+def test_the_breakers_a_step_reaches_are_named():
+    assert cuda_plan.breakers(REGISTRY["matmul"].forward) == {"matmul"}
+    assert all(cuda_plan.breakers(r) == {"matmul"} for r in REGISTRY["matmul"].rules if r is not None)
+    assert cuda_plan.breakers(REGISTRY["tanh"].forward) == frozenset()
+    assert not cuda_plan.breaks_capture(REGISTRY["matmul"].forward, allowed=frozenset({"matmul"}))
+
+
+def test_plans_record_the_array_form_of_the_cross_entropy_rule():
+    """The rule's Tensor branch (second order) calls host-side helpers; a plan runs its array half, which a
+    graph can hold."""
+    rule = REGISTRY["sparse_softmax_cross_entropy_with_logits"].rules[1]
+    assert cuda_plan.breaks_capture(rule) and not cuda_plan.breaks_capture(rule.array_form)
+    f = tf.function(_mlp)
+    f(*_args())
+    plan = next(p for cf in f._cache.values() for p in cf.plans)
+    assert not any(n[0] == "acall" and n[1] is rule for n in plan.nodes)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_a_whole_step_graph_holds_the_gemms_and_equals_the_plan(jit):
+    f = tf.function(_mlp, jit_compile=jit)
+    f(*_args())
+    plan = next(p for cf in f._cache.values() for p in cf.plans)
+    layout, own = _graph_layout(plan, whole_step=True)
+    assert [(start, stop) for start, stop, _, _ in layout] == [(0, len(plan.nodes))], plan.source
+    gemm_steps = [i for i, n in enumerate(plan.nodes) if cuda_plan.breakers(
+        n[1].forward if n[0] == "op" else n[1] if n[0] == "acall" else None) == {"matmul"}]
+    assert len(gemm_steps) == 5 and set(gemm_steps) <= own  # 2 forward, 3 gradients (dx of layer 1 unused)
+    assert graph_launch_calls(plan, whole_step=True)["graphs"] == 1
+    assert graph_launch_calls(plan, whole_step=True)["uncaptured"] == 0
+    assert graph_launch_calls(plan)["uncaptured"] >= 5  # without: the GEMMs stay outside
+    by_segments = plan.variant("graph_whole_step")
+    (_stop, _inputs, _outputs, runner), = plan.graphs.values()
+    assert not runner.capture
+    for _ in range(2):
+        args = _args()
+        arrays = [a._data for a in args]
+        whole, parts = plan.run(arrays, ()), by_segments(arrays, ())
+        for a, b in zip(whole, parts):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_batched_matmuls_stay_outside_a_whole_step_graph():
+    def f(a, b):
+        return tf.reduce_sum(tf.tanh(tf.matmul(a, b)) * 2.0)
+
+    g = tf.function(f, jit_compile=True)
+    a = tf.constant(rng.standard_normal((3, 4, 5)).astype(np.float32))
+    b = tf.constant(rng.standard_normal((3, 5, 2)).astype(np.float32))
+    g(a, b)
+    plan = next(p for cf in g._cache.values() for p in cf.plans)
+    _layout, own = _graph_layout(plan, whole_step=True)
+    matmuls = [i for i, n in enumerate(plan.nodes) if n[0] == "op" and n[1].name == "matmul"]
+    assert matmuls and not set(matmuls) & own
+
+
+def test_own_gemm_namespace_uses_the_namespaces_matmul_on_the_host():
+    a, b = rng.standard_normal((3, 4)), rng.standard_normal((4, 2))
+    np.testing.assert_array_equal(_OwnGemm(np).matmul(a, b), a @ b)
+    out = np.empty((3, 2))
+    assert _OwnGemm(np).matmul(a, b, out=out) is out
+
+
+@pytest.mark.parametrize("value, want", [("0", False), ("1", True), ("whole_step", "whole_step"),
+                                         ("WHOLE_STEP", "whole_step"), ("", False)])
+def test_cuda_graphs_environment_values(value, want):
+    assert settings.read_environment({"ACCEL_CUDA_GRAPHS": value}).cuda_graphs == want
+
+
+def test_cuda_graphs_bad_values_name_what_was_expected():
+    with pytest.raises(ValueError, match="ACCEL_CUDA_GRAPHS.*whole_step.*'sometimes'"):
+        settings.read_environment({"ACCEL_CUDA_GRAPHS": "sometimes"})
+    with pytest.raises(ValueError, match="set_cuda_graphs.*'whole'"):
+        settings.set_cuda_graphs("whole")
+    assert settings.cuda_graphs_mode() in (False, True, "whole_step")
 
 
 cupy = pytest.importorskip("cupy", reason="cupy is needed to check the names the capture uses")

@@ -216,6 +216,10 @@ def _sparse_xent_rule(F, g, out, labels, logits):
     if isinstance(logits, Tensor):
         sm = softmax(logits, -1)
         return F.expand_dims(g, -1) * (sm - one_hot(labels, logits._data.shape[-1], dtype=logits._data.dtype))
+    return _sparse_xent_rule_arrays(F, g, out, labels, logits)
+
+
+def _sparse_xent_rule_arrays(F, g, out, labels, logits):
     xp = F.xp
     sm = _softmax_fwd(xp, logits, -1)
     n = logits.shape[-1]
@@ -224,6 +228,8 @@ def _sparse_xent_rule(F, g, out, labels, logits):
     return sm * g[..., None]
 
 
+# what accel.function records for it (the Tensor branch's host-side helpers would keep it out of CUDA graphs)
+_sparse_xent_rule.array_form = _sparse_xent_rule_arrays
 _sparse_xent = defop("sparse_softmax_cross_entropy_with_logits", _sparse_xent_fwd, None, _sparse_xent_rule,
                      dtypes="float", fused=fusion.sparse_softmax_xent, fused_small=True)
 
@@ -278,7 +284,7 @@ def sparse_xent_mean_grad(F, xp, g, labels, logits, **mean_attrs):
     res = _sparse_xent.fused(xp, g_rows, None, labels, logits)
     if res is not None and res[1] is not None:
         return res
-    return (None, _sparse_xent.rules[1](F, g_rows, None, labels, logits))
+    return (None, _sparse_xent_rule_arrays(F, g_rows, None, labels, logits))
 
 
 # reduce_mean over the rows of sparse_softmax_cross_entropy_with_logits as one step (one kernel, the mean
