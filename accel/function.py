@@ -284,7 +284,7 @@ class Trace:
         s = self.slot_of.get(t._id)
         if s is None or self.paused:
             return
-        if what in ("bool()", "int()", "index"):
+        if what in ("bool()", "int()", "index", "value"):
             self.nodes.append(("guard", s, what, _py_value(t._data, what)))
             self.guards_after_write = self.guards_after_write or self._wrote
             return
@@ -303,8 +303,31 @@ class Trace:
 
 
 def _py_value(a, what):
+    if what == "value":
+        return _HostValue(backend.to_numpy(a))
     v = np.asarray(a).reshape(())[()]
     return bool(v) if what == "bool()" else int(v)
+
+
+class _HostValue:
+    """A whole array's value as a guard compares it (dtype, shape and elements)."""
+
+    __slots__ = ("a",)
+
+    def __init__(self, a):
+        self.a = np.array(a, copy=True)
+
+    def __eq__(self, other):
+        o = other.a if isinstance(other, _HostValue) else np.asarray(other)
+        return o.dtype == self.a.dtype and o.shape == self.a.shape and bool(np.array_equal(o, self.a))
+
+    def __ne__(self, other):
+        return not self == other
+
+    __hash__ = None
+
+    def __repr__(self):
+        return "value %s" % np.array2string(self.a, threshold=8)
 
 
 class _Paused:
@@ -1298,8 +1321,11 @@ def _emit(nodes, input_slots, out_refs, memory, mode="plain", xp=np, graphs=None
             lines.append("    v%d = %s()._data" % (slot, name(make, "m")))
         elif kind == "guard":
             _, slot, what, value = n
-            conv = "bool" if what == "bool()" else "int"
-            lines.append("    if %s(_host(v%d).reshape(())[()]) != %r:" % (conv, slot, value))
+            if what == "value":
+                lines.append("    if %s != _host(v%d):" % (name(value, "w"), slot))
+            else:
+                conv = "bool" if what == "bool()" else "int"
+                lines.append("    if %s(_host(v%d).reshape(())[()]) != %r:" % (conv, slot, value))
             lines.append("        raise _GuardMiss()")
         dead = [sl for sl in memory.release.get(i, ()) if sl in defined]
         if dead:
@@ -1504,14 +1530,15 @@ _arenas = _ArenaHolders()
 # on the axis)}: recorded as "the shape of that slot", so a derived plan recomputes it for the new shapes
 _SHAPE_ATTRS = dict({n: {"shape": 0} for n in (
     "reduce_sum", "reduce_mean", "reduce_max", "reduce_min", "reduce_prod", "reduce_any", "reduce_all",
-    "reduce_logsumexp", "tile", "getitem")}, reshape={"in_shape": 0, "shape": "minus"}, concat={"sizes": "sizes"})
+    "reduce_logsumexp", "tile", "getitem", "getitem_at")}, reshape={"in_shape": 0, "shape": "minus"},
+    concat={"sizes": "sizes"})
 # attributes that hold no size (axes, flags, dtypes, the caller's scalars)
 _NO_SIZES = {"axis", "axes", "perm", "keepdims", "batch_dims", "dtype", "advanced", "adjoint", "lower",
              "full_matrices", "exclusive", "reverse", "descending", "approximate", "mode", "alpha", "eps", "keep",
              "scale", "on", "off", "value", "padding_value", "lo", "hi", "device", "source", "sign", "minus"}
 # attributes whose ints the caller wrote as they are (an index, multiples, paddings, a target shape): a size in
 # them came from reading a traced tensor's shape, which the trace notes (Tensor.shape, len, accel.shape)
-_CALLER_INTS = {("getitem", "key"), ("tile", "multiples"), ("pad", "pads"), ("one_hot", "depth"),
+_CALLER_INTS = {("getitem", "key"), ("getitem_at", "key"), ("tile", "multiples"), ("pad", "pads"), ("one_hot", "depth"),
                 ("broadcast_to", "shape")}
 # ...or nearly: a reshape's target has its -1 resolved by the wrapper (derived anew when `minus` says where);
 # without that, a target that holds a generic size is not trusted

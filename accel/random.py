@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from accel import backend
+from accel import backend, recorder
 from accel.dtypes import as_dtype
 from accel.errors import InvalidArgumentError
 from accel.ops.shape import gather
@@ -44,7 +44,7 @@ def _new_rng(dev, seed):
 
 def _shape(shape, fn="random"):
     if isinstance(shape, Tensor):
-        shape = shape.numpy().tolist()
+        shape = recorder.host_value(shape).tolist()
     if isinstance(shape, (int, np.integer)):
         shape = (int(shape),)
     shape = tuple(int(s) for s in shape)
@@ -101,7 +101,7 @@ def shuffle(value, seed=None, name=None):
 
 def _seed_pair(seed, fn):
     try:
-        s = [int(v) for v in (seed.numpy().tolist() if isinstance(seed, Tensor) else seed)]
+        s = [int(v) for v in (recorder.host_value(seed).tolist() if isinstance(seed, Tensor) else seed)]
     except TypeError:
         raise ValueError("random.%s: seed must be a shape [2] integer tensor or pair, got %r" % (fn, seed)) from None
     if len(s) != 2:

@@ -180,6 +180,25 @@ def leaving(t, what):
         state.trace.leaving(t, what)
 
 
+def host_value(t):
+    """Tensor t's value as a NumPy array for an argument Python decides with (a shape, axes, paddings, a
+    seed): a guard inside accel.function (value_read), so such arguments may be traced tensors, as in TF."""
+    if state.tapes:
+        note_exit(t, "numpy()")
+    value_read(t)
+    from accel import backend  # noqa: PLC0415  (backend sits above this module's users, not below it)
+
+    return backend.to_numpy(t._data)
+
+
+def value_read(t):
+    """Tensor t's value decides something in Python (a mask's true positions, a shape, a segment count):
+    inside accel.function a guard on the whole value, so a call with another value traces that path
+    instead of replaying this one's."""
+    if state.trace is not None:
+        state.trace.leaving(t, "value")
+
+
 def shape_read(t):
     """Tensor t's whole shape is read into Python (accel.shape, accel.size): noted on the accel.function
     trace, which derives plans for new shapes only where the Python saw no size that changed."""

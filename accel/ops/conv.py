@@ -18,9 +18,11 @@ import math
 
 import numpy as np
 
+from accel import recorder
 from accel.errors import InvalidArgumentError
 from accel.ops.core import ArrayNS, apply, convert, defop
 from accel.ops.shape import reshape, transpose
+from accel.tensor import Tensor
 
 
 def _call(F, op, args, attrs):
@@ -468,7 +470,9 @@ def _conv_transpose(fn, nd, input, filters, output_shape, strides, padding, data
     _rank(g, nd + 2, fn, "input", data_format)
     _rank(w, nd + 2, fn, "filter", "[%s, output_channels, in_channels]" % _SPATIAL[nd])
     _same_dtype(g, w, fn)
-    out_shape = tuple(int(v) for v in (output_shape.numpy() if hasattr(output_shape, "numpy") else output_shape))
+    if isinstance(output_shape, Tensor):
+        output_shape = recorder.host_value(output_shape)
+    out_shape = tuple(int(v) for v in output_shape)
     if len(out_shape) != nd + 2:
         raise _err("%s: output_shape must have %d elements, got %r", fn, nd + 2, output_shape)
     strides = _spatial(strides, nd, data_format, fn, "strides")

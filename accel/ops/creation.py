@@ -17,7 +17,7 @@ def _np_dtype(dtype):
 
 def _shape_arg(shape, opname):
     if isinstance(shape, Tensor):
-        shape = shape.numpy().tolist()
+        shape = recorder.host_value(shape).tolist()
     if isinstance(shape, (int, np.integer)):
         shape = (int(shape),)
     try:
@@ -110,7 +110,7 @@ def ones_like(input, dtype=None, name=None, layout=None):  # noqa: A002
 
 def range(start, limit=None, delta=1, dtype=None, name="range"):  # noqa: A001
     """Like Python's range (TF's tf.range); ints give int32, floats float32."""
-    vals = [v.numpy().item() if isinstance(v, Tensor) else v for v in (start, limit, delta)]
+    vals = [recorder.host_value(v).item() if isinstance(v, Tensor) else v for v in (start, limit, delta)]
     start, limit, delta = vals
     if limit is None:
         start, limit = 0, start
@@ -153,8 +153,8 @@ def one_hot(indices, depth, on_value=None, off_value=None, axis=None, dtype=None
     dt = _np_dtype(dtype) or (convert(on_value)._data.dtype if on_value is not None else np.dtype(np.float32))
     on = 1 if on_value is None else on_value
     off = 0 if off_value is None else off_value
-    on = on.numpy() if isinstance(on, Tensor) else on
-    off = off.numpy() if isinstance(off, Tensor) else off
+    on = recorder.host_value(on) if isinstance(on, Tensor) else on
+    off = recorder.host_value(off) if isinstance(off, Tensor) else off
     return apply(_one_hot, (idx,), {"depth": depth, "on": on, "off": off, "axis": axis, "dtype": dt})
 
 

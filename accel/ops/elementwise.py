@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from accel import backend
+from accel import backend, recorder
 from accel.dtypes import as_dtype
 from accel.errors import InvalidArgumentError
 from accel.ops import fusion
@@ -235,6 +235,7 @@ def where(condition, x=None, y=None, name=None):
         raise InvalidArgumentError(None, None, "where: condition must be a bool tensor, got %s" % c._data.dtype)
     if x is None and y is None:
         xp = _xp(c)
+        recorder.value_read(c)  # the result's shape depends on it
         return Tensor(xp.stack(xp.nonzero(c._data), axis=-1).astype(np.int64))
     if x is None or y is None:
         raise ValueError("where: give both x and y, or neither")

@@ -7,7 +7,7 @@ import collections
 
 import numpy as np
 
-from accel import backend
+from accel import backend, recorder
 from accel.errors import InvalidArgumentError, NotFoundError
 from accel.ops.core import add_array_functions, apply, convert, convert_pair, defop
 from accel.ops.elementwise import log
@@ -684,7 +684,7 @@ def qr(input, full_matrices=False, name=None):  # noqa: A002
 
 def _int_arg(value, what, fname):
     if isinstance(value, Tensor):
-        value = value.numpy()
+        value = recorder.host_value(value)
     if isinstance(value, (np.ndarray, np.generic)) and value.ndim == 0 and value.dtype.kind in "iu":
         return int(value)
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
@@ -735,7 +735,7 @@ def diag_part(input, name="diag_part", k=0, padding_value=0, align="RIGHT_LEFT")
 
 def _single_k(k, fname):
     if isinstance(k, (tuple, list)) or (isinstance(k, (Tensor, np.ndarray)) and np.ndim(k) == 1):
-        ks = [_int_arg(v, "k", fname) for v in (k.numpy() if isinstance(k, Tensor) else k)]
+        ks = [_int_arg(v, "k", fname) for v in (recorder.host_value(k) if isinstance(k, Tensor) else k)]
         if len(ks) == 2 and ks[0] == ks[1]:
             return ks[0]
         raise NotImplementedError("%s: only one diagonal (an int k) is supported, got k=%r" % (fname, ks))
@@ -760,7 +760,7 @@ def diag(diagonal, name="diag", k=0, num_rows=-1, num_cols=-1, padding_value=0, 
     rows = _int_arg(num_rows, "num_rows", "diag")
     cols = _int_arg(num_cols, "num_cols", "diag")
     rows, cols = _diag_size(d._data.shape[-1], k, rows, cols)
-    pad = padding_value.numpy().item() if isinstance(padding_value, Tensor) else padding_value
+    pad = recorder.host_value(padding_value).item() if isinstance(padding_value, Tensor) else padding_value
     return apply(_diag, (d,), {"k": k, "num_rows": rows, "num_cols": cols, "padding_value": pad})
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from accel import recorder
 from accel.dtypes import as_dtype
 from accel.errors import InvalidArgumentError
 from accel.ops.core import apply, convert, defop
@@ -17,7 +18,7 @@ def normalize_axis(axis, ndim, opname, argname="axis"):
     if axis is None:
         return tuple(range(ndim))
     if isinstance(axis, Tensor):
-        axis = axis.numpy().tolist()
+        axis = recorder.host_value(axis).tolist()
     if isinstance(axis, (np.ndarray, np.generic)):
         axis = axis.tolist()
     items = axis if isinstance(axis, (list, tuple)) else [axis]

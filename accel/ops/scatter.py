@@ -12,7 +12,7 @@ import builtins
 
 import numpy as np
 
-from accel import backend
+from accel import backend, recorder
 from accel.errors import InvalidArgumentError
 from accel.ops import fusion
 from accel.ops.core import apply, convert, defop
@@ -34,6 +34,7 @@ def _prod(shape):
 def _int_list(value, what, opname):
     """A tuple of ints from a list, NumPy array or int Tensor; floats are an error, as in TF."""
     if isinstance(value, Tensor):
+        recorder.value_read(value)
         value = backend.to_numpy(value._data)
     arr = np.asarray(value)
     if arr.size and arr.dtype.kind not in "iu":
@@ -366,6 +367,8 @@ def unsorted_segment_sum(data, segment_ids, num_segments, name=None):
     """Sums of data's slices per segment id, in any order; negative ids are dropped, as in TF."""
     d = convert(data)
     s = _int_tensor(segment_ids, "segment_ids", "unsorted_segment_sum")
+    if isinstance(num_segments, Tensor):
+        recorder.value_read(num_segments)
     ns = np.asarray(backend.to_numpy(num_segments._data) if isinstance(num_segments, Tensor) else num_segments)
     if ns.ndim != 0 or ns.dtype.kind not in "iu":
         raise InvalidArgumentError(None, None, "unsorted_segment_sum: num_segments must be an int scalar, got %r"

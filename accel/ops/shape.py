@@ -6,7 +6,7 @@ import copy
 
 import numpy as np
 
-from accel import backend
+from accel import backend, recorder
 from accel.errors import InvalidArgumentError
 from accel.ops import fusion
 from accel.ops.core import apply, convert, defop
@@ -16,7 +16,7 @@ from accel.tensor import Tensor
 
 def _ints(value, what, opname):
     if isinstance(value, Tensor):
-        value = value.numpy()
+        value = recorder.host_value(value)
     if isinstance(value, (np.ndarray, np.generic)):
         value = value.tolist()
     if isinstance(value, (int, np.integer)):
@@ -273,7 +273,7 @@ _pad = defop("pad", _pad_fwd, _pad_rule)
 
 def pad(tensor, paddings, mode="CONSTANT", constant_values=0, name=None):
     x = convert(tensor)
-    p = paddings.numpy().tolist() if isinstance(paddings, Tensor) else [list(r) for r in paddings]
+    p = recorder.host_value(paddings).tolist() if isinstance(paddings, Tensor) else [list(r) for r in paddings]
     if len(p) != x._data.ndim or any(len(r) != 2 or min(r) < 0 for r in p):
         raise InvalidArgumentError(None, None, "pad: paddings must be [rank, 2] non-negative ints (rank %d), got %r"
                                    % (x._data.ndim, paddings))
@@ -431,6 +431,7 @@ def boolean_mask(tensor, mask, axis=None, name=None):
         raise InvalidArgumentError(None, None, "boolean_mask: mask shape %s does not match tensor shape %s at axis %d"
                                    % (tuple(m._data.shape), tuple(x._data.shape), a))
     xp = backend.xp_of(m._data)
+    recorder.value_read(m)  # the result's shape depends on it
     idx = xp.nonzero(m._data.reshape(-1))[0]
     shape = tuple(x._data.shape)
     flat = reshape(x, shape[:a] + (int(np.prod(shape[a:a + k])),) + shape[a + k:])
@@ -450,16 +451,60 @@ def _getitem_rule(F, g, out, x, key, shape, advanced):
 _getitem = defop("getitem", _getitem_fwd, _getitem_rule, save="none")
 
 
+class _IndexInput:
+    """The place in a getitem key of the op's index input j (an int tensor): its value is an input of the
+    op, not an attribute, so accel.function's plans read it on every call."""
+
+    __slots__ = ("j",)
+
+    def __init__(self, j):
+        self.j = j
+
+    def __eq__(self, other):
+        return type(other) is _IndexInput and other.j == self.j
+
+    def __hash__(self):
+        return hash((_IndexInput, self.j))
+
+    def __repr__(self):
+        return "<index input %d>" % self.j
+
+
+def _filled_key(key, indices):
+    return tuple(indices[k.j] if type(k) is _IndexInput else k for k in key)
+
+
+def _getitem_at_fwd(xp, x, *indices, key, shape, advanced):
+    return x[_filled_key(key, indices)]
+
+
+def _getitem_at_rule(F, g, out, x, *indices, key, shape, advanced):
+    return _getitem_rule(F, g, out, x, _filled_key(key, indices), shape, advanced)
+
+
+_MAX_INDEX_INPUTS = 32  # one rule slot per index input (None: no gradient); a key holds at most one per axis
+_getitem_at = defop("getitem_at", _getitem_at_fwd, _getitem_at_rule, *([None] * _MAX_INDEX_INPUTS),
+                    save="inputs")
+
+
 def _normalize_key(key, x):
+    """(key with Tensors as arrays, advanced, the int Tensors of the key by position): an int tensor of any
+    rank is an input of getitem_at; a bool tensor's true positions decide the result's shape (a guard)."""
     if not isinstance(key, tuple):
         key = (key,)
     out = []
     advanced = False
+    index_tensors = {}
     for k in key:
         if isinstance(k, Tensor):
-            k = k._data
-            if k.ndim == 0 and k.dtype.kind in "iu":
-                k = int(k)
+            t, k = k, k._data
+            if k.dtype.kind in "iu":
+                index_tensors[len(out)] = t
+                if k.ndim == 0:
+                    out.append(k)  # an int index for NumPy; not advanced (no repeats to accumulate)
+                    continue
+            elif k.dtype.kind == "b":
+                recorder.value_read(t)
         if isinstance(k, list):
             k = np.asarray(k)
         if hasattr(k, "dtype") and hasattr(k, "ndim"):
@@ -475,7 +520,7 @@ def _normalize_key(key, x):
             raise TypeError("index: only ints, slices, ..., None, and int or bool tensors are valid indices, "
                             "got %r" % (k,))
         out.append(k)
-    return tuple(out), advanced
+    return tuple(out), advanced, index_tensors
 
 
 def _check_basic_bounds(key, shape):
@@ -511,6 +556,18 @@ def _check_basic_bounds(key, shape):
 
 def getitem(tensor, key):
     x = convert(tensor)
-    key, advanced = _normalize_key(key, x)
+    key, advanced, index_tensors = _normalize_key(key, x)
     _check_basic_bounds(key, tuple(x._data.shape))
-    return apply(_getitem, (x,), {"key": key, "shape": tuple(x._data.shape), "advanced": advanced})
+    attrs = {"shape": tuple(x._data.shape), "advanced": advanced}
+    if not index_tensors:
+        return apply(_getitem, (x,), dict(attrs, key=key))
+    positions = sorted(index_tensors)
+    if len(positions) > _MAX_INDEX_INPUTS:
+        raise IndexError("index: at most %d tensors in one index, got %d" % (_MAX_INDEX_INPUTS, len(positions)))
+    at = {p: _IndexInput(j) for j, p in enumerate(positions)}
+    template = tuple(at.get(p, k) for p, k in enumerate(key))
+    indices = [index_tensors[p] for p in positions]
+    for j, t in enumerate(indices):
+        if type(t._data) is not type(x._data):
+            indices[j] = Tensor(backend.to_device(t._data, backend.device_of(x._data)))
+    return apply(_getitem_at, (x, *indices), dict(attrs, key=template))
