@@ -105,6 +105,9 @@ DERIVED = {
     "reshape_minus_one_grads": _case_reshape_minus_one_grads,
     "seeded_random_of_fixed_shape": lambda: ((lambda x, y: x * tf.random.uniform([4], seed=2) + y),
                                              [(None, 4), (None, 4)]),  # drawn again on every call
+    # tf.shape / tf.size are ops: the plan computes them from each call's input (TF's dynamic shapes)
+    "accel_shape_and_size": lambda: ((lambda x, y: x + tf.cast(tf.reduce_sum(tf.shape(x)) + tf.size(y),
+                                                                tf.float32) + y), [(None, 4), (None, 4)]),
 }
 
 # the Python saw a generic size, or a recorded value has it: a new size traces again (the body runs). Sizes
@@ -113,7 +116,6 @@ FALLBACK = {
     "reshape_to_shape_0": (lambda x, y: tf.reshape(x, [x.shape[0], 2, 2]) * 2.0 + tf.reduce_sum(y), 3),
     "divide_by_len": (lambda x, y: tf.reduce_sum(x, axis=0) / float(len(x)) + y[0], 3),
     "zeros_of_batch": (lambda x, y: tf.concat([x, tf.zeros([x.shape[0], 1])], axis=1) - y[:, :1], 3),
-    "accel_shape": (lambda x, y: x + tf.cast(tf.reduce_sum(tf.shape(x)), tf.float32) + y, 3),
     "ones_like_constant": (lambda x, y: x * tf.ones_like(y) + 1.0, 3),  # a constant of the traced shape
     "guard_on_size": (lambda x, y: x * 2.0 if tf.reduce_sum(x * 0.0 + 1.0) > 12.0 else x * 3.0 + y, 2),
     "int_guard_on_size": (lambda x, y: tf.tile(y[:1], [int(tf.reduce_sum(x[:, 0] * 0.0 + 1.0)), 1]) + x, 3),

@@ -152,6 +152,9 @@ CASES = [
     Case("getitem_slices", lambda x: x[1:, ::-2], lambda x: x[1:, ::-2], [(4, 5)]),
     Case("getitem_int_ellipsis_none", lambda x: x[..., 1, None], lambda x: x[..., 1, None], [(2, 3, 4)]),
     Case("getitem_int_array_repeats", lambda x: x[tf.constant([0, 2, 0])], lambda x: x[[0, 2, 0]], [(3, 2)]),
+    Case("getitem_scalar_tensor_and_slice", lambda x: x[tf.constant(-1), 1:], lambda x: x[-1, 1:], [(3, 4)]),
+    Case("getitem_two_index_tensors", lambda x: x[tf.constant([2, 0, 2]), tf.constant([1, 1, 1])],
+         lambda x: x[[2, 0, 2], [1, 1, 1]], [(3, 2)]),
     Case("getitem_bool", lambda x: x[x > 0], lambda x: x[x > 0], [((3, 4), "away0")]),
     Case("boolean_mask", lambda x: tf.boolean_mask(x, tf.constant([True, False, True])),
          lambda x: x[[0, 2]], [(3, 2)]),
@@ -269,6 +272,7 @@ NO_GRADIENT = {
     "floor", "ceil", "round", "floordiv",  # piecewise constant: TF registers no gradient
     "ones_like",  # the tape's seed of a higher-order pass
     "one_hot", "cast_nondifferentiable",  # integer or bool inputs or results
+    "shape", "size",  # integer results
 }
 # Ops with a rule but no row in the gradient tables, and where their gradient is checked instead.
 NO_ROW = {

@@ -169,16 +169,18 @@ def _one_hot_fwd(xp, idx, depth, on, off, axis, dtype):
 _one_hot = defop("one_hot", _one_hot_fwd, save="none")  # no gradient: integer indices
 
 
+# ops, not constants: inside accel.function a plan computes them from each call's input (TF's dynamic
+# shapes), so a plan derived for a new batch size reads the new size; host arrays, as TF's are
+_shape = defop("shape", lambda xp, x, dtype: np.asarray(x.shape, dtype=dtype), save="none")
+_size = defop("size", lambda xp, x, dtype: np.asarray(x.size, dtype=dtype), save="none")
+
+
 def shape(input, out_type=np.int32, name=None):  # noqa: A002
-    x = convert(input)
-    recorder.shape_read(x)
-    return Tensor(np.asarray(x._data.shape, dtype=_np_dtype(out_type)))
+    return apply(_shape, (convert(input),), {"dtype": _np_dtype(out_type)})
 
 
 def size(input, out_type=np.int32, name=None):  # noqa: A002
-    x = convert(input)
-    recorder.shape_read(x)
-    return Tensor(np.asarray(x._data.size, dtype=_np_dtype(out_type)))
+    return apply(_size, (convert(input),), {"dtype": _np_dtype(out_type)})
 
 
 def rank(input, name=None):  # noqa: A002
