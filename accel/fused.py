@@ -416,11 +416,13 @@ def _pointer_tables(lists):
 # ---- device-step optimizer updates (capturable in a CUDA graph) ----
 # Every per-step scalar is read on the device (Adam's t from the optimizer's int64 iteration counter), and a
 # warmed call copies nothing from the host: the pointer tables of the parameters, slots AND gradients, the
-# sizes and the alpha scalar live in device memory, built on the first call and reused while the same arrays
-# are passed (as in a CUDA graph segment, whose gradient buffers are stable). A call with other arrays rebuilds
-# them with a host-to-device copy, which cannot be captured: rebuilding while the stream captures raises.
+# sizes and the alpha scalar live in device memory, built on the first call and reused while arrays with the
+# same pointers, shapes, strides and dtypes are passed (as in a CUDA graph segment, whose gradient buffers are
+# stable). A call with other arrays rebuilds them with a host-to-device copy, which cannot be captured:
+# rebuilding while the stream captures raises. The tables live in a holder dict the caller owns (`tables=`,
+# one entry per launcher, replaced by a rebuild: a graph captured with the old entry must not be launched
+# again); without one, a module-wide holder.
 _DEV_TABLES: dict = {}
-_DEV_TABLES_MAX = 8
 
 
 def capturing() -> bool:
@@ -429,13 +431,21 @@ def capturing() -> bool:
     return cp is not None and bool(cp.cuda.get_current_stream().is_capturing())
 
 
-def _dev_tables(fn, lists, check, scalar_dtype=None):
-    """The cached device tables of `lists` (pointer lists or None; lists[0] the parameters):
-    ([(row args..., sizes), grid, tensors] per chunk of 65535 tensors, scalar buffer or None)."""
-    key = (fn,) + tuple(None if lst is None else tuple(id(a) for a in lst) for lst in lists)
-    hit = _DEV_TABLES.get(key)
-    if hit is not None:
-        return hit[0], hit[1]
+def _dev_tables(fn, lists, check, tables, scalar_dtype=None):
+    """The device tables of `lists` (lists of arrays, or None; lists[0] the parameters), cached in the holder
+    dict `tables`: ([(row args..., sizes), grid, table] per chunk of 65535 tensors, scalar buffer or None)."""
+    holder = _DEV_TABLES if tables is None else tables
+    try:
+        key = (np.dtype(scalar_dtype).str if scalar_dtype is not None else None,) + tuple(
+            None if lst is None else tuple((a.data.ptr, a.shape, a.strides, a.dtype.str) for a in lst)
+            for lst in lists
+        )
+    except AttributeError:  # not cupy arrays: check() says which
+        check()
+        raise
+    hit = holder.get(fn)
+    if hit is not None and hit[0] == key:
+        return hit[1], hit[2]
     check()
     if capturing():
         raise RuntimeError(
@@ -461,10 +471,7 @@ def _dev_tables(fn, lists, check, scalar_dtype=None):
         if longest:
             chunks.append((rows + (dev[-1].view(cp.int64),), (_grid(longest)[0], k), dev))
     scalar = None if scalar_dtype is None else cp.zeros(1, scalar_dtype)
-    if len(_DEV_TABLES) >= _DEV_TABLES_MAX:
-        _DEV_TABLES.pop(next(iter(_DEV_TABLES)))
-    # the entry keeps the arrays alive, so their ids cannot be reused while it is cached
-    _DEV_TABLES[key] = (chunks, scalar, lists)
+    holder[fn] = (key, chunks, scalar)
     return chunks, scalar
 
 
@@ -475,11 +482,11 @@ def _check_counter(fn, iterations):
 
 
 @entry_point
-def adam_multi_update_dev(ps, gs, ms, vs, vhats, iterations, lr, b1, b2, eps, wd=0.0):
+def adam_multi_update_dev(ps, gs, ms, vs, vhats, iterations, lr, b1, b2, eps, wd=0.0, tables=None):
     """adam_multi_update with alpha formed on the device for t = iterations + 1 (the optimizer's int64 counter,
     a 1-element cupy array, read and not written: step_increment advances it after the step's updates).
     b1, b2: the optimizer's betas (alpha uses float32(b), as the host's adam_alpha is called).
-    Capturable once warmed with these arrays (see _DEV_TABLES)."""
+    tables: the caller's holder dict of the device tables. Capturable once warmed with these arrays (_DEV_TABLES)."""
     fn = "adam_multi_update_dev"
     lists = (ps, ms, vs, vhats, gs)
 
@@ -490,7 +497,7 @@ def adam_multi_update_dev(ps, gs, ms, vs, vhats, iterations, lr, b1, b2, eps, wd
     if not ps:
         return
     S = _scalar_type(ps[0].dtype)
-    chunks, alpha = _dev_tables(fn, lists, check, S)
+    chunks, alpha = _dev_tables(fn, lists, check, tables, S)
     alpha_scalars, update_scalars = adam_dev_scalars(ps[0].dtype, lr, b1, b2, eps, wd)
     _launch("adam_dev_scalars", (np.dtype(S),), (1,), (32,), (iterations, alpha) + alpha_scalars)
     for args, grid, _ in chunks:
@@ -511,9 +518,9 @@ def sgd_multi_scalars(dtype, lr, momentum, nesterov, wd):
 
 
 @entry_point
-def sgd_multi_update(ps, gs, ms, lr, momentum=0.0, nesterov=False, wd=0.0):
+def sgd_multi_update(ps, gs, ms, lr, momentum=0.0, nesterov=False, wd=0.0, tables=None):
     """sgd_update over many tensors of one dtype in one launch (ms: the momentum buffers, or None for plain
-    SGD). No per-step scalar; capturable once warmed with these arrays (see _DEV_TABLES)."""
+    SGD). No per-step scalar; tables: as adam_multi_update_dev; capturable once warmed with these arrays."""
     fn = "sgd_multi_update"
     lists = (ps, ms, gs)
 
@@ -529,7 +536,7 @@ def sgd_multi_update(ps, gs, ms, lr, momentum=0.0, nesterov=False, wd=0.0):
 
     if not ps:
         return
-    chunks, _ = _dev_tables(fn, lists, check)
+    chunks, _ = _dev_tables(fn, lists, check, tables)
     scalars = sgd_multi_scalars(ps[0].dtype, lr, momentum, nesterov, wd)
     for args, grid, _ in chunks:
         _launch(fn, (ps[0].dtype,), grid, (BLOCK,), args + scalars)

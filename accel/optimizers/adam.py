@@ -83,13 +83,13 @@ class Adam(_Betas):
 
     _device_kind = "adam"
 
-    def _device_update(self, ps, gs, slots, counter, lr, wd):
+    def _device_update(self, ps, gs, slots, counter, lr, wd, tables):
         from accel import fused  # noqa: PLC0415
 
         fused.adam_multi_update_dev(
             ps, gs, [s["momentum"] for s in slots], [s["velocity"] for s in slots],
             [s["velocity_hat"] for s in slots] if self.amsgrad else None,
-            counter, lr, self.beta_1, self.beta_2, self.epsilon, wd,
+            counter, lr, self.beta_1, self.beta_2, self.epsilon, wd, tables=tables,
         )
 
     def _device_hyper(self):

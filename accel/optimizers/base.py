@@ -445,7 +445,8 @@ class Optimizer:
         replay.capturable = why is None
         replay.not_capturable_because = why
         if why is None:
-            replay.device_run = lambda *grad_arrays: self._device_run(variables, grad_arrays)
+            tables = {}  # this step's device pointer tables (accel.fused), per weight-decay group
+            replay.device_run = lambda *grad_arrays: self._device_run(variables, grad_arrays, tables)
             replay.device_key = lambda: self._device_key(variables)
 
     def _device_step_blocker(self, grads, variables):
@@ -532,10 +533,11 @@ class Optimizer:
             it._data = backend.to_device(it._data, dev)
         return it._data
 
-    def _device_run(self, variables, grad_arrays):
+    def _device_run(self, variables, grad_arrays, tables=None):
         """The device step: the update of every variable, slots included, and iterations += 1, all launched
         on the current stream with no host read of device state and, once warmed with these arrays, no
-        host-to-device copy. Updates in place: the arrays the launches point at never change."""
+        host-to-device copy. Updates in place: the arrays the launches point at never change. tables: the
+        holder of the device pointer tables (one per weight-decay group), kept by the caller across calls."""
         from accel import fused  # noqa: PLC0415
 
         grad_arrays = [g._data if isinstance(g, Tensor) else g for g in grad_arrays]
@@ -543,12 +545,14 @@ class Optimizer:
             raise ValueError("device_run: got %d gradient arrays for %d variables" % (len(grad_arrays), len(variables)))
         counter = self._device_counter(variables[0]._data)
         lr = self._lr_value()  # the float32 learning-rate Variable lives on the CPU: no device read
+        tables = {} if tables is None else tables
         for wd, (ps, gs, ss) in self._device_groups(variables, grad_arrays).items():
-            self._device_update(ps, gs, ss, counter, lr, wd)
+            self._device_update(ps, gs, ss, counter, lr, wd, tables.setdefault(wd, {}))
         fused.step_increment(counter)
 
-    def _device_update(self, ps, gs, slots, counter, lr, wd):
-        """Launches the device-step kernels of one weight-decay group (slots: one dict of slot arrays per p)."""
+    def _device_update(self, ps, gs, slots, counter, lr, wd, tables):
+        """Launches the device-step kernels of one weight-decay group (slots: one dict of slot arrays per p;
+        tables: the group's holder of device pointer tables, for accel.fused)."""
         raise NotImplementedError
 
     def _device_hyper(self) -> tuple:

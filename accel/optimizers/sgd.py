@@ -58,11 +58,11 @@ class SGD(Optimizer):
 
     _device_kind = "sgd"
 
-    def _device_update(self, ps, gs, slots, counter, lr, wd):
+    def _device_update(self, ps, gs, slots, counter, lr, wd, tables):
         from accel import fused  # noqa: PLC0415
 
         ms = [s["momentum"] for s in slots] if self.momentum != 0 else None
-        fused.sgd_multi_update(ps, gs, ms, lr, f32(self.momentum), self.nesterov, wd)
+        fused.sgd_multi_update(ps, gs, ms, lr, f32(self.momentum), self.nesterov, wd, tables=tables)
 
     def _device_hyper(self):
         return (self.momentum, self.nesterov)

@@ -154,7 +154,7 @@ def shim_fused(monkeypatch):
     def ptrs(arrays):
         return np.array([a.ctypes.data for a in arrays], np.uint64)
 
-    def adam(ps, gs, ms, vs, vhats, iterations, lr, b1, b2, eps, wd=0.0):
+    def adam(ps, gs, ms, vs, vhats, iterations, lr, b1, b2, eps, wd=0.0, tables=None):
         dt = ps[0].dtype
         acc = np.float64 if dt == np.float64 else np.float32
         alpha = np.zeros(1, acc)
@@ -163,13 +163,15 @@ def shim_fused(monkeypatch):
         lib.launch("adam_multi_update_dev<%s>" % CT[dt], (2, len(ps)), 64, ptrs(ps), ptrs(ms), ptrs(vs),
                    None if vhats is None else ptrs(vhats), ptrs(gs), np.array([p.size for p in ps], np.int64),
                    alpha, *u_sc)
+        assert isinstance(tables, dict)
         calls.append(("adam", len(ps), wd))
 
-    def sgd(ps, gs, ms, lr, momentum=0.0, nesterov=False, wd=0.0):
+    def sgd(ps, gs, ms, lr, momentum=0.0, nesterov=False, wd=0.0, tables=None):
         dt = ps[0].dtype
         lib.launch("sgd_multi_update<%s>" % CT[dt], (2, len(ps)), 64, ptrs(ps), None if ms is None else ptrs(ms),
                    ptrs(gs), np.array([p.size for p in ps], np.int64),
                    *fused.sgd_multi_scalars(dt, lr, momentum, nesterov, wd))
+        assert isinstance(tables, dict)
         calls.append(("sgd", len(ps), wd))
 
     def inc(iterations):
@@ -374,3 +376,28 @@ def test_gpu_device_run_in_a_cuda_graph(label, make, dtype):
                 rec.device_run(*[b.copy() for b in bufs])
         finally:
             stream.end_capture()
+
+
+@pytest.mark.gpu
+def test_gpu_traced_step_is_capturable_and_device_run_continues_it():
+    if not backend.has_gpu():
+        pytest.skip("needs CuPy and a CUDA device")
+    cp, variables, twins, opt, ref, steps = _gpu_setup(lambda: O.AdamW(1e-2), "float32")
+    grads = [accel.constant(g) for g in steps[0]]
+
+    @accel.function
+    def step():
+        opt.apply_gradients(zip(grads, variables, strict=True))
+
+    for _ in range(3):
+        step()
+        ref.apply_gradients(zip(grads, twins, strict=True))
+    calls = [n for cf in step._cache.values() for p in cf.plans for n in p.nodes if n[0] == "call"]
+    assert len(calls) == 1 and calls[0][2].capturable, getattr(calls[0][2], "not_capturable_because", None)
+    before = fused.launches["adam_multi_update_dev"]
+    calls[0][2].device_run(*[g._data for g in grads])
+    ref.apply_gradients(zip(grads, twins, strict=True))
+    assert fused.launches["adam_multi_update_dev"] == before + 1
+    for v, w in zip(variables, twins, strict=True):
+        np.testing.assert_array_equal(cp.asnumpy(v._data), cp.asnumpy(w._data))
+    assert int(opt.iterations.numpy()) == 4
