@@ -157,7 +157,7 @@ __device__ __forceinline__ void dd_mul(double& rh, double& rl, double bh, double
 // lies within about 2^-100 of a rounding boundary (square-and-multiply in
 // double-double: at most 126 products for any t). The host computes np.power
 // through libm, which is not always correctly rounded, so the two can differ by
-// one ulp of b^t for some t (see the report of tests/kernels/test_device_step.py).
+// one ulp of b^t for some t (tests/kernels/test_device_step_kernels.py).
 __device__ __forceinline__ double pow_int(double b, long long t) {
   unsigned long long n = t < 0 ? 0ull - (unsigned long long)t : (unsigned long long)t;
   double rh = 1.0, rl = 0.0, bh = b, bl = 0.0;
