@@ -413,6 +413,142 @@ def _pointer_tables(lists):
     return rows + (dev[-1].view(cp.int64),), longest
 
 
+# ---- device-step optimizer updates (capturable in a CUDA graph) ----
+# Every per-step scalar is read on the device (Adam's t from the optimizer's int64 iteration counter), and a
+# warmed call copies nothing from the host: the pointer tables of the parameters, slots AND gradients, the
+# sizes and the alpha scalar live in device memory, built on the first call and reused while arrays with the
+# same pointers, shapes, strides and dtypes are passed (as in a CUDA graph segment, whose gradient buffers are
+# stable). A call with other arrays rebuilds them with a host-to-device copy, which cannot be captured:
+# rebuilding while the stream captures raises. The tables live in a holder dict the caller owns (`tables=`,
+# one entry per launcher, replaced by a rebuild: a graph captured with the old entry must not be launched
+# again); without one, a module-wide holder.
+_DEV_TABLES: dict = {}
+
+
+def capturing() -> bool:
+    """True while the current CuPy stream is capturing a CUDA graph (False without CuPy)."""
+    cp = backend.cupy()
+    return cp is not None and bool(cp.cuda.get_current_stream().is_capturing())
+
+
+def _dev_tables(fn, lists, check, tables, scalar_dtype=None):
+    """The device tables of `lists` (lists of arrays, or None; lists[0] the parameters), cached in the holder
+    dict `tables`: ([(row args..., sizes), grid, table] per chunk of 65535 tensors, scalar buffer or None)."""
+    holder = _DEV_TABLES if tables is None else tables
+    try:
+        key = (np.dtype(scalar_dtype).str if scalar_dtype is not None else None,) + tuple(
+            None if lst is None else tuple((a.data.ptr, a.shape, a.strides, a.dtype.str) for a in lst)
+            for lst in lists
+        )
+    except AttributeError:  # not cupy arrays: check() says which
+        check()
+        raise
+    hit = holder.get(fn)
+    if hit is not None and hit[0] == key:
+        return hit[1], hit[2]
+    check()
+    if capturing():
+        raise RuntimeError(
+            "%s: new arrays (a new parameter, slot or gradient buffer) while the stream captures a CUDA graph; "
+            "the pointer tables are built with a host-to-device copy, which cannot be captured. Call it once "
+            "outside the capture with the same arrays first." % fn
+        )
+    cp = _cp()
+    ps = lists[0]
+    chunks = []
+    for lo in range(0, len(ps), 65535):  # gridDim.y limit
+        sl = slice(lo, lo + 65535)
+        k = len(ps[sl])
+        host = np.zeros((len(lists) + 1, k), np.uint64)
+        for row, lst in enumerate(lists):
+            if lst is not None:
+                host[row] = [a.data.ptr for a in lst[sl]]
+        sizes = np.array([a.size for a in ps[sl]], np.int64)
+        host[-1] = sizes.view(np.uint64)
+        dev = cp.asarray(host)
+        rows = tuple(_NULL if lst is None else dev[r] for r, lst in enumerate(lists))
+        longest = int(sizes.max())
+        if longest:
+            chunks.append((rows + (dev[-1].view(cp.int64),), (_grid(longest)[0], k), dev))
+    scalar = None if scalar_dtype is None else cp.zeros(1, scalar_dtype)
+    holder[fn] = (key, chunks, scalar)
+    return chunks, scalar
+
+
+def _check_counter(fn, iterations):
+    _check(fn, "iterations", iterations, (np.dtype(np.int64),))
+    if iterations.size != 1:
+        raise ValueError("%s: iterations must have 1 element, got shape %s" % (fn, tuple(iterations.shape)))
+
+
+@entry_point
+def adam_multi_update_dev(ps, gs, ms, vs, vhats, iterations, lr, b1, b2, eps, wd=0.0, tables=None):
+    """adam_multi_update with alpha formed on the device for t = iterations + 1 (the optimizer's int64 counter,
+    a 1-element cupy array, read and not written: step_increment advances it after the step's updates).
+    b1, b2: the optimizer's betas (alpha uses float32(b), as the host's adam_alpha is called).
+    tables: the caller's holder dict of the device tables. Capturable once warmed with these arrays (_DEV_TABLES)."""
+    fn = "adam_multi_update_dev"
+    lists = (ps, ms, vs, vhats, gs)
+
+    def check():
+        check_adam_lists(fn, ps, gs, ms, vs, vhats, lambda k, p, g, m, v, vh: _opt_check(fn, p, g, m=m, v=v, vhat=vh))
+        _check_counter(fn, iterations)
+
+    if not ps:
+        return
+    S = _scalar_type(ps[0].dtype)
+    chunks, alpha = _dev_tables(fn, lists, check, tables, S)
+    alpha_scalars, update_scalars = adam_dev_scalars(ps[0].dtype, lr, b1, b2, eps, wd)
+    _launch("adam_dev_scalars", (np.dtype(S),), (1,), (32,), (iterations, alpha) + alpha_scalars)
+    for args, grid, _ in chunks:
+        _launch(fn, (ps[0].dtype,), grid, (BLOCK,), args + (alpha,) + update_scalars)
+
+
+def adam_dev_scalars(dtype, lr, b1, b2, eps, wd):
+    """The by-value scalars of (adam_dev_scalars, adam_multi_update_dev) for parameters of `dtype`, as the
+    host path forms them: alpha from float32(b1), float32(b2) (Optimizer's f32), om_b = 1 - b in double."""
+    S = _scalar_type(dtype)
+    return (S(lr), S(np.float32(b1)), S(np.float32(b2))), (S(1 - b1), S(1 - b2), S(eps), S(lr), S(wd))
+
+
+def sgd_multi_scalars(dtype, lr, momentum, nesterov, wd):
+    """The by-value scalars of sgd_multi_update for parameters of `dtype`."""
+    S = _scalar_type(dtype)
+    return (S(lr), S(momentum), np.int32(bool(nesterov)), S(wd))
+
+
+@entry_point
+def sgd_multi_update(ps, gs, ms, lr, momentum=0.0, nesterov=False, wd=0.0, tables=None):
+    """sgd_update over many tensors of one dtype in one launch (ms: the momentum buffers, or None for plain
+    SGD). No per-step scalar; tables: as adam_multi_update_dev; capturable once warmed with these arrays."""
+    fn = "sgd_multi_update"
+    lists = (ps, ms, gs)
+
+    def check():
+        n = len(ps)
+        for nm, lst in (("gs", gs),) + ((("ms", ms),) if ms is not None else ()):
+            if len(lst) != n:
+                raise ValueError("%s: %s has %d tensors, expected %d like ps" % (fn, nm, len(lst), n))
+        for k in range(n):
+            _opt_check("%s (tensor %d)" % (fn, k), ps[k], gs[k], m=None if ms is None else ms[k])
+            if ps[k].dtype != ps[0].dtype:
+                raise ValueError("%s: ps[%d] has dtype %s, expected %s like ps[0]" % (fn, k, ps[k].dtype, ps[0].dtype))
+
+    if not ps:
+        return
+    chunks, _ = _dev_tables(fn, lists, check, tables)
+    scalars = sgd_multi_scalars(ps[0].dtype, lr, momentum, nesterov, wd)
+    for args, grid, _ in chunks:
+        _launch(fn, (ps[0].dtype,), grid, (BLOCK,), args + scalars)
+
+
+@entry_point
+def step_increment(iterations):
+    """iterations += 1 on the device (the int64 counter of the device-step updates); capturable."""
+    _check_counter("step_increment", iterations)
+    _launch("step_increment", (iterations.dtype,), (1,), (32,), (iterations,))
+
+
 @entry_point
 def sgd_update(p, g, lr, m=None, momentum=0.0, nesterov=False, wd=0.0):
     """SGD in place; with momentum buffer m: m = m*momentum - g*lr; p += m (or nesterov)."""

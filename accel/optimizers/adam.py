@@ -81,6 +81,20 @@ class Adam(_Betas):
         self._apply_rule("adam" if vhat is None else "adam_amsgrad", arrays, gg=fg, alpha=alpha,
                          om_b1=1 - self.beta_1, om_b2=1 - self.beta_2, eps=self.epsilon, lr=lr)
 
+    _device_kind = "adam"
+
+    def _device_update(self, ps, gs, slots, counter, lr, wd, tables):
+        from accel import fused  # noqa: PLC0415
+
+        fused.adam_multi_update_dev(
+            ps, gs, [s["momentum"] for s in slots], [s["velocity"] for s in slots],
+            [s["velocity_hat"] for s in slots] if self.amsgrad else None,
+            counter, lr, self.beta_1, self.beta_2, self.epsilon, wd, tables=tables,
+        )
+
+    def _device_hyper(self):
+        return (self.beta_1, self.beta_2, self.epsilon, self.amsgrad)
+
     def get_config(self):
         config = super().get_config()
         config.update(amsgrad=self.amsgrad)

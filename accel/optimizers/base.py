@@ -425,8 +425,153 @@ class Optimizer:
 
         replay.writes_variables = lambda: list(variables or []) + list(self.variables)
         replay.borrows_inputs = True  # the gradients are read during the update, never kept (plans may reuse them)
+        self._capturable_replay(replay, grads, variables)
         trace.call("optimizer " + type(self).__name__, replay, tensors, writes=True)
         return result
+
+    # ---- device step: the update from device state only (capturable in a CUDA graph) ----------
+    _device_kind = None  # set by the optimizers that have device-step kernels (accel.fused): Adam, SGD
+    # methods whose override by a subclass changes the update: such a subclass gets no device step
+    _DEVICE_STEP_METHODS = ("apply", "_update", "_fused_update", "_multi_update", "_before_updates",
+                            "_slot_specs", "_apply_one", "_apply_multi", "_dense_grad")
+
+    def _capturable_replay(self, replay, grads, variables):
+        """Marks the host step `replay` recorded by `_traced_apply`: replay.capturable is True exactly when
+        the update can run from device state alone, and then replay.device_run(*grad_arrays) runs it and
+        replay.device_key() names the host values and pointers it bakes into the launches (graph mode:
+        capture again when the key changes). replay.not_capturable_because says why not, else None."""
+        variables = [st.var for st in self._states.values()] if variables is None else list(variables)
+        why = self._device_step_blocker(grads, variables)
+        replay.capturable = why is None
+        replay.not_capturable_because = why
+        if why is None:
+            tables = {}  # this step's device pointer tables (accel.fused), per weight-decay group
+            replay.device_run = lambda *grad_arrays: self._device_run(variables, grad_arrays, tables)
+            replay.device_key = lambda: self._device_key(variables)
+
+    def _device_step_blocker(self, grads, variables):
+        """None when apply(grads, variables) can run as the device step (device_run), else why not. Only the
+        configuration is checked here, the device last (on the CPU an eligible setup says "not on a GPU")."""
+        cls = type(self)
+        if self._device_kind is None:
+            return "%s has no device-step kernels (Adam, AdamW and SGD have)" % cls.__name__
+        owner = next(c for c in cls.__mro__ if "_device_kind" in c.__dict__)
+        for c in cls.__mro__[: cls.__mro__.index(owner)]:
+            over = [m for m in self._DEVICE_STEP_METHODS if m in c.__dict__]
+            if over:
+                return "%s overrides %s of %s" % (c.__name__, ", ".join(over), owner.__name__)
+        if not isinstance(self._learning_rate, Variable):
+            return "the learning rate is a schedule or a callable (a host value per step)"
+        for name in ("clipnorm", "clipvalue", "global_clipnorm"):
+            value = getattr(self, name)
+            if value and value > 0:
+                return "gradient clipping (%s=%r)" % (name, value)
+        if self.loss_scale_factor is not None:
+            return "loss_scale_factor=%r (the gradients are unscaled on the host)" % (self.loss_scale_factor,)
+        if self.use_ema:
+            return "use_ema=True (the moving average of the weights is a host-side update)"
+        dist = sys.modules.get("accel.distribute")
+        if dist is not None and dist.reducing_gradients():
+            return "inside a distribution strategy's step (the gradients are all-reduced first)"
+        if len(grads) != len(variables) or not variables:
+            return "%d gradients for %d variables" % (len(grads), len(variables))
+        for g, var in zip(grads, variables, strict=True):
+            if g is None:
+                return "the gradient of variable %s is None" % var.name
+            if isinstance(g, IndexedSlices):
+                return "the gradient of variable %s is an IndexedSlices (row-sparse)" % var.name
+            if var.constraint is not None:
+                return "variable %s has a constraint" % var.name
+            if var._id not in self._states:
+                return "variable %s is not built" % var.name
+        dtypes = sorted({v._data.dtype.name for v in variables})
+        if len(dtypes) > 1 or dtypes[0] not in ("float16", "float32", "float64"):
+            return "the variables have dtype(s) %s; one of float16, float32, float64 is needed" % ", ".join(dtypes)
+        for g, var in zip(grads, variables, strict=True):
+            a = g._data if isinstance(g, Tensor) else g
+            if getattr(a, "dtype", None) != var._data.dtype:
+                return "the gradient of variable %s has dtype %s, the variable %s" % (
+                    var.name, getattr(a, "dtype", type(a).__name__), var._data.dtype)
+        if backend.fused_mode() == "never":
+            return "fused kernels are off (fused mode 'never')"
+        devices = set()
+        for g, var in zip(grads, variables, strict=True):
+            a = g._data if isinstance(g, Tensor) else g
+            for what, arr in (("variable", var._data), ("the gradient of variable", a)):
+                if not backend.is_cupy_array(arr):
+                    return "%s %s is not on a GPU (a %s)" % (what, var.name, type(arr).__name__)
+                devices.add(backend.device_of(arr))
+        if len(devices) > 1:
+            return "the variables and gradients are on %d devices" % len(devices)
+        return None
+
+    def _device_groups(self, variables, grad_arrays):
+        """{weight decay: (params, grads, slot dicts)}: one multi-tensor launch per group."""
+        groups = {}
+        for var, g in zip(variables, grad_arrays, strict=True):
+            st = self._states[var._id]
+            wd = f32(self.weight_decay) if self.weight_decay is not None and self._uses_decay(st) else 0.0
+            ps, gs, ss = groups.setdefault(wd, ([], [], []))
+            ps.append(var._data)
+            gs.append(g)
+            ss.append({k: v._data for k, v in st.slots.items()})
+        return groups
+
+    def _device_counter(self, like):
+        """The iterations Variable's array, moved once to `like`'s GPU (its value stays; the plain path reads
+        it back with a sync from then on). Moving copies from the host, so it cannot happen during a capture."""
+        from accel import fused  # noqa: PLC0415
+
+        it = self._iterations
+        dev = backend.device_of(like)
+        if backend.device_of(it._data) != dev:
+            if fused.capturing():
+                raise RuntimeError(
+                    "device_run: the iterations counter of optimizer %r is not on the GPU yet; run device_run once "
+                    "outside the CUDA graph capture first" % self.name
+                )
+            it._data = backend.to_device(it._data, dev)
+        return it._data
+
+    def _device_run(self, variables, grad_arrays, tables=None):
+        """The device step: the update of every variable, slots included, and iterations += 1, all launched
+        on the current stream with no host read of device state and, once warmed with these arrays, no
+        host-to-device copy. Updates in place: the arrays the launches point at never change. tables: the
+        holder of the device pointer tables (one per weight-decay group), kept by the caller across calls."""
+        from accel import fused  # noqa: PLC0415
+
+        grad_arrays = [g._data if isinstance(g, Tensor) else g for g in grad_arrays]
+        if len(grad_arrays) != len(variables):
+            raise ValueError("device_run: got %d gradient arrays for %d variables" % (len(grad_arrays), len(variables)))
+        counter = self._device_counter(variables[0]._data)
+        lr = self._lr_value()  # the float32 learning-rate Variable lives on the CPU: no device read
+        tables = {} if tables is None else tables
+        for wd, (ps, gs, ss) in self._device_groups(variables, grad_arrays).items():
+            self._device_update(ps, gs, ss, counter, lr, wd, tables.setdefault(wd, {}))
+        fused.step_increment(counter)
+
+    def _device_update(self, ps, gs, slots, counter, lr, wd, tables):
+        """Launches the device-step kernels of one weight-decay group (slots: one dict of slot arrays per p;
+        tables: the group's holder of device pointer tables, for accel.fused)."""
+        raise NotImplementedError
+
+    def _device_hyper(self) -> tuple:
+        """The hyperparameters the device-step launches bake in (beyond lr and weight decay)."""
+        return ()
+
+    def _device_key(self, variables) -> tuple:
+        """What device_run bakes into its launches: host scalars and device pointers (gradients excluded).
+        A CUDA graph captured under one key is stale under another."""
+        def ptr(a):
+            return a.data.ptr if backend.is_cupy_array(a) else id(a)
+
+        per_var = []
+        for var in variables:
+            st = self._states[var._id]
+            wd = f32(self.weight_decay) if self.weight_decay is not None and self._uses_decay(st) else 0.0
+            per_var.append((ptr(var._data), wd) + tuple(ptr(v._data) for v in st.slots.values()))
+        return (type(self).__name__, self._lr_value(), self._device_hyper(), ptr(self._iterations._data),
+                tuple(per_var))
 
     def minimize(self, loss, var_list, tape=None):
         """Computes the gradients of `loss` (a callable, or a tensor recorded by `tape`) and applies them."""

@@ -56,6 +56,17 @@ class SGD(Optimizer):
             self._apply_rule("sgd_nesterov" if self.nesterov else "sgd_momentum", dict(p=p, g=g, m=s["momentum"]),
                              lr=lr, momentum=f32(self.momentum))
 
+    _device_kind = "sgd"
+
+    def _device_update(self, ps, gs, slots, counter, lr, wd, tables):
+        from accel import fused  # noqa: PLC0415
+
+        ms = [s["momentum"] for s in slots] if self.momentum != 0 else None
+        fused.sgd_multi_update(ps, gs, ms, lr, f32(self.momentum), self.nesterov, wd, tables=tables)
+
+    def _device_hyper(self):
+        return (self.momentum, self.nesterov)
+
     def get_config(self):
         config = super().get_config()
         config.update(momentum=self.momentum, nesterov=self.nesterov)
