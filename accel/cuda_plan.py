@@ -157,9 +157,8 @@ def capturable(node, own_gemm=False):
     if kind == "acall":
         _, fn, refs, _, _, _, op = node
         return not _any_arg_var(refs) and not breaks_capture(fn, allowed)
-    if kind == "call":
-        return own_gemm and getattr(node[2], "device_run", None) is not None and \
-            not any(r[0] == "arg_var" for r in node[3])
+    if kind == "call":  # in `whole_step` only where its update can run from device state (device_run)
+        return own_gemm and not any(r[0] == "arg_var" for r in node[3])
     return False
 
 
@@ -208,8 +207,9 @@ def graphs_enabled():
 class GraphSegment:
     """One captured run of plan steps: warms up eagerly, captures on its second call, then replays."""
 
-    def __init__(self, run, variables, copy_out, label, capture=True):
+    def __init__(self, run, variables, copy_out, label, capture=True, keys=()):
         self.capture = capture  # False for a host plan: the segment runs as it is (the wiring is the same)
+        self.keys = list(keys)  # callables naming what else a capture bakes in (an optimizer's device_key)
         self.run = run  # run(inputs, ()) -> outputs: the segment's steps as an emitted plan
         self.variables = variables
         self.copy_out = copy_out  # per output: whether it leaves the plan (returned, kept by a host step)
@@ -240,7 +240,7 @@ class GraphSegment:
         return tuple(o.copy() if c else o for o, c in zip(self.outputs, self.copy_out))
 
     def _moved(self):
-        return any(v._data.data.ptr != p for v, p in self.pointers)
+        return any(v._data.data.ptr != p for v, p in self.pointers) or [k() for k in self.keys] != self.key_values
 
     def _capture(self, cp, arrays):
         self.graph = None
@@ -260,4 +260,5 @@ class GraphSegment:
         cp.cuda.get_current_stream().wait_event(stream.record())
         self.outputs = list(outs)
         self.pointers = [(v, v._data.data.ptr) for v in self.variables]
+        self.key_values = [k() for k in self.keys]
         self.graph = graph

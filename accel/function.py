@@ -1379,7 +1379,7 @@ def _graph_layout(plan, whole_step=False):
             used.update(_used_slots(n))
         return used
 
-    own = _own_gemm_steps(nodes, plan._examples) if whole_step else frozenset()
+    own = _own_gemm_steps(nodes, plan._examples, plan.xp is not np) if whole_step else frozenset()
     return cuda_plan.segments(nodes, _used_slots, _produced, after_uses, whole_step=own), own
 
 
@@ -1397,8 +1397,11 @@ def _graph_segments(plan, whole_step=False):
             for r in _node_refs(n):
                 if r[0] == "var" and all(r[1] is not v for v in variables):
                     variables.append(r[1])
+        # an optimizer's device step bakes its pointers and host scalars (lr) in: a change captures again
+        keys = [n[2].device_key for n in part if n[0] == "call" and hasattr(n[2], "device_key")]
         runner = cuda_plan.GraphSegment(run, variables, [sl in plan.memory.escaped for sl in outputs],
-                                        "steps %d-%d of %s" % (start, stop - 1, plan.name), capture=plan.xp is not np)
+                                        "steps %d-%d of %s" % (start, stop - 1, plan.name), capture=plan.xp is not np,
+                                        keys=keys)
         out[start] = (stop, inputs, outputs, runner)
     return out
 
@@ -1450,14 +1453,15 @@ class _OwnGemm:
         return self.xp.matmul(a, b, out=out)
 
 
-def _own_gemm_steps(nodes, examples):
+def _own_gemm_steps(nodes, examples, on_gpu):
     """The indices of the steps that can sit in a whole-step CUDA graph although they call matmul (their
     code reaches no other capture breaker, and every matmul they ran on the traced values is one accel's
-    GEMM kernel serves: tried once here), or are optimizer updates offering a device_run."""
+    GEMM kernel serves: tried once here), or are optimizer updates offering a device_run (a host plan:
+    that would offer one with its arrays on a GPU)."""
     found = set()
     for i, n in enumerate(nodes):
         if n[0] == "call":
-            if getattr(n[2], "device_run", None) is not None:
+            if getattr(n[2], "capturable" if on_gpu else "capturable_on_gpu", False):
                 found.add(i)
             continue
         if n[0] == "op":

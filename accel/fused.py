@@ -447,12 +447,6 @@ def _dev_tables(fn, lists, check, tables, scalar_dtype=None):
     if hit is not None and hit[0] == key:
         return hit[1], hit[2]
     check()
-    if capturing():
-        raise RuntimeError(
-            "%s: new arrays (a new parameter, slot or gradient buffer) while the stream captures a CUDA graph; "
-            "the pointer tables are built with a host-to-device copy, which cannot be captured. Call it once "
-            "outside the capture with the same arrays first." % fn
-        )
     cp = _cp()
     ps = lists[0]
     chunks = []
@@ -465,14 +459,28 @@ def _dev_tables(fn, lists, check, tables, scalar_dtype=None):
                 host[row] = [a.data.ptr for a in lst[sl]]
         sizes = np.array([a.size for a in ps[sl]], np.int64)
         host[-1] = sizes.view(np.uint64)
-        dev = cp.asarray(host)
+        dev, pinned = _table_to_device(cp, host)
         rows = tuple(_NULL if lst is None else dev[r] for r, lst in enumerate(lists))
         longest = int(sizes.max())
         if longest:
-            chunks.append((rows + (dev[-1].view(cp.int64),), (_grid(longest)[0], k), dev))
+            chunks.append((rows + (dev[-1].view(cp.int64),), (_grid(longest)[0], k), (dev, pinned)))
     scalar = None if scalar_dtype is None else cp.zeros(1, scalar_dtype)
     holder[fn] = (key, chunks, scalar)
     return chunks, scalar
+
+
+def _table_to_device(cp, host):
+    """(host, a NumPy table, as a device array; what must stay alive with it). While a graph captures (a
+    segment's gradient buffers get their addresses only then) the copy is from pinned memory, which a capture
+    records as a copy node: every replay of the graph reads that pinned buffer, so it is kept with the table."""
+    if not capturing():
+        return cp.asarray(host), None
+    mem = cp.cuda.alloc_pinned_memory(host.nbytes)
+    pinned = np.frombuffer(mem, host.dtype, host.size).reshape(host.shape)
+    pinned[...] = host
+    dev = cp.empty(host.shape, host.dtype)
+    dev.set(pinned, stream=cp.cuda.get_current_stream())
+    return dev, (mem, pinned)
 
 
 def _check_counter(fn, iterations):

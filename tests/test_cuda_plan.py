@@ -151,6 +151,45 @@ def test_a_whole_step_graph_holds_the_gemms_and_equals_the_plan(jit):
             np.testing.assert_array_equal(a, b)
 
 
+def _train_step(opt):
+    init = [rng.standard_normal((6, 5)).astype(np.float32), np.zeros(5, np.float32),
+            rng.standard_normal((5, 3)).astype(np.float32), np.zeros(3, np.float32)]
+    vs = [tf.Variable(a) for a in init]
+
+    def step(x, y):
+        with tf.GradientTape() as t:
+            h = tf.nn.relu(tf.matmul(x, vs[0]) + vs[1])
+            logits = tf.matmul(h, vs[2]) + vs[3]
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
+        opt.apply_gradients(zip(t.gradient(loss, vs), vs))
+        return loss
+
+    f = tf.function(step)
+    args = _args()
+    f(args[0], args[5])  # creates the optimizer's slots: traced again on the next call, as TF
+    f(args[0], args[5])
+    return next(p for cf in f._cache.values() for p in cf.plans)
+
+
+@pytest.mark.parametrize("make, one_graph", [
+    (lambda: tf.keras.optimizers.Adam(1e-2), True),
+    (lambda: tf.keras.optimizers.SGD(0.1, momentum=0.9), True),
+    (lambda: tf.keras.optimizers.Adam(1e-2, clipnorm=1.0), False),  # clipping reads norms on the host
+    (lambda: tf.keras.optimizers.RMSprop(1e-2), False),  # no device-step kernels
+])
+def test_a_training_step_is_one_graph_where_its_update_has_a_device_step(make, one_graph):
+    plan = _train_step(make())
+    (call,) = [i for i, n in enumerate(plan.nodes) if n[0] == "call"]
+    layout, own = _graph_layout(plan, whole_step=True)
+    calls = graph_launch_calls(plan, whole_step=True)
+    assert (call in own) is one_graph
+    if one_graph:
+        assert [(a, b) for a, b, _, _ in layout] == [(0, len(plan.nodes))], plan.source
+        assert calls["graphs"] == 1 and calls["uncaptured"] == 0
+    else:
+        assert calls["uncaptured"] >= 1 and all(not a <= call < b for a, b, _, _ in layout)
+
+
 def test_batched_matmuls_stay_outside_a_whole_step_graph():
     def f(a, b):
         return tf.reduce_sum(tf.tanh(tf.matmul(a, b)) * 2.0)

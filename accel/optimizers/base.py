@@ -444,14 +444,17 @@ class Optimizer:
         why = self._device_step_blocker(grads, variables)
         replay.capturable = why is None
         replay.not_capturable_because = why
+        # the same setup with its arrays on a GPU would be (what a host plan's graph layout counts with)
+        replay.capturable_on_gpu = why is None or self._device_step_blocker(grads, variables, False) is None
         if why is None:
             tables = {}  # this step's device pointer tables (accel.fused), per weight-decay group
             replay.device_run = lambda *grad_arrays: self._device_run(variables, grad_arrays, tables)
             replay.device_key = lambda: self._device_key(variables)
 
-    def _device_step_blocker(self, grads, variables):
+    def _device_step_blocker(self, grads, variables, check_device=True):
         """None when apply(grads, variables) can run as the device step (device_run), else why not. Only the
-        configuration is checked here, the device last (on the CPU an eligible setup says "not on a GPU")."""
+        configuration is checked here, the device last (on the CPU an eligible setup says "not on a GPU";
+        check_device=False leaves that out)."""
         cls = type(self)
         if self._device_kind is None:
             return "%s has no device-step kernels (Adam, AdamW and SGD have)" % cls.__name__
@@ -494,6 +497,8 @@ class Optimizer:
                     var.name, getattr(a, "dtype", type(a).__name__), var._data.dtype)
         if backend.fused_mode() == "never":
             return "fused kernels are off (fused mode 'never')"
+        if not check_device:
+            return None
         devices = set()
         for g, var in zip(grads, variables, strict=True):
             a = g._data if isinstance(g, Tensor) else g
