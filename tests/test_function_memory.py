@@ -299,3 +299,42 @@ def test_profiler_counts_the_device_operations_of_a_replay():
     n_kernels = len(_plan(fused).kernels)
     assert n_kernels >= 1 and dict((r[0], r[1]) for r in prof.rows())["fused kernel"] == n_kernels
     assert prof.total_ops < eager.total_ops, (str(prof), str(eager))
+
+
+@pytest.mark.parametrize("make, fast", [
+    (lambda: tf.keras.optimizers.Adam(1e-2), True),
+    (lambda: tf.keras.optimizers.AdamW(1e-2, weight_decay=0.1), True),
+    (lambda: tf.keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True), False),  # no multi-tensor kernel
+    (lambda: tf.keras.optimizers.Adam(tf.keras.optimizers.schedules.ExponentialDecay(1e-2, 2, 0.5)), True),
+    (lambda: tf.keras.optimizers.Adam(1e-2, clipnorm=0.5), False),
+])
+def test_replayed_update_skips_apply_where_it_can_and_equals_eager(monkeypatch, make, fast):
+    """A replay whose update apply would run as multi-tensor groups calls those kernels directly
+    (Optimizer._replay_multi); the result is bitwise eager's, step for step, schedules included."""
+    from accel.optimizers import base  # noqa: PLC0415
+
+    used = []
+    real = base.Optimizer._replay_multi
+    monkeypatch.setattr(base.Optimizer, "_replay_multi", lambda self, *a: (used.append(1), real(self, *a)))
+    r = np.random.default_rng(5)
+    init = [r.standard_normal((6, 4)).astype(np.float32), r.standard_normal(4).astype(np.float32)]
+    runs = []
+    for compiled in (False, True):
+        vs, opt = [tf.Variable(a) for a in init], make()
+
+        def step(x, vs=vs, opt=opt):
+            with tf.GradientTape() as t:
+                loss = tf.reduce_sum(tf.tanh(tf.matmul(x, vs[0]) + vs[1]))
+            opt.apply_gradients(zip(t.gradient(loss, vs), vs))
+            return loss
+
+        f = tf.function(step) if compiled else step
+        out = []
+        for k in range(5):
+            loss = f(tf.constant(init[0][:, :3].T * (k + 1)))
+            out.append([loss.numpy()] + [v.numpy() for v in vs] + [opt.iterations.numpy()])
+        runs.append(out)
+    for eager, captured in zip(*runs):
+        for a, b in zip(eager, captured):
+            np.testing.assert_array_equal(a, b)
+    assert bool(used) is fast

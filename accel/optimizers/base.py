@@ -410,7 +410,14 @@ class Optimizer:
                 kinds.append("dense")
                 tensors.append(g if isinstance(g, Tensor) else Tensor(np.asarray(g)))
 
+        groups = self._replay_groups(grads, variables)
+        groups_made_under = self._replay_conditions()
+
         def replay(*arrays):
+            if groups is not None and not _rec.tapes and profiler.active() is None and \
+                    groups_made_under == self._replay_conditions():
+                self._replay_multi(groups, arrays)
+                return
             it = iter(arrays)
             gs = []
             for k in kinds:
@@ -428,6 +435,48 @@ class Optimizer:
         self._capturable_replay(replay, grads, variables)
         trace.call("optimizer " + type(self).__name__, replay, tensors, writes=True)
         return result
+
+    def _replay_groups(self, grads, variables):
+        """For a traced step's replay: [(kernels, weight decay, [(gradient index, state)...])] when every
+        gradient is dense, of its variable's dtype, and apply would update every variable in a multi-tensor
+        group (no clipping, unscaling, EMA or constraint; groups of two or more), so a replay can call those
+        kernels without apply's per-call checks and grouping (the plan fixes the gradients' shapes and
+        dtypes); else None."""
+        if variables is None or not self._multi or self.use_ema or self.loss_scale_factor is not None or any(
+                (getattr(self, c) or 0) > 0 for c in ("clipnorm", "clipvalue", "global_clipnorm")):
+            return None
+        if len(grads) != len(variables):
+            return None
+        groups = {}
+        for i, (g, var) in enumerate(zip(grads, variables)):
+            if not isinstance(g, Tensor) or var.constraint is not None or var._id not in self._states or \
+                    g._data.dtype != var._data.dtype:
+                return None
+            st = self._states[var._id]
+            k = self._kernels(var._data, g._data, *(s._data for s in st.slots.values()), any_size=True)
+            if k is None:
+                return None
+            wd = f32(self.weight_decay) if self.weight_decay is not None and self._uses_decay(st) else 0.0
+            groups.setdefault((k, var._data.dtype, backend.device_of(var._data), wd), []).append((i, st))
+        if any(len(members) < 2 for members in groups.values()):
+            return None
+        return [(k, wd, members) for (k, _, _, wd), members in groups.items()]
+
+    def _replay_conditions(self):
+        """What _replay_groups' choice depends on beyond the arrays: a change sends replays through apply."""
+        dist = sys.modules.get("accel.distribute")
+        return (backend.fused_mode(), self.weight_decay, self.use_ema, self.loss_scale_factor, self.clipnorm,
+                self.clipvalue, self.global_clipnorm, dist is not None and dist.reducing_gradients())
+
+    def _replay_multi(self, groups, grad_arrays):
+        """apply's multi-tensor path for the groups _replay_groups found (same kernels, order and scalars)."""
+        lr = self._lr_value()
+        step = int(self._iterations._data) + 1
+        self._before_updates(step)
+        for k, wd, members in groups:
+            self._multi_update(k, [st.var._data for _, st in members], [grad_arrays[i] for i, _ in members],
+                               [{n: v._data for n, v in st.slots.items()} for _, st in members], lr, step, wd)
+        self._iterations.assign_add(1)
 
     # ---- device step: the update from device state only (capturable in a CUDA graph) ----------
     _device_kind = None  # set by the optimizers that have device-step kernels (accel.fused): Adam, SGD
