@@ -327,7 +327,7 @@ class _HostValue:
     __hash__ = None
 
     def __repr__(self):
-        return "value %s" % np.array2string(self.a, threshold=8)
+        return np.array2string(self.a, threshold=8)
 
 
 class _Paused:
@@ -1483,6 +1483,14 @@ def _own_gemm_steps(nodes, examples, on_gpu):
     return frozenset(found)
 
 
+def _step_label(n):
+    if n[0] == "op":
+        return n[1].name
+    if n[0] == "acall":
+        return "the gradient rule of %s" % n[6].name if n[6] is not None else getattr(n[1], "__name__", "a rule")
+    return n[0]
+
+
 def _node_refs(n):
     """Every ref a node reads or writes (Variables included)."""
     kind = n[0]
@@ -2337,6 +2345,11 @@ class Function:
                     lines[-1] += "; derived for input shapes %s (the Python did not run)" % (p.arg_shapes,)
                 for g in p.kernels:
                     lines.append("    kernel " + g.describe())
+                for _, slot, what, value in p.guards:
+                    made = next(("the result of " + _step_label(n) for n in p.trace_nodes if slot in _produced(n)),
+                                "an input")
+                    lines.append("    guard: %s of %s was %r when traced (a call where it differs traces that path)"
+                                 % (what, made, value))
             rec = next((p.recording for p in cf.plans if getattr(p, "recording", None) is not None), None)
             miss = rec is not None and (rec.static_check()[0] or getattr(rec, "last_miss", None))
             if miss:
