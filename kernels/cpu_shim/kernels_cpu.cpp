@@ -9,6 +9,7 @@
 #include "reductions.cu"
 #include "optimizers.cu"
 #include "accumulate.cu"
+#include "gemm.cu"
 
 namespace {
 
