@@ -43,7 +43,7 @@ __global__ void __launch_bounds__(GEMM_THREADS, 3)
           const long long gi = i0 + i;
           const int gp = p0 + p;
           A v = A(0);
-          if (gi < m && gp < k) v = ld(a, trans_a ? gp * lda + gi : gi * lda + gp);
+          if (gi < m && gp ACCEL_LE k) v = ld(a, trans_a ? gp * lda + gi : gi * lda + gp);  // ACCEL_LE: <
           as[p][i] = v;
         }
 #pragma unroll
