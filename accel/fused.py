@@ -503,3 +503,101 @@ def scatter_add_rows(out, idx, src, deterministic=False):
         (out, src, perm, seg, seg_row, np.int64(nseg), np.int32(cols), np.int64(out.shape[0])),
     )
     return out
+
+
+# ---- GEMM (kernels/gemm.cu) ----
+
+_GEMM_TILE = 64  # gemm.cu's GEMM_BM and GEMM_BN
+_GEMM_BLOCK = (256,)
+_INT_MAX = 2**31 - 1
+
+
+def _gemm_layout(x):
+    """(trans, ld) with which gemm_tiled reads the 2-D array x, or None: rows with unit column stride (trans 0,
+    ld = the row stride) or the transpose of that (unit row stride: trans 1, ld = the column stride), strides
+    in elements and non-negative. A dimension of size 1 has no stride to honour."""
+    rows, cols = x.shape
+    if x.size == 0:
+        return 0, max(cols, 1)
+    item = x.dtype.itemsize
+    if any(s % item or s < 0 for s in x.strides):
+        return None
+    s0, s1 = (s // item for s in x.strides)
+    if cols == 1 or s1 == 1:
+        return 0, (s0 if rows > 1 else cols)
+    if rows == 1 or s0 == 1:
+        return 1, (s1 if cols > 1 else rows)
+    return None
+
+
+def _gemm_problem(a, b):
+    """Why gemm(a, b) cannot take these operands (a message naming the argument), or None."""
+    for name, x in (("a", a), ("b", b)):
+        if backend.xp_of(x) is np and type(x) is not np.ndarray:
+            return "%s must be a numpy or cupy ndarray, got %s" % (name, type(x).__name__)
+        if x.ndim != 2:
+            return "%s must be 2-D, got shape %s" % (name, tuple(x.shape))
+        if x.dtype not in _FLOATS:
+            return "%s has dtype %s, expected float32 or float64" % (name, x.dtype)
+        if max(x.shape) > _INT_MAX:
+            return "%s has shape %s, expected dimensions below 2**31" % (name, tuple(x.shape))
+        if _gemm_layout(x) is None:
+            return ("%s has strides %s (itemsize %d), expected a row-major view with unit column stride or the "
+                    "transpose of one, non-negative strides" % (name, tuple(x.strides), x.dtype.itemsize))
+    if backend.xp_of(a) is not backend.xp_of(b):
+        return "a and b must both be numpy or both cupy arrays, got %s and %s" % (
+            type(a).__module__ + "." + type(a).__name__, type(b).__module__ + "." + type(b).__name__)
+    if b.dtype != a.dtype:
+        return "b has dtype %s, expected %s (a's dtype)" % (b.dtype, a.dtype)
+    if a.shape[1] != b.shape[0]:
+        return "a has shape %s and b %s, expected b.shape[0] == a.shape[1]" % (tuple(a.shape), tuple(b.shape))
+    return None
+
+
+def gemm_serves(a, b) -> bool:
+    """Whether gemm(a, b) takes these operands, for NumPy arrays too (so a host plan can ask): two 2-D arrays of
+    one array module and dtype (float32 or float64), a.shape[1] == b.shape[0], each C-contiguous, F-contiguous
+    (a transposed C-contiguous matrix) or a view with unit column (or row) stride, dimensions below 2**31. Does
+    not look at the fused switch: the kernel is what keeps a matmul capturable."""
+    return _gemm_problem(a, b) is None
+
+
+@entry_point
+def gemm(a, b, out=None):
+    """out = a @ b with accel's own GEMM kernel (kernels/gemm.cu; cuBLAS cannot be captured into a CUDA graph),
+    on the current stream. a, b: cupy arrays gemm_serves takes (transposed or row-strided views run without a
+    copy); out: None (a new C-contiguous [m, n] array) or a C-contiguous [m, n] array of their dtype that
+    overlaps neither. k == 0 gives zeros; m == 0 or n == 0 launches nothing. Sums in the dtype (float32 or
+    float64), in a fixed order: deterministic."""
+    fn = "gemm"
+    cp = _cp()
+    for name, x in (("a", a), ("b", b)):
+        if not isinstance(x, cp.ndarray):
+            raise ValueError("%s: %s must be a cupy.ndarray, got %s" % (fn, name, type(x).__name__))
+    problem = _gemm_problem(a, b)
+    if problem is not None:
+        raise ValueError("%s: %s" % (fn, problem))
+    (m, k), n = a.shape, b.shape[1]
+    if out is not None:
+        _check(fn, "out", out, (a.dtype,), (m, n))
+        for name, x in (("a", a), ("b", b)):
+            if out.size and x.size and backend.may_share_memory(out, x):
+                raise ValueError("%s: out overlaps %s in memory (the kernel reads %s while it writes out)"
+                                 % (fn, name, name))
+    dev = cp.cuda.Device().id
+    for name, x in (("a", a), ("b", b), ("out", out)):
+        if x is not None and x.device.id != dev:
+            raise ValueError("%s: %s is on device %d, expected the current device %d" % (fn, name, x.device.id, dev))
+    if out is None:
+        out = cp.empty((m, n), a.dtype)
+    if m == 0 or n == 0:
+        return out
+    if k == 0:
+        out.fill(0)
+        return out
+    (ta, lda), (tb, ldb) = _gemm_layout(a), _gemm_layout(b)
+    grid = (min(-(-n // _GEMM_TILE), _INT_MAX), min(-(-m // _GEMM_TILE), 65535))  # the kernel grid-strides tiles
+    _launch("gemm_tiled", (a.dtype,), grid, _GEMM_BLOCK,
+            (out, a, b, np.int32(m), np.int32(n), np.int32(k), np.int64(lda), np.int64(ldb), np.int64(n),
+             np.int32(ta), np.int32(tb)))
+    return out

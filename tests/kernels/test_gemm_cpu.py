@@ -113,3 +113,78 @@ def test_double_gemm_accumulates_in_double(lib):
     lib.launch("gemm_tiled<float>", (1, 1), 256, c32, a.astype(np.float32), b.astype(np.float32), 1, 1, k, k, 1, 1,
                0, 0, threaded=True)
     R.assert_gemm_close(c32.reshape(1, 1), a.astype(np.float32).reshape(1, k), b.astype(np.float32).reshape(k, 1))
+
+
+# ---- the launcher's layout rules (accel.fused._gemm_layout) run through the kernel on NumPy views ----
+
+def _views(rng, dt):
+    """name -> function (rows, cols) -> a view holding random values in that layout."""
+    r = lambda *s: rng.standard_normal(s).astype(dt)  # noqa: E731
+    return {
+        "C": lambda m, k: r(m, k),
+        "F": lambda m, k: r(k, m).T,
+        "column-slice": lambda m, k: r(m, k + 5)[:, 2:2 + k],
+        "transposed-slice": lambda m, k: r(k, m + 3)[:, 1:1 + m].T,
+        "every-other-row": lambda m, k: r(2 * m, k)[::2],
+        "broadcast-rows": lambda m, k: np.broadcast_to(r(1, k), (m, k)),  # row stride 0
+    }
+
+
+def _flat(x):
+    """A C-contiguous 1-D array starting at x's first element (what the kernel gets as the pointer)."""
+    root = x
+    while root.base is not None:
+        root = root.base
+    return root.reshape(-1)[(x.ctypes.data - root.ctypes.data) // x.itemsize:]
+
+
+LAYOUTS = ["C", "F", "column-slice", "transposed-slice", "every-other-row", "broadcast-rows"]
+
+
+@pytest.mark.parametrize("dt", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("lb", LAYOUTS)
+@pytest.mark.parametrize("la", LAYOUTS)
+def test_launcher_layouts_run_right_through_the_kernel(lib, la, lb, dt):
+    from accel import fused
+
+    rng = np.random.default_rng(3)
+    views = _views(rng, dt)
+    for m, k, n in ((33, 17, 65), (1, 5, 3), (4, 1, 1)):
+        a, b = views[la](m, k), views[lb](k, n)
+        assert fused.gemm_serves(a, b)
+        (ta, lda), (tb, ldb) = fused._gemm_layout(a), fused._gemm_layout(b)
+        c = np.full((m, n), np.nan, dt)
+        lib.launch("gemm_tiled<%s>" % CT[dt], (-(-n // TILE), -(-m // TILE)), 256, c, _flat(a), _flat(b), m, n, k,
+                   lda, ldb, n, ta, tb, threaded=True)
+        R.assert_gemm_close(c, a, b)
+
+
+_z = np.zeros
+SERVES = [
+    # (a, b, served)
+    (_z((3, 4), np.float32), _z((4, 5), np.float32), True),
+    (_z((4, 3)).T, _z((5, 4)).T, True),
+    (_z((3, 8))[:, ::2], _z((4, 5)), False),  # column stride 2 in both dimensions of the layout
+    (_z((1, 8))[:, ::2], _z((4, 5)), True),  # one row with stride 2: read as a transposed column
+    (_z((3, 4))[::-1], _z((4, 5)), False),  # negative row stride
+    (_z((3, 4)), _z((4, 5))[:, ::-1], False),  # negative column stride
+    (_z((0, 4)), _z((4, 5)), True),
+    (_z((3, 0)), _z((0, 5)), True),
+    (_z((3, 4), np.float32), _z((4, 5), np.float64), False),
+    (_z((3, 4), np.int32), _z((4, 5), np.int32), False),
+    (_z((3, 4), np.float16), _z((4, 5), np.float16), False),
+    (_z((3, 4)), _z((3, 5)), False),
+    (_z((2, 3, 4)), _z((4, 5)), False),
+    (_z(4), _z((4, 5)), False),
+    ([[1.0, 2.0]], _z((2, 1)), False),
+    (np.broadcast_to(_z((1, 4)), (3, 4)), _z((4, 5)), True),  # row stride 0: rows read repeatedly
+]
+
+
+@pytest.mark.parametrize("a,b,served", SERVES, ids=[str(i) for i in range(len(SERVES))])
+def test_gemm_serves_numpy_table(a, b, served):
+    from accel import fused
+
+    assert fused.gemm_serves(a, b) is served
+    problem = fused._gemm_problem(a, b)
+    assert (problem is None) is served, problem
