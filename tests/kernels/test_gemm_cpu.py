@@ -3,7 +3,11 @@ the 256 threads of a block) against NumPy in float64, with tails in m, n and k, 
 leading dimensions larger than the row, and a grid smaller than the tile count (the grid-stride loops).
 
 Operands and C live in NaN-filled buffers: an element read outside the view (a tail or the gap of a
-leading dimension) turns results NaN, and a write outside C's view is seen in the guard."""
+leading dimension) turns results NaN, and a write outside C's view is seen in the guard.
+
+Then the launcher: accel.fused's layout rules (transpose flag and leading dimension from strides) and
+gemm_serves on NumPy views, and fused.gemm's own launch (arguments, grid, block) intercepted and replayed
+here on the same addresses. Not shown: GPU numerics (FMA, -ftz), races between blocks, speed."""
 
 import shutil
 
@@ -188,3 +192,48 @@ def test_gemm_serves_numpy_table(a, b, served):
     assert fused.gemm_serves(a, b) is served
     problem = fused._gemm_problem(a, b)
     assert (problem is None) is served, problem
+
+
+# ---- fused.gemm end to end on the CPU: its launch (arguments, grid, block) replayed on the shim ----
+
+def _root(x):
+    while x.base is not None:
+        x = x.base
+    return x
+
+
+def _as_cupy(cupy, x):
+    """A cupy array over x's host addresses (never dereferenced: the launch is intercepted)."""
+    root = _root(x)
+    mem = cupy.cuda.UnownedMemory(root.ctypes.data, root.nbytes, None, 0)
+    return cupy.ndarray(x.shape, x.dtype, cupy.cuda.MemoryPointer(mem, x.ctypes.data - root.ctypes.data),
+                        strides=x.strides)
+
+
+@pytest.mark.parametrize("dt", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("la,lb", [("C", "C"), ("F", "C"), ("C", "F"), ("F", "F"), ("column-slice", "every-other-row"),
+                                   ("transposed-slice", "broadcast-rows")])
+def test_fused_gemm_launch_runs_right_on_the_shim(lib, monkeypatch, la, lb, dt):
+    cupy = pytest.importorskip("cupy")
+    from types import SimpleNamespace
+
+    from accel import fused
+
+    launched = []
+    monkeypatch.setattr(fused, "_launch", lambda *call: launched.append(call))
+    monkeypatch.setattr(cupy.cuda, "Device", lambda *_: SimpleNamespace(id=0))  # the current device, no driver
+    rng = np.random.default_rng(5)
+    views = _views(rng, dt)
+    for m, k, n in ((33, 17, 65), (130, 20, 70), (1, 3, 1)):
+        a, b = views[la](m, k), views[lb](k, n)
+        c = np.full((m, n), np.nan, dt)
+        out = _as_cupy(cupy, c)
+        assert fused.gemm(_as_cupy(cupy, a), _as_cupy(cupy, b), out=out) is out
+        (kernel, types, grid, block, args), = launched
+        launched.clear()
+        assert kernel == "gemm_tiled" and types == (np.dtype(dt),) and block == (256,)
+        host = [_flat(x) if x is not None and isinstance(x, np.ndarray) else x
+                for x in ([c, a, b] + list(args[3:]))]
+        assert [x.data.ptr for x in args[:3]] == [x.ctypes.data for x in (c, a, b)]
+        lib.launch("gemm_tiled<%s>" % CT[dt], grid, block[0], *host, threaded=True)
+        R.assert_gemm_close(c, a, b)
