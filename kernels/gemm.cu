@@ -33,7 +33,7 @@ __global__ void __launch_bounds__(GEMM_THREADS, 3)
       for (int r = 0; r < 4; ++r)
 #pragma unroll
         for (int q = 0; q < 4; ++q) acc[r][q] = A(0);
-      for (int p0 = 0; p0 < k; p0 += GEMM_BK) {
+      for (long long p0 = 0; p0 < k; p0 += GEMM_BK) {
         // Each tile holds 64 x 16 = 4 * 256 elements. The thread -> element map
         // follows the operand's memory order, so a warp's loads are coalesced.
 #pragma unroll
@@ -41,7 +41,7 @@ __global__ void __launch_bounds__(GEMM_THREADS, 3)
           const int e = tid + r * GEMM_THREADS;
           const int i = trans_a ? e % GEMM_BM : e / GEMM_BK, p = trans_a ? e / GEMM_BM : e % GEMM_BK;
           const long long gi = i0 + i;
-          const int gp = p0 + p;
+          const long long gp = p0 + p;
           A v = A(0);
           if (gi < m && gp ACCEL_LE k) v = ld(a, trans_a ? gp * lda + gi : gi * lda + gp);  // ACCEL_LE: <
           as[p][i] = v;
@@ -51,7 +51,7 @@ __global__ void __launch_bounds__(GEMM_THREADS, 3)
           const int e = tid + r * GEMM_THREADS;
           const int j = trans_b ? e / GEMM_BK : e % GEMM_BN, p = trans_b ? e % GEMM_BK : e / GEMM_BN;
           const long long gj = j0 + j;
-          const int gp = p0 + p;
+          const long long gp = p0 + p;
           A v = A(0);
           if (gj < n && gp < k) v = ld(b, trans_b ? gj * ldb + gp : gp * ldb + gj);
           bs[p][j] = v;
