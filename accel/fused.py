@@ -562,6 +562,15 @@ def gemm_serves(a, b) -> bool:
     return _gemm_problem(a, b) is None
 
 
+def gemm_prepare(dtype):
+    """Compiles and loads gemm_tiled for `dtype` on the current device now, so that a first gemm inside a CUDA
+    graph capture only launches (NVRTC and module loading are host work to keep out of a capture)."""
+    dt = np.dtype(dtype)
+    if dt not in _FLOATS:
+        raise ValueError("gemm_prepare: dtype is %s, expected float32 or float64" % dt)
+    module("gemm").get_function(reg.kernel("gemm_tiled").name_expr(dt))
+
+
 @entry_point
 def gemm(a, b, out=None):
     """out = a @ b with accel's own GEMM kernel (kernels/gemm.cu; cuBLAS cannot be captured into a CUDA graph),

@@ -210,6 +210,7 @@ BAD_CALLS = [
     (lambda: fused.gemm(A(3, 4), A(4, 5), out=A(3, 5, dt=np.float64)), "out has dtype float64"),
     (lambda: fused.gemm(A(3, 4), A(4, 5), out=A(5, 3).T), "out must be C-contiguous"),
     (lambda: fused.gemm(A(3, 4), A(4, 5), out=A(3, 5)), "out overlaps a in memory"),  # meta arrays share 0x1000
+    (lambda: fused.gemm_prepare(np.int32), "gemm_prepare: dtype is int32, expected float32 or float64"),
 ]
 
 

@@ -117,6 +117,26 @@ def test_an_mlp_steps_gemms_capture_into_one_cuda_graph_and_replay(dt):
             check(dw2, h.T, dy)
 
 
+def test_a_first_gemm_inside_a_capture_after_gemm_prepare():
+    """The plan's path: nothing launched the kernel before the capture, only gemm_prepare loaded it."""
+    fused._modules.clear()
+    fused.gemm_prepare(np.float32)
+    rng = np.random.default_rng(2)
+    a, b = (cp.asarray(rng.standard_normal(s).astype(np.float32)) for s in ((40, 30), (30, 20)))
+    out = cp.empty((40, 20), np.float32)
+    stream = cp.cuda.Stream(non_blocking=True)
+    with stream:
+        stream.begin_capture()
+        try:
+            fused.gemm(a, b, out=out)
+        finally:
+            graph = stream.end_capture()
+        out.fill(cp.nan)
+        graph.launch(stream)
+        stream.synchronize()
+    check(out, a, b)
+
+
 def test_cupy_matmul_cannot_be_captured():
     """Why the kernel exists: the capture refuses cuBLAS (if a CuPy release lifts this, the test says so)."""
     a = cp.ones((4, 4), np.float32)
