@@ -67,13 +67,18 @@ def _elementwise(kernel, like, *args):
         _launch(kernel, (like.dtype,), _grid(like.size), (BLOCK,), args + (np.int64(like.size),))
 
 
-def _grid(n, block=BLOCK):
-    """Blocks for a grid-stride loop over n items: enough to fill the GPU, no more."""
+def _multiprocessors():
+    """The current device's multiprocessor count (cached)."""
     cp = _cp()
     dev = cp.cuda.Device().id
     if dev not in _sm_count:
         _sm_count[dev] = cp.cuda.Device(dev).attributes["MultiProcessorCount"]
-    return (max(1, min((n + block - 1) // block, _sm_count[dev] * 32)),)
+    return _sm_count[dev]
+
+
+def _grid(n, block=BLOCK):
+    """Blocks for a grid-stride loop over n items: enough to fill the GPU, no more."""
+    return (max(1, min((n + block - 1) // block, _multiprocessors() * 32)),)
 
 
 # ---- validation ----
@@ -508,8 +513,27 @@ def scatter_add_rows(out, idx, src, deterministic=False):
 # ---- GEMM (kernels/gemm.cu) ----
 
 _GEMM_TILE = 64  # gemm.cu's GEMM_BM and GEMM_BN
+_GEMM_BK = 16  # gemm.cu's GEMM_BK
 _GEMM_BLOCK = (256,)
+_GEMM_SPLIT_MIN_K = 128  # the least k a split sums (8 steps of the tile loop)
+_GEMM_MAX_SPLITS = 16
 _INT_MAX = 2**31 - 1
+
+
+def _cdiv(a, b):
+    return -(-a // b)
+
+
+def _gemm_splits(m, n, k, sms):
+    """(splits, k_split) for gemm_tiled: split k when C has fewer 64 x 64 tiles than the GPU multiprocessors (a
+    32-row batch times a 512-wide layer is 8 tiles), so more blocks run, each summing a shorter stretch of k;
+    every split sums at least _GEMM_SPLIT_MIN_K, k_split a multiple of the k step."""
+    tiles = _cdiv(m, _GEMM_TILE) * _cdiv(n, _GEMM_TILE)
+    splits = min(_cdiv(sms, tiles), k // _GEMM_SPLIT_MIN_K, _GEMM_MAX_SPLITS)
+    if splits <= 1:
+        return 1, k
+    k_split = _cdiv(_cdiv(k, splits), _GEMM_BK) * _GEMM_BK
+    return _cdiv(k, k_split), k_split
 
 
 def _gemm_layout(x):
@@ -563,12 +587,14 @@ def gemm_serves(a, b) -> bool:
 
 
 def gemm_prepare(dtype):
-    """Compiles and loads gemm_tiled for `dtype` on the current device now, so that a first gemm inside a CUDA
-    graph capture only launches (NVRTC and module loading are host work to keep out of a capture)."""
+    """Compiles and loads the GEMM kernels for `dtype` on the current device now, so that a first gemm inside a
+    CUDA graph capture only launches (NVRTC and module loading are host work to keep out of a capture)."""
     dt = np.dtype(dtype)
     if dt not in _FLOATS:
         raise ValueError("gemm_prepare: dtype is %s, expected float32 or float64" % dt)
-    module("gemm").get_function(reg.kernel("gemm_tiled").name_expr(dt))
+    for name in ("gemm_tiled", "gemm_sum_splits"):
+        module("gemm").get_function(reg.kernel(name).name_expr(dt))
+    _multiprocessors()
 
 
 @entry_point
@@ -577,7 +603,8 @@ def gemm(a, b, out=None):
     on the current stream. a, b: cupy arrays gemm_serves takes (transposed or row-strided views run without a
     copy); out: None (a new C-contiguous [m, n] array) or a C-contiguous [m, n] array of their dtype that
     overlaps neither. k == 0 gives zeros; m == 0 or n == 0 launches nothing. Sums in the dtype (float32 or
-    float64), in a fixed order: deterministic."""
+    float64), in a fixed order: deterministic on one device (C with few tiles splits k by the multiprocessor
+    count: a second launch adds the partials, from a [splits, m, n] workspace)."""
     fn = "gemm"
     cp = _cp()
     for name, x in (("a", a), ("b", b)):
@@ -605,8 +632,12 @@ def gemm(a, b, out=None):
         out.fill(0)
         return out
     (ta, lda), (tb, ldb) = _gemm_layout(a), _gemm_layout(b)
-    grid = (min(-(-n // _GEMM_TILE), _INT_MAX), min(-(-m // _GEMM_TILE), 65535))  # the kernel grid-strides tiles
+    splits, k_split = _gemm_splits(m, n, k, _multiprocessors())
+    grid = (min(_cdiv(n, _GEMM_TILE), _INT_MAX), min(_cdiv(m, _GEMM_TILE), 65535), splits)  # tiles grid-strided
+    dest = out if splits == 1 else cp.empty((splits, m, n), a.dtype)  # the partial sums of a split k
     _launch("gemm_tiled", (a.dtype,), grid, _GEMM_BLOCK,
-            (out, a, b, np.int32(m), np.int32(n), np.int32(k), np.int64(lda), np.int64(ldb), np.int64(n),
-             np.int32(ta), np.int32(tb)))
+            (dest, a, b, np.int32(m), np.int32(n), np.int32(k), np.int64(lda), np.int64(ldb), np.int64(n),
+             np.int32(ta), np.int32(tb), np.int64(k_split), np.int64(m * n)))
+    if splits > 1:
+        _launch("gemm_sum_splits", (a.dtype,), _grid(m * n), (BLOCK,), (out, dest, np.int32(splits), np.int64(m * n)))
     return out

@@ -17,15 +17,20 @@
 // transposed view of a row-major array). Likewise b with trans_b and ldb. The
 // leading dimensions are row strides in elements, so column slices and
 // transposed views run without copies. k == 0 is the launcher's (zeros).
-// grid: (any, any); the tiles are grid-strided in both dimensions.
+// grid: (any, any, splits); the tiles are grid-strided in x and y. Split-k:
+// block z sums p in [z*k_split, (z+1)*k_split) only and writes its partial C
+// at c + z*ldz (gemm_sum_splits adds the partials); one split: k_split >= k.
 template <typename T>
 __global__ void __launch_bounds__(GEMM_THREADS, 3)
     gemm_tiled(T* __restrict__ c, const T* __restrict__ a, const T* __restrict__ b, int m, int n, int k,
-               long long lda, long long ldb, long long ldc, int trans_a, int trans_b) {
+               long long lda, long long ldb, long long ldc, int trans_a, int trans_b, long long k_split,
+               long long ldz) {
   typedef ACC(T) A;
   __shared__ A as[GEMM_BK][GEMM_BM + GEMM_PAD];  // as[p][i] = op(A)[i0 + i, p0 + p]
   __shared__ A bs[GEMM_BK][GEMM_BN + GEMM_PAD];  // bs[p][j] = op(B)[p0 + p, j0 + j]
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+  const long long k0 = blockIdx.z * k_split, k1 = k0 + k_split < k ? k0 + k_split : k;
+  c += blockIdx.z * ldz;
   for (long long i0 = (long long)blockIdx.y * GEMM_BM; i0 < m; i0 += (long long)gridDim.y * GEMM_BM)
     for (long long j0 = (long long)blockIdx.x * GEMM_BN; j0 < n; j0 += (long long)gridDim.x * GEMM_BN) {
       A acc[4][4];
@@ -33,7 +38,7 @@ __global__ void __launch_bounds__(GEMM_THREADS, 3)
       for (int r = 0; r < 4; ++r)
 #pragma unroll
         for (int q = 0; q < 4; ++q) acc[r][q] = A(0);
-      for (long long p0 = 0; p0 < k; p0 += GEMM_BK) {
+      for (long long p0 = k0; p0 < k1; p0 += GEMM_BK) {
         // Each tile holds 64 x 16 = 4 * 256 elements. The thread -> element map
         // follows the operand's memory order, so a warp's loads are coalesced.
 #pragma unroll
@@ -43,7 +48,7 @@ __global__ void __launch_bounds__(GEMM_THREADS, 3)
           const long long gi = i0 + i;
           const long long gp = p0 + p;
           A v = A(0);
-          if (gi < m && gp ACCEL_LE k) v = ld(a, trans_a ? gp * lda + gi : gi * lda + gp);  // ACCEL_LE: <
+          if (gi < m && gp ACCEL_LE k1) v = ld(a, trans_a ? gp * lda + gi : gi * lda + gp);  // ACCEL_LE: <
           as[p][i] = v;
         }
 #pragma unroll
@@ -53,7 +58,7 @@ __global__ void __launch_bounds__(GEMM_THREADS, 3)
           const long long gj = j0 + j;
           const long long gp = p0 + p;
           A v = A(0);
-          if (gj < n && gp < k) v = ld(b, trans_b ? gj * ldb + gp : gp * ldb + gj);
+          if (gj < n && gp < k1) v = ld(b, trans_b ? gj * ldb + gp : gp * ldb + gj);
           bs[p][j] = v;
         }
         __syncthreads();
@@ -83,4 +88,16 @@ __global__ void __launch_bounds__(GEMM_THREADS, 3)
         }
       }
     }
+}
+
+// c[i] = sum over z of parts[z*mn + i], z in order (deterministic): the
+// partials of a split-k gemm_tiled, C-contiguous [splits, m, n] into [m, n].
+template <typename T>
+__global__ void gemm_sum_splits(T* c, const T* parts, int splits, long long mn) {
+  typedef ACC(T) A;
+  GRID_STRIDE(i, mn) {
+    A s = ld(parts, i);
+    for (int z = 1; z < splits; ++z) s += ld(parts, z * mn + i);
+    st(c, i, s);
+  }
 }

@@ -41,7 +41,9 @@ def stored(rows, cols, trans, extra, dt, rng):
     return m, buf[off:], ld
 
 
-def run(lib, dt, m, k, n, ta=0, tb=0, extra=(0, 0, 0), grid=None, seed=0):
+def run(lib, dt, m, k, n, ta=0, tb=0, extra=(0, 0, 0), grid=None, seed=0, k_split=None):
+    """C = op(A) @ op(B) by gemm_tiled; with k_split, by partial sums over stretches of k into a [splits, m, n]
+    workspace (grid z = splits) that gemm_sum_splits adds up."""
     rng = np.random.default_rng(seed)
     a, abuf, lda = stored(m, k, ta, extra[0], dt, rng)
     b, bbuf, ldb = stored(k, n, tb, extra[1], dt, rng)
@@ -49,14 +51,24 @@ def run(lib, dt, m, k, n, ta=0, tb=0, extra=(0, 0, 0), grid=None, seed=0):
     c = np.full(m * ldc + GUARD, np.nan, dt)
     if grid is None:
         grid = (-(-n // TILE), -(-m // TILE))
-    lib.launch("gemm_tiled<%s>" % CT[dt], grid, 256, c, abuf, bbuf, m, n, k, lda, ldb, ldc, ta, tb,
-               threaded=True)
+    name = "<%s>" % CT[dt]
+    if k_split is None:
+        lib.launch("gemm_tiled" + name, grid, 256, c, abuf, bbuf, m, n, k, lda, ldb, ldc, ta, tb, k, 0,
+                   threaded=True)
+    else:
+        assert extra[2] == 0, "the partials are C-contiguous"
+        splits = -(-k // k_split)
+        parts = np.full(splits * m * n + GUARD, np.nan, dt)
+        lib.launch("gemm_tiled" + name, grid + (splits,), 256, parts, abuf, bbuf, m, n, k, lda, ldb, n, ta, tb,
+                   k_split, m * n, threaded=True)
+        assert not np.isnan(parts[:splits * m * n]).any() and np.isnan(parts[splits * m * n:]).all()
+        lib.launch("gemm_sum_splits" + name, 3, 128, c, parts, splits, m * n)
     rows = c[:m * ldc].reshape(m, ldc)
     assert np.isnan(rows[:, n:]).all() and np.isnan(c[m * ldc:]).all(), "wrote outside C's view"
     return rows[:, :n], a, b
 
 
-# (m, k, n, trans_a, trans_b, extra leading dimension of a, b, c, grid or None = one block per tile)
+# (m, k, n, trans_a, trans_b, extra leading dimension of a, b, c, grid or None = one block per tile[, k_split])
 CASES = {
     "1x1x1": (1, 1, 1, 0, 0, (0, 0, 0), None),
     "1x1x1-tt": (1, 1, 1, 1, 1, (0, 0, 0), None),
@@ -77,6 +89,10 @@ CASES = {
     "ld-c": (33, 40, 65, 0, 1, (0, 1, 9), None),
     "grid-stride": (130, 20, 200, 0, 0, (0, 0, 0), (2, 1)),
     "grid-stride-y": (200, 20, 70, 1, 0, (0, 0, 0), (1, 2)),
+    "split-k-mlp": (32, 784, 512, 0, 0, (0, 0, 0), None, 144),  # what fused.gemm picks on 132 multiprocessors
+    "split-k-tails-tt": (33, 100, 65, 1, 1, (2, 3, 0), None, 32),  # the last split sums 4 of k
+    "split-k-grid-stride": (130, 70, 100, 0, 1, (0, 0, 0), (1, 1), 16),
+    "split-k-one-each": (3, 5, 4, 0, 0, (0, 0, 0), None, 1),  # k_split below the k step
 }
 DTYPES = [np.float32, np.float64]
 
@@ -84,8 +100,8 @@ DTYPES = [np.float32, np.float64]
 @pytest.mark.parametrize("dt", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize("case", list(CASES))
 def test_gemm_matches_numpy(lib, case, dt):
-    m, k, n, ta, tb, extra, grid = CASES[case]
-    got, a, b = run(lib, dt, m, k, n, ta, tb, extra, grid, seed=m * 7 + n)
+    m, k, n, ta, tb, extra, grid, *k_split = CASES[case]
+    got, a, b = run(lib, dt, m, k, n, ta, tb, extra, grid, seed=m * 7 + n, k_split=(k_split or [None])[0])
     R.assert_gemm_close(got, a, b)
 
 
@@ -99,7 +115,7 @@ def test_the_comparison_sees_a_wrong_transpose_flag(lib):
     sq, abuf, lda = stored(17, 17, 1, 0, np.float32, rng)
     b2, bbuf, ldb = stored(17, 5, 0, 0, np.float32, rng)
     c = np.full(17 * 5, np.nan, np.float32)
-    lib.launch("gemm_tiled<float>", (1, 1), 256, c, abuf, bbuf, 17, 5, 17, lda, ldb, 5, 0, 0, threaded=True)
+    lib.launch("gemm_tiled<float>", (1, 1), 256, c, abuf, bbuf, 17, 5, 17, lda, ldb, 5, 0, 0, 17, 0, threaded=True)
     with pytest.raises(AssertionError, match="elements off"):
         R.assert_gemm_close(c.reshape(17, 5), sq, b2)
     R.assert_gemm_close(c.reshape(17, 5), sq.T, b2)
@@ -111,11 +127,11 @@ def test_double_gemm_accumulates_in_double(lib):
     k = 1024
     a, b = np.full(k, 1 + 2.0**-12), np.full(k, 1 - 2.0**-12)
     c = np.full(1, np.nan)
-    lib.launch("gemm_tiled<double>", (1, 1), 256, c, a, b, 1, 1, k, k, 1, 1, 0, 0, threaded=True)
+    lib.launch("gemm_tiled<double>", (1, 1), 256, c, a, b, 1, 1, k, k, 1, 1, 0, 0, k, 0, threaded=True)
     assert c[0] == k * (1 - 2.0**-24)
     c32 = np.full(1, np.nan, np.float32)
     lib.launch("gemm_tiled<float>", (1, 1), 256, c32, a.astype(np.float32), b.astype(np.float32), 1, 1, k, k, 1, 1,
-               0, 0, threaded=True)
+               0, 0, k, 0, threaded=True)
     R.assert_gemm_close(c32.reshape(1, 1), a.astype(np.float32).reshape(1, k), b.astype(np.float32).reshape(k, 1))
 
 
@@ -159,7 +175,7 @@ def test_launcher_layouts_run_right_through_the_kernel(lib, la, lb, dt):
         (ta, lda), (tb, ldb) = fused._gemm_layout(a), fused._gemm_layout(b)
         c = np.full((m, n), np.nan, dt)
         lib.launch("gemm_tiled<%s>" % CT[dt], (-(-n // TILE), -(-m // TILE)), 256, c, _flat(a), _flat(b), m, n, k,
-                   lda, ldb, n, ta, tb, threaded=True)
+                   lda, ldb, n, ta, tb, k, 0, threaded=True)
         R.assert_gemm_close(c, a, b)
 
 
@@ -219,21 +235,46 @@ def test_fused_gemm_launch_runs_right_on_the_shim(lib, monkeypatch, la, lb, dt):
 
     from accel import fused
 
-    launched = []
+    launched, host = [], {}  # host: device pointer -> the NumPy array behind a stand-in cupy array
+
+    def stand_in(x):
+        y = _as_cupy(cupy, x)
+        host[y.data.ptr] = x
+        return y
+
     monkeypatch.setattr(fused, "_launch", lambda *call: launched.append(call))
     monkeypatch.setattr(cupy.cuda, "Device", lambda *_: SimpleNamespace(id=0))  # the current device, no driver
+    monkeypatch.setitem(fused._sm_count, 0, 132)  # an H100's multiprocessors: small C splits k
+    monkeypatch.setattr(cupy, "empty", lambda shape, dtype: stand_in(np.full(shape, np.nan, dtype)))
     rng = np.random.default_rng(5)
     views = _views(rng, dt)
-    for m, k, n in ((33, 17, 65), (130, 20, 70), (1, 3, 1)):
+    for m, k, n, splits in ((33, 17, 65, 1), (130, 20, 70, 1), (1, 3, 1, 1), (32, 400, 130, 3), (70, 300, 20, 2)):
         a, b = views[la](m, k), views[lb](k, n)
         c = np.full((m, n), np.nan, dt)
-        out = _as_cupy(cupy, c)
-        assert fused.gemm(_as_cupy(cupy, a), _as_cupy(cupy, b), out=out) is out
-        (kernel, types, grid, block, args), = launched
+        out = stand_in(c)
+        assert fused.gemm(stand_in(a), stand_in(b), out=out) is out
+        assert [call[0] for call in launched] == ["gemm_tiled"] + ["gemm_sum_splits"] * (splits > 1)
+        assert launched[0][2][2] == splits
+        for kernel, types, grid, block, args in launched:
+            assert types == (np.dtype(dt),)
+            flat = [_flat(host[x.data.ptr]) if isinstance(x, cupy.ndarray) else x for x in args]
+            lib.launch("%s<%s>" % (kernel, CT[dt]), grid, block[0], *flat, threaded=kernel == "gemm_tiled")
         launched.clear()
-        assert kernel == "gemm_tiled" and types == (np.dtype(dt),) and block == (256,)
-        host = [_flat(x) if x is not None and isinstance(x, np.ndarray) else x
-                for x in ([c, a, b] + list(args[3:]))]
-        assert [x.data.ptr for x in args[:3]] == [x.ctypes.data for x in (c, a, b)]
-        lib.launch("gemm_tiled<%s>" % CT[dt], grid, block[0], *host, threaded=True)
         R.assert_gemm_close(c, a, b)
+
+
+@pytest.mark.parametrize("m,k,n,sms,want", [
+    (32, 784, 512, 132, (6, 144)),  # 8 tiles: 6 splits of at least 128 of k
+    (32, 512, 512, 132, (4, 128)),
+    (32, 784, 512, 8, (1, 784)),  # as many tiles as multiprocessors
+    (784, 32, 512, 132, (1, 32)),  # k too short to split
+    (1, 4096, 1, 132, (16, 256)),  # at most 16 splits
+    (32, 300, 10, 132, (2, 160)),  # k_split a multiple of the k step 16; the last split sums 140
+    (1000, 1000, 1000, 132, (1, 1000)),
+])
+def test_gemm_split_choice(m, k, n, sms, want):
+    from accel import fused
+
+    assert fused._gemm_splits(m, n, k, sms) == want
+    splits, k_split = want
+    assert (splits - 1) * k_split < k <= splits * k_split  # every split sums some of k

@@ -54,9 +54,11 @@ def test_gemm_matches_cupy_matmul(m, k, n, la, lb, dt):
     rng = np.random.default_rng(m + k + n)
     a, b = operand(m, k, la, dt, rng), operand(k, n, lb, dt, rng)
     assert fused.gemm_serves(a, b)
-    before = fused.launches["gemm_tiled"]
+    before = dict(fused.launches)
     got = fused.gemm(a, b)
-    assert fused.launches["gemm_tiled"] == before + 1
+    splits, _ = fused._gemm_splits(m, n, k, fused._multiprocessors())
+    assert fused.launches["gemm_tiled"] == before.get("gemm_tiled", 0) + 1
+    assert fused.launches["gemm_sum_splits"] == before.get("gemm_sum_splits", 0) + (splits > 1)
     assert got.shape == (m, n) and got.dtype == dt and got.flags.c_contiguous
     check(got, a, b)
     out = cp.full((m, n), cp.nan, dt)
@@ -93,15 +95,17 @@ def test_an_mlp_steps_gemms_capture_into_one_cuda_graph_and_replay(dt):
         fused.gemm(h.T, dy, out=dw2)
 
     stream = cp.cuda.Stream(non_blocking=True)
+    pool = cp.cuda.MemoryPool()  # the graph's own memory (split-k workspaces): nothing else reuses it
     with stream:
         step()  # compiles and loads the module outside the capture
         stream.synchronize()
         before = fused.launches["gemm_tiled"]
-        stream.begin_capture()
-        try:
-            step()
-        finally:
-            graph = stream.end_capture()
+        with cp.cuda.using_allocator(pool.malloc):
+            stream.begin_capture()
+            try:
+                step()
+            finally:
+                graph = stream.end_capture()
         assert fused.launches["gemm_tiled"] == before + 5
         for _ in range(2):
             for buf in (x, dy):
@@ -122,10 +126,13 @@ def test_a_first_gemm_inside_a_capture_after_gemm_prepare():
     fused._modules.clear()
     fused.gemm_prepare(np.float32)
     rng = np.random.default_rng(2)
-    a, b = (cp.asarray(rng.standard_normal(s).astype(np.float32)) for s in ((40, 30), (30, 20)))
-    out = cp.empty((40, 20), np.float32)
+    # C of 4 tiles and k = 300: split in two (a workspace allocated in the capture, then the partials' sum)
+    a, b = (cp.asarray(rng.standard_normal(s).astype(np.float32)) for s in ((32, 300), (300, 200)))
+    assert fused._gemm_splits(32, 200, 300, fused._multiprocessors())[0] == 2
+    out = cp.empty((32, 200), np.float32)
     stream = cp.cuda.Stream(non_blocking=True)
-    with stream:
+    pool = cp.cuda.MemoryPool()
+    with stream, cp.cuda.using_allocator(pool.malloc):
         stream.begin_capture()
         try:
             fused.gemm(a, b, out=out)

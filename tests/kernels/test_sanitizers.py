@@ -124,9 +124,13 @@ def gemm_subset(lib_path):
     for dt, ct in ((np.float32, "float"), (np.float64, "double")):
         a, b = rng.standard_normal((m, k)).astype(dt), rng.standard_normal((k, n)).astype(dt)
         c = np.empty((m, n), dt)
-        lib.launch("gemm_tiled<%s>" % ct, 1, 256, c, a, b, m, n, k, k, n, n, 0, 0, threaded=True)
+        lib.launch("gemm_tiled<%s>" % ct, 1, 256, c, a, b, m, n, k, k, n, n, 0, 0, k, 0, threaded=True)
         ct_ = np.empty((n, m), dt)  # c^T = b^T a^T from the same buffers, both transposed
-        lib.launch("gemm_tiled<%s>" % ct, 1, 256, ct_, b, a, n, m, k, n, k, m, 1, 1, threaded=True)
+        lib.launch("gemm_tiled<%s>" % ct, 1, 256, ct_, b, a, n, m, k, n, k, m, 1, 1, k, 0, threaded=True)
+        parts = np.empty((2, m, n), dt)  # split k: 32 + 8 of k, then the sum of the partials
+        lib.launch("gemm_tiled<%s>" % ct, (1, 1, 2), 256, parts, a, b, m, n, k, k, n, n, 0, 0, 32, m * n,
+                   threaded=True)
+        lib.launch("gemm_sum_splits<%s>" % ct, 2, 64, c, parts, 2, m * n)
     print("gemm subset ok")
 
 
