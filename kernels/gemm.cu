@@ -17,7 +17,8 @@
 // transposed view of a row-major array). Likewise b with trans_b and ldb. The
 // leading dimensions are row strides in elements, so column slices and
 // transposed views run without copies. k == 0 is the launcher's (zeros).
-// grid: (any, any, splits); the tiles are grid-strided in x and y. Split-k:
+// block: GEMM_THREADS (256) threads in x. grid: (any, any, splits); the tiles
+// are grid-strided in x and y. Split-k:
 // block z sums p in [z*k_split, (z+1)*k_split) only and writes its partial C
 // at c + z*ldz (gemm_sum_splits adds the partials); one split: k_split >= k.
 template <typename T>
