@@ -67,13 +67,18 @@ def _elementwise(kernel, like, *args):
         _launch(kernel, (like.dtype,), _grid(like.size), (BLOCK,), args + (np.int64(like.size),))
 
 
-def _grid(n, block=BLOCK):
-    """Blocks for a grid-stride loop over n items: enough to fill the GPU, no more."""
+def _multiprocessors():
+    """The current device's multiprocessor count (cached)."""
     cp = _cp()
     dev = cp.cuda.Device().id
     if dev not in _sm_count:
         _sm_count[dev] = cp.cuda.Device(dev).attributes["MultiProcessorCount"]
-    return (max(1, min((n + block - 1) // block, _sm_count[dev] * 32)),)
+    return _sm_count[dev]
+
+
+def _grid(n, block=BLOCK):
+    """Blocks for a grid-stride loop over n items: enough to fill the GPU, no more."""
+    return (max(1, min((n + block - 1) // block, _multiprocessors() * 32)),)
 
 
 # ---- validation ----
@@ -646,4 +651,137 @@ def scatter_add_rows(out, idx, src, deterministic=False):
         (BLOCK,),
         (out, src, perm, seg, seg_row, np.int64(nseg), np.int32(cols), np.int64(out.shape[0])),
     )
+    return out
+
+
+# ---- GEMM (kernels/gemm.cu) ----
+
+_GEMM_TILE = 64  # gemm.cu's GEMM_BM and GEMM_BN
+_GEMM_BK = 16  # gemm.cu's GEMM_BK
+_GEMM_BLOCK = (256,)
+_GEMM_SPLIT_MIN_K = 128  # the least k a split sums (8 steps of the tile loop)
+_GEMM_MAX_SPLITS = 16
+_INT_MAX = 2**31 - 1
+
+
+def _cdiv(a, b):
+    return -(-a // b)
+
+
+def _gemm_splits(m, n, k, sms):
+    """(splits, k_split) for gemm_tiled: split k when C has fewer 64 x 64 tiles than the GPU multiprocessors (a
+    32-row batch times a 512-wide layer is 8 tiles), so more blocks run, each summing a shorter stretch of k;
+    every split sums at least _GEMM_SPLIT_MIN_K, k_split a multiple of the k step."""
+    tiles = _cdiv(m, _GEMM_TILE) * _cdiv(n, _GEMM_TILE)
+    splits = min(_cdiv(sms, tiles), k // _GEMM_SPLIT_MIN_K, _GEMM_MAX_SPLITS)
+    if splits <= 1:
+        return 1, k
+    k_split = _cdiv(_cdiv(k, splits), _GEMM_BK) * _GEMM_BK
+    return _cdiv(k, k_split), k_split
+
+
+def _gemm_layout(x):
+    """(trans, ld) with which gemm_tiled reads the 2-D array x, or None: rows with unit column stride (trans 0,
+    ld = the row stride) or the transpose of that (unit row stride: trans 1, ld = the column stride), strides
+    in elements and non-negative. A dimension of size 1 has no stride to honour."""
+    rows, cols = x.shape
+    if x.size == 0:
+        return 0, max(cols, 1)
+    item = x.dtype.itemsize
+    if any(s % item or s < 0 for s in x.strides):
+        return None
+    s0, s1 = (s // item for s in x.strides)
+    if cols == 1 or s1 == 1:
+        return 0, (s0 if rows > 1 else cols)
+    if rows == 1 or s0 == 1:
+        return 1, (s1 if cols > 1 else rows)
+    return None
+
+
+def _gemm_problem(a, b):
+    """Why gemm(a, b) cannot take these operands (a message naming the argument), or None."""
+    for name, x in (("a", a), ("b", b)):
+        if backend.xp_of(x) is np and type(x) is not np.ndarray:
+            return "%s must be a numpy or cupy ndarray, got %s" % (name, type(x).__name__)
+        if x.ndim != 2:
+            return "%s must be 2-D, got shape %s" % (name, tuple(x.shape))
+        if x.dtype not in _FLOATS:
+            return "%s has dtype %s, expected float32 or float64" % (name, x.dtype)
+        if max(x.shape) > _INT_MAX:
+            return "%s has shape %s, expected dimensions below 2**31" % (name, tuple(x.shape))
+        if _gemm_layout(x) is None:
+            return ("%s has strides %s (itemsize %d), expected a row-major view with unit column stride or the "
+                    "transpose of one, non-negative strides" % (name, tuple(x.strides), x.dtype.itemsize))
+    if backend.xp_of(a) is not backend.xp_of(b):
+        return "a and b must both be numpy or both cupy arrays, got %s and %s" % (
+            type(a).__module__ + "." + type(a).__name__, type(b).__module__ + "." + type(b).__name__)
+    if b.dtype != a.dtype:
+        return "b has dtype %s, expected %s (a's dtype)" % (b.dtype, a.dtype)
+    if a.shape[1] != b.shape[0]:
+        return "a has shape %s and b %s, expected b.shape[0] == a.shape[1]" % (tuple(a.shape), tuple(b.shape))
+    return None
+
+
+def gemm_serves(a, b) -> bool:
+    """Whether gemm(a, b) takes these operands, for NumPy arrays too (so a host plan can ask): two 2-D arrays of
+    one array module and dtype (float32 or float64), a.shape[1] == b.shape[0], each C-contiguous, F-contiguous
+    (a transposed C-contiguous matrix) or a view with unit column (or row) stride, dimensions below 2**31. Does
+    not look at the fused switch: the kernel is what keeps a matmul capturable."""
+    return _gemm_problem(a, b) is None
+
+
+def gemm_prepare(dtype):
+    """Compiles and loads the GEMM kernels for `dtype` on the current device now, so that a first gemm inside a
+    CUDA graph capture only launches (NVRTC and module loading are host work to keep out of a capture)."""
+    dt = np.dtype(dtype)
+    if dt not in _FLOATS:
+        raise ValueError("gemm_prepare: dtype is %s, expected float32 or float64" % dt)
+    for name in ("gemm_tiled", "gemm_sum_splits"):
+        module("gemm").get_function(reg.kernel(name).name_expr(dt))
+    _multiprocessors()
+
+
+@entry_point
+def gemm(a, b, out=None):
+    """out = a @ b with accel's own GEMM kernel (kernels/gemm.cu; cuBLAS cannot be captured into a CUDA graph),
+    on the current stream. a, b: cupy arrays gemm_serves takes (transposed or row-strided views run without a
+    copy); out: None (a new C-contiguous [m, n] array) or a C-contiguous [m, n] array of their dtype that
+    overlaps neither. k == 0 gives zeros; m == 0 or n == 0 launches nothing. Sums in the dtype (float32 or
+    float64), in a fixed order: deterministic on one device (C with few tiles splits k by the multiprocessor
+    count: a second launch adds the partials, from a [splits, m, n] workspace)."""
+    fn = "gemm"
+    cp = _cp()
+    for name, x in (("a", a), ("b", b)):
+        if not isinstance(x, cp.ndarray):
+            raise ValueError("%s: %s must be a cupy.ndarray, got %s" % (fn, name, type(x).__name__))
+    problem = _gemm_problem(a, b)
+    if problem is not None:
+        raise ValueError("%s: %s" % (fn, problem))
+    (m, k), n = a.shape, b.shape[1]
+    if out is not None:
+        _check(fn, "out", out, (a.dtype,), (m, n))
+        for name, x in (("a", a), ("b", b)):
+            if out.size and x.size and backend.may_share_memory(out, x):
+                raise ValueError("%s: out overlaps %s in memory (the kernel reads %s while it writes out)"
+                                 % (fn, name, name))
+    dev = cp.cuda.Device().id
+    for name, x in (("a", a), ("b", b), ("out", out)):
+        if x is not None and x.device.id != dev:
+            raise ValueError("%s: %s is on device %d, expected the current device %d" % (fn, name, x.device.id, dev))
+    if out is None:
+        out = cp.empty((m, n), a.dtype)
+    if m == 0 or n == 0:
+        return out
+    if k == 0:
+        out.fill(0)
+        return out
+    (ta, lda), (tb, ldb) = _gemm_layout(a), _gemm_layout(b)
+    splits, k_split = _gemm_splits(m, n, k, _multiprocessors())
+    grid = (min(_cdiv(n, _GEMM_TILE), _INT_MAX), min(_cdiv(m, _GEMM_TILE), 65535), splits)  # tiles grid-strided
+    dest = out if splits == 1 else cp.empty((splits, m, n), a.dtype)  # the partial sums of a split k
+    _launch("gemm_tiled", (a.dtype,), grid, _GEMM_BLOCK,
+            (dest, a, b, np.int32(m), np.int32(n), np.int32(k), np.int64(lda), np.int64(ldb), np.int64(n),
+             np.int32(ta), np.int32(tb), np.int64(k_split), np.int64(m * n)))
+    if splits > 1:
+        _launch("gemm_sum_splits", (a.dtype,), _grid(m * n), (BLOCK,), (out, dest, np.int32(splits), np.int64(m * n)))
     return out

@@ -99,6 +99,10 @@ FAMILIES = {
         _k("accumulate", (WITH_HALF,), max_regs=40)
         + _k("scatter_add_rows scatter_add_rows_sorted", (WITH_HALF, INDEX), max_regs=72)
     ),
+    # __launch_bounds__(256, 3) caps a thread at 85 registers (70-80 measured, no spills; with
+    # (256, 4) double spills on sm_90); smem: two 16 x 68 tiles of the accumulator type. gemm_sum_splits: 31-60
+    "gemm": Family(_k("gemm_tiled", (FLOATS,), max_regs=88, max_smem=17408)
+                   + _k("gemm_sum_splits", (FLOATS,), max_regs=64)),
 }
 
 

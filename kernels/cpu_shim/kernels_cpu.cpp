@@ -9,6 +9,7 @@
 #include "reductions.cu"
 #include "optimizers.cu"
 #include "accumulate.cu"
+#include "gemm.cu"
 
 namespace {
 
@@ -71,7 +72,8 @@ extern "C" {
 int accel_shim_count() { return sizeof(entries) / sizeof(entries[0]); }
 const char* accel_shim_name(int i) { return entries[i].name; }
 const char* accel_shim_signature(int i) { return entries[i].signature; }
-void accel_shim_launch(int i, unsigned gx, unsigned gy, unsigned bx, unsigned by, int threaded, void** argv) {
-  entries[i].launch(dim3(gx, gy), dim3(bx, by), threaded, argv);
+void accel_shim_launch(int i, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, int threaded,
+                       void** argv) {
+  entries[i].launch(dim3(gx, gy, gz), dim3(bx, by), threaded, argv);
 }
 }

@@ -123,6 +123,7 @@ class ShimLib:
             ctypes.c_uint,
             ctypes.c_uint,
             ctypes.c_uint,
+            ctypes.c_uint,
             ctypes.c_int,
             ctypes.POINTER(ctypes.c_void_p),
         ]
@@ -134,7 +135,7 @@ class ShimLib:
             self.signature[name] = L.accel_shim_signature(i).decode()
 
     def launch(self, name, grid, block, *args, threaded=False):
-        """Launch instantiation `name` with grid/block (int or (x, y)) on the CPU.
+        """Launch instantiation `name` with grid (int, (x, y) or (x, y, z)) and block (int or (x, y)) on the CPU.
 
         Arrays must be C-contiguous with the dtype the parameter expects; None
         is a null pointer; Python numbers are converted to the scalar type."""
@@ -160,9 +161,9 @@ class ShimLib:
             keep.append(val)
             ptrs.append(ctypes.cast(ctypes.pointer(val), ctypes.c_void_p))
         argv = (ctypes.c_void_p * max(1, len(ptrs)))(*ptrs)
-        gx, gy = grid if isinstance(grid, tuple) else (grid, 1)
+        gx, gy, gz = (grid + (1,) * (3 - len(grid))) if isinstance(grid, tuple) else (grid, 1, 1)
         bx, by = block if isinstance(block, tuple) else (block, 1)
-        self.lib.accel_shim_launch(self.index[name], gx, gy, bx, by, int(threaded), argv)
+        self.lib.accel_shim_launch(self.index[name], gx, gy, gz, bx, by, int(threaded), argv)
 
 
 _loaded = {}

@@ -156,3 +156,17 @@ def sparse_xent_loss_ref(logits, labels):
     m = x.max(axis=1)
     lse = np.log(np.exp(x - m[:, None]).sum(axis=1)) + m
     return lse - x[np.arange(len(labels)), labels]
+
+
+def assert_gemm_close(got, a, b):
+    """got ~ a @ b within the worst-case rounding bound of a length-k dot product: |err| <= 2*k*eps*(|a| @ |b|)
+    elementwise (eps of got's dtype), with the reference product in float64."""
+    a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    got = np.asarray(got, np.float64)
+    want, scale = a64 @ b64, np.abs(a64) @ np.abs(b64)
+    assert got.shape == want.shape, (got.shape, want.shape)
+    bound = 2 * max(a64.shape[1], 1) * np.finfo(np.asarray(a).dtype).eps * scale + np.finfo(np.float64).tiny
+    err = np.abs(got - want)
+    bad = ~(err <= bound)  # NaN counts as bad
+    assert not bad.any(), "%d of %d elements off, first at %s: got %r, want %r (bound %.3g)" % (
+        bad.sum(), bad.size, tuple(np.argwhere(bad)[0]), got[bad][0], want[bad][0], bound[bad][0])

@@ -63,7 +63,7 @@ def test_scan_catches_a_missing_name():
 
 
 @pytest.mark.parametrize(
-    "attr", ["flags", "data", "view", "fill", "size", "strides", "dtype", "shape", "ndim"]
+    "attr", ["flags", "data", "view", "fill", "size", "strides", "dtype", "shape", "ndim", "device"]
 )
 def test_ndarray_attributes_used_exist(attr):
     assert hasattr(cupy.ndarray, attr)
@@ -200,7 +200,17 @@ BAD_CALLS = [
     (
         lambda: fused.scatter_add_rows(A(5, 3), A(4, dt=np.int64), A(4, 2)),
         r"src has shape \(4, 2\), expected \(4, 3\)",
-    ),
+    ),    (lambda: fused.gemm(np.zeros((3, 4), np.float32), A(4, 5)), "gemm: a must be a cupy.ndarray, got ndarray"),
+    (lambda: fused.gemm(A(3, 4), A(4)), r"gemm: b must be 2-D, got shape \(4,\)"),
+    (lambda: fused.gemm(A(3, 4, dt=np.float16), A(4, 5, dt=np.float16)), "a has dtype float16, expected float32"),
+    (lambda: fused.gemm(A(3, 4), A(4, 5, dt=np.float64)), "b has dtype float64, expected float32"),
+    (lambda: fused.gemm(A(3, 4), A(5, 5)), r"a has shape \(3, 4\) and b \(5, 5\), expected b.shape\[0\] == a.shape"),
+    (lambda: fused.gemm(A(3, 8)[:, ::2], A(4, 5)), r"a has strides \(32, 8\) \(itemsize 4\), expected a row-major"),
+    (lambda: fused.gemm(A(3, 4), A(4, 5), out=A(5, 3)), r"gemm: out has shape \(5, 3\), expected \(3, 5\)"),
+    (lambda: fused.gemm(A(3, 4), A(4, 5), out=A(3, 5, dt=np.float64)), "out has dtype float64"),
+    (lambda: fused.gemm(A(3, 4), A(4, 5), out=A(5, 3).T), "out must be C-contiguous"),
+    (lambda: fused.gemm(A(3, 4), A(4, 5), out=A(3, 5)), "out overlaps a in memory"),  # meta arrays share 0x1000
+    (lambda: fused.gemm_prepare(np.int32), "gemm_prepare: dtype is int32, expected float32 or float64"),
 ]
 
 
@@ -210,6 +220,17 @@ def test_wrappers_reject_bad_arguments_before_launch(call, msg):
     with pytest.raises(ValueError, match=msg):
         call()
     assert dict(fused.launches) == before
+
+
+def test_gemm_serves_cupy_layouts():
+    assert fused.gemm_serves(A(3, 4), A(4, 5))
+    assert fused.gemm_serves(A(4, 3).T, A(5, 4).T)
+    assert fused.gemm_serves(A(3, 9)[:, 2:6], A(4, 5, dt=np.float32))
+    assert fused.gemm_serves(A(3, 4, dt=np.float64), A(4, 5, dt=np.float64))
+    assert not fused.gemm_serves(A(3, 8)[:, ::2], A(4, 5))
+    assert not fused.gemm_serves(A(3, 4), np.zeros((4, 5), np.float32))  # mixed array modules
+    assert "both cupy" in fused._gemm_problem(A(3, 4), np.zeros((4, 5), np.float32))
+    assert not fused.gemm_serves(A(3, 4), A(4, 5, dt=np.float64))
 
 
 def test_qualifies():

@@ -111,22 +111,45 @@ def subset(lib_path):
     lib.launch(
         "scatter_add_rows<float, long long>", 2, 64, np.zeros((10, 7), np.float32), idx, f32(40, 7), 40, 7, 10
     )
+    gemm_subset(lib_path)
     print("subset ok")
 
 
+def gemm_subset(lib_path):
+    """gemm_tiled with tails in m, n and k (exactly sized buffers) and two k steps, so a missing barrier
+    between them races and a tail read past k leaves the buffer."""
+    lib = cpu_build.ShimLib(lib_path)
+    rng = np.random.default_rng(1)
+    m, k, n = 33, 40, 20
+    for dt, ct in ((np.float32, "float"), (np.float64, "double")):
+        a, b = rng.standard_normal((m, k)).astype(dt), rng.standard_normal((k, n)).astype(dt)
+        c = np.empty((m, n), dt)
+        lib.launch("gemm_tiled<%s>" % ct, 1, 256, c, a, b, m, n, k, k, n, n, 0, 0, k, 0, threaded=True)
+        ct_ = np.empty((n, m), dt)  # c^T = b^T a^T from the same buffers, both transposed
+        lib.launch("gemm_tiled<%s>" % ct, 1, 256, ct_, b, a, n, m, k, n, k, m, 1, 1, k, 0, threaded=True)
+        parts = np.empty((2, m, n), dt)  # split k: 32 + 8 of k, then the sum of the partials
+        lib.launch("gemm_tiled<%s>" % ct, (1, 1, 2), 256, parts, a, b, m, n, k, k, n, n, 0, 0, 32, m * n,
+                   threaded=True)
+        lib.launch("gemm_sum_splits<%s>" % ct, 2, 64, c, parts, 2, m * n)
+    print("gemm subset ok")
+
+
 CASES = [
-    # (sanitizer, planted bug, expected exit status, text the report must contain)
-    ("address", None, 0, "subset ok"),
-    ("thread", None, 0, "subset ok"),
-    ("address", "ACCEL_BUG_OOB", "nonzero", "heap-buffer-overflow"),
-    ("thread", "ACCEL_BUG_MISSING_SYNC", 66, "data race"),
+    # (sanitizer, planted bug, expected exit status, text(s) the report must contain, function run)
+    ("address", None, 0, "subset ok", "subset"),
+    ("thread", None, 0, "subset ok", "subset"),
+    ("address", "ACCEL_BUG_OOB", "nonzero", "heap-buffer-overflow", "subset"),
+    ("thread", "ACCEL_BUG_MISSING_SYNC", 66, "data race", "subset"),
+    # the same mutations caught in the GEMM alone (its k-tail check and its barrier after a k step)
+    ("address", "ACCEL_BUG_OOB", "nonzero", ("heap-buffer-overflow", "in void gemm_tiled<"), "gemm_subset"),
+    ("thread", "ACCEL_BUG_MISSING_SYNC", 66, ("data race", "void gemm_tiled<"), "gemm_subset"),
 ]
 
 
 @pytest.mark.parametrize(
-    "sanitizer,bug,rc,text", CASES, ids=["%s-%s" % (c[0], c[1] or "clean") for c in CASES]
+    "sanitizer,bug,rc,text,which", CASES, ids=["%s-%s-%s" % (c[0], c[1] or "clean", c[4]) for c in CASES]
 )
-def test_sanitized_run(sanitizer, bug, rc, text):
+def test_sanitized_run(sanitizer, bug, rc, text, which):
     lib = cpu_build.build(sanitize=sanitizer, defines=(bug,) if bug else ())
     env = dict(
         os.environ,
@@ -134,8 +157,9 @@ def test_sanitized_run(sanitizer, bug, rc, text):
         ASAN_OPTIONS="detect_leaks=0",
         TSAN_OPTIONS="halt_on_error=1 exitcode=66",
     )
-    code = "import sys; sys.path[:0] = %r; import test_sanitizers as t; t.subset(%r)" % (
+    code = "import sys; sys.path[:0] = %r; import test_sanitizers as t; t.%s(%r)" % (
         [str(HERE), str(cpu_build.ROOT)],
+        which,
         str(lib),
     )
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
@@ -144,4 +168,5 @@ def test_sanitized_run(sanitizer, bug, rc, text):
         assert proc.returncode != 0, out[-3000:]
     else:
         assert proc.returncode == rc, out[-3000:]
-    assert text in out, out[-3000:]
+    for t in (text,) if isinstance(text, str) else text:
+        assert t in out, out[-3000:]
