@@ -445,7 +445,7 @@ class Optimizer:
         if variables is None or not self._multi or self.use_ema or self.loss_scale_factor is not None or any(
                 (getattr(self, c) or 0) > 0 for c in ("clipnorm", "clipvalue", "global_clipnorm")):
             return None
-        if len(grads) != len(variables):
+        if len(grads) != len(variables) or self._replay_conditions()[-1]:  # an all-reduce comes first
             return None
         groups = {}
         for i, (g, var) in enumerate(zip(grads, variables)):
