@@ -306,10 +306,8 @@ def _table(lists):
     return addr, sizes
 
 
-def _adam_multi_kernel(dtype, ams):
-    """The multi-tensor Adam loop for one dtype, with or without AMSGrad (one per flag: each compiles only
-    the update it calls, which halves the first call's compile time)."""
-    f = _jitted.get(("adam_multi", dtype, ams))
+def _adam_multi_kernel(dtype):
+    f = _jitted.get(("adam_multi", dtype))
     if f is None:
         nb = _numba()
         from numba import types  # noqa: PLC0415
@@ -321,31 +319,23 @@ def _adam_multi_kernel(dtype, ams):
             return sig, lambda ctx, builder, sig, args: builder.inttoptr(args[0], ctx.get_value_type(sig.return_type))
 
         carray = nb.carray
-        if ams:
-            amsgrad = _generated("adam_amsgrad_update", dtype)
+        adam = _generated("adam_update", dtype)
+        amsgrad = _generated("adam_amsgrad_update", dtype)
 
-            def run(addr, sizes, like, alpha, om_b1, om_b2, eps, lr, wd):
-                for k in range(sizes.size):
-                    n = sizes[k]
-                    p = carray(ptr_like(addr[0, k], like), n)
-                    m = carray(ptr_like(addr[1, k], like), n)
-                    v = carray(ptr_like(addr[2, k], like), n)
-                    vh = carray(ptr_like(addr[3, k], like), n)
-                    g = carray(ptr_like(addr[4, k], like), n)
+        def run(addr, sizes, like, ams, alpha, om_b1, om_b2, eps, lr, wd):
+            for k in range(sizes.size):
+                n = sizes[k]
+                p = carray(ptr_like(addr[0, k], like), n)
+                m = carray(ptr_like(addr[1, k], like), n)
+                v = carray(ptr_like(addr[2, k], like), n)
+                vh = carray(ptr_like(addr[3, k], like), n)
+                g = carray(ptr_like(addr[4, k], like), n)
+                if ams:
                     amsgrad(p, g, m, v, vh, alpha, om_b1, om_b2, eps, lr, wd)
-        else:
-            adam = _generated("adam_update", dtype)
-
-            def run(addr, sizes, like, alpha, om_b1, om_b2, eps, lr, wd):
-                for k in range(sizes.size):
-                    n = sizes[k]
-                    p = carray(ptr_like(addr[0, k], like), n)
-                    m = carray(ptr_like(addr[1, k], like), n)
-                    v = carray(ptr_like(addr[2, k], like), n)
-                    g = carray(ptr_like(addr[4, k], like), n)
+                else:
                     adam(p, g, m, v, alpha, om_b1, om_b2, eps, lr, wd)
 
-        f = _jitted[("adam_multi", dtype, ams)] = nb.njit(error_model="numpy")(run)
+        f = _jitted[("adam_multi", dtype)] = nb.njit(error_model="numpy")(run)
     return f
 
 
@@ -374,7 +364,7 @@ def adam_multi_update(ps, gs, ms, vs, vhats, alpha, b1, b2, eps, lr, wd=0.0):
     _need_numba(fn, *(a for lst in lists for a in lst))
     addr, sizes = _table(lists)
     sc = _scal(ps[0], alpha, 1 - b1, 1 - b2, eps, lr, wd)
-    _adam_multi_kernel(ps[0].dtype.type, vhats is not None)(addr, sizes, ps[0][:0].reshape(-1), *sc)
+    _adam_multi_kernel(ps[0].dtype.type)(addr, sizes, ps[0][:0].reshape(-1), vhats is not None, *sc)
 
 
 # =============================== losses ===============================
