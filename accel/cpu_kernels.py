@@ -109,9 +109,8 @@ def _load_numba():
         else:
             prange = numba.prange
             # helpers the numba kernels call: jitted here so the kernels see dispatchers, not Python
-            for helper in (_row_max_sumexp, _softmax_xent_row, _sparse_xent_row_loss, _pairwise_block):
+            for helper in (_row_max_sumexp, _softmax_xent_row, _sparse_xent_row_loss):
                 globals()[helper.__name__] = numba.njit(inline="always", error_model="numpy")(helper)
-            globals()["_pairwise_sum"] = numba.njit(error_model="numpy")(_pairwise_sum)
             _nb = numba  # last: other threads read _nb without the lock
     return _nb or None
 
@@ -411,73 +410,6 @@ def _softmax_xent_sparse_fwd_nb(loss, x, labels):
         loss[r] = _sparse_xent_row_loss(x, r, labels[r])
 
 
-def _pairwise_block(a, lo, n):
-    """a[lo:lo + n] (n <= 128) summed as NumPy's pairwise_sum sums a block: 8 running sums, then the rest."""
-    if n < 8:
-        res = a.dtype.type(0)
-        for i in range(n):
-            res += a[lo + i]
-        return res
-    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
-    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
-    i = 8
-    while i < n - n % 8:
-        r0 += a[lo + i]
-        r1 += a[lo + i + 1]
-        r2 += a[lo + i + 2]
-        r3 += a[lo + i + 3]
-        r4 += a[lo + i + 4]
-        r5 += a[lo + i + 5]
-        r6 += a[lo + i + 6]
-        r7 += a[lo + i + 7]
-        i += 8
-    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    while i < n:
-        res += a[lo + i]
-        i += 1
-    return res
-
-
-def _pairwise_sum(a):
-    """1-D a summed in NumPy's order for a contiguous add.reduce (pairwise_sum in NumPy's loops_utils.h.src:
-    blocks of at most 128 elements, above that the two halves, the first a multiple of 8, summed apart), so
-    that a twin's mean equals np.mean bitwise (tests/kernels/test_cpu_twins.py checks many lengths). The
-    recursion runs on an explicit stack: numba's on-disk cache does not take recursive functions."""
-    los = np.empty(128, np.int64)  # the halving depth is at most log2(len(a)) < 64
-    ns = np.empty(128, np.int64)
-    stage = np.zeros(128, np.int64)  # 0: split next, 1: left half summed, 2: both halves summed
-    vals = np.empty(128, a.dtype)
-    los[0], ns[0], sp, nv = 0, a.shape[0], 1, 0
-    while sp:
-        t = sp - 1
-        lo, n = los[t], ns[t]
-        if n <= 128:
-            vals[nv] = _pairwise_block(a, lo, n)
-            nv += 1
-            sp -= 1
-            continue
-        n2 = n // 2
-        n2 -= n2 % 8
-        if stage[t] < 2:
-            los[sp], ns[sp], stage[sp] = (lo, n2, 0) if stage[t] == 0 else (lo + n2, n - n2, 0)
-            stage[t] += 1
-            sp += 1
-        else:
-            vals[nv - 2] = vals[nv - 2] + vals[nv - 1]
-            nv -= 1
-            sp -= 1
-    return vals[0]
-
-
-def _softmax_xent_sparse_mean_nb(mean, x, labels):
-    rows = x.shape[0]
-    loss = np.empty(rows, x.dtype)  # the kernel's own scratch (a block's shared memory on the GPU)
-    for r in range(rows):
-        loss[r] = _sparse_xent_row_loss(x, r, labels[r])
-    # np.mean: the identity 0 plus the pairwise sum, then one division in the array's dtype
-    mean[0] = (x.dtype.type(0) + _pairwise_sum(loss)) / x.dtype.type(rows)
-
-
 @entry_point
 def softmax_xent_sparse_fwd(logits, labels, out=None):
     """loss[r] = -log_softmax(logits)[r, labels[r]], one pass per row (labels in [0, C))."""
@@ -510,9 +442,10 @@ def _check_mean_xent_args(fn, logits, labels):
 
 @entry_point
 def softmax_xent_sparse_mean_fwd(logits, labels, out=None):
-    """mean over the rows of -log_softmax(logits)[r, labels[r]] in one kernel: each row's loss as
-    softmax_xent_sparse_fwd computes it, summed in np.mean's order (equal to np.mean of that kernel's
-    rows, bitwise). Returns a 1-element array (out: one to fill). Needs numba; labels in [0, C)."""
+    """mean over the rows of -log_softmax(logits)[r, labels[r]]: each row's loss by softmax_xent_sparse_fwd's
+    kernel, then np.mean (eager's own reduction, so bitwise equal to it; a kernel summing in NumPy's pairwise
+    order took numba 1.3 s to compile on a first call). Returns a 1-element array (out: one to fill). Needs
+    numba; labels in [0, C)."""
     fn = "softmax_xent_sparse_mean_fwd"
     _check_mean_xent_args(fn, logits, labels)
     mean = np.empty(1, logits.dtype) if out is None else out
@@ -521,7 +454,9 @@ def softmax_xent_sparse_mean_fwd(logits, labels, out=None):
     _need_numba(fn, logits)
     if not labels.flags.c_contiguous:
         raise ValueError("%s: labels must be C-contiguous" % fn)
-    _jit(_softmax_xent_sparse_mean_nb)(mean.reshape(1), logits, labels)
+    loss = np.empty(logits.shape[0], logits.dtype)
+    _jit(_softmax_xent_sparse_fwd_nb)(loss, logits, labels)
+    mean.reshape(1)[0] = np.mean(loss)
     return mean
 
 

@@ -346,21 +346,6 @@ def test_softmax_xent_twin_rejects_bad_arguments(args, msg):
 
 # ---- mean of sparse softmax cross-entropy in one kernel (accel.function's loss step) ----
 
-# lengths around NumPy's pairwise blocks (8 running sums, blocks of 128, halves above) and its 8192 buffer
-PAIRWISE_LENGTHS = [1, 2, 7, 8, 9, 15, 16, 17, 127, 128, 129, 136, 255, 256, 257, 1000, 8191, 8192, 8193, 20001]
-
-
-@pytest.mark.parametrize("n", PAIRWISE_LENGTHS)
-@pytest.mark.parametrize("dt", FLOATS, ids=ids(FLOATS))
-def test_pairwise_sum_is_numpys_order_bitwise(dt, n):
-    ck.available()
-    # mixed magnitudes: any other summation order rounds differently somewhere
-    rng = np.random.default_rng(n)
-    a = (rng.standard_normal(n) * 10.0 ** rng.integers(-3, 4, n)).astype(dt)
-    got = ck._numba().njit(lambda x: ck._pairwise_sum(x))(a)
-    assert np.asarray(got, dt).tobytes() == np.asarray(np.add.reduce(a), dt).tobytes()
-
-
 MEAN_SHAPES = [(1, 1), (7, 10), (32, 10), (129, 3), (300, 257)]
 
 
