@@ -569,5 +569,7 @@ def getitem(tensor, key):
     indices = [index_tensors[p] for p in positions]
     for j, t in enumerate(indices):
         if type(t._data) is not type(x._data):
-            indices[j] = Tensor(backend.to_device(t._data, backend.device_of(x._data)))
+            from accel.ops.creation import to_device  # noqa: PLC0415  (creation sits beside this module)
+
+            indices[j] = to_device(t, backend.device_of(x._data))  # an op: a plan moves each call's indices
     return apply(_getitem_at, (x, *indices), dict(attrs, key=template))
