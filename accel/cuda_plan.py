@@ -16,8 +16,9 @@ Two layouts, chosen by settings.set_cuda_graphs (ACCEL_CUDA_GRAPHS): True keeps 
 its GEMMs, so a step is a few graphs with the GEMMs and the optimizer's host step between them; "whole_step"
 puts the GEMMs that accel's own kernel serves (kernels/gemm.cu: 2-D float operands, transposed views too)
 and optimizer updates that read their step count on the device (`device_run`) inside the graphs, so an MLP
-training step is one graph launch. The trade: the own GEMM is slower than cuBLAS on large matrices and sums
-in another order, but a step of small matrices is bound by launches, not by GEMM speed. cuBLAS through
+training step is one graph launch. The trade: the own GEMM (plain tiling, no tensor cores) is expected to be
+slower than cuBLAS on large matrices (not measured: bench/bench_gemm.py needs a GPU) and sums in another
+order, but a step of small matrices is bound by launches, not by GEMM speed. cuBLAS through
 another binding that allows capture (nvmath-python) would add a dependency whose calls could not be
 checked without a GPU.
 
