@@ -151,9 +151,10 @@ def test_a_whole_step_graph_holds_the_gemms_and_equals_the_plan(jit):
             np.testing.assert_array_equal(a, b)
 
 
-def _train_step(opt):
-    init = [rng.standard_normal((6, 5)).astype(np.float32), np.zeros(5, np.float32),
-            rng.standard_normal((5, 3)).astype(np.float32), np.zeros(3, np.float32)]
+def _train_step(opt, init=None, with_variables=False, args=None):
+    if init is None:
+        init = [rng.standard_normal((6, 5)).astype(np.float32), np.zeros(5, np.float32),
+                rng.standard_normal((5, 3)).astype(np.float32), np.zeros(3, np.float32)]
     vs = [tf.Variable(a) for a in init]
 
     def step(x, y):
@@ -165,10 +166,11 @@ def _train_step(opt):
         return loss
 
     f = tf.function(step)
-    args = _args()
+    args = _args() if args is None else args
     f(args[0], args[5])  # creates the optimizer's slots: traced again on the next call, as TF
     f(args[0], args[5])
-    return next(p for cf in f._cache.values() for p in cf.plans)
+    plan = next(p for cf in f._cache.values() for p in cf.plans)
+    return (plan, vs) if with_variables else plan
 
 
 @pytest.mark.parametrize("make, one_graph", [
@@ -188,6 +190,28 @@ def test_a_training_step_is_one_graph_where_its_update_has_a_device_step(make, o
         assert calls["graphs"] == 1 and calls["uncaptured"] == 0
     else:
         assert calls["uncaptured"] >= 1 and all(not a <= call < b for a, b, _, _ in layout)
+
+
+@pytest.mark.parametrize("make", [lambda: tf.keras.optimizers.Adam(1e-2), lambda: tf.keras.optimizers.SGD(0.1)])
+def test_a_whole_step_graph_run_by_segments_trains_like_the_plan(make):
+    """The wiring a GPU replay uses (one segment holding the GEMMs and the update; on the host the update's
+    plain replay runs in it) trains bitwise like the plan run whole, step for step."""
+    init = [rng.standard_normal((6, 5)).astype(np.float32), np.zeros(5, np.float32),
+            rng.standard_normal((5, 3)).astype(np.float32), np.zeros(3, np.float32)]
+    warm = _args()
+    whole, vs_whole = _train_step(make(), init, with_variables=True, args=warm)
+    parts, vs_parts = _train_step(make(), init, with_variables=True, args=warm)
+    by_segments = parts.variant("graph_whole_step")
+    assert len(parts.graphs) == 1
+    for _ in range(3):
+        args = _args()
+        arrays = [args[0]._data, args[5]._data]
+        a, b = whole.run(arrays, ()), by_segments(arrays, ())
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)
+        for v, w in zip(vs_whole, vs_parts):
+            np.testing.assert_array_equal(v.numpy(), w.numpy())
+    assert not np.array_equal(vs_parts[0].numpy(), init[0])  # it trained
 
 
 def test_batched_matmuls_stay_outside_a_whole_step_graph():
