@@ -109,7 +109,7 @@ def _load_numba():
         else:
             prange = numba.prange
             # helpers the numba kernels call: jitted here so the kernels see dispatchers, not Python
-            for helper in (_row_max_sumexp, _softmax_xent_row, _sparse_xent_row_loss):
+            for helper in (_row_max_sumexp, _softmax_xent_row):
                 globals()[helper.__name__] = numba.njit(inline="always", error_model="numpy")(helper)
             _nb = numba  # last: other threads read _nb without the lock
     return _nb or None
@@ -399,15 +399,10 @@ def _softmax_xent_sparse_nb(d, x, labels, g):
         d[r, labels[r]] -= g[r]
 
 
-def _sparse_xent_row_loss(x, r, label):
-    """-log_softmax(x[r])[label]: the one expression of every sparse forward twin (their rows agree bitwise)."""
-    mx, total = _row_max_sumexp(x, r)
-    return np.log(total) - (x[r, label] - mx)
-
-
 def _softmax_xent_sparse_fwd_nb(loss, x, labels):
     for r in range(x.shape[0]):
-        loss[r] = _sparse_xent_row_loss(x, r, labels[r])
+        mx, total = _row_max_sumexp(x, r)
+        loss[r] = np.log(total) - (x[r, labels[r]] - mx)
 
 
 @entry_point
