@@ -1187,21 +1187,31 @@ def _example(r, examples, arg_arrays):
     return r[1](_example(e, examples, arg_arrays) for e in r[2])  # "seq"
 
 
+def _namespace_step(n):
+    """(fn, argument refs, kwargs) of a step whose code takes the array namespace first (an op's forward, a
+    rule given the namespace), so a namespace with another matmul can stand in for it (_Into, _OwnGemm);
+    else None."""
+    if n[0] == "op":
+        return n[1].forward, n[2], n[3]
+    if n[0] == "acall" and n[2] and n[2][0][0] == "py" and hasattr(n[2][0][1], "matmul"):
+        return n[1], n[2][1:], n[3]
+    return None
+
+
 def _into_candidates(nodes, examples, returned, arg_arrays):
     """The nodes (index -> slot) whose one output _Into can put in a buffer: tried once on the traced
     values, accepted when the step's one matmul made its result in the buffer."""
     found = {}
     for i, n in enumerate(nodes):
-        if n[0] == "op" and not n[1].multi_out:
-            fn, refs, kwargs, out = n[1].forward, (("py", None),) + n[2], n[3], n[4][0]
-        elif n[0] == "acall" and not n[5] and n[2] and n[2][0][0] == "py" and hasattr(n[2][0][1], "matmul"):
-            fn, refs, kwargs, out = n[1], n[2], n[3], n[4][0]
-        else:
+        step = _namespace_step(n)
+        if step is None or (n[1].multi_out if n[0] == "op" else n[5]):
             continue
+        fn, refs, kwargs = step
+        out = n[4][0]
         if out in returned or "matmul" not in getattr(getattr(fn, "__code__", None), "co_names", ()):
             continue
         try:
-            args = [_example(r, examples, arg_arrays) for r in refs[1:]]
+            args = [_example(r, examples, arg_arrays) for r in refs]
             into = _Into(backend.xp_of(examples[out]), backend.xp_of(examples[out]).empty_like(examples[out]))
             res = fn(into, *args, **kwargs)
         except Exception:  # noqa: BLE001  (any failure only means: no buffer for this step)
@@ -1464,16 +1474,14 @@ def _own_gemm_steps(nodes, examples, on_gpu):
             if getattr(n[2], "capturable" if on_gpu else "capturable_on_gpu", False):
                 found.add(i)
             continue
-        if n[0] == "op":
-            fn, refs, kwargs = n[1].forward, (("py", None),) + n[2], n[3]
-        elif n[0] == "acall" and n[2] and n[2][0][0] == "py" and hasattr(n[2][0][1], "matmul"):
-            fn, refs, kwargs = n[1], n[2], n[3]
-        else:
+        step = _namespace_step(n)
+        if step is None:
             continue
+        fn, refs, kwargs = step
         if cuda_plan.breakers(fn) != {"matmul"}:
             continue
         try:
-            args = [_example(r, examples, {}) for r in refs[1:]]
+            args = [_example(r, examples, {}) for r in refs]
             probe = _GemmProbe(backend.xp_of(next((a for a in args if hasattr(a, "shape")), np.zeros(0))))
             fn(probe, *args, **kwargs)
         except Exception:  # noqa: BLE001  (a step that cannot be tried stays outside the graphs)
