@@ -325,6 +325,10 @@ class Optimizer:
             )
         return st.decay
 
+    def _decay_of(self, st) -> float:
+        """The weight decay applied to the variable of state st (0 where it is off or excluded)."""
+        return f32(self.weight_decay) if self.weight_decay is not None and self._uses_decay(st) else 0.0
+
     # ---- applying gradients ------------------------------------------------------------------
     def apply_gradients(self, grads_and_vars):
         """Applies [(gradient, variable), ...] (a zip works); returns `iterations`."""
@@ -452,12 +456,11 @@ class Optimizer:
             if not isinstance(g, Tensor) or var.constraint is not None or var._id not in self._states or \
                     g._data.dtype != var._data.dtype:
                 return None
-            st = self._states[var._id]
-            k = self._kernels(var._data, g._data, *(s._data for s in st.slots.values()), any_size=True)
-            if k is None:
+            group = self._multi_group_of(var, g._data)
+            if group is None:
                 return None
-            wd = f32(self.weight_decay) if self.weight_decay is not None and self._uses_decay(st) else 0.0
-            groups.setdefault((k, var._data.dtype, backend.device_of(var._data), wd), []).append((i, st))
+            key, st, _ = group
+            groups.setdefault(key, []).append((i, st))
         if any(len(members) < 2 for members in groups.values()):
             return None
         return [(k, wd, members) for (k, _, _, wd), members in groups.items()]
@@ -564,7 +567,7 @@ class Optimizer:
         groups = {}
         for var, g in zip(variables, grad_arrays, strict=True):
             st = self._states[var._id]
-            wd = f32(self.weight_decay) if self.weight_decay is not None and self._uses_decay(st) else 0.0
+            wd = self._decay_of(st)
             ps, gs, ss = groups.setdefault(wd, ([], [], []))
             ps.append(var._data)
             gs.append(g)
@@ -622,7 +625,7 @@ class Optimizer:
         per_var = []
         for var in variables:
             st = self._states[var._id]
-            wd = f32(self.weight_decay) if self.weight_decay is not None and self._uses_decay(st) else 0.0
+            wd = self._decay_of(st)
             per_var.append((ptr(var._data), wd) + tuple(ptr(v._data) for v in st.slots.values()))
         return (type(self).__name__, self._lr_value(), self._device_hyper(), ptr(self._iterations._data),
                 tuple(per_var))
@@ -719,7 +722,7 @@ class Optimizer:
         p = var._data
         g, fg = self._dense_grad(p, g, scale)
         s = {k: v._data for k, v in st.slots.items()}
-        wd = f32(self.weight_decay) if self.weight_decay is not None and self._uses_decay(st) else 0.0
+        wd = self._decay_of(st)
         if fg is None and self._fused_update(p, g, s, lr, step, wd):
             return
         bufs = [self._buf(p, _SCRATCH + i) for i in range(self._scratch)]
@@ -745,15 +748,12 @@ class Optimizer:
             if scale is not None or clip or isinstance(g, _Rows) or g.dtype != p.dtype:
                 rest.append(item)
                 continue
-            st = self._states[var._id]
-            s = {k: v._data for k, v in st.slots.items()}
-            # any size: one call for the whole group beats a dozen NumPy passes per small parameter
-            k = self._kernels(p, g, *s.values(), any_size=True)
-            if k is None:
+            group = self._multi_group_of(var, g)
+            if group is None:
                 rest.append(item)
                 continue
-            wd = f32(self.weight_decay) if self.weight_decay is not None and self._uses_decay(st) else 0.0
-            groups.setdefault((k, p.dtype, backend.device_of(p), wd), []).append((item, st, g, s))
+            key, st, s = group
+            groups.setdefault(key, []).append((item, st, g, s))
         for (k, _, _, wd), members in groups.items():
             if len(members) < 2:
                 rest.extend(m[0] for m in members)
@@ -765,6 +765,20 @@ class Optimizer:
                 ps.append(st.var._data)
             self._multi_update(k, ps, [m[2] for m in members], [m[3] for m in members], lr, step, wd)
         return rest
+
+    def _multi_group_of(self, var, g):
+        """(group key, state, slot arrays) of the multi-tensor call that would update var with the dense
+        gradient array g (same kernels, dtype, device and weight decay share a call), or None where no
+        kernel qualifies."""
+        p = var._data
+        st = self._states[var._id]
+        s = {k: v._data for k, v in st.slots.items()}
+        # any size: one call for the whole group beats a dozen NumPy passes per small parameter
+        k = self._kernels(p, g, *s.values(), any_size=True)
+        if k is None:
+            return None
+        wd = self._decay_of(st)
+        return (k, p.dtype, backend.device_of(p), wd), st, s
 
     _multi = False  # True where the optimizer defines _multi_update
 
