@@ -399,13 +399,7 @@ def _pointer_tables(lists):
     key = tuple(id(a) for lst in state if lst is not None for a in lst)
     hit = _TABLES.get(key)
     if hit is None:
-        k = len(lists[0])
-        host = np.zeros((len(lists) + 1, k), np.uint64)
-        for row, lst in enumerate(state):
-            if lst is not None:
-                host[row] = [a.data.ptr for a in lst]
-        sizes = np.array([a.size for a in lists[0]], np.int64)
-        host[-1] = sizes.view(np.uint64)
+        host, sizes = _host_table(lists, slice(None))  # the gradients' row is filled below, per call
         if len(_TABLES) >= _TABLES_MAX:
             _TABLES.pop(next(iter(_TABLES)))
         # the entry keeps the arrays alive, so their ids cannot be reused while it is cached
@@ -423,10 +417,10 @@ def _pointer_tables(lists):
 # warmed call copies nothing from the host: the pointer tables of the parameters, slots AND gradients, the
 # sizes and the alpha scalar live in device memory, built on the first call and reused while arrays with the
 # same pointers, shapes, strides and dtypes are passed (as in a CUDA graph segment, whose gradient buffers are
-# stable). A call with other arrays rebuilds them with a host-to-device copy, which cannot be captured:
-# rebuilding while the stream captures raises. The tables live in a holder dict the caller owns (`tables=`,
-# one entry per launcher, replaced by a rebuild: a graph captured with the old entry must not be launched
-# again); without one, a module-wide holder.
+# stable). A call with other arrays rebuilds them with a host-to-device copy; while the stream captures, that
+# copy is from pinned memory the graph keeps (_table_to_device). The tables live in a holder dict the caller
+# owns (`tables=`, one entry per launcher, replaced by a rebuild: a graph captured with the old entry must
+# not be launched again); without one, a module-wide holder.
 _DEV_TABLES: dict = {}
 
 
@@ -458,12 +452,7 @@ def _dev_tables(fn, lists, check, tables, scalar_dtype=None):
     for lo in range(0, len(ps), 65535):  # gridDim.y limit
         sl = slice(lo, lo + 65535)
         k = len(ps[sl])
-        host = np.zeros((len(lists) + 1, k), np.uint64)
-        for row, lst in enumerate(lists):
-            if lst is not None:
-                host[row] = [a.data.ptr for a in lst[sl]]
-        sizes = np.array([a.size for a in ps[sl]], np.int64)
-        host[-1] = sizes.view(np.uint64)
+        host, sizes = _host_table(lists, sl)
         dev, pinned = _table_to_device(cp, host)
         rows = tuple(_NULL if lst is None else dev[r] for r, lst in enumerate(lists))
         longest = int(sizes.max())
@@ -472,6 +461,19 @@ def _dev_tables(fn, lists, check, tables, scalar_dtype=None):
     scalar = None if scalar_dtype is None else cp.zeros(1, scalar_dtype)
     holder[fn] = (key, chunks, scalar)
     return chunks, scalar
+
+
+def _host_table(lists, sl):
+    """(table, sizes) for the tensors sl of `lists` (lists of cupy arrays, or None; lists[0] the
+    parameters): a row of device pointers per list (zeros for None), then the parameters' sizes."""
+    k = len(lists[0][sl])
+    host = np.zeros((len(lists) + 1, k), np.uint64)
+    for row, lst in enumerate(lists):
+        if lst is not None:
+            host[row] = [a.data.ptr for a in lst[sl]]
+    sizes = np.array([a.size for a in lists[0][sl]], np.int64)
+    host[-1] = sizes.view(np.uint64)
+    return host, sizes
 
 
 def _table_to_device(cp, host):
@@ -499,7 +501,8 @@ def adam_multi_update_dev(ps, gs, ms, vs, vhats, iterations, lr, b1, b2, eps, wd
     """adam_multi_update with alpha formed on the device for t = iterations + 1 (the optimizer's int64 counter,
     a 1-element cupy array, read and not written: step_increment advances it after the step's updates).
     b1, b2: the optimizer's betas (alpha uses float32(b), as the host's adam_alpha is called).
-    tables: the caller's holder dict of the device tables. Capturable once warmed with these arrays (_DEV_TABLES)."""
+    tables: the caller's holder dict of the device tables (_DEV_TABLES). Capturable once a first call has
+    compiled the kernels."""
     fn = "adam_multi_update_dev"
     lists = (ps, ms, vs, vhats, gs)
 
