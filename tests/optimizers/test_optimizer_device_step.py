@@ -111,13 +111,9 @@ def test_which_configurations_are_capturable(label, make, mod, why):
     assert not hasattr(rec, "device_run")
 
 
-def test_the_traced_host_step_carries_the_verdict():
-    """accel.function records the optimizer as a "call" node whose fn says whether it is capturable; the plain
-    replay is unchanged (the function's result equals the eager steps)."""
-    variables = make_vars()
-    twins = [accel.Variable(v.numpy(), name=v.name) for v in variables]
-    grads = dense_grads(variables)
-    opt, ref = O.Adam(1e-2), O.Adam(1e-2)
+def _traced_update(opt, ref, grads, variables, twins):
+    """opt.apply_gradients inside accel.function, run 3 times beside ref's eager steps on the twins; returns
+    the host step the trace recorded (the plan's one "call" node's fn)."""
 
     @accel.function
     def step():
@@ -128,7 +124,17 @@ def test_the_traced_host_step_carries_the_verdict():
         ref.apply_gradients(zip(grads, twins, strict=True))
     calls = [n for cf in step._cache.values() for p in cf.plans for n in p.nodes if n[0] == "call"]
     assert len(calls) == 1
-    fn = calls[0][2]
+    return calls[0][2]
+
+
+def test_the_traced_host_step_carries_the_verdict():
+    """accel.function records the optimizer as a "call" node whose fn says whether it is capturable; the plain
+    replay is unchanged (the function's result equals the eager steps)."""
+    variables = make_vars()
+    twins = [accel.Variable(v.numpy(), name=v.name) for v in variables]
+    grads = dense_grads(variables)
+    opt, ref = O.Adam(1e-2), O.Adam(1e-2)
+    fn = _traced_update(opt, ref, grads, variables, twins)
     assert fn.capturable is False and NOT_ON_GPU in fn.not_capturable_because
     for v, w in zip(variables, twins, strict=True):
         np.testing.assert_array_equal(v.numpy(), w.numpy())
@@ -387,18 +393,10 @@ def test_gpu_traced_step_is_capturable_and_device_run_continues_it():
         pytest.skip("needs CuPy and a CUDA device")
     cp, variables, twins, opt, ref, steps = _gpu_setup(lambda: O.AdamW(1e-2), "float32")
     grads = [accel.constant(g) for g in steps[0]]
-
-    @accel.function
-    def step():
-        opt.apply_gradients(zip(grads, variables, strict=True))
-
-    for _ in range(3):
-        step()
-        ref.apply_gradients(zip(grads, twins, strict=True))
-    calls = [n for cf in step._cache.values() for p in cf.plans for n in p.nodes if n[0] == "call"]
-    assert len(calls) == 1 and calls[0][2].capturable, getattr(calls[0][2], "not_capturable_because", None)
+    fn = _traced_update(opt, ref, grads, variables, twins)
+    assert fn.capturable, fn.not_capturable_because
     before = fused.launches["adam_multi_update_dev"]
-    calls[0][2].device_run(*[g._data for g in grads])
+    fn.device_run(*[g._data for g in grads])
     ref.apply_gradients(zip(grads, twins, strict=True))
     assert fused.launches["adam_multi_update_dev"] == before + 1
     for v, w in zip(variables, twins, strict=True):
